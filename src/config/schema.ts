@@ -1,0 +1,92 @@
+// Every setting of pybox, with its default. config/default.yaml documents each one; load.ts reads
+// that file, lays the environment overrides over it and parses it with this schema (fail fast).
+import { z } from 'zod';
+
+const Limits = z.strictObject({
+  timeoutMs: z.int().min(100).max(3_600_000),
+  memoryMb: z.int().min(32).max(65_536),
+  cpus: z.number().min(0.05).max(64),
+});
+
+export const ConfigSchema = z.strictObject({
+  server: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: z.int().min(0).max(65_535).default(8080),
+      bodyLimitBytes: z.int().min(1024).max(256 * 1024 * 1024).default(20 * 1024 * 1024),
+      /** How long a client may take to send its request headers. */
+      headersTimeoutMs: z.int().min(1000).max(600_000).default(10_000),
+      /** How long a client may take to send a whole request. */
+      requestTimeoutMs: z.int().min(1000).max(3_600_000).default(30_000),
+      shutdownGraceMs: z.int().min(0).max(600_000).default(10_000),
+    })
+    .prefault({}),
+  engine: z
+    .strictObject({
+      /** Docker socket path; DOCKER_HOST (unix:// or tcp://) wins when set. */
+      socketPath: z.string().min(1).default('/var/run/docker.sock'),
+      runtime: z.enum(['auto', 'runc', 'runsc']).default('auto'),
+      /** Sandbox image; `auto` means the tag setup builds from images/ (pybox-python:<hash>). */
+      image: z.string().min(1).default('auto'),
+      /** Per-call timeout for engine API calls (not for the user's code). */
+      apiTimeoutMs: z.int().min(1000).max(300_000).default(30_000),
+    })
+    .prefault({}),
+  sandbox: z
+    .strictObject({
+      /** uid:gid the code runs as; must not be 0. */
+      user: z.string().regex(/^[1-9][0-9]*:[1-9][0-9]*$/, 'must be uid:gid, neither 0').default('10001:10001'),
+      pidsLimit: z.int().min(8).max(4096).default(128),
+      /** gVisor's own threads count against the pids limit: it needs more room. */
+      pidsLimitRunsc: z.int().min(64).max(4096).default(256),
+      workTmpfsMb: z.int().min(1).max(4096).default(64),
+      tmpTmpfsMb: z.int().min(1).max(4096).default(64),
+      tmpfsInodes: z.int().min(64).max(1_000_000).default(4096),
+      shmMb: z.int().min(1).max(1024).default(16),
+      nofile: z.int().min(16).max(65_536).default(256),
+      fsizeMb: z.int().min(1).max(4096).default(64),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      defaults: Limits.default({ timeoutMs: 30_000, memoryMb: 256, cpus: 1 }),
+      max: Limits.default({ timeoutMs: 300_000, memoryMb: 2048, cpus: 2 }),
+      /** Bytes kept of each of stdout and stderr; the rest is counted and dropped. */
+      outputBytes: z.int().min(1024).max(64 * 1024 * 1024).default(50_000),
+      /** A stream that produces more than this ends the run with status output_limit. */
+      floodBytes: z.int().min(1024).max(1024 * 1024 * 1024).default(1_000_000),
+      inputFilesMaxBytes: z.int().min(0).max(256 * 1024 * 1024).default(10 * 1024 * 1024),
+      outputFilesMax: z.int().min(0).max(1000).default(20),
+      outputFilesMaxBytes: z.int().min(0).max(256 * 1024 * 1024).default(5 * 1024 * 1024),
+    })
+    .prefault({})
+    .refine((l) => l.defaults.timeoutMs <= l.max.timeoutMs && l.defaults.memoryMb <= l.max.memoryMb && l.defaults.cpus <= l.max.cpus, {
+      message: 'limits.defaults must not exceed limits.max',
+    })
+    .refine((l) => l.floodBytes >= l.outputBytes, { message: 'limits.floodBytes must be at least limits.outputBytes' }),
+  concurrency: z
+    .strictObject({
+      maxConcurrent: z.int().min(1).max(1024).default(4),
+      maxQueue: z.int().min(0).max(100_000).default(64),
+      /** Retry-After (seconds) sent with a 503 when the queue is full. */
+      retryAfterS: z.int().min(1).max(3600).default(2),
+    })
+    .prefault({}),
+  store: z
+    .strictObject({
+      path: z.string().min(1).default('./data/pybox.db'),
+      /** Newest executions kept; older ones are pruned. */
+      maxExecutions: z.int().min(100).max(100_000_000).default(100_000),
+      /** Executions older than this are pruned; 0 keeps them regardless of age. */
+      maxAgeDays: z.int().min(0).max(36_500).default(30),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type LimitSet = z.infer<typeof Limits>;

@@ -1,0 +1,162 @@
+// The data model of an execution: what a caller may ask for and what it gets back. These zod
+// schemas are the single source for request validation, the OpenAPI document and the typed client.
+import { z } from 'zod';
+
+export const EXECUTION_STATUSES = [
+  'completed',
+  'error',
+  'timeout',
+  'oom',
+  'output_limit',
+  'validation_failed',
+  'internal_error',
+] as const;
+export const ExecutionStatus = z.enum(EXECUTION_STATUSES);
+export type ExecutionStatus = z.infer<typeof ExecutionStatus>;
+
+export const RUNTIMES = ['runc', 'runsc'] as const;
+export const RuntimeName = z.enum(RUNTIMES);
+export type RuntimeName = z.infer<typeof RuntimeName>;
+
+const noNul = (s: string) => !s.includes('\0');
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const PY_KEYWORDS = new Set(
+  ('False None True and as assert async await break class continue def del elif else except finally ' +
+    'for from global if import in is lambda nonlocal not or pass raise return try while with yield')
+    .split(' '),
+);
+
+/** A path of an input file, relative to the work directory. Checked again inside the sandbox. */
+export const FilePath = z
+  .string()
+  .min(1)
+  .max(255)
+  .refine(noNul, 'must not contain NUL')
+  .refine((p) => !p.startsWith('/') && !p.includes('\\'), 'must be a relative path with / separators')
+  .refine((p) => p.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..'), 'must not contain empty, . or .. segments')
+  .refine((p) => p.split('/').length <= 8, 'must be at most 8 segments deep')
+  .refine((p) => p !== 'main.py' && !p.startsWith('.pybox/') && p !== '.pybox' && !p.startsWith('out/') && p !== 'out', 'main.py, out/ and .pybox/ are reserved')
+  .refine((p) => /^[\x20-\x7e\u00a0-\uffff]+$/.test(p), 'must be printable');
+
+export const InputFile = z.strictObject({
+  path: FilePath,
+  content: z.string().max(16 * 1024 * 1024),
+  encoding: z.enum(['utf8', 'base64']).default('utf8'),
+});
+export type InputFile = z.infer<typeof InputFile>;
+
+/**
+ * A request to run code. Every bound here is a sanity range; the service then clamps the limits
+ * to the server's maxima, so no request value ever reaches the engine unclamped.
+ */
+export const ExecutionRequest = z.strictObject({
+  code: z.string().min(1).max(1_000_000),
+  stdin: z.string().max(1_000_000).optional(),
+  args: z.array(z.string().max(4096).refine(noNul, 'must not contain NUL')).max(64).optional(),
+  env: z
+    .record(
+      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be a valid variable name'),
+      z.string().max(32_768).refine(noNul, 'must not contain NUL'),
+    )
+    .refine((e) => Object.keys(e).length <= 64, 'at most 64 variables')
+    .optional(),
+  files: z.array(InputFile).max(64).optional(),
+  context: z
+    .record(
+      z
+        .string()
+        .regex(IDENTIFIER, 'must be a Python identifier')
+        .refine((k) => !PY_KEYWORDS.has(k) && !k.startsWith('__'), 'must not be a keyword or a dunder name'),
+      z.json(),
+    )
+    .optional(),
+  timeoutMs: z.int().min(1).max(86_400_000).optional(),
+  memoryMb: z.int().min(1).max(1_048_576).optional(),
+  cpus: z.number().min(0.01).max(1024).optional(),
+});
+export type ExecutionRequest = z.infer<typeof ExecutionRequest>;
+
+/** Limits actually applied to a run, after clamping. */
+export const AppliedLimits = z.object({
+  timeoutMs: z.int(),
+  memoryMb: z.int(),
+  cpus: z.number(),
+  outputBytes: z.int(),
+});
+export type AppliedLimits = z.infer<typeof AppliedLimits>;
+
+export const ExecutionError = z.object({
+  type: z.string(),
+  message: z.string(),
+  line: z.int().nullable(),
+  column: z.int().nullable().optional(),
+  /** The offending source line and a caret under the column (syntax errors). */
+  text: z.string().nullable().optional(),
+  caret: z.string().nullable().optional(),
+  traceback: z.string().nullable().optional(),
+});
+export type ExecutionError = z.infer<typeof ExecutionError>;
+
+export const OutputFile = z.object({
+  path: z.string(),
+  size: z.int(),
+  contentBase64: z.string(),
+});
+export type OutputFile = z.infer<typeof OutputFile>;
+
+export const ExecutionResult = z.object({
+  id: z.string(),
+  status: ExecutionStatus,
+  success: z.boolean(),
+  exitCode: z.int().nullable(),
+  signal: z.string().nullable(),
+  stdout: z.string(),
+  stderr: z.string(),
+  truncated: z.object({ stdout: z.boolean(), stderr: z.boolean() }),
+  durationMs: z.number(),
+  error: ExecutionError.nullable().optional(),
+  files: z.array(OutputFile).optional(),
+  /** Output files that were not returned (links, odd names, over the count or size cap). */
+  filesDropped: z.int().optional(),
+  feedback: z.string(),
+  runtime: RuntimeName,
+  limits: AppliedLimits,
+  createdAt: z.string(),
+  finishedAt: z.string(),
+});
+export type ExecutionResult = z.infer<typeof ExecutionResult>;
+
+export const ExecutionSummary = ExecutionResult.omit({ files: true });
+
+export const HistoryQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(500).default(20),
+  status: ExecutionStatus.optional(),
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor: z.string().max(200).optional(),
+});
+export type HistoryQuery = z.infer<typeof HistoryQuery>;
+
+export const HistoryPage = z.object({
+  items: z.array(ExecutionResult),
+  nextCursor: z.string().nullable(),
+});
+export type HistoryPage = z.infer<typeof HistoryPage>;
+
+export const Stats = z.object({
+  total: z.int(),
+  byStatus: z.record(ExecutionStatus, z.int()),
+  successRate: z.number().nullable(),
+  meanDurationMs: z.number().nullable(),
+  p50DurationMs: z.number().nullable(),
+  p95DurationMs: z.number().nullable(),
+});
+export type Stats = z.infer<typeof Stats>;
+
+export const ErrorBody = z.object({
+  error: z.object({
+    code: z.string(),
+    message: z.string(),
+    details: z.unknown().optional(),
+  }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;
