@@ -68,6 +68,9 @@ wait_for_engine() {
   return 1
 }
 
+# docker-compose validates the deployment file (docker-compose.yml); cheap, and only when missing.
+if is_debian_root; then apt_install docker-compose || log "docker-compose could not be installed (only the deployment-file check needs it)"; fi
+
 if engine_answers; then
   if [ "$WANT_RUNSC" = 1 ] && ! engine_has_runsc && is_debian_root && [ -z "${DOCKER_HOST:-}" ] && pgrep -x dockerd >/dev/null; then
     apt_install runsc

@@ -86,7 +86,10 @@ def safe_member_path(name):
 
 def read_payload():
     request, stdin_data = None, b""
-    with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+    # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's end,
+    # until the host closed stdin. Reading only what has arrived keeps a waiting sandbox usable.
+    stdin = io.FileIO(0, "rb", closefd=False)
+    with tarfile.open(fileobj=stdin, mode="r|") as tar:
         for member in tar:
             if not member.isreg():
                 continue  # directories are implied; links and devices are never created

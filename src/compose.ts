@@ -1,0 +1,98 @@
+// Builds a running pybox from a config: engine, sandboxes, store, service and HTTP app, wired
+// together. main.ts serves what this returns; integration tests use it to get the real thing.
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import type { Hono } from 'hono';
+import { createApp } from './app.ts';
+import type { Config } from './config/schema.ts';
+import { ConcurrencyGate } from './core/concurrency.ts';
+import { DefaultExecutionService } from './core/execution-service.ts';
+import type { Clock, Logger } from './core/ports.ts';
+import type { RuntimeName } from './core/schemas.ts';
+import { DockerEngine, dockerConnection } from './engine/docker-engine.ts';
+import { imageTags } from './engine/image.ts';
+import { reapLeftovers } from './engine/reaper.ts';
+import { SandboxRunner } from './engine/run-sandbox.ts';
+import { knownRuntimes, resolveRuntime } from './engine/runtime.ts';
+import { openDatabase } from './store/db.ts';
+import { SqliteExecutionStore } from './store/execution-store.ts';
+
+export interface Pybox {
+  app: Hono;
+  service: DefaultExecutionService;
+  runtime: RuntimeName;
+  image: string;
+  /** Waits for running executions and background removals, then closes the store. */
+  close(): Promise<void>;
+}
+
+export interface ComposeOptions {
+  /** DOCKER_HOST, when set. */
+  dockerHost?: string | undefined;
+  /** Folder holding the sandbox image's sources, for the `auto` image tag. */
+  imagesDir?: string;
+  logger: Logger;
+  clock?: Clock;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
+
+export async function composePybox(config: Config, opts: ComposeOptions): Promise<Pybox> {
+  const { logger } = opts;
+  const clock = opts.clock ?? systemClock;
+  const engine = new DockerEngine(dockerConnection(opts.dockerHost, config.engine.socketPath), config.engine.apiTimeoutMs);
+  if (!(await engine.ping())) {
+    throw new Error(
+      `no Docker engine answers at ${opts.dockerHost ?? config.engine.socketPath}: run \`npm run setup\` (it installs and starts one on Debian as root)`,
+    );
+  }
+  const availableRuntimes = knownRuntimes(await engine.runtimes());
+  const runtime = resolveRuntime(config.engine.runtime, availableRuntimes);
+  const image = config.engine.image === 'auto' ? imageTags(opts.imagesDir ?? join(process.cwd(), 'images')).sandbox : config.engine.image;
+  if (!(await engine.imageExists(image))) {
+    throw new Error(`the sandbox image ${image} is missing: run \`npm run setup\` to build it`);
+  }
+  await reapLeftovers(engine, logger);
+
+  const db = openDatabase(config.store.path);
+  const store = new SqliteExecutionStore({ db, maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, clock });
+  const sandboxes = new SandboxRunner(
+    engine,
+    {
+      sandbox: config.sandbox,
+      outputBytes: config.limits.outputBytes,
+      floodBytes: config.limits.floodBytes,
+      outputFilesMax: config.limits.outputFilesMax,
+      outputFilesMaxBytes: config.limits.outputFilesMaxBytes,
+    },
+    logger,
+    clock,
+  );
+  const gate = new ConcurrencyGate(config.concurrency.maxConcurrent, config.concurrency.maxQueue, config.concurrency.retryAfterS);
+  const service = new DefaultExecutionService({
+    sandboxes,
+    engine,
+    store,
+    gate,
+    limits: config.limits,
+    image,
+    runtime,
+    availableRuntimes,
+    clock,
+    logger,
+    newId: randomUUID,
+  });
+  const app = createApp({ service, logger, bodyLimitBytes: config.server.bodyLimitBytes });
+
+  return {
+    app,
+    service,
+    runtime,
+    image,
+    async close() {
+      await gate.idle();
+      await sandboxes.drain();
+      store.close();
+    },
+  };
+}

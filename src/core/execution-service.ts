@@ -1,0 +1,288 @@
+// The one use case of pybox: take a validated request, clamp it to the server's limits, run it in
+// a fresh sandbox, turn what happened into a result (status, output, parsed error, feedback), keep
+// it in the store and return it.
+import { constants } from 'node:os';
+import type { Config } from '../config/schema.ts';
+import type { SandboxJob, SandboxOutcome } from '../engine/run-sandbox.ts';
+import type { RunnerReport } from '../engine/protocol.ts';
+import type { ConcurrencyGate } from './concurrency.ts';
+import { PyboxError } from './errors.ts';
+import { renderFeedback, type FeedbackInput } from './feedback.ts';
+import type { Clock, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo } from './ports.ts';
+import type { AppliedLimits, ExecutionRequest, ExecutionResult, ExecutionStatus, HistoryPage, HistoryQuery, OutputFile, RuntimeName, Stats } from './schemas.ts';
+
+/** What the service needs of the engine side; engine/ provides the real one. */
+export interface Sandboxes {
+  run(job: SandboxJob): Promise<SandboxOutcome>;
+}
+
+export interface EngineProbe {
+  ping(): Promise<boolean>;
+  imageExists(image: string): Promise<boolean>;
+}
+
+export interface ExecutionServiceDeps {
+  sandboxes: Sandboxes;
+  engine: EngineProbe;
+  store: ExecutionStore;
+  gate: ConcurrencyGate;
+  limits: Config['limits'];
+  image: string;
+  runtime: RuntimeName;
+  availableRuntimes: RuntimeName[];
+  clock: Clock;
+  logger: Logger;
+  newId: () => string;
+}
+
+const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const SAFE_RETURNED_PATH = /^[^\0\\]{1,1024}$/;
+
+const PROBE_CODE = `import sys, json, importlib.metadata as m
+pk = {}
+for n in ("numpy", "pandas", "matplotlib"):
+    try:
+        pk[n] = m.version(n)
+    except Exception:
+        pass
+print(json.dumps({"python": sys.version.split()[0], "packages": pk}))`;
+
+export class DefaultExecutionService implements ExecutionService {
+  private probe: Promise<{ python: string | null; packages: Record<string, string> }> | undefined;
+
+  constructor(private readonly deps: ExecutionServiceDeps) {}
+
+  /** The request's limits, each defaulted and then clamped to the server's maximum. */
+  clampLimits(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cpus'>): AppliedLimits {
+    const { defaults, max, outputBytes } = this.deps.limits;
+    return {
+      timeoutMs: Math.min(req.timeoutMs ?? defaults.timeoutMs, max.timeoutMs),
+      memoryMb: Math.min(Math.max(req.memoryMb ?? defaults.memoryMb, 32), max.memoryMb),
+      cpus: Math.min(req.cpus ?? defaults.cpus, max.cpus),
+      outputBytes,
+    };
+  }
+
+  async execute(req: ExecutionRequest): Promise<ExecutionResult> {
+    const files = this.decodeFiles(req.files ?? []);
+    const limits = this.clampLimits(req);
+    const id = this.deps.newId();
+    const createdAt = this.deps.clock.now();
+    const job: SandboxJob = {
+      id,
+      image: this.deps.image,
+      runtime: this.deps.runtime,
+      code: req.code,
+      stdin: req.stdin ?? '',
+      args: req.args ?? [],
+      env: req.env ?? {},
+      context: req.context ?? {},
+      files,
+      limits,
+    };
+    const outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job));
+    const result = this.toResult(id, req.code, limits, outcome, createdAt);
+    if (result.status === 'internal_error') this.deps.logger.error('execution failed on our side', { id, why: result.error?.message });
+    try {
+      this.deps.store.save(result);
+    } catch (e) {
+      // The caller still gets what its code did; only the history entry is lost, and we say so.
+      this.deps.logger.error('could not record an execution in the store', { id, error: e });
+    }
+    return result;
+  }
+
+  get(id: string): ExecutionResult {
+    const found = this.deps.store.get(id);
+    if (!found) throw new PyboxError('not_found', `no execution with id ${id}`);
+    return found;
+  }
+
+  history(query: HistoryQuery): HistoryPage {
+    return this.deps.store.list(query);
+  }
+
+  stats(): Stats {
+    return this.deps.store.stats();
+  }
+
+  async runtimes(): Promise<RuntimeInfo> {
+    this.probe ??= this.probePython().catch((e: unknown) => {
+      this.probe = undefined; // try again on the next call
+      this.deps.logger.warn('could not probe the sandbox image', { error: e });
+      return { python: null, packages: {} };
+    });
+    const { python, packages } = await this.probe;
+    const { defaults, max, outputBytes, floodBytes } = this.deps.limits;
+    return {
+      runtime: this.deps.runtime,
+      availableRuntimes: this.deps.availableRuntimes,
+      image: this.deps.image,
+      python,
+      packages,
+      limits: { defaults, max, outputBytes, floodBytes },
+    };
+  }
+
+  async readiness(): Promise<Readiness> {
+    const engine = await this.deps.engine.ping();
+    const image = engine ? await this.deps.engine.imageExists(this.deps.image).catch(() => false) : false;
+    const store = this.deps.store.healthy();
+    const ready = engine && image && store;
+    const readiness: Readiness = { ready, checks: { engine, image, store }, runtime: this.deps.runtime, image: this.deps.image };
+    if (!ready) {
+      readiness.message = !engine
+        ? 'the Docker engine does not answer'
+        : !image
+          ? `the sandbox image ${this.deps.image} is missing: run \`npm run setup\``
+          : 'the history store cannot be written';
+    }
+    return readiness;
+  }
+
+  private async probePython(): Promise<{ python: string | null; packages: Record<string, string> }> {
+    const limits = this.clampLimits({ timeoutMs: 30_000 });
+    const outcome = await this.deps.gate.run(() =>
+      this.deps.sandboxes.run({
+        id: `probe-${this.deps.newId()}`,
+        image: this.deps.image,
+        runtime: this.deps.runtime,
+        code: PROBE_CODE,
+        stdin: '',
+        args: [],
+        env: {},
+        context: {},
+        files: [],
+        limits,
+      }),
+    );
+    const text = outcome.stdout.text().trim();
+    const parsed = JSON.parse(text) as { python?: unknown; packages?: unknown };
+    const packages: Record<string, string> = {};
+    if (parsed.packages && typeof parsed.packages === 'object') {
+      for (const [k, v] of Object.entries(parsed.packages)) if (typeof v === 'string') packages[k] = v;
+    }
+    return { python: typeof parsed.python === 'string' ? parsed.python : null, packages };
+  }
+
+  private decodeFiles(files: NonNullable<ExecutionRequest['files']>): SandboxJob['files'] {
+    const seen = new Set<string>();
+    const out: SandboxJob['files'] = [];
+    let total = 0;
+    for (const [i, f] of files.entries()) {
+      if (seen.has(f.path)) throw invalid(`files[${i}].path`, `duplicate path ${f.path}`);
+      seen.add(f.path);
+      if (f.encoding === 'base64' && (f.content.length % 4 !== 0 || !BASE64.test(f.content))) {
+        throw invalid(`files[${i}].content`, 'is not valid base64');
+      }
+      const data = Buffer.from(f.content, f.encoding === 'base64' ? 'base64' : 'utf8');
+      total += data.length;
+      if (total > this.deps.limits.inputFilesMaxBytes) {
+        throw invalid('files', `input files exceed ${this.deps.limits.inputFilesMaxBytes} bytes in total`);
+      }
+      out.push({ path: f.path, data });
+    }
+    // A path cannot be both a file and a directory (a and a/b).
+    for (const p of seen) {
+      const parts = p.split('/');
+      for (let i = 1; i < parts.length; i++) {
+        const dir = parts.slice(0, i).join('/');
+        if (seen.has(dir)) throw invalid('files', `${dir} is both a file and a directory`);
+      }
+    }
+    return out;
+  }
+
+  private toResult(id: string, code: string, limits: AppliedLimits, o: SandboxOutcome, createdAtMs: number): ExecutionResult {
+    const base = {
+      stdout: o.stdout.text(),
+      stderr: o.stderr.text(),
+      truncated: { stdout: o.stdout.truncated, stderr: o.stderr.truncated },
+      durationMs: Math.round(o.durationMs * 10) / 10,
+      runtime: this.deps.runtime,
+      limits,
+    };
+    const r = o.report;
+    let status: ExecutionStatus;
+    let exitCode: number | null = null;
+    let signal: string | null = null;
+    let error: ExecutionResult['error'] = null;
+    let files: OutputFile[] | undefined;
+    let filesDropped: number | undefined;
+    const runReport = r?.phase === 'run' ? r : null;
+    if (runReport) {
+      exitCode = runReport.exitCode;
+      signal = runReport.signal ? (SIGNAL_NAMES.get(runReport.signal) ?? `SIG${runReport.signal}`) : null;
+      error = runReport.error;
+      ({ files, dropped: filesDropped } = this.acceptFiles(runReport));
+    }
+    switch (o.kind) {
+      case 'timeout':
+        status = 'timeout';
+        signal = 'SIGKILL';
+        break;
+      case 'oom':
+        status = 'oom';
+        exitCode = 137;
+        signal = 'SIGKILL';
+        break;
+      case 'output_limit':
+        status = 'output_limit';
+        signal = 'SIGKILL';
+        break;
+      case 'failed':
+        status = 'internal_error';
+        error = { type: 'InternalError', message: o.failure ?? 'the sandbox failed', line: null };
+        break;
+      case 'finished':
+        if (r?.phase === 'validation') {
+          status = 'validation_failed';
+          error = r.error;
+        } else if (r?.phase === 'setup') {
+          status = 'internal_error';
+          error = { type: 'InternalError', message: r.message, line: null };
+        } else {
+          status = exitCode === 0 ? 'completed' : 'error';
+        }
+        break;
+    }
+    const partial: FeedbackInput = { ...base, status, success: status === 'completed', exitCode, signal, error };
+    if (files) partial.files = files;
+    if (filesDropped) partial.filesDropped = filesDropped;
+    const finishedAt = this.deps.clock.now();
+    return {
+      id,
+      ...partial,
+      feedback: renderFeedback(partial, code),
+      createdAt: new Date(createdAtMs).toISOString(),
+      finishedAt: new Date(finishedAt).toISOString(),
+    };
+  }
+
+  /** Re-checks files returned from inside the sandbox: their names and sizes are hostile too. */
+  private acceptFiles(report: Extract<RunnerReport, { phase: 'run' }>): { files: OutputFile[]; dropped: number } {
+    const { outputFilesMax, outputFilesMaxBytes } = this.deps.limits;
+    const files: OutputFile[] = [];
+    let dropped = report.filesDropped;
+    let total = 0;
+    for (const f of report.files) {
+      const segments = f.path.split('/');
+      const nameOk =
+        SAFE_RETURNED_PATH.test(f.path) && !f.path.startsWith('/') && segments.every((s) => s !== '' && s !== '.' && s !== '..');
+      const size = Buffer.byteLength(f.base64, 'base64');
+      const b64Ok = f.base64.length % 4 === 0 && BASE64.test(f.base64) && size === f.size;
+      if (!nameOk || !b64Ok || files.length >= outputFilesMax || total + size > outputFilesMaxBytes) {
+        dropped++;
+        continue;
+      }
+      total += size;
+      files.push({ path: f.path, size, contentBase64: f.base64 });
+    }
+    return { files, dropped };
+  }
+}
+
+function invalid(path: string, message: string): PyboxError {
+  return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
+}

@@ -1,0 +1,43 @@
+// The payload sent to the runner on the container's stdin: one tar archive built in memory.
+// Paths were validated at the HTTP edge (FilePath) and are checked again by the runner.
+import { pack } from 'tar-stream';
+
+export interface PayloadRequest {
+  args: string[];
+  env: Record<string, string>;
+  context: Record<string, unknown>;
+  caps: { floodBytes: number; maxFiles: number; maxFileBytes: number };
+}
+
+export interface PayloadInput {
+  code: string;
+  stdin: string;
+  files: Array<{ path: string; data: Buffer }>;
+  request: PayloadRequest;
+}
+
+export async function buildPayload(input: PayloadInput): Promise<Buffer> {
+  const tar = pack();
+  const chunks: Buffer[] = [];
+  tar.on('data', (c: unknown) => {
+    if (Buffer.isBuffer(c)) chunks.push(c);
+  });
+  const done = new Promise<void>((resolve, reject) => {
+    tar.on('end', resolve);
+    tar.on('error', reject);
+  });
+  const add = (name: string, data: Buffer) =>
+    new Promise<void>((resolve, reject) => {
+      tar.entry({ name, size: data.length, mode: 0o644, type: 'file', mtime: new Date(0) }, data, (err) =>
+        err ? reject(err) : resolve(),
+      );
+    });
+  // The request comes first so the runner knows its caps before any user file arrives.
+  await add('.pybox/request.json', Buffer.from(JSON.stringify(input.request)));
+  if (input.stdin.length > 0) await add('.pybox/stdin', Buffer.from(input.stdin, 'utf8'));
+  await add('main.py', Buffer.from(input.code, 'utf8'));
+  for (const f of input.files) await add(f.path, f.data);
+  tar.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,30 @@
+// Capture of one output stream with a byte cap applied while streaming: bytes past the cap are
+// counted and dropped, never buffered.
+
+export class CappedCapture {
+  private readonly chunks: Buffer[] = [];
+  private kept = 0;
+  /** Every byte the stream produced, kept or not. */
+  totalBytes = 0;
+
+  constructor(private readonly capBytes: number) {}
+
+  push(data: Buffer): void {
+    this.totalBytes += data.length;
+    const room = this.capBytes - this.kept;
+    if (room <= 0) return;
+    const part = data.length <= room ? data : data.subarray(0, room);
+    // Copy: the source buffer may be a view into a larger, reused socket buffer.
+    this.chunks.push(Buffer.from(part));
+    this.kept += part.length;
+  }
+
+  get truncated(): boolean {
+    return this.totalBytes > this.kept;
+  }
+
+  /** The kept bytes as text. Invalid UTF-8 (or a sequence cut by the cap) becomes U+FFFD. */
+  text(): string {
+    return new TextDecoder('utf-8', { fatal: false }).decode(Buffer.concat(this.chunks, this.kept));
+  }
+}

@@ -1,0 +1,108 @@
+// The host's half of the runner protocol (images/python/runner.py has the other half).
+//
+// Two layers arrive on the attached socket, and every byte of both is hostile:
+//   1. Docker's multiplexing: [stream 1|2][0 0 0][u32 length][payload] (no TTY).
+//   2. Inside the container's stdout, the runner's frames: [kind][u32 length][payload], where
+//      kind 1 = the user's stdout, 2 = the user's stderr, 3 = the final report (JSON).
+// Both parsers bound what they buffer and fail closed on anything malformed.
+import { z } from 'zod';
+import { ExecutionError } from '../core/schemas.ts';
+
+export const FRAME_STDOUT = 1;
+export const FRAME_STDERR = 2;
+export const FRAME_REPORT = 3;
+
+/** Splits a Docker attach stream into its stdout and stderr bytes. */
+export class DockerDemuxer {
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly onData: (stream: 'stdout' | 'stderr', data: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    let buf = this.pending;
+    while (buf.length >= 8) {
+      const size = buf.readUInt32BE(4);
+      if (buf.length < 8 + size) break;
+      const kind = buf[0];
+      const payload = buf.subarray(8, 8 + size);
+      if (kind === 1) this.onData('stdout', payload);
+      else if (kind === 2) this.onData('stderr', payload);
+      // 0 (stdin echo) and anything else: ignored.
+      buf = buf.subarray(8 + size);
+    }
+    this.pending = buf.length === 0 ? Buffer.alloc(0) : buf;
+  }
+}
+
+export class ProtocolError extends Error {
+  override readonly name = 'ProtocolError';
+}
+
+/**
+ * Parses the runner's frames. A frame may be at most `maxFrameBytes` (reports are bounded by
+ * `maxReportBytes`); a larger or unknown frame is a protocol violation and ends the run.
+ */
+export class FrameParser {
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(
+    private readonly limits: { maxFrameBytes: number; maxReportBytes: number },
+    private readonly onFrame: (kind: number, payload: Buffer) => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    let buf = this.pending;
+    while (buf.length >= 5) {
+      const kind = buf[0] ?? 0;
+      const size = buf.readUInt32BE(1);
+      const max = kind === FRAME_REPORT ? this.limits.maxReportBytes : this.limits.maxFrameBytes;
+      if (kind < FRAME_STDOUT || kind > FRAME_REPORT) throw new ProtocolError(`unknown frame kind ${kind}`);
+      if (size > max) throw new ProtocolError(`frame of ${size} bytes is over the limit of ${max}`);
+      if (buf.length < 5 + size) break;
+      this.onFrame(kind, buf.subarray(5, 5 + size));
+      buf = buf.subarray(5 + size);
+    }
+    this.pending = buf.length === 0 ? Buffer.alloc(0) : buf;
+  }
+}
+
+const ReturnedFile = z.object({
+  path: z.string().min(1).max(1024),
+  size: z.int().min(0),
+  base64: z.string(),
+});
+
+/** The runner's final report. Validated strictly: it comes from inside the sandbox. */
+export const RunnerReport = z.discriminatedUnion('phase', [
+  z.object({ v: z.literal(1), phase: z.literal('setup'), message: z.string().max(4096) }),
+  z.object({
+    v: z.literal(1),
+    phase: z.literal('validation'),
+    error: ExecutionError,
+  }),
+  z.object({
+    v: z.literal(1),
+    phase: z.literal('run'),
+    exitCode: z.int().min(0).max(511),
+    signal: z.int().min(1).max(64).nullable(),
+    error: ExecutionError.nullable(),
+    files: z.array(ReturnedFile).max(10_000),
+    filesDropped: z.int().min(0),
+    flooded: z.boolean(),
+  }),
+]);
+export type RunnerReport = z.infer<typeof RunnerReport>;
+
+export function parseReport(payload: Buffer): RunnerReport {
+  let json: unknown;
+  try {
+    json = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new ProtocolError('the runner report is not JSON');
+  }
+  const parsed = RunnerReport.safeParse(json);
+  if (!parsed.success) throw new ProtocolError(`the runner report is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
+  return parsed.data;
+}

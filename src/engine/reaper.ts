@@ -1,0 +1,12 @@
+// Removes containers a previous pybox process left behind (a crash, a kill -9, a power cut). Every
+// sandbox carries the pybox.execution label, so they are found by label, never by name.
+import type { Logger } from '../core/ports.ts';
+import type { ContainerEngine } from './docker-engine.ts';
+
+export async function reapLeftovers(engine: ContainerEngine, logger: Logger): Promise<number> {
+  const ids = await engine.listLabelled();
+  const results = await Promise.allSettled(ids.map((id) => engine.removeById(id)));
+  const failed = results.filter((r) => r.status === 'rejected').length;
+  if (ids.length > 0) logger.info('removed sandboxes left by an earlier process', { removed: ids.length - failed, failed });
+  return ids.length - failed;
+}

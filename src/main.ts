@@ -1,0 +1,50 @@
+// The composition root: read the config and environment once, build pybox, serve it, shut down
+// gracefully. Nothing else in src/ reads process.env.
+import { serve } from '@hono/node-server';
+import type { Server } from 'node:http';
+import { composePybox } from './compose.ts';
+import { loadConfig } from './config/load.ts';
+import { createLogger } from './core/logger.ts';
+
+async function main(): Promise<void> {
+  const env = process.env;
+  const config = loadConfig({ path: env.PYBOX_CONFIG ?? 'config/default.yaml', env });
+  const logger = createLogger(config.log.level);
+  const pybox = await composePybox(config, { dockerHost: env.DOCKER_HOST, logger });
+
+  const { host, port } = config.server;
+  const server = serve({ fetch: pybox.app.fetch, hostname: host, port }, (info) => {
+    logger.info(`pybox listening on http://${host.includes(':') ? `[${host}]` : host}:${info.port}`, {
+      runtime: pybox.runtime,
+      image: pybox.image,
+      store: config.store.path,
+    });
+  }) as Server;
+  // A slow or silent client must not hold a connection open forever.
+  server.headersTimeout = config.server.headersTimeoutMs;
+  server.requestTimeout = config.server.requestTimeoutMs; // receiving the request, not running it
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('shutting down', { signal });
+    const force = setTimeout(() => process.exit(1), config.server.shutdownGraceMs + 5000);
+    force.unref();
+    server.close();
+    pybox
+      .close()
+      .then(() => process.exit(0))
+      .catch((e: unknown) => {
+        logger.error('shutdown failed', { error: e });
+        process.exit(1);
+      });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`pybox: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

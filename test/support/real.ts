@@ -1,0 +1,67 @@
+// Fixtures for tests against the real engine: a real pybox (engine, image, store, HTTP app) built
+// by the same composition code main.ts uses, with a temporary store and a chosen runtime.
+import Docker from 'dockerode';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { composePybox, type Pybox } from '../../src/compose.ts';
+import { ConfigSchema, type Config } from '../../src/config/schema.ts';
+import { silentLogger } from '../../src/core/logger.ts';
+import type { RuntimeName } from '../../src/core/schemas.ts';
+
+export const docker = new Docker();
+
+/** The runtimes the engine offers. In CI both must be there: a missing gVisor is a failure, not a skip. */
+export async function runtimesUnderTest(): Promise<RuntimeName[]> {
+  const info = (await docker.info()) as { Runtimes?: Record<string, unknown> };
+  const names = Object.keys(info.Runtimes ?? {});
+  const list: RuntimeName[] = ['runc'];
+  if (names.includes('runsc')) list.push('runsc');
+  else if (process.env.CI) throw new Error('gVisor (runsc) is not registered with the engine; setup should have done it');
+  return list;
+}
+
+export interface RealPybox extends Pybox {
+  dir: string;
+  config: Config;
+  /** Closes pybox and removes its temporary store. */
+  dispose(): Promise<void>;
+}
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+
+export async function realPybox(runtime: RuntimeName, overrides: DeepPartial<Config> = {}, dir?: string): Promise<RealPybox> {
+  const storeDir = dir ?? mkdtempSync(join(tmpdir(), 'pybox-test-'));
+  const config = ConfigSchema.parse({
+    ...overrides,
+    engine: { ...overrides.engine, runtime },
+    store: { ...overrides.store, path: join(storeDir, 'pybox.db') },
+  });
+  const pybox = await composePybox(config, { logger: silentLogger, imagesDir: join(import.meta.dirname, '../../images') });
+  return {
+    ...pybox,
+    dir: storeDir,
+    config,
+    async dispose() {
+      await pybox.close();
+      if (!dir) rmSync(storeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function labelledContainers(): Promise<string[]> {
+  const list = await docker.listContainers({ all: true, filters: { label: ['pybox.execution'] } });
+  return list.map((c) => c.Id);
+}
+
+export async function postJson(app: Pybox['app'], path: string, body: unknown): Promise<{ status: number; json: unknown; text: string }> {
+  const res = await app.request(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await res.text();
+  let json: unknown = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: res.status, json, text };
+}
