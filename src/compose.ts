@@ -52,13 +52,14 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
   if (!(await engine.imageExists(image))) {
     throw new Error(`the sandbox image ${image} is missing: run \`npm run setup\` to build it`);
   }
-  await reapLeftovers(engine, logger);
+  await reapLeftovers(engine, config.engine.instance, logger);
 
   const db = openDatabase(config.store.path);
   const store = new SqliteExecutionStore({ db, maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, clock });
   const sandboxes = new SandboxRunner(
     engine,
     {
+      instance: config.engine.instance,
       sandbox: config.sandbox,
       outputBytes: config.limits.outputBytes,
       floodBytes: config.limits.floodBytes,

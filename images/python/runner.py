@@ -37,6 +37,9 @@ OUT_DIR = os.path.join(WORK, "out")
 MPL_CACHE_SRC = "/opt/pybox/mpl-cache"
 KIND_STDOUT, KIND_STDERR, KIND_REPORT = 1, 2, 3
 CHUNK = 65536
+SOURCE_WINDOW = 240  # characters of a long source line shown around a syntax error
+MESSAGE_LIMIT = 8192  # characters of an exception message kept in the report
+TRACEBACK_LIMIT = 32768  # characters of a traceback kept in the report
 PR_SET_DUMPABLE = 4
 # Environment every run starts from; the request's env is laid over it. Nothing else is inherited.
 BASE_ENV = {
@@ -67,6 +70,20 @@ def write_all(fd, data):
 
 def frame(kind, payload):
     write_all(1, bytes([kind]) + len(payload).to_bytes(4, "big") + payload)
+
+
+def frames(kind, payload):
+    """Output in frames of at most CHUNK bytes: the host refuses larger output frames."""
+    for start in range(0, len(payload), CHUNK):
+        frame(kind, payload[start:start + CHUNK])
+
+
+def clip(text, limit):
+    """Head and tail of a long text, so a report stays small whatever the code raised."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + "\n... [%d characters cut] ...\n" % (len(text) - 2 * half) + text[-half:]
 
 
 def report(data, code):
@@ -120,6 +137,11 @@ def syntax_error_info(err):
     text = (err.text or "").rstrip("\n")
     col = err.offset or None
     caret = None
+    if len(text) > SOURCE_WINDOW:
+        # A very long line: show the part around the error, and keep the caret under it.
+        start = max(0, min((col or 1) - 1 - SOURCE_WINDOW // 2, len(text) - SOURCE_WINDOW))
+        text = text[start:start + SOURCE_WINDOW]
+        col = (col - start) if col else None
     if text and col:
         # offset counts characters from 1; keep the line's own indentation (tabs included).
         stripped = text.lstrip()
@@ -212,12 +234,14 @@ def run_child(code, request, stdin_fd, out_w, err_w, res_w):
         exit_code = system_exit_code(e)
     except BaseException as e:  # the user's exception: reported as data, printed as Python would
         tb = user_frames(e.__traceback__)
-        text = "".join(traceback.format_exception(type(e), e, tb))
+        # Clipped even on stderr: a huge message would otherwise turn an ordinary exception into an
+        # output flood, and hide the error a model needs to read.
+        text = clip("".join(traceback.format_exception(type(e), e, tb)), TRACEBACK_LIMIT)
         sys.stderr.write(text)
         kind = type(e)
         error = {
             "type": kind.__name__ if kind.__module__ == "builtins" else kind.__module__ + "." + kind.__qualname__,
-            "message": safe_str(e),
+            "message": clip(safe_str(e), MESSAGE_LIMIT),
             "line": last_user_line(tb),
             "traceback": text,
         }
@@ -388,12 +412,13 @@ def main():
     except (SyntaxError, ValueError) as e:
         if isinstance(e, SyntaxError):
             info = syntax_error_info(e)
-            shown = "".join(traceback.format_exception_only(type(e), e))
+            shown = '  File "main.py", line %s\n    %s\n    %s\n%s: %s\n' % (
+                info["line"], info["text"] or "", info["caret"] or "", info["type"], info["message"])
         else:  # e.g. source code containing a NUL byte
             info = {"type": type(e).__name__, "message": safe_str(e), "line": None, "column": None,
                     "text": None, "caret": None}
             shown = "%s: %s\n" % (info["type"], info["message"])
-        frame(KIND_STDERR, shown.encode("utf-8", "backslashreplace"))
+        frames(KIND_STDERR, clip(shown, TRACEBACK_LIMIT).encode("utf-8", "backslashreplace"))
         report({"v": 1, "phase": "validation", "error": info}, 1)
 
     # stdin for the user's program: an unlinked file in /tmp, so it can be read at any pace.

@@ -30,6 +30,11 @@ export const ConfigSchema = z.strictObject({
       image: z.string().min(1).default('auto'),
       /** Per-call timeout for engine API calls (not for the user's code). */
       apiTimeoutMs: z.int().min(1000).max(300_000).default(30_000),
+      /**
+       * Name of this deployment on the engine. Sandboxes carry it as a label, and the start-up
+       * reaper removes only leftovers with the same name, never another deployment's live work.
+       */
+      instance: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be 1-63 letters, digits, _ . -').default('pybox'),
     })
     .prefault({}),
   sandbox: z

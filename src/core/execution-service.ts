@@ -35,9 +35,12 @@ export interface ExecutionServiceDeps {
   newId: () => string;
 }
 
-const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+/** Signal numbers to names; aliases (SIGIOT for 6) come later in the table and are skipped. */
+const SIGNAL_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name);
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-const SAFE_RETURNED_PATH = /^[^\0\\]{1,1024}$/;
+/** Printable, no backslash, at most 1024 characters: returned names end up in logs and feedback. */
+const SAFE_RETURNED_PATH = /^[^\p{Cc}\p{Cf}\\]{1,1024}$/u;
 
 const PROBE_CODE = `import sys, json, importlib.metadata as m
 pk = {}

@@ -8,14 +8,21 @@ export const DEFAULT_FEEDBACK_BUDGET_CHARS = 4000;
 
 export type FeedbackInput = Omit<ExecutionResult, 'feedback' | 'id' | 'createdAt' | 'finishedAt'>;
 
+const isHighSurrogate = (c: number) => c >= 0xd800 && c <= 0xdbff;
+const isLowSurrogate = (c: number) => c >= 0xdc00 && c <= 0xdfff;
+
 /** Keeps the head and the tail of `text` within `budget` characters, marking what was cut. */
 export function trimMiddle(text: string, budget: number): string {
   if (text.length <= budget) return text;
   const marker = (n: number) => `\n… [${n} characters cut] …\n`;
   const room = Math.max(budget - marker(text.length).length, 0);
-  const head = Math.ceil(room * 0.4);
-  const tail = room - head;
-  return text.slice(0, head) + marker(text.length - head - tail) + (tail > 0 ? text.slice(-tail) : '');
+  let head = Math.ceil(room * 0.4);
+  let tailStart = text.length - (room - head);
+  // Never cut a surrogate pair in half: a lone surrogate is not valid Unicode, and strict JSON
+  // clients reject it.
+  if (head > 0 && isHighSurrogate(text.charCodeAt(head - 1))) head--;
+  if (tailStart < text.length && isLowSurrogate(text.charCodeAt(tailStart))) tailStart++;
+  return text.slice(0, head) + marker(tailStart - head) + text.slice(tailStart);
 }
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;

@@ -1,6 +1,7 @@
 // The data model of an execution: what a caller may ask for and what it gets back. These zod
 // schemas are the single source for request validation, the OpenAPI document and the typed client.
 import { z } from 'zod';
+import { ERROR_CODES } from './errors.ts';
 
 export const EXECUTION_STATUSES = [
   'completed',
@@ -154,7 +155,7 @@ export type Stats = z.infer<typeof Stats>;
 
 export const ErrorBody = z.object({
   error: z.object({
-    code: z.string(),
+    code: z.enum(ERROR_CODES),
     message: z.string(),
     details: z.unknown().optional(),
   }),

@@ -5,10 +5,12 @@ import type { Config } from '../config/schema.ts';
 import type { RuntimeName } from '../core/schemas.ts';
 
 export const EXECUTION_LABEL = 'pybox.execution';
+export const INSTANCE_LABEL = 'pybox.instance';
 const MiB = 1024 * 1024;
 
 export interface SpecInput {
   id: string;
+  instance: string;
   image: string;
   runtime: RuntimeName;
   limits: { memoryMb: number; cpus: number };
@@ -24,7 +26,7 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
   return {
     name: `pybox-${input.id}`,
     Image: input.image,
-    Labels: { [EXECUTION_LABEL]: input.id, 'pybox.runtime': input.runtime },
+    Labels: { [EXECUTION_LABEL]: input.id, [INSTANCE_LABEL]: input.instance, 'pybox.runtime': input.runtime },
     User: s.user,
     WorkingDir: '/work',
     // The runner's own environment comes from the image; the user's program gets one built by the

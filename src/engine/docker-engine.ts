@@ -3,7 +3,7 @@
 import Docker from 'dockerode';
 import type { Duplex } from 'node:stream';
 import { PyboxError } from '../core/errors.ts';
-import { EXECUTION_LABEL } from './container-spec.ts';
+import { EXECUTION_LABEL, INSTANCE_LABEL } from './container-spec.ts';
 
 export interface ContainerState {
   running: boolean;
@@ -29,8 +29,8 @@ export interface ContainerEngine {
   runtimes(): Promise<string[]>;
   imageExists(image: string): Promise<boolean>;
   create(spec: Docker.ContainerCreateOptions): Promise<SandboxContainer>;
-  /** Ids of every container carrying the execution label, running or not. */
-  listLabelled(): Promise<string[]>;
+  /** Ids of every sandbox container of this instance, running or not. */
+  listLabelled(instance: string): Promise<string[]>;
   removeById(id: string): Promise<void>;
 }
 
@@ -126,9 +126,10 @@ export class DockerEngine implements ContainerEngine {
     }
   }
 
-  async listLabelled(): Promise<string[]> {
+  async listLabelled(instance: string): Promise<string[]> {
     try {
-      const list = await this.docker.listContainers({ all: true, filters: { label: [EXECUTION_LABEL] } });
+      const filters = { label: [EXECUTION_LABEL, `${INSTANCE_LABEL}=${instance}`] };
+      const list = await this.docker.listContainers({ all: true, filters });
       return list.map((c) => c.Id);
     } catch (e) {
       throw engineFault(e, 'list');

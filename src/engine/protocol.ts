@@ -12,6 +12,9 @@ export const FRAME_STDOUT = 1;
 export const FRAME_STDERR = 2;
 export const FRAME_REPORT = 3;
 
+/** Docker copies container output in chunks of at most 32 KiB; anything far larger is not Docker. */
+const MAX_DOCKER_FRAME_BYTES = 16 * 1024 * 1024;
+
 /** Splits a Docker attach stream into its stdout and stderr bytes. */
 export class DockerDemuxer {
   private pending: Buffer = Buffer.alloc(0);
@@ -23,6 +26,7 @@ export class DockerDemuxer {
     let buf = this.pending;
     while (buf.length >= 8) {
       const size = buf.readUInt32BE(4);
+      if (size > MAX_DOCKER_FRAME_BYTES) throw new ProtocolError(`engine frame of ${size} bytes is over the limit`);
       if (buf.length < 8 + size) break;
       const kind = buf[0];
       const payload = buf.subarray(8, 8 + size);

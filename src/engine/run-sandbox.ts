@@ -37,6 +37,7 @@ export interface SandboxOutcome {
 }
 
 export interface SandboxSettings {
+  instance: string;
   sandbox: Config['sandbox'];
   outputBytes: number;
   floodBytes: number;
@@ -76,7 +77,7 @@ export class SandboxRunner {
       },
     });
     const container = await this.engine.create(
-      containerSpec({ id: job.id, image: job.image, runtime: job.runtime, limits: job.limits, sandbox: this.settings.sandbox }),
+      containerSpec({ id: job.id, instance: this.settings.instance, image: job.image, runtime: job.runtime, limits: job.limits, sandbox: this.settings.sandbox }),
     );
     try {
       const socket = await container.attach();
@@ -138,7 +139,9 @@ export class SandboxRunner {
           let exitCode: number | null = null;
           try {
             exitCode = await container.wait(EXIT_WAIT_MS);
-            oom = (await container.state()).oomKilled;
+            // Under gVisor the host's OOM killer takes the whole sandbox, and the engine does not
+            // always flag it: a SIGKILL (137) we did not send, with no report, is the memory limit.
+            oom = (await container.state()).oomKilled || (report === null && exitCode === 137);
           } catch (e) {
             this.logger.warn('could not read the final state of a sandbox', { id: job.id, error: e });
           }
@@ -193,7 +196,7 @@ export class SandboxRunner {
       container
         .start()
         .then(() => {
-          if (settled) return;
+          if (settled || exiting) return; // it already stopped: no timer, nothing to send
           startedAt = this.clock.now();
           timer = setTimeout(() => settle('timeout', null), job.limits.timeoutMs);
           socket.write(payload);

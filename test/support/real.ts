@@ -1,6 +1,7 @@
 // Fixtures for tests against the real engine: a real pybox (engine, image, store, HTTP app) built
 // by the same composition code main.ts uses, with a temporary store and a chosen runtime.
 import Docker from 'dockerode';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +35,9 @@ export async function realPybox(runtime: RuntimeName, overrides: DeepPartial<Con
   const storeDir = dir ?? mkdtempSync(join(tmpdir(), 'pybox-test-'));
   const config = ConfigSchema.parse({
     ...overrides,
-    engine: { ...overrides.engine, runtime },
+    // Test files run in parallel against one engine: each pybox is its own instance, so one
+    // file's start-up reaper never removes another file's live sandboxes.
+    engine: { instance: `test-${randomUUID().slice(0, 8)}`, ...overrides.engine, runtime },
     store: { ...overrides.store, path: join(storeDir, 'pybox.db') },
   });
   const pybox = await composePybox(config, { logger: silentLogger, imagesDir: join(import.meta.dirname, '../../images') });
@@ -44,13 +47,17 @@ export async function realPybox(runtime: RuntimeName, overrides: DeepPartial<Con
     config,
     async dispose() {
       await pybox.close();
+      const left = await labelledContainers(config.engine.instance);
+      if (left.length > 0) throw new Error(`pybox instance ${config.engine.instance} left ${left.length} container(s) behind`);
       if (!dir) rmSync(storeDir, { recursive: true, force: true });
     },
   };
 }
 
-export async function labelledContainers(): Promise<string[]> {
-  const list = await docker.listContainers({ all: true, filters: { label: ['pybox.execution'] } });
+/** Sandbox containers on the engine: of one pybox instance, or of every one. */
+export async function labelledContainers(instance?: string): Promise<string[]> {
+  const label = ['pybox.execution', ...(instance ? [`pybox.instance=${instance}`] : [])];
+  const list = await docker.listContainers({ all: true, filters: { label } });
   return list.map((c) => c.Id);
 }
 

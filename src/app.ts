@@ -1,0 +1,48 @@
+// The HTTP application: route groups over one ExecutionService, one place where errors become
+// responses. Everything it uses is handed in, so tests build it with a fake service.
+import { Hono } from 'hono';
+import pkg from '../package.json' with { type: 'json' };
+import { PyboxError } from './core/errors.ts';
+import type { ExecutionService, Logger } from './core/ports.ts';
+import { errorReply } from './http/errors.ts';
+import { docsRoutes } from './http/routes/docs.ts';
+import { executionRoutes } from './http/routes/executions.ts';
+import { healthRoutes } from './http/routes/health.ts';
+import { legacyRoutes } from './http/routes/legacy.ts';
+import { serviceInfoRoutes } from './http/routes/service-info.ts';
+import { limitBody, wrapNonErrors } from './http/middleware.ts';
+
+export interface AppDeps {
+  service: ExecutionService;
+  logger: Logger;
+  bodyLimitBytes: number;
+  /** Shown in the OpenAPI document; package.json's by default. */
+  version?: string;
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const { service, logger } = deps;
+  const app = new Hono();
+
+  app.use(wrapNonErrors());
+  // Every route, including unknown ones: no body is buffered past the limit anywhere.
+  app.use(limitBody(deps.bodyLimitBytes));
+
+  app.route('/', healthRoutes(service));
+  app.route('/', docsRoutes(deps.version ?? pkg.version));
+  app.route('/v1/executions', executionRoutes(service));
+  app.route('/v1', serviceInfoRoutes(service));
+  app.route('/api', legacyRoutes(service));
+
+  app.notFound((c) => {
+    const { status, body } = errorReply(new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`), logger, { method: c.req.method, path: c.req.path });
+    return c.json(body, status);
+  });
+
+  app.onError((err, c) => {
+    const { status, body, headers } = errorReply(err, logger, { method: c.req.method, path: c.req.path });
+    return c.json(body, status, headers);
+  });
+
+  return app;
+}

@@ -1,0 +1,46 @@
+// Every fault reaches the client through this file: one table from error code to HTTP status, and
+// one function turning whatever was thrown into the JSON error body.
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { isPyboxError, type ErrorCode } from '../core/errors.ts';
+import type { Logger } from '../core/ports.ts';
+import type { ErrorBody } from '../core/schemas.ts';
+
+// Typed as a full Record so that adding an ErrorCode without a status fails to compile.
+export const STATUS_BY_CODE: Record<ErrorCode, ContentfulStatusCode> = {
+  invalid_request: 400,
+  unsupported_media_type: 415,
+  payload_too_large: 413,
+  not_found: 404,
+  queue_full: 503,
+  engine_unavailable: 503,
+  image_missing: 503,
+  store_unavailable: 503,
+  shutting_down: 503,
+  internal: 500,
+};
+
+export interface ErrorReply {
+  status: ContentfulStatusCode;
+  body: ErrorBody;
+  headers: Record<string, string>;
+}
+
+/** Turns any thrown value into a reply. Faults we did not raise ourselves are logged and hidden. */
+export function errorReply(err: unknown, logger: Logger, where: { method: string; path: string }): ErrorReply {
+  if (isPyboxError(err)) {
+    const status = STATUS_BY_CODE[err.code];
+    if (status >= 500) logger.warn('request failed', { ...where, code: err.code, message: err.message });
+    const headers: Record<string, string> = err.retryAfterS === undefined ? {} : { 'Retry-After': String(Math.max(0, Math.ceil(err.retryAfterS))) };
+    const error: ErrorBody['error'] = { code: err.code, message: err.message };
+    if (err.details !== undefined) error.details = err.details;
+    return { status, body: { error }, headers };
+  }
+  // Anything else is a bug or an unexpected failure: its message and stack may expose internals,
+  // so they go to the log only.
+  logger.error('unhandled error', {
+    ...where,
+    error: err instanceof Error ? err.message : String(err),
+    stack: err instanceof Error ? err.stack : undefined,
+  });
+  return { status: 500, body: { error: { code: 'internal', message: 'internal server error' } }, headers: {} };
+}

@@ -1,0 +1,91 @@
+// Opens pybox's SQLite database and brings its schema up to date. Only src/store/ touches SQLite.
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export type SqliteDatabase = Database.Database;
+
+/**
+ * Schema changes, in order. Entry i takes the schema from version i to i + 1 (tracked in
+ * `PRAGMA user_version`). Never edit an entry that has shipped: append a new one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // seq is the rowid, so newest-first order is an index walk and survives VACUUM; AUTOINCREMENT
+  // stops a seq from being reused after pruning, which would make an old cursor skip new rows.
+  // SQLite allows AUTOINCREMENT only on the INTEGER PRIMARY KEY, hence id is UNIQUE, not the key.
+  `CREATE TABLE executions (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     id TEXT NOT NULL UNIQUE,
+     status TEXT NOT NULL,
+     success INTEGER NOT NULL CHECK (success IN (0, 1)),
+     duration_ms REAL NOT NULL,
+     created_at TEXT NOT NULL,
+     finished_at TEXT NOT NULL,
+     result TEXT NOT NULL
+   );
+   CREATE INDEX executions_status_seq ON executions (status, seq);
+   CREATE INDEX executions_created_at ON executions (created_at);
+   -- lets percentiles read the k-th duration by walking an index instead of sorting the table
+   CREATE INDEX executions_duration ON executions (duration_ms);
+   -- a row that the health check rewrites, to prove the database takes writes
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+];
+
+export interface OpenOptions {
+  /** Open without write access: nothing is migrated, and the store reports itself unhealthy. */
+  readonly?: boolean;
+}
+
+export function openDatabase(path: string, opts: OpenOptions = {}): SqliteDatabase {
+  const readonly = opts.readonly ?? false;
+  const inMemory = path === ':memory:';
+  if (!inMemory && !readonly) mkdirSync(dirname(path), { recursive: true });
+  let db: SqliteDatabase;
+  try {
+    db = new Database(path, { readonly, fileMustExist: readonly });
+  } catch (e) {
+    throw new Error(`cannot open the store database ${path}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
+  try {
+    db.pragma('busy_timeout = 5000');
+    db.pragma('foreign_keys = ON');
+    db.pragma('synchronous = NORMAL'); // with WAL: durable across crashes of pybox, not of the OS
+    if (!readonly) {
+      db.pragma('journal_mode = WAL'); // readers never block the writer
+      migrate(db);
+    } else {
+      const version = userVersion(db);
+      if (version !== MIGRATIONS.length) {
+        throw new Error(`the store database ${path} is at schema version ${version}, expected ${MIGRATIONS.length}; open it writable once to migrate it`);
+      }
+    }
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  return db;
+}
+
+function migrate(db: SqliteDatabase): void {
+  // One step per transaction, and the version is read inside it (IMMEDIATE takes the write lock
+  // first), so two processes opening the same file never apply a step twice, and a crash mid-way
+  // leaves the version at the last step that committed.
+  const step = db.transaction((): boolean => {
+    const version = userVersion(db);
+    if (version > MIGRATIONS.length) {
+      throw new Error(`the store database ${db.name} is at schema version ${version}, newer than this pybox knows (${MIGRATIONS.length})`);
+    }
+    const sql = MIGRATIONS[version];
+    if (sql === undefined) return false;
+    db.exec(sql);
+    db.pragma(`user_version = ${version + 1}`);
+    return true;
+  });
+  while (step.immediate()) {
+    // applied one; look for the next
+  }
+}
+
+function userVersion(db: SqliteDatabase): number {
+  return db.pragma('user_version', { simple: true }) as number;
+}

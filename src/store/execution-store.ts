@@ -1,0 +1,206 @@
+// The execution history in SQLite: one row per result, newest-first keyset paging, retention by
+// count and age, and statistics computed in SQL so no request ever loads the whole table.
+import type { Statement, Transaction } from 'better-sqlite3';
+import { PyboxError } from '../core/errors.ts';
+import type { Clock, ExecutionStore } from '../core/ports.ts';
+import { EXECUTION_STATUSES, ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats } from '../core/schemas.ts';
+import type { SqliteDatabase } from './db.ts';
+
+const DAY_MS = 86_400_000;
+
+interface StoredRow {
+  seq: number;
+  id: string;
+  result: string;
+}
+
+export interface SqliteExecutionStoreOptions {
+  db: SqliteDatabase;
+  /** Newest executions kept. */
+  maxExecutions: number;
+  /** Executions older than this are pruned; 0 keeps them regardless of age. */
+  maxAgeDays: number;
+  clock?: Clock;
+}
+
+export class SqliteExecutionStore implements ExecutionStore {
+  private readonly db: SqliteDatabase;
+  private readonly maxExecutions: number;
+  private readonly maxAgeMs: number;
+  private readonly clock: Clock;
+  private readonly insertStmt: Statement<[Record<string, string | number>]>;
+  private readonly pruneUpToSeq: Statement<[number]>;
+  private readonly pruneBefore: Statement<[string]>;
+  private readonly newestSeq: Statement<[], number | null>;
+  private readonly byId: Statement<[string], StoredRow>;
+  private readonly page: Statement<[number, number], StoredRow>;
+  private readonly pageOfStatus: Statement<[string, number, number], StoredRow>;
+  private readonly countsByStatus: Statement<[], { status: string; n: number }>;
+  private readonly meanDuration: Statement<[], number | null>;
+  private readonly durationAtRank: Statement<[number], number>;
+  private readonly probe: Statement<[string]>;
+  private readonly saveTx: Transaction<(result: ExecutionResult) => void>;
+  private readonly statsTx: () => Stats;
+
+  constructor(opts: SqliteExecutionStoreOptions) {
+    if (!Number.isSafeInteger(opts.maxExecutions) || opts.maxExecutions < 1) throw new RangeError('maxExecutions must be a positive integer');
+    if (!Number.isFinite(opts.maxAgeDays) || opts.maxAgeDays < 0) throw new RangeError('maxAgeDays must be 0 or more');
+    const db = opts.db;
+    this.db = db;
+    this.maxExecutions = opts.maxExecutions;
+    this.maxAgeMs = opts.maxAgeDays * DAY_MS;
+    this.clock = opts.clock ?? { now: () => Date.now() };
+
+    this.insertStmt = db.prepare(
+      `INSERT INTO executions (id, status, success, duration_ms, created_at, finished_at, result)
+       VALUES (@id, @status, @success, @durationMs, @createdAt, @finishedAt, @result)`,
+    );
+    this.pruneUpToSeq = db.prepare('DELETE FROM executions WHERE seq <= ?');
+    this.pruneBefore = db.prepare('DELETE FROM executions WHERE created_at < ?');
+    this.newestSeq = db.prepare<[], number | null>('SELECT MAX(seq) FROM executions').pluck();
+    this.byId = db.prepare('SELECT seq, id, result FROM executions WHERE id = ?');
+    this.page = db.prepare('SELECT seq, id, result FROM executions WHERE seq < ? ORDER BY seq DESC LIMIT ?');
+    this.pageOfStatus = db.prepare('SELECT seq, id, result FROM executions WHERE status = ? AND seq < ? ORDER BY seq DESC LIMIT ?');
+    this.countsByStatus = db.prepare('SELECT status, COUNT(*) AS n FROM executions GROUP BY status');
+    this.meanDuration = db.prepare<[], number | null>('SELECT AVG(duration_ms) FROM executions').pluck();
+    this.durationAtRank = db.prepare<[number], number>('SELECT duration_ms FROM executions ORDER BY duration_ms LIMIT 1 OFFSET ?').pluck();
+    this.probe = db.prepare(
+      `INSERT INTO meta (key, value) VALUES ('health_checked_at', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+    );
+
+    this.saveTx = db.transaction((result: ExecutionResult) => {
+      const info = this.insertStmt.run({
+        id: result.id,
+        status: result.status,
+        success: result.success ? 1 : 0,
+        durationMs: result.durationMs,
+        createdAt: normalizeIso(result.createdAt),
+        finishedAt: normalizeIso(result.finishedAt),
+        result: JSON.stringify(result),
+      });
+      this.prune(Number(info.lastInsertRowid));
+    });
+    // One snapshot, so the counts and the ranks the percentiles use agree with each other.
+    this.statsTx = db.transaction(() => this.computeStats());
+
+    // Retention may have been tightened since the last run, or the service idled past maxAgeDays.
+    if (!db.readonly) {
+      const newest = this.newestSeq.get();
+      if (newest != null) db.transaction(() => this.prune(newest)).immediate();
+    }
+  }
+
+  save(result: ExecutionResult): void {
+    this.saveTx.immediate(result);
+  }
+
+  get(id: string): ExecutionResult | undefined {
+    const row = this.byId.get(id);
+    return row === undefined ? undefined : parseStored(row);
+  }
+
+  list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined }): HistoryPage {
+    const { limit, status, cursor } = query;
+    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
+    // One row more than asked tells whether another page exists without a COUNT.
+    const rows = status === undefined ? this.page.all(before, limit + 1) : this.pageOfStatus.all(status, before, limit + 1);
+    const items = rows.slice(0, limit);
+    const last = items[items.length - 1];
+    return {
+      items: items.map(parseStored),
+      nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.seq) : null,
+    };
+  }
+
+  stats(): Stats {
+    return this.statsTx();
+  }
+
+  /** Proves the database takes writes by rewriting one tiny row; any failure means it does not. */
+  healthy(): boolean {
+    try {
+      this.probe.run(new Date(this.clock.now()).toISOString());
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  /**
+   * seq only grows, so the newest maxExecutions rows are those above newestSeq - maxExecutions:
+   * one index range delete instead of counting the table. Both deletes seek an index, so running
+   * them on every save costs a lookup when there is nothing to prune.
+   */
+  private prune(newestSeq: number): void {
+    this.pruneUpToSeq.run(newestSeq - this.maxExecutions);
+    if (this.maxAgeMs > 0) this.pruneBefore.run(new Date(this.clock.now() - this.maxAgeMs).toISOString());
+  }
+
+  private computeStats(): Stats {
+    const byStatus = Object.fromEntries(EXECUTION_STATUSES.map((s) => [s, 0])) as Record<ExecutionStatus, number>;
+    let total = 0;
+    for (const { status, n } of this.countsByStatus.all()) {
+      total += n;
+      if (status in byStatus) byStatus[status as ExecutionStatus] = n;
+    }
+    if (total === 0) {
+      return { total, byStatus, successRate: null, meanDurationMs: null, p50DurationMs: null, p95DurationMs: null };
+    }
+    return {
+      total,
+      byStatus,
+      successRate: byStatus.completed / total,
+      meanDurationMs: this.meanDuration.get() ?? null,
+      p50DurationMs: this.percentile(50, total),
+      p95DurationMs: this.percentile(95, total),
+    };
+  }
+
+  /** Nearest-rank: the smallest duration with at least p% of all durations at or below it. */
+  private percentile(p: number, total: number): number | null {
+    const rank = Math.max(1, Math.ceil((p * total) / 100)); // p and total are integers: exact
+    return this.durationAtRank.get(rank - 1) ?? null;
+  }
+}
+
+function parseStored(row: StoredRow): ExecutionResult {
+  let json: unknown;
+  try {
+    json = JSON.parse(row.result);
+  } catch (e) {
+    throw new PyboxError('internal', `stored execution ${row.id} is not valid JSON`, { cause: e });
+  }
+  const parsed = ExecutionResult.safeParse(json);
+  if (!parsed.success) {
+    // Loud on purpose: a result shape that changed needs a migration, not silently missing history.
+    throw new PyboxError('internal', `stored execution ${row.id} does not match the result schema`, { details: parsed.error.issues });
+  }
+  return parsed.data;
+}
+
+/** Age pruning compares ISO strings, which only orders correctly when they all share one form. */
+function normalizeIso(timestamp: string): string {
+  const ms = Date.parse(timestamp);
+  return Number.isNaN(ms) ? timestamp : new Date(ms).toISOString();
+}
+
+function encodeCursor(seq: number): string {
+  return Buffer.from(`s${seq}`, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): number {
+  const match = /^s([1-9][0-9]{0,15})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+  const seq = match ? Number(match[1]) : Number.NaN;
+  // Buffer.from skips characters that are not base64url, so insist on the canonical spelling.
+  if (!Number.isSafeInteger(seq) || encodeCursor(seq) !== cursor) throw invalid('cursor', 'is not a cursor from a previous page');
+  return seq;
+}
+
+function invalid(path: string, message: string): PyboxError {
+  return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
+}

@@ -1,0 +1,200 @@
+import { describe, expect, it } from 'vitest';
+import { ConcurrencyGate } from '../../src/core/concurrency.ts';
+import { PyboxError } from '../../src/core/errors.ts';
+import { deferred } from './fakes.ts';
+
+const tick = () => new Promise<void>((r) => setTimeout(r, 0));
+
+/** A task that records when it starts and runs until released. */
+function blocker<T>(log: string[], name: string, value: T) {
+  const gate = deferred<void>();
+  return {
+    release: () => gate.resolve(),
+    fail: (e: unknown) => gate.reject(e),
+    task: async (): Promise<T> => {
+      log.push(name);
+      await gate.promise;
+      return value;
+    },
+  };
+}
+
+async function caught(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('ConcurrencyGate', () => {
+  it('never runs more than maxConcurrent tasks at once and returns every result', async () => {
+    const gate = new ConcurrencyGate(3, 100, 2);
+    let running = 0;
+    let peak = 0;
+    const task = (i: number) => async () => {
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise((r) => setTimeout(r, 1 + (i % 4)));
+      running--;
+      return i * 10;
+    };
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => gate.run(task(i))));
+    expect(peak).toBe(3);
+    expect(results).toEqual(Array.from({ length: 20 }, (_, i) => i * 10));
+    expect(gate.stats).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('reports running and queued counts', async () => {
+    const gate = new ConcurrencyGate(2, 10, 2);
+    const log: string[] = [];
+    const tasks = ['a', 'b', 'c', 'd', 'e'].map((n) => blocker(log, n, n));
+    const runs = tasks.map((t) => gate.run(t.task));
+    await tick();
+    expect(gate.stats).toEqual({ running: 2, queued: 3 });
+    expect(log).toEqual(['a', 'b']);
+    for (const t of tasks) t.release();
+    await Promise.all(runs);
+    expect(gate.stats).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('starts waiting tasks in FIFO order', async () => {
+    const gate = new ConcurrencyGate(1, 10, 2);
+    const log: string[] = [];
+    const names = ['1', '2', '3', '4', '5', '6'];
+    const tasks = names.map((n) => blocker(log, n, n));
+    const runs = tasks.map((t) => gate.run(t.task));
+    await tick();
+    expect(log).toEqual(['1']);
+    for (const [i, t] of tasks.entries()) {
+      t.release();
+      await runs[i];
+      await tick();
+      expect(log).toEqual(names.slice(0, i + 2));
+    }
+    expect(await Promise.all(runs)).toEqual(names);
+  });
+
+  it('hands a freed slot to the oldest waiter, not to a newcomer', async () => {
+    const gate = new ConcurrencyGate(1, 10, 2);
+    const log: string[] = [];
+    const a = blocker(log, 'a', 'a');
+    const b = blocker(log, 'b', 'b');
+    const c = blocker(log, 'c', 'c');
+    const ra = gate.run(a.task);
+    const rb = gate.run(b.task);
+    await tick();
+    a.release();
+    await ra;
+    // A newcomer arriving right after the release must queue behind b.
+    const rc = gate.run(c.task);
+    await tick();
+    expect(log).toEqual(['a', 'b']);
+    expect(gate.stats).toEqual({ running: 1, queued: 1 });
+    b.release();
+    c.release();
+    await Promise.all([rb, rc]);
+    expect(log).toEqual(['a', 'b', 'c']);
+  });
+
+  it('refuses at once with queue_full and retryAfterS when the queue is full', async () => {
+    const gate = new ConcurrencyGate(1, 2, 7);
+    const log: string[] = [];
+    const held = ['a', 'b', 'c'].map((n) => blocker(log, n, n));
+    const runs = held.map((t) => gate.run(t.task));
+    let called = false;
+    const err = await caught(
+      gate.run(async () => {
+        called = true;
+      }),
+    );
+    expect(err).toBeInstanceOf(PyboxError);
+    const pe = err as PyboxError;
+    expect(pe.code).toBe('queue_full');
+    expect(pe.retryAfterS).toBe(7);
+    expect(pe.message).toBe('all 1 execution slots are busy and 2 requests are waiting');
+    expect(called).toBe(false);
+    expect(gate.stats).toEqual({ running: 1, queued: 2 });
+    for (const t of held) t.release();
+    expect(await Promise.all(runs)).toEqual(['a', 'b', 'c']);
+  });
+
+  it('with maxQueue 0 refuses as soon as every slot is busy', async () => {
+    const gate = new ConcurrencyGate(2, 0, 1);
+    const log: string[] = [];
+    const a = blocker(log, 'a', 1);
+    const b = blocker(log, 'b', 2);
+    const runs = [gate.run(a.task), gate.run(b.task)];
+    const err = await caught(gate.run(async () => 3));
+    expect((err as PyboxError).code).toBe('queue_full');
+    a.release();
+    b.release();
+    expect(await Promise.all(runs)).toEqual([1, 2]);
+    expect(await gate.run(async () => 4)).toBe(4);
+  });
+
+  it('accepts again once the queue has room', async () => {
+    const gate = new ConcurrencyGate(1, 1, 1);
+    const log: string[] = [];
+    const a = blocker(log, 'a', 'a');
+    const b = blocker(log, 'b', 'b');
+    const ra = gate.run(a.task);
+    const rb = gate.run(b.task);
+    await expect(gate.run(async () => 'x')).rejects.toBeInstanceOf(PyboxError);
+    a.release();
+    await ra;
+    const rc = gate.run(async () => 'c'); // b is running now, the queue is empty
+    b.release();
+    expect(await Promise.all([rb, rc])).toEqual(['b', 'c']);
+  });
+
+  it('a failing task releases its slot and passes its error on', async () => {
+    const gate = new ConcurrencyGate(1, 10, 1);
+    const boom = new Error('boom');
+    const log: string[] = [];
+    const a = blocker(log, 'a', 'a');
+    const ra = gate.run(a.task);
+    const rb = gate.run(async () => 'b');
+    a.fail(boom);
+    await expect(ra).rejects.toBe(boom);
+    expect(await rb).toBe('b');
+    expect(gate.stats).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('a task that throws synchronously also releases its slot', async () => {
+    const gate = new ConcurrencyGate(1, 10, 1);
+    const boom = new Error('sync');
+    await expect(
+      gate.run((): Promise<never> => {
+        throw boom;
+      }),
+    ).rejects.toBe(boom);
+    expect(gate.stats).toEqual({ running: 0, queued: 0 });
+    expect(await gate.run(async () => 'next')).toBe('next');
+  });
+
+  it('idle() resolves at once when nothing runs', async () => {
+    await new ConcurrencyGate(1, 1, 1).idle(1);
+  });
+
+  it('idle() resolves only once every running and waiting task is done', async () => {
+    const gate = new ConcurrencyGate(1, 10, 1);
+    const log: string[] = [];
+    const a = blocker(log, 'a', 'a');
+    const b = blocker(log, 'b', 'b');
+    const runs = [gate.run(a.task), gate.run(b.task)];
+    let idle = false;
+    const waiting = gate.idle(2).then(() => {
+      idle = true;
+    });
+    a.release();
+    await runs[0];
+    await new Promise((r) => setTimeout(r, 10));
+    expect(idle).toBe(false);
+    b.release();
+    await waiting;
+    expect(idle).toBe(true);
+    expect(gate.stats).toEqual({ running: 0, queued: 0 });
+  });
+});
