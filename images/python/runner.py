@@ -345,15 +345,16 @@ def relay(pid, out_r, err_r, res_r, flood_bytes):
     sel.register(res_r, selectors.EVENT_READ, 0)
     sel.register(wake_r, selectors.EVENT_READ, -1)
     counts = {KIND_STDOUT: 0, KIND_STDERR: 0}
-    error_json, status, flooded = b"", None, False
+    error_json, status, flooded, cpu_ms = b"", None, False, None
     open_fds = {out_r, err_r, res_r}
 
     def reap():
-        nonlocal status
+        nonlocal status, cpu_ms
         if status is None:
-            done, st = os.waitpid(pid, os.WNOHANG)
+            done, st, usage = os.wait4(pid, os.WNOHANG)
             if done:
                 status = st
+                cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000, 1)
                 # The user's program is over: nothing it started may outlive it or hold our pipes.
                 try:
                     os.kill(-1, signal.SIGKILL)
@@ -394,8 +395,9 @@ def relay(pid, out_r, err_r, res_r, flood_bytes):
             frame(kind, data)
         reap()
     while status is None:
-        _, status = os.waitpid(pid, 0)
-    return status, error_json, flooded
+        _, status, usage = os.wait4(pid, 0)
+        cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000, 1)
+    return status, error_json, flooded, cpu_ms
 
 
 def main():
@@ -447,7 +449,7 @@ def main():
         os.close(fd)
 
     caps = request.get("caps") or {}
-    status, error_json, flooded = relay(pid, out_r, err_r, res_r, int(caps.get("floodBytes", 1 << 20)))
+    status, error_json, flooded, cpu_ms = relay(pid, out_r, err_r, res_r, int(caps.get("floodBytes", 1 << 20)))
     exit_code = os.waitstatus_to_exitcode(status)
     signum = -exit_code if exit_code < 0 else None
     error = None
@@ -466,6 +468,7 @@ def main():
         "files": files,
         "filesDropped": dropped,
         "flooded": flooded,
+        "cpuMs": cpu_ms,
     }
     report(result, result["exitCode"] if result["exitCode"] < 256 else 1)
 

@@ -213,11 +213,13 @@ export class DefaultExecutionService implements ExecutionService {
     let error: ExecutionResult['error'] = null;
     let files: OutputFile[] | undefined;
     let filesDropped: number | undefined;
+    let cpuMs: number | null = null;
     const runReport = r?.phase === 'run' ? r : null;
     if (runReport) {
       exitCode = runReport.exitCode;
       signal = runReport.signal ? (SIGNAL_NAMES.get(runReport.signal) ?? `SIG${runReport.signal}`) : null;
       error = runReport.error;
+      cpuMs = runReport.cpuMs ?? null;
       ({ files, dropped: filesDropped } = this.acceptFiles(runReport));
     }
     switch (o.kind) {
@@ -250,7 +252,7 @@ export class DefaultExecutionService implements ExecutionService {
         }
         break;
     }
-    const partial: FeedbackInput = { ...base, status, success: status === 'completed', exitCode, signal, error };
+    const partial: FeedbackInput = { ...base, status, success: status === 'completed', exitCode, signal, cpuMs, error };
     if (files) partial.files = files;
     if (filesDropped) partial.filesDropped = filesDropped;
     const finishedAt = this.deps.clock.now();

@@ -115,6 +115,8 @@ export const ExecutionResult = z.object({
   stderr: z.string(),
   truncated: z.object({ stdout: z.boolean(), stderr: z.boolean() }),
   durationMs: z.number(),
+  /** CPU time (user + system) the code used, when the sandbox could measure it. */
+  cpuMs: z.number().nullable().optional(),
   error: ExecutionError.nullable().optional(),
   files: z.array(OutputFile).optional(),
   /** Output files that were not returned (links, odd names, over the count or size cap). */

@@ -95,6 +95,8 @@ export const RunnerReport = z.discriminatedUnion('phase', [
     files: z.array(ReturnedFile).max(10_000),
     filesDropped: z.int().min(0),
     flooded: z.boolean(),
+    /** CPU time (user + system) of the user's program, as the kernel counted it. */
+    cpuMs: z.number().min(0).max(1e10).nullable().optional(),
   }),
 ]);
 export type RunnerReport = z.infer<typeof RunnerReport>;

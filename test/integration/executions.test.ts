@@ -27,6 +27,7 @@ describe.each(runtimes)('executions under %s', (runtime) => {
     expect(r.truncated).toEqual({ stdout: false, stderr: false });
     expect(r.runtime).toBe(runtime);
     expect(r.durationMs).toBeGreaterThan(0);
+    expect(r.cpuMs).toBeGreaterThanOrEqual(0);
     expect(r.feedback).toContain('ran successfully');
     expect(r.feedback).toContain('hello from pybox');
   });
@@ -46,6 +47,13 @@ describe.each(runtimes)('executions under %s', (runtime) => {
     expect(r.feedback).toContain('ZeroDivisionError: division by zero');
     expect(r.feedback).toContain('line 2');
     expect(r.feedback).toContain('return 10 / x');
+  });
+
+  it('measures the CPU time the code used', async () => {
+    const r = await run({ code: 'import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\ntime.sleep(0.3)' });
+    expect(r.status).toBe('completed');
+    expect(r.cpuMs).toBeGreaterThanOrEqual(250);
+    expect(r.cpuMs).toBeLessThan(r.durationMs); // the sleep is wall time, not CPU time
   });
 
   it('gives sys.exit(n) exit code n', async () => {

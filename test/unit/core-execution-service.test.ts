@@ -265,6 +265,7 @@ describe('execute: from outcome to result', () => {
       stderr: 'warn\n',
       truncated: { stdout: false, stderr: false },
       durationMs: 12.3,
+      cpuMs: null,
       runtime: 'runc',
       limits: { timeoutMs: 30_000, memoryMb: 256, cpus: 1, outputBytes: 50_000 },
       files: [],

@@ -1,0 +1,20 @@
+// `pybox <command>`: the command-line entry. Each command lives in commands/<name>.ts and registers
+// itself on the program; this file only wires them up with the process's environment and streams.
+import { Command } from 'commander';
+import type { CliContext } from './context.ts';
+import { registerServe } from './commands/serve.ts';
+
+const ctx: CliContext = {
+  env: process.env,
+  out: (line) => process.stdout.write(line + '\n'),
+  err: (line) => process.stderr.write(line + '\n'),
+};
+
+const program = new Command('pybox').description('pybox: hardened Python sandboxes behind an HTTP API');
+program.showHelpAfterError();
+registerServe(program, ctx);
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  ctx.err(`pybox: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});
