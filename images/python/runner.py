@@ -5,7 +5,10 @@ Protocol (one execution per container, see src/engine/protocol.ts for the host's
   in  (stdin):  one tar archive. `.pybox/request.json` (args, env, context, caps) and optionally
                 `.pybox/stdin` are read into memory; `main.py` and input files go to /work.
   out (stdout): frames of [1 byte kind][4 bytes big-endian length][payload]:
-                1 = the user's stdout, 2 = the user's stderr, 3 = the final report (JSON), last.
+                1 = the user's stdout, 2 = the user's stderr, 3 = the final report (JSON), last;
+                4 = ready (empty), first: the runner waits for its payload. A warm pool starts
+                sandboxes ahead of demand; PYBOX_PRELOAD (set by the host, never by a request)
+                names modules to import while waiting, so the user's `import numpy` is free.
   stderr:       the runner's own diagnostics only (never the user's output).
 
 The user's code runs in a forked child with its own pipes. The runner marks itself non-dumpable so
@@ -35,7 +38,7 @@ import types
 WORK = "/work"
 OUT_DIR = os.path.join(WORK, "out")
 MPL_CACHE_SRC = "/opt/pybox/mpl-cache"
-KIND_STDOUT, KIND_STDERR, KIND_REPORT = 1, 2, 3
+KIND_STDOUT, KIND_STDERR, KIND_REPORT, KIND_READY = 1, 2, 3, 4
 CHUNK = 65536
 SOURCE_WINDOW = 240  # characters of a long source line shown around a syntax error
 MESSAGE_LIMIT = 8192  # characters of an exception message kept in the report
@@ -400,8 +403,18 @@ def relay(pid, out_r, err_r, res_r, flood_bytes):
     return status, error_json, flooded, cpu_ms
 
 
+def preload():
+    for name in filter(None, os.environ.get("PYBOX_PRELOAD", "").split(",")):
+        try:
+            __import__(name.strip())
+        except Exception:
+            pass  # a module that fails here fails again, visibly, when the user imports it
+
+
 def main():
     set_dumpable(False)
+    preload()
+    frame(KIND_READY, b"")
     try:
         request, stdin_data = read_payload()
         with open(os.path.join(WORK, "main.py"), "rb") as f:

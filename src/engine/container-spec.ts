@@ -15,6 +15,8 @@ export interface SpecInput {
   runtime: RuntimeName;
   limits: { memoryMb: number; cpus: number };
   sandbox: Config['sandbox'];
+  /** Modules the runner imports while it waits; only set for warm sandboxes. */
+  preload?: string[];
 }
 
 export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
@@ -31,7 +33,7 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
     WorkingDir: '/work',
     // The runner's own environment comes from the image; the user's program gets one built by the
     // runner from an allow-list. Nothing of the service's environment is passed.
-    Env: [],
+    Env: input.preload && input.preload.length > 0 ? [`PYBOX_PRELOAD=${input.preload.join(',')}`] : [],
     Tty: false,
     OpenStdin: true,
     StdinOnce: true,

@@ -3,7 +3,8 @@
 // Two layers arrive on the attached socket, and every byte of both is hostile:
 //   1. Docker's multiplexing: [stream 1|2][0 0 0][u32 length][payload] (no TTY).
 //   2. Inside the container's stdout, the runner's frames: [kind][u32 length][payload], where
-//      kind 1 = the user's stdout, 2 = the user's stderr, 3 = the final report (JSON).
+//      kind 1 = the user's stdout, 2 = the user's stderr, 3 = the final report (JSON),
+//      4 = ready (the runner waits for its payload).
 // Both parsers bound what they buffer and fail closed on anything malformed.
 import { z } from 'zod';
 import { ExecutionError } from '../core/schemas.ts';
@@ -11,6 +12,8 @@ import { ExecutionError } from '../core/schemas.ts';
 export const FRAME_STDOUT = 1;
 export const FRAME_STDERR = 2;
 export const FRAME_REPORT = 3;
+/** Empty; the runner is waiting for its payload (a warm sandbox is ready). */
+export const FRAME_READY = 4;
 
 /** Docker copies container output in chunks of at most 32 KiB; anything far larger is not Docker. */
 const MAX_DOCKER_FRAME_BYTES = 16 * 1024 * 1024;
@@ -62,7 +65,7 @@ export class FrameParser {
       const kind = buf[0] ?? 0;
       const size = buf.readUInt32BE(1);
       const max = kind === FRAME_REPORT ? this.limits.maxReportBytes : this.limits.maxFrameBytes;
-      if (kind < FRAME_STDOUT || kind > FRAME_REPORT) throw new ProtocolError(`unknown frame kind ${kind}`);
+      if (kind < FRAME_STDOUT || kind > FRAME_READY) throw new ProtocolError(`unknown frame kind ${kind}`);
       if (size > max) throw new ProtocolError(`frame of ${size} bytes is over the limit of ${max}`);
       if (buf.length < 5 + size) break;
       this.onFrame(kind, buf.subarray(5, 5 + size));

@@ -1,15 +1,17 @@
-// One execution in one container: create → attach → start → send the payload → read frames until
-// the runner's report, the timeout or a flood → remove. Every path ends with the container removed;
-// removal runs in the background so the caller gets its result as soon as the output is complete.
-import type { Duplex } from 'node:stream';
+// One execution in one container: take a started sandbox (warm from the pool, or prepared now:
+// create → attach → start), send the payload, read frames until the runner's report, the timeout
+// or a flood, then remove it. Every path ends with the container removed; removal runs in the
+// background so the caller gets its result as soon as the output is complete.
+import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
 import type { Clock, Logger } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
 import { buildPayload } from './archive.ts';
 import { containerSpec } from './container-spec.ts';
 import type { ContainerEngine, SandboxContainer } from './docker-engine.ts';
+import { LiveSandbox } from './live-sandbox.ts';
 import { CappedCapture } from './output.ts';
-import { DockerDemuxer, FRAME_REPORT, FRAME_STDOUT, FrameParser, parseReport, ProtocolError, type RunnerReport } from './protocol.ts';
+import { FRAME_REPORT, FRAME_STDOUT, parseReport, type RunnerReport } from './protocol.ts';
 
 export interface SandboxJob {
   id: string;
@@ -22,6 +24,29 @@ export interface SandboxJob {
   context: Record<string, unknown>;
   files: Array<{ path: string; data: Buffer }>;
   limits: { timeoutMs: number; memoryMb: number; cpus: number };
+}
+
+/** What a container is created with: sandboxes are interchangeable when these are equal. */
+export interface SandboxConfig {
+  image: string;
+  runtime: RuntimeName;
+  memoryMb: number;
+  cpus: number;
+  /** Modules the runner imports while it waits (warm sandboxes only). */
+  preload: string[];
+}
+
+export const configOf = (job: SandboxJob): SandboxConfig => ({
+  image: job.image,
+  runtime: job.runtime,
+  memoryMb: job.limits.memoryMb,
+  cpus: job.limits.cpus,
+  preload: [],
+});
+
+/** Where warm sandboxes come from (the pool). null: none for this config, prepare one now. */
+export interface WarmSource {
+  take(config: SandboxConfig): Promise<LiveSandbox> | null;
 }
 
 export type OutcomeKind = 'finished' | 'timeout' | 'oom' | 'output_limit' | 'failed';
@@ -52,6 +77,7 @@ const MAX_FRAME_BYTES = 1024 * 1024;
 
 export class SandboxRunner {
   private readonly removals = new Set<Promise<void>>();
+  private warm: WarmSource | null = null;
 
   constructor(
     private readonly engine: ContainerEngine,
@@ -59,6 +85,11 @@ export class SandboxRunner {
     private readonly logger: Logger,
     private readonly clock: Clock,
   ) {}
+
+  /** Lets run() take warm sandboxes from a pool before preparing one itself. */
+  useWarmSource(source: WarmSource | null): void {
+    this.warm = source;
+  }
 
   async run(job: SandboxJob): Promise<SandboxOutcome> {
     const payload = await buildPayload({
@@ -76,20 +107,62 @@ export class SandboxRunner {
         },
       },
     });
+    const live = (await this.takeWarm(configOf(job))) ?? (await this.prepare(configOf(job), job.id));
+    try {
+      return await this.execute(live, job, payload);
+    } finally {
+      this.discard(live);
+    }
+  }
+
+  /**
+   * Creates, attaches and starts a sandbox whose runner then waits for its payload. On any
+   * failure the container is removed and the error thrown.
+   */
+  async prepare(config: SandboxConfig, id: string = `warm-${randomUUID()}`): Promise<LiveSandbox> {
     const container = await this.engine.create(
-      containerSpec({ id: job.id, instance: this.settings.instance, image: job.image, runtime: job.runtime, limits: job.limits, sandbox: this.settings.sandbox }),
+      containerSpec({ id, instance: this.settings.instance, sandbox: this.settings.sandbox, limits: config, ...config }),
     );
+    let live: LiveSandbox | undefined;
     try {
       const socket = await container.attach();
-      return await this.drive(container, socket, job, payload);
-    } finally {
-      this.removeInBackground(container, job.id);
+      live = new LiveSandbox(id, container, socket, this.frameLimits(), this.clock.now());
+      await container.start();
+      return live;
+    } catch (e) {
+      live?.close();
+      this.removeInBackground(container, id);
+      throw e;
     }
+  }
+
+  /** Closes a sandbox that will not be (or was) used, and removes its container in the background. */
+  discard(live: LiveSandbox): void {
+    live.close();
+    this.removeInBackground(live.container, live.id);
   }
 
   /** Resolves when every background removal started so far has finished. */
   async drain(): Promise<void> {
     while (this.removals.size > 0) await Promise.allSettled([...this.removals]);
+  }
+
+  private async takeWarm(config: SandboxConfig): Promise<LiveSandbox | null> {
+    const pending = this.warm?.take(config);
+    if (!pending) return null;
+    try {
+      const live = await pending;
+      if (live.dead === null) return live;
+      this.discard(live);
+    } catch (e) {
+      this.logger.warn('a warm sandbox failed; preparing one now', { error: e });
+    }
+    return null;
+  }
+
+  private frameLimits() {
+    const reportBytes = Math.ceil((this.settings.outputFilesMaxBytes * 4) / 3) + 2 * 1024 * 1024;
+    return { maxFrameBytes: MAX_FRAME_BYTES, maxReportBytes: reportBytes };
   }
 
   private removeInBackground(container: SandboxContainer, id: string): void {
@@ -100,27 +173,24 @@ export class SandboxRunner {
     this.removals.add(p);
   }
 
-  private drive(container: SandboxContainer, socket: Duplex, job: SandboxJob, payload: Buffer): Promise<SandboxOutcome> {
-    const { outputBytes, floodBytes, outputFilesMaxBytes } = this.settings;
+  private execute(live: LiveSandbox, job: SandboxJob, payload: Buffer): Promise<SandboxOutcome> {
+    const { outputBytes, floodBytes } = this.settings;
     const stdout = new CappedCapture(outputBytes);
     const stderr = new CappedCapture(outputBytes);
     const runnerStderr = new CappedCapture(8192);
+    const container = live.container;
     let startedAt = this.clock.now();
 
-    return new Promise<SandboxOutcome>((resolve, reject) => {
+    return new Promise<SandboxOutcome>((resolve) => {
       let settled = false;
+      let exiting = false;
       let timer: NodeJS.Timeout | undefined;
 
-      const stop = () => {
-        settled = true;
-        clearTimeout(timer);
-        socket.removeAllListeners('data');
-        socket.on('error', () => {}); // late socket errors after the result are of no interest
-        socket.destroy();
-      };
       const settle = (kind: OutcomeKind, report: RunnerReport | null, failure?: string, durationMs?: number) => {
         if (settled) return;
-        stop();
+        settled = true;
+        clearTimeout(timer);
+        live.close();
         const outcome: SandboxOutcome = { kind, report, stdout, stderr, durationMs: durationMs ?? this.clock.now() - startedAt };
         if (failure !== undefined) outcome.failure = failure;
         resolve(outcome);
@@ -128,7 +198,6 @@ export class SandboxRunner {
 
       // A SIGKILL we did not send, or a runner that vanished, is most likely the OOM killer: only
       // the engine knows for sure, once the container has stopped.
-      let exiting = false;
       const settleAfterExit = (report: RunnerReport | null, failure: string) => {
         if (settled || exiting) return;
         exiting = true;
@@ -156,11 +225,22 @@ export class SandboxRunner {
         })();
       };
 
-      const parser = new FrameParser(
-        { maxFrameBytes: MAX_FRAME_BYTES, maxReportBytes: Math.ceil((outputFilesMaxBytes * 4) / 3) + 1024 * 1024 },
-        (kind, data) => {
+      const violation = (msg: string) => {
+        this.logger.warn('sandbox protocol violation', { id: job.id, error: msg });
+        settle('failed', null, `sandbox protocol violation: ${msg}`);
+      };
+
+      live.claim({
+        frame: (kind, data) => {
+          if (settled || exiting) return;
           if (kind === FRAME_REPORT) {
-            const report = parseReport(data);
+            let report: RunnerReport;
+            try {
+              report = parseReport(data);
+            } catch (e) {
+              violation(e instanceof Error ? e.message : String(e));
+              return;
+            }
             if (report.phase === 'run' && report.flooded) settle('output_limit', report);
             else if (report.phase === 'run' && report.signal === 9) settleAfterExit(report, 'killed');
             else settle('finished', report);
@@ -170,42 +250,14 @@ export class SandboxRunner {
           capture.push(data);
           if (capture.totalBytes > floodBytes) settle('output_limit', null);
         },
-      );
-      const demux = new DockerDemuxer((stream, data) => {
-        if (stream === 'stdout') parser.push(data);
-        else runnerStderr.push(data);
+        runnerStderr: (data) => runnerStderr.push(data),
+        ended: (reason) => settleAfterExit(null, reason),
+        violation,
       });
-
-      socket.on('data', (chunk: Buffer) => {
-        if (settled) return;
-        try {
-          demux.push(chunk);
-        } catch (e) {
-          const msg = e instanceof ProtocolError || e instanceof Error ? e.message : String(e);
-          this.logger.warn('sandbox protocol violation', { id: job.id, error: msg });
-          settle('failed', null, `sandbox protocol violation: ${msg}`);
-        }
-      });
-      const onEnd = () => settleAfterExit(null, 'the sandbox stopped without a report');
-      socket.on('end', onEnd);
-      socket.on('close', onEnd);
-      socket.on('error', (e: Error) => {
-        if (!settled) settleAfterExit(null, `the connection to the sandbox failed: ${e.message}`);
-      });
-
-      container
-        .start()
-        .then(() => {
-          if (settled || exiting) return; // it already stopped: no timer, nothing to send
-          startedAt = this.clock.now();
-          timer = setTimeout(() => settle('timeout', null), job.limits.timeoutMs);
-          socket.write(payload);
-        })
-        .catch((e: unknown) => {
-          if (settled) return;
-          stop();
-          reject(e); // an engine that cannot start containers is a fault of the service (503)
-        });
+      if (settled || exiting) return; // it died before the payload could be sent
+      startedAt = this.clock.now();
+      timer = setTimeout(() => settle('timeout', null), job.limits.timeoutMs);
+      live.socket.write(payload);
     });
   }
 }

@@ -352,21 +352,18 @@ describe('SandboxRunner: a container that stops before start() has returned', ()
   // checks `settled` only, not `exiting`. If reading the final state takes longer than timeoutMs,
   // the run is reported as a timeout of the user's code instead of failed/oom.
   it('is reported from the final state, not as a timeout', async () => {
-    const startGate = deferred<void>();
     const waitGate = deferred<void>();
     const waitCalled = deferred<void>();
     let container: FakeContainer | undefined;
     const h = harness(() => ({
       waitResult: 70,
       onStart: () => container?.socket.finish(),
-      startGate: startGate.promise,
       onWait: () => waitCalled.resolve(),
       waitGate: waitGate.promise,
     }));
     const outcome = h.runner.run(job({ limits: { timeoutMs: 20, memoryMb: 256, cpus: 1 } }));
     container = await h.engine.created.promise;
     await waitCalled.promise; // the stream has ended: the runner is reading the final state
-    startGate.resolve();
     await ms(60); // longer than timeoutMs
     waitGate.resolve();
     const o = await outcome;
