@@ -3,6 +3,7 @@
 import type Docker from 'dockerode';
 import type { Config } from '../config/schema.ts';
 import type { RuntimeName } from '../core/schemas.ts';
+import { seccompProfileJson } from './seccomp.ts';
 
 export const EXECUTION_LABEL = 'pybox.execution';
 export const INSTANCE_LABEL = 'pybox.instance';
@@ -46,7 +47,9 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
       NetworkMode: 'none',
       Privileged: false,
       CapDrop: ['ALL'],
-      SecurityOpt: ['no-new-privileges:true'],
+      // pybox's own profile, stricter than the engine's default (seccomp.ts). gVisor ignores OCI
+      // seccomp: there the system calls are served by its own kernel.
+      SecurityOpt: ['no-new-privileges:true', `seccomp=${seccompProfileJson()}`],
       ReadonlyRootfs: true,
       Tmpfs: {
         '/tmp': tmpfs(s.tmpTmpfsMb, 'mode=1777'),
