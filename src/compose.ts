@@ -10,6 +10,7 @@ import { DefaultExecutionService } from './core/execution-service.ts';
 import type { Clock, Logger } from './core/ports.ts';
 import type { RuntimeName } from './core/schemas.ts';
 import { DockerEngine, dockerConnection } from './engine/docker-engine.ts';
+import { DistinctUids } from './engine/distinct-uids.ts';
 import { imageTags } from './engine/image.ts';
 import { reapLeftovers } from './engine/reaper.ts';
 import { SandboxRunner } from './engine/run-sandbox.ts';
@@ -56,8 +57,10 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
 
   const db = openDatabase(config.store.path);
   const store = new SqliteExecutionStore({ db, maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, clock });
+  // Every live sandbox runs as a uid of its own, so per-user kernel limits are never shared.
+  const [baseUid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
   const sandboxes = new SandboxRunner(
-    engine,
+    new DistinctUids(engine, baseUid, gid, config.sandbox.uids),
     {
       instance: config.engine.instance,
       sandbox: config.sandbox,

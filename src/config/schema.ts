@@ -41,6 +41,11 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** uid:gid the code runs as; must not be 0. */
       user: z.string().regex(/^[1-9][0-9]*:[1-9][0-9]*$/, 'must be uid:gid, neither 0').default('10001:10001'),
+      /**
+       * How many uids, from user's uid up, sandboxes take: each live sandbox gets one no other has,
+       * so per-user kernel limits (inotify instances, pipe buffers) are never shared. 1: one uid for all.
+       */
+      uids: z.int().min(1).max(65_536).default(256),
       pidsLimit: z.int().min(8).max(4096).default(128),
       /** gVisor's own threads count against the pids limit: it needs more room. */
       pidsLimitRunsc: z.int().min(64).max(4096).default(256),

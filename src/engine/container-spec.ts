@@ -20,6 +20,14 @@ export interface SpecInput {
   preload?: string[];
 }
 
+/** The same spec for another uid:gid: the process's user and the owner of its work directory. */
+export function withUser(spec: Docker.ContainerCreateOptions, uid: number, gid: number): Docker.ContainerCreateOptions {
+  const tmpfs = { ...spec.HostConfig?.Tmpfs };
+  const work = tmpfs['/work'];
+  if (work !== undefined) tmpfs['/work'] = work.replace(/(^|,)uid=\d+/, `$1uid=${uid}`).replace(/(^|,)gid=\d+/, `$1gid=${gid}`);
+  return { ...spec, User: `${uid}:${gid}`, HostConfig: { ...spec.HostConfig, Tmpfs: tmpfs } };
+}
+
 export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
   const { sandbox: s, limits } = input;
   const [uid, gid] = s.user.split(':');

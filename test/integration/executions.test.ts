@@ -236,7 +236,9 @@ describe.each(runtimes)('executions under %s', (runtime) => {
     });
     expect(r.status, r.stderr).toBe('completed');
     const h = JSON.parse(r.stdout) as Record<string, unknown>;
-    expect(h.uid).toBe(10001);
+    // Each live sandbox has a uid of its own from 10001 up (sandbox.uids), never root.
+    expect(h.uid).toBeGreaterThanOrEqual(10001);
+    expect(h.uid).toBeLessThan(10001 + 256);
     expect(h.gid).toBe(10001);
     expect(h.capEff).toBe('0000000000000000');
     expect(h.noNewPrivs).toBe(1);
