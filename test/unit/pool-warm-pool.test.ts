@@ -1,0 +1,220 @@
+// The warm pool over a real SandboxRunner and a fake engine: single use, refill, idle shrink,
+// backoff on failures, drain, and no container left behind.
+import { afterEach, describe, expect, it } from 'vitest';
+import type { SandboxConfig, SandboxJob } from '../../src/engine/run-sandbox.ts';
+import { SandboxRunner } from '../../src/engine/run-sandbox.ts';
+import { WarmPool, type PoolSettings } from '../../src/pool/warm-pool.ts';
+import { defaultConfig, FakeEngine, ManualClock, RecordingLogger, reportFrame, runReport } from './fakes.ts';
+
+const config: SandboxConfig = { image: 'img', runtime: 'runc', memoryMb: 256, cpus: 1, preload: [] };
+const settings = (over: Partial<PoolSettings> = {}): PoolSettings => ({
+  enabled: true,
+  size: { runc: 2, runsc: 1 },
+  idleMs: 60_000,
+  maxConfigs: 2,
+  preload: { runc: ['numpy'], runsc: [] },
+  ...over,
+});
+
+const pools: WarmPool[] = [];
+afterEach(async () => {
+  for (const p of pools.splice(0)) await p.drain();
+});
+
+function setup(over: Partial<PoolSettings> = {}) {
+  const engine = new FakeEngine();
+  const clock = new ManualClock();
+  const logger = new RecordingLogger();
+  const runner = new SandboxRunner(
+    engine,
+    {
+      instance: 'pool-test',
+      sandbox: defaultConfig().sandbox,
+      outputBytes: 100,
+      floodBytes: 1000,
+      outputFilesMax: 1,
+      outputFilesMaxBytes: 100,
+      startTimeoutMs: 1000,
+    },
+    logger,
+    clock,
+  );
+  const pool = new WarmPool(runner, settings(over), logger, clock);
+  pools.push(pool);
+  runner.useWarmSource(pool);
+  return { engine, clock, logger, runner, pool };
+}
+
+const job = (over: Partial<SandboxJob> = {}): SandboxJob => ({
+  id: 'job',
+  image: 'img',
+  runtime: 'runc',
+  code: 'print(1)',
+  stdin: '',
+  args: [],
+  env: {},
+  context: {},
+  files: [],
+  limits: { timeoutMs: 1000, memoryMb: 256, cpus: 1 },
+  ...over,
+});
+
+const settle = () => new Promise((r) => setTimeout(r, 5));
+
+/** Runs a job, answering as the runner would once the payload arrives. */
+async function runOnce(h: ReturnType<typeof setup>, over: Partial<SandboxJob> = {}) {
+  const before = new Set(h.engine.containers);
+  const pending = h.runner.run(job(over));
+  for (let i = 0; i < 100; i++) {
+    const used = h.engine.containers.find((c) => c.socket.writes.length > 0 && !c.calls.includes('remove'));
+    if (used) {
+      used.socket.send(reportFrame(runReport()));
+      const outcome = await pending;
+      return { outcome, container: used, wasWarm: before.has(used) };
+    }
+    await settle();
+  }
+  throw new Error('no sandbox received the payload');
+}
+
+describe('WarmPool', () => {
+  it('fills a configuration to its size with ready sandboxes that preload the configured modules', async () => {
+    const h = setup();
+    h.pool.warm(config);
+    await h.pool.filled(1, 2000);
+    expect(h.engine.containers).toHaveLength(2);
+    expect(h.pool.status()).toEqual([{ key: 'runc|img|256|1', ready: 2, preparing: 0 }]);
+    expect(h.engine.specs[0]?.Env).toEqual(['PYBOX_PRELOAD=numpy']);
+  });
+
+  it('gives each sandbox to one run only, and refills after the run', async () => {
+    const h = setup();
+    h.pool.warm(config);
+    await h.pool.filled(1, 2000);
+    const first = await runOnce(h, { id: 'a' });
+    const second = await runOnce(h, { id: 'b' });
+    expect(first.outcome.kind).toBe('finished');
+    expect(first.wasWarm).toBe(true);
+    expect(second.wasWarm).toBe(true);
+    expect(second.container).not.toBe(first.container);
+    await h.runner.drain();
+    expect(first.container.calls).toContain('removed');
+    expect(second.container.calls).toContain('removed');
+    // Each container got exactly one payload.
+    for (const c of h.engine.containers) expect(c.socket.writes.length).toBeLessThanOrEqual(1);
+    await h.pool.filled(1, 2000);
+    expect(h.pool.status()[0]?.ready).toBe(2);
+  });
+
+  it('does not start the replacement while the run is going on', async () => {
+    const h = setup({ size: { runc: 1, runsc: 1 } });
+    h.pool.warm(config);
+    await h.pool.filled(1, 2000);
+    const pending = h.runner.run(job());
+    await settle();
+    expect(h.engine.containers).toHaveLength(1); // no refill yet: the run has the CPU
+    h.engine.containers[0]!.socket.send(reportFrame(runReport()));
+    await pending;
+    await settle();
+    expect(h.engine.containers).toHaveLength(2);
+  });
+
+  it('prepares a sandbox on the spot when none is warm, for a configuration not seen before', async () => {
+    const h = setup();
+    const r = await runOnce(h, { limits: { timeoutMs: 1000, memoryMb: 512, cpus: 1 } });
+    expect(r.wasWarm).toBe(false);
+    expect(r.outcome.kind).toBe('finished');
+    await h.pool.filled(1, 2000); // the configuration is now in use and kept warm
+    expect(h.pool.status().map((s) => s.key)).toEqual(['runc|img|512|1']);
+  });
+
+  it('discards a sandbox that dies while waiting, and backs off before retrying', async () => {
+    const h = setup({ size: { runc: 1, runsc: 1 } });
+    h.pool.warm(config);
+    await h.pool.filled(1, 2000);
+    h.engine.containers[0]!.socket.finish(); // the runner died while waiting
+    await settle();
+    await h.runner.drain();
+    expect(h.engine.containers[0]!.calls).toContain('removed');
+    expect(h.logger.entries.some((l) => l.msg.includes('could not be prepared'))).toBe(true);
+    expect(h.pool.status()[0]?.ready ?? 0).toBe(0); // not yet: it waits for the backoff
+  });
+
+  it('backs off when the engine cannot create containers, instead of retrying in a loop', async () => {
+    const h = setup();
+    h.engine.createError = new Error('engine away');
+    h.pool.warm(config);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(h.engine.specs.length).toBe(2); // one attempt per slot, then the backoff holds
+    expect(h.pool.take(config)).toBeNull();
+  });
+
+  it('empties a configuration that has been idle for idleMs', async () => {
+    const h = setup();
+    h.pool.warm(config);
+    await h.pool.filled(1, 2000);
+    h.clock.advance(59_000);
+    h.pool.sweep();
+    expect(h.pool.status()).toHaveLength(1);
+    h.clock.advance(2_000);
+    h.pool.sweep();
+    expect(h.pool.status()).toHaveLength(0);
+    await settle();
+    await h.runner.drain();
+    expect(h.engine.containers.every((c) => c.calls.includes('removed'))).toBe(true);
+  });
+
+  it('keeps at most maxConfigs configurations warm, dropping the least recently used', async () => {
+    const h = setup({ maxConfigs: 2 });
+    h.pool.warm({ ...config, memoryMb: 128 });
+    h.clock.advance(1);
+    h.pool.warm({ ...config, memoryMb: 256 });
+    h.clock.advance(1);
+    h.pool.warm({ ...config, memoryMb: 512 });
+    expect(h.pool.status().map((s) => s.key).sort()).toEqual(['runc|img|256|1', 'runc|img|512|1']);
+  });
+
+  it('removes every warm sandbox when drained, and hands out none after', async () => {
+    const h = setup();
+    h.pool.warm(config);
+    h.pool.warm({ ...config, runtime: 'runsc' });
+    await h.pool.filled(1, 2000);
+    await h.pool.drain();
+    await h.runner.drain();
+    expect(h.engine.containers).toHaveLength(3);
+    expect(h.engine.containers.every((c) => c.calls.includes('removed'))).toBe(true);
+    expect(h.pool.take(config)).toBeNull();
+  });
+
+  it('is bypassed entirely when disabled', async () => {
+    const h = setup({ enabled: false });
+    h.pool.warm(config);
+    expect(h.engine.containers).toHaveLength(0);
+    const r = await runOnce(h);
+    expect(r.wasWarm).toBe(false);
+    await h.runner.drain();
+    expect(h.engine.containers).toHaveLength(1);
+  });
+});
+
+describe('WarmPool under sustained demand', () => {
+  it('starts replacements without preloading while demand outruns it, and preloads again once full', async () => {
+    const h = setup({ size: { runc: 1, runsc: 1 } });
+    h.pool.warm(config);
+    await h.pool.filled(1, 2000);
+    expect(h.engine.specs[0]?.Env).toEqual(['PYBOX_PRELOAD=numpy']);
+    // Two runs back to back: the second finds nothing ready.
+    const first = h.runner.run(job({ id: 'a' }));
+    const second = h.runner.run(job({ id: 'b' }));
+    for (let i = 0; i < 200 && h.engine.containers.filter((c) => c.socket.writes.length > 0).length < 2; i++) await settle();
+    for (const c of h.engine.containers.filter((c) => c.socket.writes.length > 0)) c.socket.send(reportFrame(runReport()));
+    await Promise.all([first, second]);
+    await h.pool.filled(1, 2000);
+    const leanSpecs = h.engine.specs.slice(1).filter((s) => (s.Env ?? []).length === 0);
+    expect(leanSpecs.length).toBeGreaterThan(0); // prepared lean while pressed
+    // Full again: the next replacement preloads.
+    await runOnce(h, { id: 'c' });
+    await h.pool.filled(1, 2000);
+    expect(h.engine.specs.at(-1)?.Env).toEqual(['PYBOX_PRELOAD=numpy']);
+  });
+});
