@@ -11,6 +11,8 @@ import { healthRoutes } from './http/routes/health.ts';
 import { legacyRoutes } from './http/routes/legacy.ts';
 import { serviceInfoRoutes } from './http/routes/service-info.ts';
 import { limitBody, wrapNonErrors } from './http/middleware.ts';
+import { mcpRoutes, toolListRoutes } from './http/routes/agent-tools.ts';
+import { DEFAULT_TOOLS, type ToolSelection } from './adapters/tools.ts';
 
 export interface AppDeps {
   service: ExecutionService;
@@ -18,6 +20,8 @@ export interface AppDeps {
   bodyLimitBytes: number;
   /** Shown in the OpenAPI document; package.json's by default. */
   version?: string;
+  /** Tools offered at /v1/tools and /mcp (config tools.enabled); the defaults when absent. */
+  tools?: ToolSelection;
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -33,6 +37,10 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/v1/executions', executionRoutes(service));
   app.route('/v1', serviceInfoRoutes(service));
   app.route('/api', legacyRoutes(service));
+  // /mcp's tool calls come back into this app in-process, through its middleware and routes.
+  const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, fetch: async (url: string, init: RequestInit) => app.request(url, init) };
+  app.route('/v1', toolListRoutes(agentTools));
+  app.route('/mcp', mcpRoutes(agentTools));
 
   app.notFound((c) => {
     const { status, body } = errorReply(new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`), logger, { method: c.req.method, path: c.req.path });

@@ -85,8 +85,10 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     clock,
     logger,
     newId: randomUUID,
+    feedbackBudgetChars: config.feedback.budgetChars,
+    importPolicy: config.importPolicy,
   });
-  const app = createApp({ service, logger, bodyLimitBytes: config.server.bodyLimitBytes });
+  const app = createApp({ service, logger, bodyLimitBytes: config.server.bodyLimitBytes, tools: config.tools.enabled });
 
   return {
     app,

@@ -21,6 +21,7 @@ the user's code can forge frames if it finds a way onto our stdout. It could onl
 run; every limit that matters (time, memory, output size) is enforced by the host and the kernel.
 """
 
+import ast
 import base64
 import ctypes
 import io
@@ -258,6 +259,70 @@ def run_child(code, request, stdin_fd, out_w, err_w, res_w):
     os._exit(exit_code)
 
 
+IMPORT_POLICY_MAX_FLAGGED = 100  # imports named in a report
+
+
+def module_matches(name, entries):
+    """An entry covers itself and its submodules: http.client covers http.client.x."""
+    return any(name == e or name.startswith(e + ".") for e in entries)
+
+
+def flagged_imports(source, policy):
+    """Imports of the code that the import policy flags, from its syntax tree, in source order.
+
+    Hygiene for models, not a boundary: the container is the boundary, and code can always reach a
+    module by other means. Seen: `import m`, `from m import x` (as m.x), and `__import__("m")` or
+    `importlib.import_module("m")` with a literal name. A safe entry wins over a dangerous one."""
+    dangerous = [str(m) for m in policy.get("dangerous") or []]
+    safe = [str(m) for m in policy.get("safe") or []]
+    try:
+        tree = ast.parse(source, "main.py")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    found, seen = [], set()
+
+    def check(name, shown, node):
+        if module_matches(name, dangerous) and not module_matches(name, safe) and (shown, node.lineno) not in seen:
+            seen.add((shown, node.lineno))
+            found.append({"module": shown[:200], "line": node.lineno, "column": node.col_offset + 1})
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                check(alias.name, alias.name, node)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                name = node.module if alias.name == "*" else node.module + "." + alias.name
+                check(name, node.module if module_matches(node.module, dangerous) else name, node)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            f = node.func
+            if (isinstance(f, ast.Name) and f.id == "__import__") or (isinstance(f, ast.Attribute) and f.attr == "import_module"):
+                check(node.args[0].value, node.args[0].value, node)
+    found.sort(key=lambda f: (f["line"], f["column"]))
+    return found[:IMPORT_POLICY_MAX_FLAGGED]
+
+
+def apply_import_policy(source, policy):
+    """warn: the flagged imports, for the report. block: a validation failure naming them."""
+    if not policy or policy.get("mode") not in ("warn", "block"):
+        return []
+    found = flagged_imports(source, policy)
+    if not found or policy["mode"] == "warn":
+        return [{"module": f["module"], "line": f["line"]} for f in found]
+    first = found[0]
+    message = "this server's import policy blocks " + ", ".join(
+        "%s (line %d)" % (f["module"], f["line"]) for f in found)
+    lines = source.decode("utf-8", "replace").splitlines()
+    text = lines[first["line"] - 1] if first["line"] <= len(lines) else ""
+    info = syntax_error_info(SyntaxError(message, ("main.py", first["line"], first["column"], text)))
+    info["type"] = "ImportPolicyError"
+    shown = '  File "main.py", line %s\n    %s\n    %s\n%s: %s\n' % (
+        info["line"], info["text"] or "", info["caret"] or "", info["type"], info["message"])
+    frames(KIND_STDERR, clip(shown, TRACEBACK_LIMIT).encode("utf-8", "backslashreplace"))
+    report({"v": 1, "phase": "validation", "error": info}, 1)
+
+
 def safe_str(e):
     try:
         return str(e)
@@ -435,6 +500,7 @@ def main():
             shown = "%s: %s\n" % (info["type"], info["message"])
         frames(KIND_STDERR, clip(shown, TRACEBACK_LIMIT).encode("utf-8", "backslashreplace"))
         report({"v": 1, "phase": "validation", "error": info}, 1)
+    flagged = apply_import_policy(source, request.get("importPolicy"))
 
     # stdin for the user's program: an unlinked file in /tmp, so it can be read at any pace.
     stdin_fd, stdin_path = tempfile.mkstemp(prefix=".pybox-stdin-", dir="/tmp")
@@ -482,6 +548,7 @@ def main():
         "filesDropped": dropped,
         "flooded": flooded,
         "cpuMs": cpu_ms,
+        "flaggedImports": flagged,
     }
     report(result, result["exitCode"] if result["exitCode"] < 256 else 1)
 

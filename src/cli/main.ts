@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import type { CliContext } from './context.ts';
 import { registerServe } from './commands/serve.ts';
+import { registerMcp } from './commands/mcp.ts';
 
 const ctx: CliContext = {
   env: process.env,
@@ -13,6 +14,7 @@ const ctx: CliContext = {
 const program = new Command('pybox').description('pybox: hardened Python sandboxes behind an HTTP API');
 program.showHelpAfterError();
 registerServe(program, ctx);
+registerMcp(program, ctx);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   ctx.err(`pybox: ${e instanceof Error ? e.message : String(e)}`);

@@ -8,6 +8,23 @@ const Limits = z.strictObject({
   cpus: z.number().min(0.05).max(64),
 });
 
+/** A dotted Python module name, as written after `import`. */
+const ModuleName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/, 'must be a dotted module name').max(200);
+/** Modules that reach for the network, processes or raw memory: none of it is useful in a sandbox without network or privileges. */
+const DEFAULT_DANGEROUS_MODULES = [
+  'subprocess',
+  'socket',
+  'ctypes',
+  'multiprocessing',
+  'pty',
+  'ftplib',
+  'smtplib',
+  'http.client',
+  'http.server',
+  'urllib.request',
+  'requests',
+];
+
 export const ConfigSchema = z.strictObject({
   server: z
     .strictObject({
@@ -91,6 +108,35 @@ export const ConfigSchema = z.strictObject({
       maxAgeDays: z.int().min(0).max(36_500).default(30),
     })
     .prefault({}),
+  feedback: z
+    .strictObject({
+      /** Most characters of the `feedback` text written for a language model; long output keeps its head and tail. */
+      budgetChars: z.int().min(500).max(1_000_000).default(4000),
+    })
+    .prefault({}),
+  tools: z
+    .strictObject({
+      /** Which tools the agent surfaces offer (MCP, /v1/tools, the LangChain helper's default). */
+      enabled: z
+        .strictObject({
+          execute_python_code: z.boolean().default(true),
+          sandbox_info: z.boolean().default(true),
+          get_execution: z.boolean().default(false),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  /**
+   * Hygiene for models, not a security boundary (the container is): imports found in the code's
+   * syntax tree before it runs are checked against these lists.
+   */
+  importPolicy: z
+    .strictObject({
+      mode: z.enum(['off', 'warn', 'block']).default('warn'),
+      dangerousModules: z.array(ModuleName).max(1000).default(DEFAULT_DANGEROUS_MODULES),
+      safeModules: z.array(ModuleName).max(1000).default([]),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
@@ -100,3 +146,5 @@ export const ConfigSchema = z.strictObject({
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type LimitSet = z.infer<typeof Limits>;
+export type ImportPolicy = Config['importPolicy'];
+export type ToolsConfig = Config['tools'];

@@ -2,7 +2,7 @@
 // a fresh sandbox, turn what happened into a result (status, output, parsed error, feedback), keep
 // it in the store and return it.
 import { constants } from 'node:os';
-import type { Config } from '../config/schema.ts';
+import type { Config, ImportPolicy } from '../config/schema.ts';
 import type { SandboxJob, SandboxOutcome } from '../engine/run-sandbox.ts';
 import type { RunnerReport } from '../engine/protocol.ts';
 import type { ConcurrencyGate } from './concurrency.ts';
@@ -33,6 +33,10 @@ export interface ExecutionServiceDeps {
   clock: Clock;
   logger: Logger;
   newId: () => string;
+  /** Most characters of a result's feedback text; the default budget when absent. */
+  feedbackBudgetChars?: number;
+  /** Imports flagged or blocked before the code runs (hygiene for models); off when absent. */
+  importPolicy?: ImportPolicy;
 }
 
 /** Signal numbers to names; aliases (SIGIOT for 6) come later in the table and are skipped. */
@@ -84,6 +88,10 @@ export class DefaultExecutionService implements ExecutionService {
       files,
       limits,
     };
+    const policy = this.deps.importPolicy;
+    if (policy && policy.mode !== 'off') {
+      job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
+    }
     const outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job));
     const result = this.toResult(id, req.code, limits, outcome, createdAt);
     if (result.status === 'internal_error') this.deps.logger.error('execution failed on our side', { id, why: result.error?.message });
@@ -259,7 +267,11 @@ export class DefaultExecutionService implements ExecutionService {
     return {
       id,
       ...partial,
-      feedback: renderFeedback(partial, code),
+      feedback: renderFeedback(partial, code, {
+        budgetChars: this.deps.feedbackBudgetChars,
+        floodBytes: this.deps.limits.floodBytes,
+        flaggedImports: runReport?.flaggedImports ?? [],
+      }),
       createdAt: new Date(createdAtMs).toISOString(),
       finishedAt: new Date(finishedAt).toISOString(),
     };

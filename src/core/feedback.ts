@@ -8,6 +8,23 @@ export const DEFAULT_FEEDBACK_BUDGET_CHARS = 4000;
 
 export type FeedbackInput = Omit<ExecutionResult, 'feedback' | 'id' | 'createdAt' | 'finishedAt'>;
 
+/** An import the server's import policy flagged (warn mode): the code ran anyway. */
+export interface FlaggedImport {
+  module: string;
+  line: number | null;
+}
+
+export interface FeedbackOptions {
+  /** The text never exceeds this many characters. */
+  budgetChars?: number;
+  /** Bytes one stream may produce before the run is stopped (output_limit), to name that limit. */
+  floodBytes?: number;
+  flaggedImports?: readonly FlaggedImport[];
+}
+
+/** The error type as a model reads it in the tool result; ImportPolicyError means a blocked import. */
+export const IMPORT_POLICY_ERROR = 'ImportPolicyError';
+
 const isHighSurrogate = (c: number) => c >= 0xd800 && c <= 0xdbff;
 const isLowSurrogate = (c: number) => c >= 0xdc00 && c <= 0xdfff;
 
@@ -18,6 +35,12 @@ export function trimMiddle(text: string, budget: number): string {
   const room = Math.max(budget - marker(text.length).length, 0);
   let head = Math.ceil(room * 0.4);
   let tailStart = text.length - (room - head);
+  // Cut at line ends when one is near, so both sides show whole lines.
+  const slack = (n: number) => Math.min(Math.floor(n / 4), 200);
+  const headEnd = head > 0 ? text.lastIndexOf('\n', head - 1) : -1;
+  if (headEnd >= 0 && head - headEnd <= slack(head)) head = headEnd;
+  const tailNewline = tailStart > 0 ? text.indexOf('\n', tailStart - 1) : -1;
+  if (tailNewline >= 0 && tailNewline + 1 - tailStart <= slack(text.length - tailStart)) tailStart = tailNewline + 1;
   // Never cut a surrogate pair in half: a lone surrogate is not valid Unicode, and strict JSON
   // clients reject it.
   if (head > 0 && isHighSurrogate(text.charCodeAt(head - 1))) head--;
@@ -27,29 +50,45 @@ export function trimMiddle(text: string, budget: number): string {
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 const bytes = (n: number) => n.toLocaleString('en-US');
+const article = (word: string) => (/^[AEIOU]/i.test(word) ? 'an' : 'a');
+/** Source lines and messages are shown whole up to these lengths, else head and tail. */
+const SOURCE_LINE_CHARS = 240;
+const FLAGGED_SHOWN = 10;
 
-function headline(r: FeedbackInput): string {
+function failure(type: string, message: string): string {
+  return message === '' ? type : `${type}: ${message}`;
+}
+
+function headline(r: FeedbackInput, opts: FeedbackOptions, messageChars: number): string {
   const limits = r.limits;
+  const message = r.error ? trimMiddle(r.error.message, messageChars) : '';
   switch (r.status) {
     case 'completed':
       return `The code ran successfully in ${seconds(r.durationMs)} (exit code 0).`;
     case 'error': {
-      if (r.error) return `The code failed with ${r.error.type}: ${r.error.message}`;
+      if (r.error) return `The code failed with ${failure(r.error.type, message)}`;
       if (r.signal) return `The code was killed by ${r.signal} (exit code ${r.exitCode ?? 'none'}).`;
       return `The code exited with code ${r.exitCode ?? 'unknown'} (non-zero means failure).`;
     }
-    case 'timeout':
-      return `The code was stopped because it ran longer than the time limit of ${seconds(limits.timeoutMs)}. Output printed before that is shown below. Make it faster, or look for an infinite loop or a blocking call such as input() or a sleep.`;
+    case 'timeout': {
+      const shown = r.stdout.length > 0 || r.stderr.length > 0 ? 'Output printed before that is shown below.' : 'It printed nothing before that.';
+      return `The code was stopped because it ran longer than the time limit of ${seconds(limits.timeoutMs)}. ${shown} Make it faster, or look for an infinite loop or a blocking call such as input() or a sleep.`;
+    }
     case 'oom':
       return `The code was killed because it used more than the memory limit of ${limits.memoryMb} MB. Use less memory: process data in chunks, avoid building huge lists or arrays.`;
-    case 'output_limit':
-      return `The code was stopped because it printed far too much output (each stream keeps ${bytes(limits.outputBytes)} bytes). Print less: summaries, counts or the first few items instead of everything.`;
+    case 'output_limit': {
+      const flood = opts.floodBytes ? ` The output limit is ${bytes(opts.floodBytes)} bytes per stream and this run went past it.` : '';
+      return `The code was stopped because it printed far too much output (each stream keeps ${bytes(limits.outputBytes)} bytes).${flood} Print less: summaries, counts or the first few items instead of everything.`;
+    }
     case 'validation_failed':
+      if (r.error?.type === IMPORT_POLICY_ERROR) {
+        return `The code was not run: ${message}. Rewrite the code without the blocked imports.`;
+      }
       return r.error
-        ? `The code was not run: it has a ${r.error.type} at line ${r.error.line ?? '?'}${r.error.column ? `, column ${r.error.column}` : ''}: ${r.error.message}`
+        ? `The code was not run: it has ${article(r.error.type)} ${r.error.type} at line ${r.error.line ?? '?'}${r.error.column ? `, column ${r.error.column}` : ''}: ${message}`
         : 'The code was not run: it did not pass validation.';
     case 'internal_error':
-      return `The sandbox service failed to run the code; this is not a fault of the code itself. You may retry.${r.error ? ` (${r.error.message})` : ''}`;
+      return `The sandbox service failed to run the code; this is not a fault of the code itself. You may retry.${r.error ? ` (${message})` : ''}`;
   }
 }
 
@@ -57,35 +96,53 @@ function pointer(r: FeedbackInput, code: string): string | null {
   const e = r.error;
   if (!e || e.line == null) return null;
   if (r.status === 'validation_failed' && e.text) {
-    return `Line ${e.line}:\n    ${e.text}${e.caret ? `\n    ${e.caret}` : ''}`;
+    return `Line ${e.line}:\n    ${trimMiddle(e.text, SOURCE_LINE_CHARS)}${e.caret && e.text.length <= SOURCE_LINE_CHARS ? `\n    ${e.caret}` : ''}`;
   }
   const source = code.split('\n')[e.line - 1];
-  return source === undefined ? null : `The error points at line ${e.line} of the code:\n    ${source.trim()}`;
+  return source === undefined ? null : `The error points at line ${e.line} of the code:\n    ${trimMiddle(source.trim(), SOURCE_LINE_CHARS)}`;
 }
 
-export function renderFeedback(r: FeedbackInput, code: string, budgetChars = DEFAULT_FEEDBACK_BUDGET_CHARS): string {
-  const parts: string[] = [headline(r)];
+function importNote(flagged: readonly FlaggedImport[]): string | null {
+  if (flagged.length === 0) return null;
+  const named = flagged.slice(0, FLAGGED_SHOWN).map((f) => `${f.module.slice(0, 100)}${f.line == null ? '' : ` (line ${f.line})`}`);
+  const more = flagged.length > FLAGGED_SHOWN ? ` and ${flagged.length - FLAGGED_SHOWN} more` : '';
+  return `Note: this server's import policy flags ${named.join(', ')}${more}. The code was allowed to run, but the sandbox has no network and no privileges, so code relying on these modules may not work; prefer the standard library and the installed packages.`;
+}
+
+/**
+ * The feedback text for a result: never longer than `budgetChars`. The headline, the user's line
+ * and the traceback come first; stdout and stderr share what is left, head and tail kept.
+ */
+export function renderFeedback(r: FeedbackInput, code: string, opts: FeedbackOptions = {}): string {
+  const budget = opts.budgetChars ?? DEFAULT_FEEDBACK_BUDGET_CHARS;
+  const parts: string[] = [headline(r, opts, Math.floor(budget / 5))];
   const at = pointer(r, code);
   if (at) parts.push(at);
   if (r.status === 'error' && r.error?.traceback) {
-    parts.push(`Traceback:\n${trimMiddle(r.error.traceback.trimEnd(), Math.floor(budgetChars / 3))}`);
+    parts.push(`Traceback:\n${trimMiddle(r.error.traceback.trimEnd(), Math.floor(budget / 3))}`);
   }
-  const fixed = parts.join('\n\n');
-  const room = Math.max(budgetChars - fixed.length, 200);
+  const note = importNote(opts.flaggedImports ?? []);
+  const fixedLength = parts.join('\n\n').length + (note ? note.length + 2 : 0);
+  const room = budget - fixedLength;
   const streams: string[] = [];
-  const stderrShown = r.status === 'error' && r.error?.traceback ? '' : r.stderr; // the traceback is already shown
+  // The traceback, or the syntax error's line and caret, already show what stderr holds.
+  const stderrShown = (r.status === 'error' && r.error?.traceback) || (r.status === 'validation_failed' && at) ? '' : r.stderr;
   const both = r.stdout.length > 0 && stderrShown.length > 0;
-  const share = (s: string) => (both ? Math.floor(room / 2) : room) - 40;
+  // Each stream's label and separators take up to ~45 characters of its share.
+  const share = Math.max((both ? Math.floor(room / 2) : room) - 45, 0);
   if (r.stdout.length > 0) {
-    streams.push(`stdout${r.truncated.stdout ? ' (cut at the output limit)' : ''}:\n${trimMiddle(r.stdout.trimEnd(), share(r.stdout))}`);
+    streams.push(`stdout${r.truncated.stdout ? ' (cut at the output limit)' : ''}:\n${trimMiddle(r.stdout.trimEnd(), share)}`);
   } else if (r.status === 'completed') {
     streams.push('stdout: (empty: the code printed nothing; use print() to show results)');
   }
   if (stderrShown.length > 0) {
-    streams.push(`stderr${r.truncated.stderr ? ' (cut at the output limit)' : ''}:\n${trimMiddle(stderrShown.trimEnd(), share(stderrShown))}`);
+    streams.push(`stderr${r.truncated.stderr ? ' (cut at the output limit)' : ''}:\n${trimMiddle(stderrShown.trimEnd(), share)}`);
   }
   if (r.files && r.files.length > 0) {
-    streams.push(`Files returned from out/: ${r.files.map((f) => `${f.path} (${bytes(f.size)} bytes)`).join(', ')}`);
+    const list = `Files returned from out/: ${r.files.map((f) => `${f.path} (${bytes(f.size)} bytes)`).join(', ')}`;
+    streams.push(trimMiddle(list, Math.max(Math.floor(room / 4), 80)));
   }
-  return [fixed, ...streams].join('\n\n');
+  const text = [...parts, ...streams, ...(note ? [note] : [])].join('\n\n');
+  // The guarantee: whatever the parts added up to, the budget holds.
+  return trimMiddle(text, budget);
 }

@@ -7,6 +7,8 @@ export interface PayloadRequest {
   env: Record<string, string>;
   context: Record<string, unknown>;
   caps: { floodBytes: number; maxFiles: number; maxFileBytes: number };
+  /** The import policy, checked on the code's syntax tree before it runs; absent when off. */
+  importPolicy?: { mode: 'warn' | 'block'; dangerous: string[]; safe: string[] };
 }
 
 export interface PayloadInput {

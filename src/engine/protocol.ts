@@ -100,6 +100,8 @@ export const RunnerReport = z.discriminatedUnion('phase', [
     flooded: z.boolean(),
     /** CPU time (user + system) of the user's program, as the kernel counted it. */
     cpuMs: z.number().min(0).max(1e10).nullable().optional(),
+    /** Imports the import policy flagged (warn mode); the code ran anyway. */
+    flaggedImports: z.array(z.object({ module: z.string().max(200), line: z.int().min(1).nullable() })).max(1000).optional(),
   }),
 ]);
 export type RunnerReport = z.infer<typeof RunnerReport>;

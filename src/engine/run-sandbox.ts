@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
 import type { Clock, Logger } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
-import { buildPayload } from './archive.ts';
+import { buildPayload, type PayloadRequest } from './archive.ts';
 import { containerSpec } from './container-spec.ts';
 import type { ContainerEngine, SandboxContainer } from './docker-engine.ts';
 import { LiveSandbox } from './live-sandbox.ts';
@@ -24,6 +24,8 @@ export interface SandboxJob {
   context: Record<string, unknown>;
   files: Array<{ path: string; data: Buffer }>;
   limits: { timeoutMs: number; memoryMb: number; cpus: number };
+  /** Checked by the runner on the code's syntax tree before it runs; absent when the policy is off. */
+  importPolicy?: PayloadRequest['importPolicy'];
 }
 
 /** What a container is created with: sandboxes are interchangeable when these are equal. */
@@ -100,6 +102,7 @@ export class SandboxRunner {
         args: job.args,
         env: job.env,
         context: job.context,
+        ...(job.importPolicy ? { importPolicy: job.importPolicy } : {}),
         caps: {
           floodBytes: this.settings.floodBytes,
           maxFiles: this.settings.outputFilesMax,

@@ -6,6 +6,7 @@ import type { Readiness, RuntimeInfo } from '../core/ports.ts';
 import { ErrorBody, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, RuntimeName, Stats } from '../core/schemas.ts';
 import { STATUS_BY_CODE } from './errors.ts';
 import { LegacyExecuteRequest, LegacyExecuteResponse, LegacyHistory, LegacyHistoryQuery, LegacyStats } from './legacy-schemas.ts';
+import { ToolList } from '../adapters/tools.ts';
 
 type JsonSchema = Record<string, unknown>;
 type Io = 'input' | 'output';
@@ -13,7 +14,7 @@ type Io = 'input' | 'output';
 // Readiness and RuntimeInfo are plain interfaces in core; these mirror them for the document and
 // the checks below fail to compile if either side changes alone.
 const LimitSetSchema = z.object({ timeoutMs: z.int(), memoryMb: z.int(), cpus: z.number() });
-const RuntimeInfoSchema = z.object({
+export const RuntimeInfoSchema = z.object({
   runtime: RuntimeName,
   availableRuntimes: z.array(RuntimeName),
   image: z.string(),
@@ -47,6 +48,7 @@ const COMPONENTS = {
   LegacyExecuteResponse: { schema: LegacyExecuteResponse, io: 'output' },
   LegacyHistory: { schema: LegacyHistory, io: 'output' },
   LegacyStats: { schema: LegacyStats, io: 'output' },
+  ToolList: { schema: ToolList, io: 'output' },
 } satisfies Record<string, { schema: z.ZodType; io: Io }>;
 type ComponentName = keyof typeof COMPONENTS;
 
@@ -163,6 +165,23 @@ export function buildOpenApi(version: string) {
           parameters: queryParameters(LegacyHistoryQuery),
           responses: { ...ok(ref('LegacyHistory')), ...errors('invalid_request', 'internal') },
         },
+      },
+      '/v1/tools': {
+        get: {
+          operationId: 'tools',
+          summary: 'The enabled tools (config tools.enabled) as OpenAI and Anthropic function-calling schemas',
+          responses: { ...ok(ref('ToolList')), ...errors('internal') },
+        },
+      },
+      '/mcp': {
+        post: {
+          operationId: 'mcp',
+          summary: 'The same tools over MCP Streamable HTTP: stateless, one JSON-RPC message in, its JSON answer out',
+          requestBody: { required: true, content: jsonContent({ type: 'object', description: 'A JSON-RPC 2.0 request or notification' }) },
+          responses: { ...ok({ type: 'object', description: 'The JSON-RPC 2.0 response' }), '202': { description: 'A notification, accepted' } },
+        },
+        get: { operationId: 'mcpStream', summary: 'Not offered: the endpoint keeps no sessions', responses: { '405': { description: 'Method not allowed' } } },
+        delete: { operationId: 'mcpEndSession', summary: 'Not offered: the endpoint keeps no sessions', responses: { '405': { description: 'Method not allowed' } } },
       },
       '/api/code-stats': { get: { operationId: 'legacyStats', responses: { ...ok(ref('LegacyStats')), ...errors('internal') } } },
     },

@@ -231,7 +231,7 @@ describe('renderFeedback budget', () => {
   });
 
   it('honours a smaller budget', () => {
-    const out = renderFeedback(input('completed', { stdout: big }), CODE, 1000);
+    const out = renderFeedback(input('completed', { stdout: big }), CODE, { budgetChars: 1000 });
     expect(out.length).toBeLessThanOrEqual(1000 + SLACK);
     expect(out).toContain('line 000000');
     expect(out.endsWith('line 089999')).toBe(true);

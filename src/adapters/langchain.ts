@@ -1,0 +1,55 @@
+// pybox as LangChain.js tools. The tool named `execute_python_code` takes the reference design's
+// inputs (code, timeout in seconds, context) and returns the feedback text. Called for a model's
+// tool call it answers a ToolMessage with status 'error' when the run failed, and with
+// `artifact: true` the ExecutionResult rides along as its artifact. Everything goes through the client.
+import { ToolMessage } from '@langchain/core/messages';
+import { DynamicStructuredTool, type ToolRunnableConfig } from '@langchain/core/tools';
+import { clientFromEnv, type PyboxClient } from '../client/client.ts';
+import { selectTools, type PyboxTool, type ToolSelection } from './tools.ts';
+
+export interface LangChainToolOptions {
+  /** The client to use; by default one for PYBOX_URL and PYBOX_API_KEY of `env`. */
+  client?: PyboxClient;
+  /** Where PYBOX_URL and PYBOX_API_KEY are read when no client is given; process.env by default. */
+  env?: Record<string, string | undefined>;
+  /**
+   * Also return the raw ExecutionResult: as the ToolMessage's artifact for a tool call, and as
+   * `[text, result]` for a plain `invoke(args)`.
+   */
+  artifact?: boolean;
+}
+
+function toLangChain(tool: PyboxTool, client: PyboxClient, artifact: boolean): DynamicStructuredTool {
+  return new DynamicStructuredTool({
+    name: tool.name,
+    description: tool.description,
+    schema: tool.input,
+    func: async (args: unknown, _runManager, config) => {
+      const outcome = await tool.call(client, args, { signal: config?.signal });
+      const toolCallId = (config as ToolRunnableConfig | undefined)?.toolCall?.id;
+      if (toolCallId) {
+        // Called for a model's tool call: a ToolMessage whose status says whether the run failed.
+        return new ToolMessage({
+          content: outcome.text,
+          tool_call_id: toolCallId,
+          name: tool.name,
+          status: outcome.isError ? 'error' : 'success',
+          ...(artifact ? { artifact: outcome.result ?? null } : {}),
+        });
+      }
+      return artifact ? [outcome.text, outcome.result ?? null] : outcome.text;
+    },
+  });
+}
+
+/** The `execute_python_code` tool. A failed run is returned as its feedback text, never thrown. */
+export function createExecutePythonTool(opts: LangChainToolOptions = {}): DynamicStructuredTool {
+  const [tool] = selectTools({ execute_python_code: true });
+  return toLangChain(tool!, opts.client ?? clientFromEnv(opts.env ?? process.env), opts.artifact ?? false);
+}
+
+/** Every tool of `tools` (the default selection when absent) as LangChain tools. */
+export function createPyboxTools(opts: LangChainToolOptions & { tools?: ToolSelection } = {}): DynamicStructuredTool[] {
+  const client = opts.client ?? clientFromEnv(opts.env ?? process.env);
+  return selectTools(opts.tools).map((t) => toLangChain(t, client, opts.artifact ?? false));
+}

@@ -1,0 +1,61 @@
+// What the typed client throws: one base class, and a subclass for each case a caller handles
+// differently. What the user's code did is never an error here: it is the result's `status`.
+
+export interface ClientErrorInit {
+  /** The service's error code (`invalid_request`, `queue_full`…), or the client's own. */
+  code: string;
+  /** The HTTP status, when the service answered. */
+  status?: number | undefined;
+  details?: unknown;
+  retryAfterS?: number | undefined;
+  cause?: unknown;
+}
+
+export class PyboxClientError extends Error {
+  readonly code: string;
+  readonly status: number | undefined;
+  readonly details: unknown;
+  /** Seconds after which a retry may succeed, from the service's Retry-After. */
+  readonly retryAfterS: number | undefined;
+
+  constructor(message: string, init: ClientErrorInit) {
+    super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.name = new.target.name;
+    this.code = init.code;
+    this.status = init.status;
+    this.details = init.details;
+    this.retryAfterS = init.retryAfterS;
+  }
+}
+
+/** 400, 413, 415: the request itself is wrong; sending it again will not help. */
+export class InvalidRequestError extends PyboxClientError {}
+/** 401, 403: the API key is missing, unknown or not allowed to do this. */
+export class AuthError extends PyboxClientError {}
+/** 404: no such execution (or route). */
+export class NotFoundError extends PyboxClientError {}
+/** 429: a rate limit or quota of this API key; `retryAfterS` says when to try again. */
+export class RateLimitError extends PyboxClientError {}
+/** 503: the service cannot run code right now (engine away, shutting down…); often worth a retry. */
+export class ServiceUnavailableError extends PyboxClientError {}
+/** 503 queue_full: every execution slot and the queue are busy; retry after `retryAfterS`. */
+export class QueueFullError extends ServiceUnavailableError {}
+/** 5xx other than 503: a fault of the service. */
+export class ServerError extends PyboxClientError {}
+/** The service could not be reached (refused, reset, DNS…). */
+export class ConnectionError extends PyboxClientError {}
+/** No answer within the client's `timeoutMs`. */
+export class TimeoutError extends PyboxClientError {}
+/** The service answered with something that is not what the API promises. */
+export class UnexpectedResponseError extends PyboxClientError {}
+
+/** The class for an HTTP error answer, by status first and the service's code second. */
+export function errorClassFor(status: number, code: string): typeof PyboxClientError {
+  if (status === 401 || status === 403) return AuthError;
+  if (status === 404) return NotFoundError;
+  if (status === 429) return RateLimitError;
+  if (status === 503) return code === 'queue_full' ? QueueFullError : ServiceUnavailableError;
+  if (status >= 500) return ServerError;
+  if (status >= 400) return InvalidRequestError;
+  return UnexpectedResponseError;
+}

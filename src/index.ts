@@ -1,0 +1,33 @@
+// pybox as a library: the typed client of the HTTP API, its errors, the result types, and the tool
+// definitions every agent surface is built from. LangChain and MCP helpers are in pybox/langchain
+// and pybox/mcp, so using the client does not load either framework.
+export { PyboxClient, clientFromEnv, DEFAULT_PYBOX_URL, type PyboxClientOptions, type ExecuteRequest, type HistoryParams, type CallOptions, type FetchLike } from './client/client.ts';
+export {
+  PyboxClientError,
+  InvalidRequestError,
+  AuthError,
+  NotFoundError,
+  RateLimitError,
+  ServiceUnavailableError,
+  QueueFullError,
+  ServerError,
+  ConnectionError,
+  TimeoutError,
+  UnexpectedResponseError,
+} from './client/errors.ts';
+export type { ExecutionResult, ExecutionStatus, ExecutionError, HistoryPage, Stats, OutputFile } from './core/schemas.ts';
+export type { RuntimeInfo } from './core/ports.ts';
+export {
+  selectTools,
+  callTool,
+  functionSchemas,
+  TOOL_NAMES,
+  DEFAULT_TOOLS,
+  EXECUTE_PYTHON_DESCRIPTION,
+  ExecutePythonInput,
+  type PyboxTool,
+  type ToolName,
+  type ToolOutcome,
+  type ToolSelection,
+  type ToolList,
+} from './adapters/tools.ts';

@@ -1,0 +1,155 @@
+// The tool definitions every agent surface derives from: selection by config, the function-calling
+// schemas, argument handling, and that no call ever throws for a failure a model should read.
+import { describe, expect, it } from 'vitest';
+import { callTool, functionSchemas, selectTools, EXECUTE_PYTHON_DESCRIPTION, type PyboxTool } from '../../src/adapters/tools.ts';
+import type { ExecuteRequest, PyboxClient } from '../../src/client/client.ts';
+import { ConnectionError, InvalidRequestError, QueueFullError } from '../../src/client/errors.ts';
+import type { ExecutionResult } from '../../src/core/schemas.ts';
+import { sampleResult, sampleRuntimes } from '../http/fake-service.ts';
+
+class FakeClient {
+  executed: Array<{ request: ExecuteRequest; signal: AbortSignal | undefined }> = [];
+  next: ExecutionResult | Error = sampleResult();
+
+  async execute(request: ExecuteRequest, opts: { signal?: AbortSignal | undefined } = {}) {
+    this.executed.push({ request, signal: opts.signal });
+    if (this.next instanceof Error) throw this.next;
+    return this.next;
+  }
+  async get(id: string) {
+    return sampleResult({ id, status: 'error', success: false, feedback: 'It failed.' });
+  }
+  async runtimes() {
+    return sampleRuntimes;
+  }
+}
+
+const setup = (selection?: Parameters<typeof selectTools>[0]) => {
+  const fake = new FakeClient();
+  return { fake, client: fake as unknown as PyboxClient, tools: selectTools(selection) };
+};
+const byName = (tools: PyboxTool[], name: string) => tools.find((t) => t.name === name)!;
+
+describe('selectTools', () => {
+  it('offers execute_python_code and sandbox_info by default, in a fixed order', () => {
+    expect(selectTools().map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info']);
+    expect(selectTools({ get_execution: true, execute_python_code: true }).map((t) => t.name)).toEqual(['execute_python_code', 'get_execution']);
+    expect(selectTools({})).toEqual([]);
+  });
+});
+
+describe('functionSchemas', () => {
+  it('gives OpenAI and Anthropic definitions with the same JSON Schema', () => {
+    const { openai, anthropic } = functionSchemas(selectTools());
+    expect(openai[0]).toEqual({
+      type: 'function',
+      function: {
+        name: 'execute_python_code',
+        description: EXECUTE_PYTHON_DESCRIPTION,
+        parameters: {
+          type: 'object',
+          properties: {
+            code: { type: 'string', minLength: 1, maxLength: 1_000_000, description: expect.stringContaining('Python 3 source code') },
+            timeout: { type: 'number', minimum: 1, maximum: 300, description: expect.stringContaining('Seconds the code may run') },
+            context: { type: 'object', properties: {}, additionalProperties: {}, description: expect.stringContaining('global variable') },
+          },
+          required: ['code'],
+        },
+      },
+    });
+    expect(anthropic.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info']);
+    expect(anthropic[0]!.input_schema).toEqual(openai[0]!.function.parameters);
+    expect(anthropic[1]!.input_schema).toEqual({ type: 'object', properties: {} });
+  });
+});
+
+describe('execute_python_code', () => {
+  it('turns seconds into timeoutMs, passes context and the signal, and returns the feedback', async () => {
+    const { fake, client, tools } = setup();
+    const signal = new AbortController().signal;
+    const out = await byName(tools, 'execute_python_code').call(client, { code: 'print(x)', timeout: 2.5, context: { x: [1] } }, { signal });
+    expect(fake.executed).toEqual([{ request: { code: 'print(x)', timeoutMs: 2500, context: { x: [1] } }, signal }]);
+    expect(out).toEqual({ text: sampleResult().feedback, isError: false, result: sampleResult() });
+  });
+
+  it('marks a failed run isError and names the execution id only when get_execution is on', async () => {
+    const failed = sampleResult({ status: 'timeout', success: false, feedback: 'Stopped at 1 s.' });
+    const off = setup();
+    off.fake.next = failed;
+    expect(await byName(off.tools, 'execute_python_code').call(off.client, { code: 'x' })).toMatchObject({ text: 'Stopped at 1 s.', isError: true });
+    const on = setup({ execute_python_code: true, get_execution: true });
+    on.fake.next = failed;
+    expect((await byName(on.tools, 'execute_python_code').call(on.client, { code: 'x' })).text).toBe('Stopped at 1 s.\n\nExecution id: exec-1');
+    expect(await byName(on.tools, 'get_execution').call(on.client, { id: 'e9' })).toMatchObject({ text: 'Status: error\n\nIt failed.', isError: false });
+  });
+
+  it('answers bad arguments with a readable error and runs nothing', async () => {
+    const { fake, client, tools } = setup();
+    const tool = byName(tools, 'execute_python_code');
+    for (const args of [{ code: 'x', timeout: 0 }, { code: 'x', timeout: 301 }, {}, { code: 42 }, null]) {
+      const out = await tool.call(client, args);
+      expect(out.isError, JSON.stringify(args)).toBe(true);
+      expect(out.text).toMatch(/^Invalid arguments for execute_python_code: .+\. Fix them and call the tool again\.$/);
+    }
+    expect((await tool.call(client, { code: 'x', timeout: 301 })).text).toContain('timeout: Too big');
+    expect(fake.executed).toEqual([]);
+  });
+
+  it('turns faults of the service into texts a model can act on', async () => {
+    const { fake, client, tools } = setup();
+    const tool = byName(tools, 'execute_python_code');
+    fake.next = new QueueFullError('every execution slot and the queue are full', { code: 'queue_full', status: 503, retryAfterS: 2 });
+    expect(await tool.call(client, { code: 'x' })).toEqual({
+      text: 'The sandbox service is busy and did not run the code: every execution slot and the queue are full. Retry in about 2 s.',
+      isError: true,
+    });
+    fake.next = new InvalidRequestError('invalid request body: context.1x: Invalid key in record', { code: 'invalid_request', status: 400 });
+    expect((await tool.call(client, { code: 'x' })).text).toBe(
+      'The sandbox service refused the arguments: invalid request body: context.1x: Invalid key in record. Fix them and call the tool again.',
+    );
+    fake.next = new ConnectionError('cannot reach pybox at http://127.0.0.1:1: refused', { code: 'connection_failed' });
+    expect((await tool.call(client, { code: 'x' })).text).toBe('The sandbox service could not run the call (connection_failed): cannot reach pybox at http://127.0.0.1:1: refused');
+    fake.next = new TypeError('a bug');
+    await expect(tool.call(client, { code: 'x' })).rejects.toThrow('a bug');
+  });
+});
+
+describe('sandbox_info', () => {
+  it('summarises the runtime for a model', async () => {
+    const { client, tools } = setup();
+    const out = await byName(tools, 'sandbox_info').call(client, {});
+    expect(out.isError).toBe(false);
+    expect(out.text).toBe(
+      [
+        'Python 3.12.4, isolated under gVisor, with no network access.',
+        'Installed packages: numpy 2.0.0.',
+        'Time limit: 30 s by default, 300 s at most (the timeout argument, in seconds).',
+        'Memory limit: 256 MB. CPUs: 1.',
+        'Output: the first 50,000 bytes of stdout and of stderr are kept.',
+        'Files the code writes under out/ are returned with the result. Nothing persists between runs.',
+      ].join('\n'),
+    );
+  });
+});
+
+describe('callTool', () => {
+  it('takes arguments as an object or as the JSON string OpenAI sends', async () => {
+    const { fake, client, tools } = setup();
+    await callTool(tools, client, 'execute_python_code', '{"code": "print(1)", "timeout": 3}');
+    await callTool(tools, client, 'execute_python_code', { code: 'print(2)' });
+    expect(fake.executed.map((e) => e.request)).toEqual([{ code: 'print(1)', timeoutMs: 3000 }, { code: 'print(2)' }]);
+    expect((await callTool(tools, client, 'sandbox_info', '')).isError).toBe(false);
+  });
+
+  it('answers broken JSON and unknown tools with a tool error', async () => {
+    const { client, tools } = setup();
+    expect(await callTool(tools, client, 'execute_python_code', '{"code": ')).toEqual({
+      text: 'The arguments for execute_python_code are not valid JSON. Send a JSON object.',
+      isError: true,
+    });
+    expect(await callTool(tools, client, 'get_execution', { id: 'x' })).toEqual({
+      text: 'There is no tool named get_execution. Available tools: execute_python_code, sandbox_info.',
+      isError: true,
+    });
+  });
+});
