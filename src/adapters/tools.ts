@@ -70,7 +70,7 @@ function argumentError(tool: string, error: z.ZodError): ToolOutcome {
 }
 
 /** Turns a fault of the service (not of the code) into a message the model can act on. */
-export function serviceFailure(e: unknown): ToolOutcome {
+function serviceFailure(e: unknown): ToolOutcome {
   if (!(e instanceof PyboxClientError)) throw e; // a bug of ours: let it surface
   const retry = e.retryAfterS === undefined ? '' : ` Retry in about ${e.retryAfterS} s.`;
   if (e instanceof QueueFullError || e instanceof RateLimitError) {
@@ -212,15 +212,16 @@ export const ToolList = z.object({
 export type ToolList = z.infer<typeof ToolList>;
 
 /** A tool's input as plain JSON Schema (no $schema key), which both vendors accept. */
-export function inputJsonSchema(tool: PyboxTool): JsonSchema {
+function inputJsonSchema(tool: PyboxTool): JsonSchema {
   const { $schema: _dialect, ...schema } = z.toJSONSchema(tool.input, { io: 'input' }) as JsonSchema;
   return schema;
 }
 
 /** The tools as OpenAI and Anthropic function-calling definitions. */
 export function functionSchemas(tools: readonly PyboxTool[]): ToolList {
+  const described = tools.map((t) => ({ name: t.name, description: t.description, schema: inputJsonSchema(t) }));
   return {
-    openai: tools.map((t) => ({ type: 'function' as const, function: { name: t.name, description: t.description, parameters: inputJsonSchema(t) } })),
-    anthropic: tools.map((t) => ({ name: t.name, description: t.description, input_schema: inputJsonSchema(t) })),
+    openai: described.map(({ name, description, schema }) => ({ type: 'function' as const, function: { name, description, parameters: schema } })),
+    anthropic: described.map(({ name, description, schema }) => ({ name, description, input_schema: schema })),
   };
 }

@@ -22,8 +22,8 @@ export interface FeedbackOptions {
   flaggedImports?: readonly FlaggedImport[];
 }
 
-/** The error type as a model reads it in the tool result; ImportPolicyError means a blocked import. */
-export const IMPORT_POLICY_ERROR = 'ImportPolicyError';
+/** The error type of a run the import policy blocked (status validation_failed); set by the runner. */
+const IMPORT_POLICY_ERROR = 'ImportPolicyError';
 
 const isHighSurrogate = (c: number) => c >= 0xd800 && c <= 0xdbff;
 const isLowSurrogate = (c: number) => c >= 0xdc00 && c <= 0xdfff;

@@ -148,6 +148,20 @@ describe('MCP over Streamable HTTP at /mcp', () => {
     expect(textOf(r)).toContain('time limit of 1.00 s');
   });
 
+  it('keeps a long call alive with progress notifications, past the host\'s own timeout', async () => {
+    const progress: number[] = [];
+    const r = await mcp.callTool(
+      { name: 'execute_python_code', arguments: { code: 'import time\ntime.sleep(4.5)\nprint("done")', timeout: 30 } },
+      undefined,
+      // Without a notification every 3 s, this 3.5 s timeout would end the 4.5 s call.
+      { timeout: 3500, resetTimeoutOnProgress: true, onprogress: (p) => progress.push(p.progress) },
+    );
+    expect(r.isError).toBe(false);
+    expect(textOf(r)).toContain('done');
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    expect(progress[0]).toBeGreaterThanOrEqual(2);
+  });
+
   it('answers bad arguments and unknown tools with a readable tool error, not a protocol error', async () => {
     const tooLong = await mcp.callTool({ name: 'execute_python_code', arguments: { code: 'print(1)', timeout: 900 } });
     expect(tooLong.isError).toBe(true);
