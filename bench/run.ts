@@ -129,17 +129,17 @@ async function pyboxLatency(s: Served, code: string, n: number, warm: boolean): 
   return timeIt(n, () => executeOk(s.url, code), between);
 }
 
-/** Sustained throughput: `total` requests, `concurrency` at a time. */
-async function throughput(url: string, code: string, concurrency: number, total: number): Promise<{ perSecond: number; latencies: number[] }> {
+/** Runs `task` `total` times, `parallel` at a time; answers the rate per second and each latency. */
+async function inParallel(total: number, parallel: number, task: () => Promise<void>): Promise<{ perSecond: number; latencies: number[] }> {
   const latencies: number[] = [];
   let next = 0;
   const t0 = performance.now();
   await Promise.all(
-    Array.from({ length: concurrency }, async () => {
+    Array.from({ length: parallel }, async () => {
       while (next < total) {
         next++;
         const t = performance.now();
-        await executeOk(url, code);
+        await task();
         latencies.push(performance.now() - t);
       }
     }),
@@ -147,27 +147,23 @@ async function throughput(url: string, code: string, concurrency: number, total:
   return { perSecond: total / ((performance.now() - t0) / 1000), latencies };
 }
 
+/** Sustained throughput: `total` requests, `concurrency` at a time. */
+const throughput = (url: string, code: string, concurrency: number, total: number) => inParallel(total, concurrency, () => executeOk(url, code));
+
 /** The engine's own ceiling: full create → start → wait → remove lifecycles, `parallel` at a time. */
 async function engineCeiling(total: number, parallel: number, runtime: RuntimeName): Promise<number> {
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: parallel }, async () => {
-      while (next < total) {
-        next++;
-        const c = await docker.createContainer({
-          Image: image,
-          Entrypoint: ['python3', '-c', PRINT],
-          HostConfig: { NetworkMode: 'none', Runtime: runtime, LogConfig: { Type: 'none', Config: {} } },
-          Labels: { 'pybox.bench': '1' },
-        });
-        await c.start();
-        await c.wait();
-        await c.remove({ force: true });
-      }
-    }),
-  );
-  return total / ((performance.now() - t0) / 1000);
+  const { perSecond } = await inParallel(total, parallel, async () => {
+    const c = await docker.createContainer({
+      Image: image,
+      Entrypoint: ['python3', '-c', PRINT],
+      HostConfig: { NetworkMode: 'none', Runtime: runtime, LogConfig: { Type: 'none', Config: {} } },
+      Labels: { 'pybox.bench': '1' },
+    });
+    await c.start();
+    await c.wait();
+    await c.remove({ force: true });
+  });
+  return perSecond;
 }
 
 /** 500 requests at concurrency 64 against a service in its own process, whose memory we read. */
