@@ -11,6 +11,10 @@ import { healthRoutes } from './http/routes/health.ts';
 import { legacyRoutes } from './http/routes/legacy.ts';
 import { serviceInfoRoutes } from './http/routes/service-info.ts';
 import { limitBody, wrapNonErrors } from './http/middleware.ts';
+import { authenticate, limitRate } from './http/auth.ts';
+import { usageRoutes } from './http/routes/usage.ts';
+import type { Authenticator } from './tenancy/authenticator.ts';
+import { RateLimiter } from './tenancy/rate-limiter.ts';
 import { mcpRoutes, toolListRoutes } from './http/routes/agent-tools.ts';
 import { DEFAULT_TOOLS, type ToolSelection } from './adapters/tools.ts';
 
@@ -18,6 +22,10 @@ export interface AppDeps {
   service: ExecutionService;
   logger: Logger;
   bodyLimitBytes: number;
+  /** API keys; with none in its store, every request is the local operator (local mode). */
+  auth: Authenticator;
+  /** Requests per minute per tenant; a fresh one on the system clock when absent. */
+  rateLimiter?: RateLimiter;
   /** Shown in the OpenAPI document; package.json's by default. */
   version?: string;
   /** Tools offered at /v1/tools and /mcp (config tools.enabled); the defaults when absent. */
@@ -29,6 +37,10 @@ export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
 
   app.use(wrapNonErrors());
+  // Before anything else reads the request: who is calling, and whether it may call now. As
+  // app-level middleware it covers every route, including ones mounted later and unknown paths.
+  app.use(authenticate(deps.auth));
+  app.use(limitRate(deps.rateLimiter ?? new RateLimiter({ now: () => Date.now() })));
   // Every route, including unknown ones: no body is buffered past the limit anywhere.
   app.use(limitBody(deps.bodyLimitBytes));
 
@@ -37,6 +49,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/v1/executions', executionRoutes(service));
   app.route('/v1', serviceInfoRoutes(service));
   app.route('/api', legacyRoutes(service));
+  app.route('/v1', usageRoutes(service));
   // /mcp's tool calls come back into this app in-process, through its middleware and routes.
   const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, fetch: async (url: string, init: RequestInit) => app.request(url, init) };
   app.route('/v1', toolListRoutes(agentTools));

@@ -17,10 +17,17 @@ import { SandboxRunner } from './engine/run-sandbox.ts';
 import { knownRuntimes, resolveRuntime } from './engine/runtime.ts';
 import { openDatabase } from './store/db.ts';
 import { SqliteExecutionStore } from './store/execution-store.ts';
+import { SqliteTenantStore } from './store/tenant-store.ts';
+import { Authenticator } from './tenancy/authenticator.ts';
+import { RateLimiter } from './tenancy/rate-limiter.ts';
 
 export interface Pybox {
   app: Hono;
   service: DefaultExecutionService;
+  /** Tenants and API keys (the CLI's `keys` commands write the same tables). */
+  tenants: SqliteTenantStore;
+  /** The execution slots and their per-tenant queues. */
+  gate: ConcurrencyGate;
   runtime: RuntimeName;
   image: string;
   /** Waits for running executions and background removals, then closes the store. */
@@ -88,11 +95,21 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     feedbackBudgetChars: config.feedback.budgetChars,
     importPolicy: config.importPolicy,
   });
-  const app = createApp({ service, logger, bodyLimitBytes: config.server.bodyLimitBytes, tools: config.tools.enabled });
+  const tenants = new SqliteTenantStore(db, clock);
+  const app = createApp({
+    service,
+    logger,
+    bodyLimitBytes: config.server.bodyLimitBytes,
+    auth: new Authenticator(tenants),
+    rateLimiter: new RateLimiter(clock),
+    tools: config.tools.enabled,
+  });
 
   return {
     app,
     service,
+    tenants,
+    gate,
     runtime,
     image,
     async close() {

@@ -5,14 +5,19 @@ import type { Server } from 'node:http';
 import { composePybox } from './compose.ts';
 import { loadConfig } from './config/load.ts';
 import { createLogger } from './core/logger.ts';
+import { storeHasKeys } from './store/tenant-store.ts';
+import { checkListenAddress, LOCAL_MODE_MESSAGE } from './tenancy/listen.ts';
 
 async function main(): Promise<void> {
   const env = process.env;
   const config = loadConfig({ path: env.PYBOX_CONFIG ?? 'config/default.yaml', env });
   const logger = createLogger(config.log.level);
-  const pybox = await composePybox(config, { dockerHost: env.DOCKER_HOST, logger });
-
+  // Without a key nobody is authenticated: refuse to serve that beyond loopback, before starting anything.
   const { host, port } = config.server;
+  const mode = checkListenAddress(host, storeHasKeys(config.store.path));
+  const pybox = await composePybox(config, { dockerHost: env.DOCKER_HOST, logger });
+  if (mode === 'local') logger.info(LOCAL_MODE_MESSAGE);
+  else logger.info('API keys required on every route but /healthz and /readyz');
   const server = serve({ fetch: pybox.app.fetch, hostname: host, port }, (info) => {
     logger.info(`pybox listening on http://${host.includes(':') ? `[${host}]` : host}:${info.port}`, {
       runtime: pybox.runtime,

@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import type { CliContext } from './context.ts';
 import { registerServe } from './commands/serve.ts';
+import { registerKeys } from './commands/keys.ts';
 import { registerMcp } from './commands/mcp.ts';
 
 const ctx: CliContext = {
@@ -14,6 +15,7 @@ const ctx: CliContext = {
 const program = new Command('pybox').description('pybox: hardened Python sandboxes behind an HTTP API');
 program.showHelpAfterError();
 registerServe(program, ctx);
+registerKeys(program, ctx);
 registerMcp(program, ctx);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -3,9 +3,11 @@
 
 export const ERROR_CODES = [
   'invalid_request', // the request failed validation
+  'unauthorized', // no valid API key (missing, malformed, unknown and revoked look the same)
   'unsupported_media_type', // not application/json
   'payload_too_large', // body over the limit
   'not_found',
+  'rate_limited', // the tenant is over its request rate or its concurrency
   'queue_full', // every execution slot is busy and the queue is full
   'engine_unavailable', // the Docker engine does not answer
   'image_missing', // the sandbox image is not present
@@ -15,18 +17,34 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
+/** The state of one quota policy, as the RateLimit header fields advertise it. */
+export interface RateLimitState {
+  /** The policy's name: `requests` (per window) or `concurrency` (at once). */
+  policy: string;
+  /** Quota units the policy allows (per window, or at once). */
+  quota: number;
+  remaining: number;
+  /** Seconds until the quota is back (in full for a window; one unit for concurrency). */
+  resetS: number;
+  /** The window, in seconds, for a per-window policy. */
+  windowS?: number;
+}
+
 export class PyboxError extends Error {
   readonly code: ErrorCode;
   readonly details: unknown;
-  /** Seconds after which a retry may succeed (for queue_full and engine_unavailable). */
+  /** Seconds after which a retry may succeed (for queue_full, rate_limited and engine_unavailable). */
   readonly retryAfterS: number | undefined;
+  /** The quota that was exceeded (rate_limited). */
+  readonly rateLimit: RateLimitState | undefined;
 
-  constructor(code: ErrorCode, message: string, opts: { details?: unknown; retryAfterS?: number; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { details?: unknown; retryAfterS?: number; rateLimit?: RateLimitState; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'PyboxError';
     this.code = code;
     this.details = opts.details;
     this.retryAfterS = opts.retryAfterS;
+    this.rateLimit = opts.rateLimit;
   }
 }
 

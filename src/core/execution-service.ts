@@ -5,11 +5,27 @@ import { constants } from 'node:os';
 import type { Config, ImportPolicy } from '../config/schema.ts';
 import type { SandboxJob, SandboxOutcome } from '../engine/run-sandbox.ts';
 import type { RunnerReport } from '../engine/protocol.ts';
+import { visibleTenant, type Caller, type TenantLimits } from './caller.ts';
 import type { ConcurrencyGate } from './concurrency.ts';
 import { PyboxError } from './errors.ts';
 import { renderFeedback, type FeedbackInput } from './feedback.ts';
 import type { Clock, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo } from './ports.ts';
-import type { AppliedLimits, ExecutionRequest, ExecutionResult, ExecutionStatus, HistoryPage, HistoryQuery, OutputFile, RuntimeName, Stats } from './schemas.ts';
+import {
+  EXECUTION_STATUSES,
+  type AppliedLimits,
+  type ExecutionRequest,
+  type ExecutionResult,
+  type ExecutionStatus,
+  type HistoryPage,
+  type HistoryQuery,
+  type OutputFile,
+  type RuntimeName,
+  type Stats,
+  type TenantUsage,
+  type UsageQuery,
+  type UsageReport,
+} from './schemas.ts';
+import type { LimitSet } from '../config/schema.ts';
 
 /** What the service needs of the engine side; engine/ provides the real one. */
 export interface Sandboxes {
@@ -60,9 +76,27 @@ export class DefaultExecutionService implements ExecutionService {
 
   constructor(private readonly deps: ExecutionServiceDeps) {}
 
-  /** The request's limits, each defaulted and then clamped to the server's maximum. */
-  clampLimits(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cpus'>): AppliedLimits {
-    const { defaults, max, outputBytes } = this.deps.limits;
+  /** The server's maxima lowered to a tenant's, and the defaults kept within them. */
+  effectiveLimits(tenant?: TenantLimits): { defaults: LimitSet; max: LimitSet } {
+    const server = this.deps.limits;
+    const lower = (serverMax: number, tenantMax: number | null | undefined) => (tenantMax == null ? serverMax : Math.min(serverMax, tenantMax));
+    const max: LimitSet = {
+      timeoutMs: lower(server.max.timeoutMs, tenant?.maxTimeoutMs),
+      memoryMb: lower(server.max.memoryMb, tenant?.maxMemoryMb),
+      cpus: lower(server.max.cpus, tenant?.maxCpus),
+    };
+    const defaults: LimitSet = {
+      timeoutMs: Math.min(server.defaults.timeoutMs, max.timeoutMs),
+      memoryMb: Math.min(server.defaults.memoryMb, max.memoryMb),
+      cpus: Math.min(server.defaults.cpus, max.cpus),
+    };
+    return { defaults, max };
+  }
+
+  /** The request's limits, each defaulted and then clamped to the tenant's maximum, itself within the server's. */
+  clampLimits(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cpus'>, tenant?: TenantLimits): AppliedLimits {
+    const { defaults, max } = this.effectiveLimits(tenant);
+    const { outputBytes } = this.deps.limits;
     return {
       timeoutMs: Math.min(req.timeoutMs ?? defaults.timeoutMs, max.timeoutMs),
       memoryMb: Math.min(Math.max(req.memoryMb ?? defaults.memoryMb, 32), max.memoryMb),
@@ -71,9 +105,9 @@ export class DefaultExecutionService implements ExecutionService {
     };
   }
 
-  async execute(req: ExecutionRequest): Promise<ExecutionResult> {
+  async execute(caller: Caller, req: ExecutionRequest): Promise<ExecutionResult> {
     const files = this.decodeFiles(req.files ?? []);
-    const limits = this.clampLimits(req);
+    const limits = this.clampLimits(req, caller.limits);
     const id = this.deps.newId();
     const createdAt = this.deps.clock.now();
     const job: SandboxJob = {
@@ -92,11 +126,11 @@ export class DefaultExecutionService implements ExecutionService {
     if (policy && policy.mode !== 'off') {
       job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
     }
-    const outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job));
+    const outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job), { tenant: caller.tenant, maxInFlight: caller.limits.maxConcurrency });
     const result = this.toResult(id, req.code, limits, outcome, createdAt);
     if (result.status === 'internal_error') this.deps.logger.error('execution failed on our side', { id, why: result.error?.message });
     try {
-      this.deps.store.save(result);
+      this.deps.store.save(result, { tenant: caller.tenant, outputBytes: outcome.stdout.totalBytes + outcome.stderr.totalBytes });
     } catch (e) {
       // The caller still gets what its code did; only the history entry is lost, and we say so.
       this.deps.logger.error('could not record an execution in the store', { id, error: e });
@@ -104,28 +138,44 @@ export class DefaultExecutionService implements ExecutionService {
     return result;
   }
 
-  get(id: string): ExecutionResult {
-    const found = this.deps.store.get(id);
+  get(caller: Caller, id: string): ExecutionResult {
+    // Another tenant's id is looked up in the caller's scope and missed, exactly like an unknown one.
+    const found = this.deps.store.get(id, visibleTenant(caller));
     if (!found) throw new PyboxError('not_found', `no execution with id ${id}`);
     return found;
   }
 
-  history(query: HistoryQuery): HistoryPage {
-    return this.deps.store.list(query);
+  history(caller: Caller, query: HistoryQuery): HistoryPage {
+    return this.deps.store.list({ ...query, tenant: visibleTenant(caller) });
   }
 
-  stats(): Stats {
-    return this.deps.store.stats();
+  stats(caller: Caller): Stats {
+    return this.deps.store.stats(visibleTenant(caller));
   }
 
-  async runtimes(): Promise<RuntimeInfo> {
+  usage(caller: Caller, query: UsageQuery): UsageReport {
+    if (query.from !== undefined && query.to !== undefined && query.from > query.to) {
+      throw new PyboxError('invalid_request', 'from must not be after to', { details: [{ path: 'from', message: 'must not be after to' }] });
+    }
+    // A non-admin naming another tenant is answered as if that tenant did not exist.
+    if (!caller.admin && query.tenant !== undefined && query.tenant !== caller.tenant) {
+      throw new PyboxError('not_found', `no usage for tenant ${query.tenant}`);
+    }
+    const tenant = caller.admin ? query.tenant : caller.tenant;
+    let tenants = this.deps.store.usage({ tenant, from: query.from, to: query.to });
+    if (tenant !== undefined && tenants.length === 0) tenants = [noUsage(tenant)];
+    return { from: query.from ?? null, to: query.to ?? null, tenants };
+  }
+
+  async runtimes(caller?: Caller): Promise<RuntimeInfo> {
     this.probe ??= this.probePython().catch((e: unknown) => {
       this.probe = undefined; // try again on the next call
       this.deps.logger.warn('could not probe the sandbox image', { error: e });
       return { python: null, packages: {} };
     });
     const { python, packages } = await this.probe;
-    const { defaults, max, outputBytes, floodBytes } = this.deps.limits;
+    const { outputBytes, floodBytes } = this.deps.limits;
+    const { defaults, max } = this.effectiveLimits(caller?.limits);
     return {
       runtime: this.deps.runtime,
       availableRuntimes: this.deps.availableRuntimes,
@@ -298,6 +348,11 @@ export class DefaultExecutionService implements ExecutionService {
     }
     return { files, dropped };
   }
+}
+
+function noUsage(tenant: string): TenantUsage {
+  const byStatus = Object.fromEntries(EXECUTION_STATUSES.map((s) => [s, 0])) as Record<ExecutionStatus, number>;
+  return { tenant, executions: 0, byStatus, wallMs: 0, cpuMs: 0, outputBytes: 0 };
 }
 
 function invalid(path: string, message: string): PyboxError {

@@ -1,6 +1,7 @@
 // The data model of an execution: what a caller may ask for and what it gets back. These zod
 // schemas are the single source for request validation, the OpenAPI document and the typed client.
 import { z } from 'zod';
+import { TENANT_NAME } from './caller.ts';
 import { ERROR_CODES } from './errors.ts';
 
 export const EXECUTION_STATUSES = [
@@ -154,6 +155,44 @@ export const Stats = z.object({
   p95DurationMs: z.number().nullable(),
 });
 export type Stats = z.infer<typeof Stats>;
+
+/** A UTC calendar day, YYYY-MM-DD. */
+const UtcDay = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a day as YYYY-MM-DD')
+  .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)) && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d), 'must be a real day');
+
+export const UsageQuery = z.strictObject({
+  /** First UTC day counted (inclusive); from the beginning when absent. */
+  from: UtcDay.optional(),
+  /** Last UTC day counted (inclusive); up to now when absent. */
+  to: UtcDay.optional(),
+  /** One tenant only. Admin keys may name any tenant; other keys only their own. */
+  tenant: z.string().regex(TENANT_NAME, 'must be a tenant name').optional(),
+});
+export type UsageQuery = z.infer<typeof UsageQuery>;
+
+/** What one tenant used: executions (by status), wall and CPU time, output produced. */
+export const TenantUsage = z.object({
+  tenant: z.string(),
+  executions: z.int(),
+  byStatus: z.record(ExecutionStatus, z.int()),
+  /** Total wall-clock time of the executions, in milliseconds. */
+  wallMs: z.number(),
+  /** Total CPU time (user + system) the code used, in milliseconds, where measured. */
+  cpuMs: z.number(),
+  /** Bytes written to stdout and stderr, counted before the caps (kept or not). */
+  outputBytes: z.int(),
+});
+export type TenantUsage = z.infer<typeof TenantUsage>;
+
+export const UsageReport = z.object({
+  from: z.string().nullable(),
+  to: z.string().nullable(),
+  /** The caller's tenant, or every tenant with usage in the period for an admin key. */
+  tenants: z.array(TenantUsage),
+});
+export type UsageReport = z.infer<typeof UsageReport>;
 
 export const ErrorBody = z.object({
   error: z.object({

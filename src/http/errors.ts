@@ -4,13 +4,16 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { isPyboxError, type ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/ports.ts';
 import type { ErrorBody } from '../core/schemas.ts';
+import { rateLimitHeaders } from './rate-limit-headers.ts';
 
 // Typed as a full Record so that adding an ErrorCode without a status fails to compile.
 export const STATUS_BY_CODE: Record<ErrorCode, ContentfulStatusCode> = {
   invalid_request: 400,
+  unauthorized: 401,
   unsupported_media_type: 415,
   payload_too_large: 413,
   not_found: 404,
+  rate_limited: 429,
   queue_full: 503,
   engine_unavailable: 503,
   image_missing: 503,
@@ -31,6 +34,9 @@ export function errorReply(err: unknown, logger: Logger, where: { method: string
     const status = STATUS_BY_CODE[err.code];
     if (status >= 500) logger.warn('request failed', { ...where, code: err.code, message: err.message });
     const headers: Record<string, string> = err.retryAfterS === undefined ? {} : { 'Retry-After': String(Math.max(0, Math.ceil(err.retryAfterS))) };
+    if (err.rateLimit) Object.assign(headers, rateLimitHeaders(err.rateLimit));
+    // RFC 9110: a 401 names the scheme that would be accepted.
+    if (err.code === 'unauthorized') headers['WWW-Authenticate'] = 'Bearer realm="pybox"';
     const error: ErrorBody['error'] = { code: err.code, message: err.message };
     if (err.details !== undefined) error.details = err.details;
     return { status, body: { error }, headers };

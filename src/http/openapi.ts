@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import type { ErrorCode } from '../core/errors.ts';
 import type { Readiness, RuntimeInfo } from '../core/ports.ts';
-import { ErrorBody, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, RuntimeName, Stats } from '../core/schemas.ts';
+import { ErrorBody, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, RuntimeName, Stats, UsageQuery, UsageReport } from '../core/schemas.ts';
 import { STATUS_BY_CODE } from './errors.ts';
 import { LegacyExecuteRequest, LegacyExecuteResponse, LegacyHistory, LegacyHistoryQuery, LegacyStats } from './legacy-schemas.ts';
 import { ToolList } from '../adapters/tools.ts';
@@ -40,6 +40,7 @@ const COMPONENTS = {
   ExecutionResult: { schema: ExecutionResult, io: 'output' },
   HistoryPage: { schema: HistoryPage, io: 'output' },
   Stats: { schema: Stats, io: 'output' },
+  UsageReport: { schema: UsageReport, io: 'output' },
   ErrorBody: { schema: ErrorBody, io: 'output' },
   RuntimeInfo: { schema: RuntimeInfoSchema, io: 'output' },
   Readiness: { schema: ReadinessSchema, io: 'output' },
@@ -96,9 +97,13 @@ function errors(...codes: ErrorCode[]): Record<string, unknown> {
   for (const code of codes) byStatus.set(STATUS_BY_CODE[code], [...(byStatus.get(STATUS_BY_CODE[code]) ?? []), code]);
   return Object.fromEntries(
     [...byStatus].map(([status, cs]) => {
-      const retry = cs.some((c) => c === 'queue_full' || c === 'engine_unavailable');
+      const retry = cs.some((c) => c === 'queue_full' || c === 'engine_unavailable' || c === 'rate_limited');
       const response: Record<string, unknown> = { description: `error: ${cs.join(', ')}`, content: jsonContent(ref('ErrorBody')) };
-      if (retry) response.headers = { 'Retry-After': { description: 'Seconds after which a retry may succeed', schema: { type: 'integer' } } };
+      const headers: Record<string, unknown> = {};
+      if (retry) headers['Retry-After'] = { description: 'Seconds after which a retry may succeed', schema: { type: 'integer' } };
+      if (cs.includes('rate_limited')) Object.assign(headers, RATE_LIMIT_HEADERS);
+      if (cs.includes('unauthorized')) headers['WWW-Authenticate'] = { description: 'Bearer realm="pybox"', schema: { type: 'string' } };
+      if (Object.keys(headers).length > 0) response.headers = headers;
       return [String(status), response];
     }),
   );
@@ -114,11 +119,35 @@ function queryParameters(schema: z.ZodType): JsonSchema[] {
 const BODY_ERRORS: ErrorCode[] = ['invalid_request', 'unsupported_media_type', 'payload_too_large'];
 const RUN_ERRORS: ErrorCode[] = ['queue_full', 'engine_unavailable', 'image_missing', 'shutting_down', 'internal'];
 
+/** The IETF draft's RateLimit fields, sent on every answer to a rate-limited tenant and on each 429. */
+const RATE_LIMIT_HEADERS: Record<string, unknown> = {
+  'RateLimit-Policy': { description: 'The quota policy, e.g. `"requests";q=60;w=60` or `"concurrency";q=4`', schema: { type: 'string' } },
+  RateLimit: { description: 'What is left of it, e.g. `"requests";r=0;t=2`', schema: { type: 'string' } },
+  'RateLimit-Limit': { description: 'Quota units of the policy', schema: { type: 'integer' } },
+  'RateLimit-Remaining': { description: 'Units left', schema: { type: 'integer' } },
+  'RateLimit-Reset': { description: 'Seconds until the quota is back', schema: { type: 'integer' } },
+};
+
+/** Paths any client may call without a key; every other operation needs one once any key exists. */
+const OPEN_PATHS = new Set(['/healthz', '/readyz']);
+
+/** Adds the bearer requirement and the 401 and 429 answers to every operation that needs a key. */
+function withAuth<P extends Record<string, Record<string, unknown>>>(paths: P): P {
+  for (const [path, ops] of Object.entries(paths)) {
+    if (OPEN_PATHS.has(path)) continue;
+    for (const op of Object.values(ops) as Array<{ responses?: Record<string, unknown>; security?: unknown }>) {
+      op.security = [{ apiKey: [] }];
+      op.responses = { ...op.responses, ...errors('unauthorized', 'rate_limited') };
+    }
+  }
+  return paths;
+}
+
 export function buildOpenApi(version: string) {
   return {
     openapi: '3.1.0',
     info: { title: 'pybox', version, description: 'Runs untrusted Python in hardened, short-lived containers.' },
-    paths: {
+    paths: withAuth({
       '/v1/executions': {
         post: {
           operationId: 'execute',
@@ -184,7 +213,18 @@ export function buildOpenApi(version: string) {
         delete: { operationId: 'mcpEndSession', summary: 'Not offered: the endpoint keeps no sessions', responses: { '405': { description: 'Method not allowed' } } },
       },
       '/api/code-stats': { get: { operationId: 'legacyStats', responses: { ...ok(ref('LegacyStats')), ...errors('internal') } } },
+      '/v1/usage': {
+        get: {
+          operationId: 'usage',
+          summary: "The caller's usage (every tenant's for an admin key): executions by status, wall and CPU time, output bytes",
+          parameters: queryParameters(UsageQuery),
+          responses: { ...ok(ref('UsageReport')), ...errors('invalid_request', 'not_found', 'internal') },
+        },
+      },
+    }),
+    components: {
+      schemas: componentSchemas(),
+      securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key from `pybox keys create`; not needed in local mode (no keys exist)' } },
     },
-    components: { schemas: componentSchemas() },
   };
 }

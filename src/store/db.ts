@@ -29,6 +29,40 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX executions_duration ON executions (duration_ms);
    -- a row that the health check rewrites, to prove the database takes writes
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // Tenancy: every execution belongs to a tenant ('local' for runs without API keys, including
+  // all history from before this step); keys are stored as SHA-256 hashes only; usage is counted
+  // per tenant, UTC day and status in its own table, so pruning the history never loses it.
+  `ALTER TABLE executions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'local';
+   CREATE INDEX executions_tenant_seq ON executions (tenant, seq);
+   CREATE INDEX executions_tenant_status_seq ON executions (tenant, status, seq);
+   CREATE INDEX executions_tenant_duration ON executions (tenant, duration_ms);
+   CREATE TABLE tenants (
+     name TEXT PRIMARY KEY,
+     max_concurrency INTEGER,
+     rate_per_minute INTEGER,
+     max_timeout_ms INTEGER,
+     max_memory_mb INTEGER,
+     max_cpus REAL,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE api_keys (
+     id TEXT PRIMARY KEY,
+     tenant TEXT NOT NULL REFERENCES tenants (name),
+     hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),
+     admin INTEGER NOT NULL CHECK (admin IN (0, 1)),
+     created_at TEXT NOT NULL,
+     revoked_at TEXT
+   );
+   CREATE TABLE usage (
+     tenant TEXT NOT NULL,
+     day TEXT NOT NULL,
+     status TEXT NOT NULL,
+     executions INTEGER NOT NULL,
+     wall_ms REAL NOT NULL,
+     cpu_ms REAL NOT NULL,
+     output_bytes INTEGER NOT NULL,
+     PRIMARY KEY (tenant, day, status)
+   ) WITHOUT ROWID;`,
 ];
 
 export interface OpenOptions {

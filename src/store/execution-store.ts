@@ -2,8 +2,9 @@
 // count and age, and statistics computed in SQL so no request ever loads the whole table.
 import type { Statement, Transaction } from 'better-sqlite3';
 import { PyboxError } from '../core/errors.ts';
-import type { Clock, ExecutionStore } from '../core/ports.ts';
-import { EXECUTION_STATUSES, ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats } from '../core/schemas.ts';
+import { LOCAL_TENANT } from '../core/caller.ts';
+import type { Clock, ExecutionMeter, ExecutionStore } from '../core/ports.ts';
+import { EXECUTION_STATUSES, ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats, type TenantUsage } from '../core/schemas.ts';
 import type { SqliteDatabase } from './db.ts';
 
 const DAY_MS = 86_400_000;
@@ -13,6 +14,19 @@ interface StoredRow {
   id: string;
   result: string;
 }
+
+interface UsageRow {
+  tenant: string;
+  status: string;
+  executions: number;
+  wallMs: number;
+  cpuMs: number;
+  outputBytes: number;
+}
+
+/** Day bounds that include every day, for a usage query without from or to. */
+const FIRST_DAY = '0000-01-01';
+const LAST_DAY = '9999-12-31';
 
 export interface SqliteExecutionStoreOptions {
   db: SqliteDatabase;
@@ -32,15 +46,24 @@ export class SqliteExecutionStore implements ExecutionStore {
   private readonly pruneUpToSeq: Statement<[number]>;
   private readonly pruneBefore: Statement<[string]>;
   private readonly newestSeq: Statement<[], number | null>;
+  private readonly meterStmt: Statement<[Record<string, string | number>]>;
   private readonly byId: Statement<[string], StoredRow>;
   private readonly page: Statement<[number, number], StoredRow>;
   private readonly pageOfStatus: Statement<[string, number, number], StoredRow>;
   private readonly countsByStatus: Statement<[], { status: string; n: number }>;
   private readonly meanDuration: Statement<[], number | null>;
   private readonly durationAtRank: Statement<[number], number>;
+  // The same reads, within one tenant (each walks a tenant-first index).
+  private readonly byIdOfTenant: Statement<[string, string], StoredRow>;
+  private readonly pageOfTenant: Statement<[string, number, number], StoredRow>;
+  private readonly pageOfTenantStatus: Statement<[string, string, number, number], StoredRow>;
+  private readonly countsByStatusOfTenant: Statement<[string], { status: string; n: number }>;
+  private readonly meanDurationOfTenant: Statement<[string], number | null>;
+  private readonly durationAtRankOfTenant: Statement<[string, number], number>;
+  private readonly usageRows: Statement<[Record<string, string | null>], UsageRow>;
   private readonly probe: Statement<[string]>;
-  private readonly saveTx: Transaction<(result: ExecutionResult) => void>;
-  private readonly statsTx: () => Stats;
+  private readonly saveTx: Transaction<(result: ExecutionResult, meter: ExecutionMeter) => void>;
+  private readonly statsTx: (tenant: string | undefined) => Stats;
 
   constructor(opts: SqliteExecutionStoreOptions) {
     if (!Number.isSafeInteger(opts.maxExecutions) || opts.maxExecutions < 1) throw new RangeError('maxExecutions must be a positive integer');
@@ -52,8 +75,17 @@ export class SqliteExecutionStore implements ExecutionStore {
     this.clock = opts.clock ?? { now: () => Date.now() };
 
     this.insertStmt = db.prepare(
-      `INSERT INTO executions (id, status, success, duration_ms, created_at, finished_at, result)
-       VALUES (@id, @status, @success, @durationMs, @createdAt, @finishedAt, @result)`,
+      `INSERT INTO executions (id, status, success, duration_ms, created_at, finished_at, result, tenant)
+       VALUES (@id, @status, @success, @durationMs, @createdAt, @finishedAt, @result, @tenant)`,
+    );
+    this.meterStmt = db.prepare(
+      `INSERT INTO usage (tenant, day, status, executions, wall_ms, cpu_ms, output_bytes)
+       VALUES (@tenant, @day, @status, 1, @wallMs, @cpuMs, @outputBytes)
+       ON CONFLICT (tenant, day, status) DO UPDATE SET
+         executions = executions + 1,
+         wall_ms = wall_ms + excluded.wall_ms,
+         cpu_ms = cpu_ms + excluded.cpu_ms,
+         output_bytes = output_bytes + excluded.output_bytes`,
     );
     this.pruneUpToSeq = db.prepare('DELETE FROM executions WHERE seq <= ?');
     this.pruneBefore = db.prepare('DELETE FROM executions WHERE created_at < ?');
@@ -64,24 +96,49 @@ export class SqliteExecutionStore implements ExecutionStore {
     this.countsByStatus = db.prepare('SELECT status, COUNT(*) AS n FROM executions GROUP BY status');
     this.meanDuration = db.prepare<[], number | null>('SELECT AVG(duration_ms) FROM executions').pluck();
     this.durationAtRank = db.prepare<[number], number>('SELECT duration_ms FROM executions ORDER BY duration_ms LIMIT 1 OFFSET ?').pluck();
+    this.byIdOfTenant = db.prepare('SELECT seq, id, result FROM executions WHERE id = ? AND tenant = ?');
+    this.pageOfTenant = db.prepare('SELECT seq, id, result FROM executions WHERE tenant = ? AND seq < ? ORDER BY seq DESC LIMIT ?');
+    this.pageOfTenantStatus = db.prepare(
+      'SELECT seq, id, result FROM executions WHERE tenant = ? AND status = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
+    );
+    this.countsByStatusOfTenant = db.prepare('SELECT status, COUNT(*) AS n FROM executions WHERE tenant = ? GROUP BY status');
+    this.meanDurationOfTenant = db.prepare<[string], number | null>('SELECT AVG(duration_ms) FROM executions WHERE tenant = ?').pluck();
+    this.durationAtRankOfTenant = db
+      .prepare<[string, number], number>('SELECT duration_ms FROM executions WHERE tenant = ? ORDER BY duration_ms LIMIT 1 OFFSET ?')
+      .pluck();
+    this.usageRows = db.prepare(
+      `SELECT tenant, status, SUM(executions) AS executions, SUM(wall_ms) AS wallMs, SUM(cpu_ms) AS cpuMs, SUM(output_bytes) AS outputBytes
+       FROM usage WHERE (@tenant IS NULL OR tenant = @tenant) AND day >= @from AND day <= @to
+       GROUP BY tenant, status ORDER BY tenant`,
+    );
     this.probe = db.prepare(
       `INSERT INTO meta (key, value) VALUES ('health_checked_at', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
     );
 
-    this.saveTx = db.transaction((result: ExecutionResult) => {
+    this.saveTx = db.transaction((result: ExecutionResult, meter: ExecutionMeter) => {
+      const finishedAt = normalizeIso(result.finishedAt);
       const info = this.insertStmt.run({
         id: result.id,
         status: result.status,
         success: result.success ? 1 : 0,
         durationMs: result.durationMs,
         createdAt: normalizeIso(result.createdAt),
-        finishedAt: normalizeIso(result.finishedAt),
+        finishedAt,
         result: JSON.stringify(result),
+        tenant: meter.tenant,
+      });
+      this.meterStmt.run({
+        tenant: meter.tenant,
+        day: finishedAt.slice(0, 10),
+        status: result.status,
+        wallMs: result.durationMs,
+        cpuMs: result.cpuMs ?? 0,
+        outputBytes: meter.outputBytes,
       });
       this.prune(Number(info.lastInsertRowid));
     });
     // One snapshot, so the counts and the ranks the percentiles use agree with each other.
-    this.statsTx = db.transaction(() => this.computeStats());
+    this.statsTx = db.transaction((tenant: string | undefined) => this.computeStats(tenant));
 
     // Retention may have been tightened since the last run, or the service idled past maxAgeDays.
     if (!db.readonly) {
@@ -90,21 +147,29 @@ export class SqliteExecutionStore implements ExecutionStore {
     }
   }
 
-  save(result: ExecutionResult): void {
-    this.saveTx.immediate(result);
+  /** Without a meter (older callers, tests) the run counts toward the local tenant, its kept output as its output. */
+  save(result: ExecutionResult, meter?: ExecutionMeter): void {
+    this.saveTx.immediate(result, meter ?? { tenant: LOCAL_TENANT, outputBytes: Buffer.byteLength(result.stdout) + Buffer.byteLength(result.stderr) });
   }
 
-  get(id: string): ExecutionResult | undefined {
-    const row = this.byId.get(id);
+  get(id: string, tenant?: string): ExecutionResult | undefined {
+    const row = tenant === undefined ? this.byId.get(id) : this.byIdOfTenant.get(id, tenant);
     return row === undefined ? undefined : parseStored(row);
   }
 
-  list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined }): HistoryPage {
-    const { limit, status, cursor } = query;
+  list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined; tenant?: string | undefined }): HistoryPage {
+    const { limit, status, cursor, tenant } = query;
     if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
     const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
     // One row more than asked tells whether another page exists without a COUNT.
-    const rows = status === undefined ? this.page.all(before, limit + 1) : this.pageOfStatus.all(status, before, limit + 1);
+    const rows =
+      tenant === undefined
+        ? status === undefined
+          ? this.page.all(before, limit + 1)
+          : this.pageOfStatus.all(status, before, limit + 1)
+        : status === undefined
+          ? this.pageOfTenant.all(tenant, before, limit + 1)
+          : this.pageOfTenantStatus.all(tenant, status, before, limit + 1);
     const items = rows.slice(0, limit);
     const last = items[items.length - 1];
     return {
@@ -113,8 +178,25 @@ export class SqliteExecutionStore implements ExecutionStore {
     };
   }
 
-  stats(): Stats {
-    return this.statsTx();
+  stats(tenant?: string): Stats {
+    return this.statsTx(tenant);
+  }
+
+  usage(query: { tenant?: string | undefined; from?: string | undefined; to?: string | undefined }): TenantUsage[] {
+    const byTenant = new Map<string, TenantUsage>();
+    for (const row of this.usageRows.all({ tenant: query.tenant ?? null, from: query.from ?? FIRST_DAY, to: query.to ?? LAST_DAY })) {
+      let u = byTenant.get(row.tenant);
+      if (!u) {
+        u = { tenant: row.tenant, executions: 0, byStatus: zeroByStatus(), wallMs: 0, cpuMs: 0, outputBytes: 0 };
+        byTenant.set(row.tenant, u);
+      }
+      if (row.status in u.byStatus) u.byStatus[row.status as ExecutionStatus] += row.executions;
+      u.executions += row.executions;
+      u.wallMs += row.wallMs;
+      u.cpuMs += row.cpuMs;
+      u.outputBytes += row.outputBytes;
+    }
+    return [...byTenant.values()].map((u) => ({ ...u, wallMs: Math.round(u.wallMs * 10) / 10, cpuMs: Math.round(u.cpuMs * 10) / 10 }));
   }
 
   /** Proves the database takes writes by rewriting one tiny row; any failure means it does not. */
@@ -141,10 +223,11 @@ export class SqliteExecutionStore implements ExecutionStore {
     if (this.maxAgeMs > 0) this.pruneBefore.run(new Date(this.clock.now() - this.maxAgeMs).toISOString());
   }
 
-  private computeStats(): Stats {
-    const byStatus = Object.fromEntries(EXECUTION_STATUSES.map((s) => [s, 0])) as Record<ExecutionStatus, number>;
+  private computeStats(tenant: string | undefined): Stats {
+    const byStatus = zeroByStatus();
     let total = 0;
-    for (const { status, n } of this.countsByStatus.all()) {
+    const counts = tenant === undefined ? this.countsByStatus.all() : this.countsByStatusOfTenant.all(tenant);
+    for (const { status, n } of counts) {
       total += n;
       if (status in byStatus) byStatus[status as ExecutionStatus] = n;
     }
@@ -155,17 +238,21 @@ export class SqliteExecutionStore implements ExecutionStore {
       total,
       byStatus,
       successRate: byStatus.completed / total,
-      meanDurationMs: this.meanDuration.get() ?? null,
-      p50DurationMs: this.percentile(50, total),
-      p95DurationMs: this.percentile(95, total),
+      meanDurationMs: (tenant === undefined ? this.meanDuration.get() : this.meanDurationOfTenant.get(tenant)) ?? null,
+      p50DurationMs: this.percentile(50, total, tenant),
+      p95DurationMs: this.percentile(95, total, tenant),
     };
   }
 
   /** Nearest-rank: the smallest duration with at least p% of all durations at or below it. */
-  private percentile(p: number, total: number): number | null {
+  private percentile(p: number, total: number, tenant: string | undefined): number | null {
     const rank = Math.max(1, Math.ceil((p * total) / 100)); // p and total are integers: exact
-    return this.durationAtRank.get(rank - 1) ?? null;
+    return (tenant === undefined ? this.durationAtRank.get(rank - 1) : this.durationAtRankOfTenant.get(tenant, rank - 1)) ?? null;
   }
+}
+
+function zeroByStatus(): Record<ExecutionStatus, number> {
+  return Object.fromEntries(EXECUTION_STATUSES.map((s) => [s, 0])) as Record<ExecutionStatus, number>;
 }
 
 function parseStored(row: StoredRow): ExecutionResult {

@@ -6,9 +6,11 @@ import { harness, type ErrorJson } from './fake-service.ts';
 
 const EXPECTED: Record<ErrorCode, number> = {
   invalid_request: 400,
+  unauthorized: 401,
   unsupported_media_type: 415,
   payload_too_large: 413,
   not_found: 404,
+  rate_limited: 429,
   queue_full: 503,
   engine_unavailable: 503,
   image_missing: 503,

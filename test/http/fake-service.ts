@@ -1,8 +1,12 @@
 // A stand-in ExecutionService for the HTTP tests: records what it was asked, answers with canned,
 // schema-valid values, and throws whatever a test sets in `failWith`.
 import { createApp } from '../../src/app.ts';
-import type { ExecutionService, Logger, Readiness, RuntimeInfo } from '../../src/core/ports.ts';
-import { ExecutionResult, Stats, type ExecutionRequest, type HistoryPage, type HistoryQuery } from '../../src/core/schemas.ts';
+import { EXECUTION_STATUSES, type ExecutionStatus } from '../../src/core/schemas.ts';
+import type { Caller } from '../../src/core/caller.ts';
+import type { ApiKeyLookup, Clock, ExecutionService, Logger, Readiness, RuntimeInfo } from '../../src/core/ports.ts';
+import { ExecutionResult, Stats, type ExecutionRequest, type HistoryPage, type HistoryQuery, type UsageQuery, type UsageReport } from '../../src/core/schemas.ts';
+import { Authenticator } from '../../src/tenancy/authenticator.ts';
+import { RateLimiter } from '../../src/tenancy/rate-limiter.ts';
 
 export function sampleResult(overrides: Partial<ExecutionResult> = {}): ExecutionResult {
   return ExecutionResult.parse({
@@ -55,6 +59,9 @@ export class FakeExecutionService implements ExecutionService {
     execute: [] as Array<{ request: ExecutionRequest; signal: AbortSignal | undefined }>,
     get: [] as string[],
     history: [] as HistoryQuery[],
+    usage: [] as UsageQuery[],
+    /** The caller of every call, in order. */
+    callers: [] as Array<{ method: Method; caller: Caller | undefined }>,
   };
   /** Set a method's entry to make it throw that value. */
   failWith: Partial<Record<Method, unknown>> = {};
@@ -67,30 +74,43 @@ export class FakeExecutionService implements ExecutionService {
     if (method in this.failWith) throw this.failWith[method];
   }
 
-  async execute(request: ExecutionRequest, opts?: { signal?: AbortSignal }): Promise<ExecutionResult> {
+  async execute(caller: Caller, request: ExecutionRequest, opts?: { signal?: AbortSignal }): Promise<ExecutionResult> {
+    this.calls.callers.push({ method: 'execute', caller });
     this.calls.execute.push({ request, signal: opts?.signal });
     this.fail('execute');
     return this.result;
   }
 
-  get(id: string): ExecutionResult {
+  get(caller: Caller, id: string): ExecutionResult {
+    this.calls.callers.push({ method: 'get', caller });
     this.calls.get.push(id);
     this.fail('get');
     return { ...this.result, id };
   }
 
-  history(query: HistoryQuery): HistoryPage {
+  history(caller: Caller, query: HistoryQuery): HistoryPage {
+    this.calls.callers.push({ method: 'history', caller });
     this.calls.history.push(query);
     this.fail('history');
     return this.page;
   }
 
-  stats(): Stats {
+  stats(caller: Caller): Stats {
+    this.calls.callers.push({ method: 'stats', caller });
     this.fail('stats');
     return this.statsValue;
   }
 
-  async runtimes(): Promise<RuntimeInfo> {
+  usage(caller: Caller, query: UsageQuery): UsageReport {
+    this.calls.callers.push({ method: 'usage', caller });
+    this.calls.usage.push(query);
+    this.fail('usage');
+    const byStatus = Object.fromEntries(EXECUTION_STATUSES.map((s) => [s, 0])) as Record<ExecutionStatus, number>;
+    return { from: query.from ?? null, to: query.to ?? null, tenants: [{ tenant: caller.tenant, executions: 0, byStatus, wallMs: 0, cpuMs: 0, outputBytes: 0 }] };
+  }
+
+  async runtimes(caller?: Caller): Promise<RuntimeInfo> {
+    this.calls.callers.push({ method: 'runtimes', caller });
     this.fail('runtimes');
     return sampleRuntimes;
   }
@@ -115,10 +135,20 @@ export function recordingLogger(): Logger & { entries: LogEntry[] } {
 
 export const TEST_BODY_LIMIT = 4096;
 
-export function harness() {
+/** No keys at all: local mode. */
+export const NO_KEYS: ApiKeyLookup = { hasKeys: () => false, findKeyByHash: () => undefined };
+
+export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock } = {}) {
   const service = new FakeExecutionService();
   const logger = recordingLogger();
-  const app = createApp({ service, logger, bodyLimitBytes: TEST_BODY_LIMIT, version: '9.9.9-test' });
+  const app = createApp({
+    service,
+    logger,
+    bodyLimitBytes: TEST_BODY_LIMIT,
+    version: '9.9.9-test',
+    auth: new Authenticator(opts.keys ?? NO_KEYS),
+    rateLimiter: new RateLimiter(opts.clock ?? { now: () => Date.now() }),
+  });
   const post = (path: string, body: unknown, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
     app.request(path, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) });
   return { app, service, logger, post };

@@ -65,7 +65,7 @@ describe('GET /openapi.json', () => {
     const post = doc.paths['/v1/executions']?.post as { requestBody: unknown; responses: Record<string, unknown> };
     expect(post.requestBody).toMatchObject({ content: { 'application/json': { schema: { $ref: '#/components/schemas/ExecutionRequest' } } } });
     expect(post.responses['200']).toMatchObject({ content: { 'application/json': { schema: { $ref: '#/components/schemas/ExecutionResult' } } } });
-    expect(Object.keys(post.responses).sort()).toEqual(['200', '400', '413', '415', '500', '503']);
+    expect(Object.keys(post.responses).sort()).toEqual(['200', '400', '401', '413', '415', '429', '500', '503']);
   });
 
   it('lists the history query parameters from the query schema', async () => {

@@ -198,3 +198,106 @@ describe('ConcurrencyGate', () => {
     expect(gate.stats).toEqual({ running: 0, queued: 0 });
   });
 });
+
+describe('ConcurrencyGate across tenants', () => {
+  const as = (tenant: string, maxInFlight: number | null = null) => ({ tenant, maxInFlight });
+
+  it('gives a freed slot to the waiting tenant with the fewest running, not to the oldest waiter', async () => {
+    const gate = new ConcurrencyGate(2, 100, 2);
+    const log: string[] = [];
+    const a = Array.from({ length: 6 }, (_, i) => blocker(log, `a${i + 1}`, i));
+    const b = Array.from({ length: 2 }, (_, i) => blocker(log, `b${i + 1}`, i));
+    const ra = a.map((t) => gate.run(t.task, as('A')));
+    await tick();
+    const rb = b.map((t) => gate.run(t.task, as('B'))); // arrive after all of A's
+    await tick();
+    expect(log).toEqual(['a1', 'a2']);
+    expect(gate.statsOf('A')).toEqual({ running: 2, queued: 4 });
+    expect(gate.statsOf('B')).toEqual({ running: 0, queued: 2 });
+    a[0]?.release();
+    await ra[0];
+    await tick();
+    expect(log).toEqual(['a1', 'a2', 'b1']); // B runs nothing: it goes first
+    a[1]?.release();
+    await ra[1];
+    await tick();
+    expect(log.at(-1)).toBe('a3'); // now A runs nothing and B one
+    b[0]?.release();
+    await rb[0];
+    await tick();
+    expect(log.at(-1)).toBe('b2');
+    for (const t of [...a, ...b]) t.release();
+    await Promise.all([...ra, ...rb]);
+    expect(log).toEqual(['a1', 'a2', 'b1', 'a3', 'b2', 'a4', 'a5', 'a6']);
+    expect(gate.stats).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('alternates between tenants that both keep the host busy', async () => {
+    const gate = new ConcurrencyGate(1, 100, 2);
+    const log: string[] = [];
+    const tasks = ['a1', 'a2', 'a3', 'b1', 'b2', 'b3', 'c1'].map((n) => ({ n, t: blocker(log, n, n) }));
+    const runs = tasks.map(({ n, t }) => gate.run(t.task, as(n[0] as string)));
+    await tick();
+    for (let i = 0; i < tasks.length; i++) {
+      const running = tasks.find(({ n }) => n === log.at(-1));
+      running?.t.release();
+      await tick();
+      await tick();
+    }
+    await Promise.all(runs);
+    // Round robin: each turn goes to the waiting tenant served least recently.
+    expect(log).toEqual(['a1', 'b1', 'c1', 'a2', 'b2', 'a3', 'b3']);
+  });
+
+  it('refuses a tenant over its ceiling of executions in flight with rate_limited, leaving others alone', async () => {
+    const gate = new ConcurrencyGate(1, 10, 4);
+    const log: string[] = [];
+    const a1 = blocker(log, 'a1', 1);
+    const a2 = blocker(log, 'a2', 2);
+    const runs = [gate.run(a1.task, as('A', 2)), gate.run(a2.task, as('A', 2))]; // one running, one waiting
+    const err = (await caught(gate.run(async () => 3, as('A', 2)))) as PyboxError;
+    expect(err).toBeInstanceOf(PyboxError);
+    expect(err.code).toBe('rate_limited');
+    expect(err.retryAfterS).toBe(4);
+    expect(err.rateLimit).toEqual({ policy: 'concurrency', quota: 2, remaining: 0, resetS: 4 });
+    const b = gate.run(async () => 'b', as('B', 2)); // another tenant still queues
+    expect(gate.stats).toEqual({ running: 1, queued: 2 });
+    a1.release();
+    a2.release();
+    expect(await Promise.all([...runs, b])).toEqual([1, 2, 'b']);
+    expect(await gate.run(async () => 'again', as('A', 2))).toBe('again');
+  });
+
+  it('when the queue is full, a lighter tenant displaces the newest waiter of the heaviest', async () => {
+    const gate = new ConcurrencyGate(1, 3, 5);
+    const log: string[] = [];
+    const a = Array.from({ length: 4 }, (_, i) => blocker(log, `a${i + 1}`, `a${i + 1}`));
+    const ra = a.map((t) => gate.run(t.task, as('A')));
+    const settled = ra.map((p) => p.then(
+      (v) => v,
+      (e: unknown) => e,
+    ));
+    await tick();
+    expect(gate.stats).toEqual({ running: 1, queued: 3 });
+    const rb = gate.run(async () => 'b', as('B'));
+    const displaced = (await settled[3]) as PyboxError; // A's newest waiter
+    expect(displaced).toBeInstanceOf(PyboxError);
+    expect(displaced.code).toBe('queue_full');
+    expect(displaced.retryAfterS).toBe(5);
+    expect(gate.statsOf('A')).toEqual({ running: 1, queued: 2 });
+    expect(gate.statsOf('B')).toEqual({ running: 0, queued: 1 });
+    // B holds one waiting place now: a second B request would leave it no lighter than A, so it is refused.
+    const second = (await caught(gate.run(async () => 'b2', as('B')))) as PyboxError;
+    expect(second.code).toBe('queue_full');
+    for (const t of a) t.release();
+    expect(await rb).toBe('b');
+    expect(await Promise.all(settled.slice(0, 3))).toEqual(['a1', 'a2', 'a3']);
+    expect(log).toEqual(['a1', 'a2', 'a3']); // B's task logs nothing
+  });
+
+  it('forgets tenants once they have nothing running or waiting', async () => {
+    const gate = new ConcurrencyGate(2, 10, 1);
+    await Promise.all(['x', 'y', 'z'].map((t) => gate.run(async () => t, as(t))));
+    expect((gate as unknown as { tenants: Map<string, unknown> }).tenants.size).toBe(0);
+  });
+});

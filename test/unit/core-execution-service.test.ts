@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/schema.ts';
+import { LOCAL_CALLER } from '../../src/core/caller.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
 import { DefaultExecutionService, type EngineProbe, type Sandboxes } from '../../src/core/execution-service.ts';
@@ -130,7 +131,7 @@ describe('clampLimits', () => {
 describe('execute: input files', () => {
   it('rejects a duplicate path with invalid_request and runs nothing', async () => {
     const s = setup();
-    const e = await rejection(s.service.execute(request({ files: [{ path: 'a.txt', content: 'x' }, { path: 'b', content: 'y' }, { path: 'a.txt', content: 'z' }] })));
+    const e = await rejection(s.service.execute(LOCAL_CALLER, request({ files: [{ path: 'a.txt', content: 'x' }, { path: 'b', content: 'y' }, { path: 'a.txt', content: 'z' }] })));
     expect(e.code).toBe('invalid_request');
     expect(e.message).toBe('files[2].path duplicate path a.txt');
     expect(e.details).toEqual([{ path: 'files[2].path', message: 'duplicate path a.txt' }]);
@@ -140,7 +141,7 @@ describe('execute: input files', () => {
 
   it.each(['abc', 'ab$=', 'A===', '====', 'YW Jj', 'YWJj\n', 'Y=Jj'])('rejects invalid base64 %j', async (content) => {
     const s = setup();
-    const e = await rejection(s.service.execute(request({ files: [{ path: 'f.bin', content, encoding: 'base64' }] })));
+    const e = await rejection(s.service.execute(LOCAL_CALLER, request({ files: [{ path: 'f.bin', content, encoding: 'base64' }] })));
     expect(e.code).toBe('invalid_request');
     expect(e.message).toBe('files[0].content is not valid base64');
     expect(s.sandboxes.jobs).toHaveLength(0);
@@ -148,14 +149,14 @@ describe('execute: input files', () => {
 
   it('does not check utf8 content as base64', async () => {
     const s = setup();
-    await s.service.execute(request({ files: [{ path: 'f.txt', content: 'abc' }] }));
+    await s.service.execute(LOCAL_CALLER, request({ files: [{ path: 'f.txt', content: 'abc' }] }));
     expect(s.sandboxes.jobs[0]?.files[0]?.data.toString()).toBe('abc');
   });
 
   it('rejects input files over inputFilesMaxBytes in total (decoded bytes)', async () => {
     const s = setup();
     const e = await rejection(
-      s.service.execute(request({ files: [{ path: 'a', content: 'x'.repeat(60) }, { path: 'b', content: b64(Buffer.alloc(41)), encoding: 'base64' }] })),
+      s.service.execute(LOCAL_CALLER, request({ files: [{ path: 'a', content: 'x'.repeat(60) }, { path: 'b', content: b64(Buffer.alloc(41)), encoding: 'base64' }] })),
     );
     expect(e.code).toBe('invalid_request');
     expect(e.message).toBe('files input files exceed 100 bytes in total');
@@ -165,13 +166,13 @@ describe('execute: input files', () => {
   it('accepts exactly inputFilesMaxBytes, counting base64 by its decoded size', async () => {
     const s = setup();
     // 40 decoded bytes are 56 base64 characters: 60 + 56 > 100, but 60 + 40 = 100.
-    await s.service.execute(request({ files: [{ path: 'a', content: 'x'.repeat(60) }, { path: 'b', content: b64(Buffer.alloc(40)), encoding: 'base64' }] }));
+    await s.service.execute(LOCAL_CALLER, request({ files: [{ path: 'a', content: 'x'.repeat(60) }, { path: 'b', content: b64(Buffer.alloc(40)), encoding: 'base64' }] }));
     expect(s.sandboxes.jobs).toHaveLength(1);
   });
 
   it('counts utf8 content by its bytes, not characters', async () => {
     const s = setup();
-    const e = await rejection(s.service.execute(request({ files: [{ path: 'a', content: 'é'.repeat(51) }] }))); // 102 bytes
+    const e = await rejection(s.service.execute(LOCAL_CALLER, request({ files: [{ path: 'a', content: 'é'.repeat(51) }] }))); // 102 bytes
     expect(e.code).toBe('invalid_request');
   });
 
@@ -182,7 +183,7 @@ describe('execute: input files', () => {
     [['x/y/z', 'x']],
   ])('rejects a path that is both a file and a directory: %j', async (paths) => {
     const s = setup();
-    const e = await rejection(s.service.execute(request({ files: paths.map((path) => ({ path, content: '1' })) })));
+    const e = await rejection(s.service.execute(LOCAL_CALLER, request({ files: paths.map((path) => ({ path, content: '1' })) })));
     expect(e.code).toBe('invalid_request');
     expect(e.message).toMatch(/ is both a file and a directory$/);
     expect(s.sandboxes.jobs).toHaveLength(0);
@@ -190,14 +191,14 @@ describe('execute: input files', () => {
 
   it('accepts siblings and prefix-alike names (ab and a/b, a/b and a/c)', async () => {
     const s = setup();
-    await s.service.execute(request({ files: ['ab', 'a/b', 'a/c', 'a.b'].map((path) => ({ path, content: path })) }));
+    await s.service.execute(LOCAL_CALLER, request({ files: ['ab', 'a/b', 'a/c', 'a.b'].map((path) => ({ path, content: path })) }));
     expect(s.sandboxes.jobs[0]?.files.map((f) => f.path)).toEqual(['ab', 'a/b', 'a/c', 'a.b']);
   });
 
   it('hands the sandbox decoded Buffers and the rest of the job', async () => {
     const s = setup();
     const binary = Buffer.from([0, 1, 2, 254, 255, 128]);
-    await s.service.execute(
+    await s.service.execute(LOCAL_CALLER, 
       request({
         code: 'import sys\n',
         stdin: 'in',
@@ -232,7 +233,7 @@ describe('execute: input files', () => {
 
   it('fills empty defaults for a bare request', async () => {
     const s = setup();
-    await s.service.execute(request());
+    await s.service.execute(LOCAL_CALLER, request());
     const job = s.sandboxes.jobs[0];
     expect([job?.stdin, job?.args, job?.env, job?.context, job?.files]).toEqual(['', [], {}, {}, []]);
   });
@@ -243,7 +244,7 @@ describe('execute: from outcome to result', () => {
   const zeroDiv = { type: 'ZeroDivisionError', message: 'division by zero', line: 1, traceback: 'Traceback...\nZeroDivisionError: division by zero\n' };
 
   async function resultOf(o: SandboxOutcome, req = request()): Promise<ExecutionResult> {
-    return setup(o).service.execute(req);
+    return setup(o).service.execute(LOCAL_CALLER, req);
   }
 
   it('finished with exit 0 is completed, with every field filled', async () => {
@@ -252,7 +253,7 @@ describe('execute: from outcome to result', () => {
       expect(job.id).toBe('id-1');
       return outcome('finished', { report: runReport(), stdout: 'hi\n', stderr: 'warn\n', durationMs: 12.34 });
     });
-    const r = await s.service.execute(request());
+    const r = await s.service.execute(LOCAL_CALLER, request());
     expect(ExecutionResult.parse(r)).toEqual(r);
     expect({ ...r, feedback: undefined }).toEqual({
       id: 'id-1',
@@ -325,7 +326,7 @@ describe('execute: from outcome to result', () => {
 
   it('setup is internal_error with the runner\'s message', async () => {
     const s = setup(outcome('finished', { report: { v: 1, phase: 'setup', message: 'bad payload: no request' } }));
-    const r = await s.service.execute(request());
+    const r = await s.service.execute(LOCAL_CALLER, request());
     expect([r.status, r.success, r.exitCode]).toEqual(['internal_error', false, null]);
     expect(r.error).toEqual({ type: 'InternalError', message: 'bad payload: no request', line: null });
     expect(s.logger.at('error').map((e) => e.msg)).toEqual(['execution failed on our side']);
@@ -333,7 +334,7 @@ describe('execute: from outcome to result', () => {
 
   it('failed is internal_error with the failure message', async () => {
     const s = setup(outcome('failed', { failure: 'sandbox protocol violation: unknown frame kind 7' }));
-    const r = await s.service.execute(request());
+    const r = await s.service.execute(LOCAL_CALLER, request());
     expect([r.status, r.success, r.exitCode, r.signal]).toEqual(['internal_error', false, null, null]);
     expect(r.error).toEqual({ type: 'InternalError', message: 'sandbox protocol violation: unknown frame kind 7', line: null });
     expect(r.feedback).toContain('(sandbox protocol violation: unknown frame kind 7)');
@@ -380,7 +381,7 @@ describe('execute: returned files are checked again', () => {
   const file = (path: string, content: string) => ({ path, size: Buffer.byteLength(content), base64: b64(content) });
 
   async function returned(files: RunReport['files'], filesDropped = 0): Promise<ExecutionResult> {
-    return setup(outcome('finished', { report: runReport({ files, filesDropped }) })).service.execute(request());
+    return setup(outcome('finished', { report: runReport({ files, filesDropped }) })).service.execute(LOCAL_CALLER, request());
   }
 
   it('keeps good files as they are', async () => {
@@ -435,15 +436,15 @@ describe('execute: returned files are checked again', () => {
 describe('execute: the store', () => {
   it('saves the result it returns', async () => {
     const s = setup();
-    const r = await s.service.execute(request());
+    const r = await s.service.execute(LOCAL_CALLER, request());
     expect(s.store.saved).toEqual([r]);
-    expect(s.service.get('id-1')).toEqual(r);
+    expect(s.service.get(LOCAL_CALLER, 'id-1')).toEqual(r);
   });
 
   it('still returns the result when save() throws, and logs it', async () => {
     const s = setup();
     s.store.saveError = new Error('disk full');
-    const r = await s.service.execute(request());
+    const r = await s.service.execute(LOCAL_CALLER, request());
     expect(r.status).toBe('completed');
     const logged = s.logger.at('error');
     expect(logged.map((e) => e.msg)).toEqual(['could not record an execution in the store']);
@@ -454,7 +455,7 @@ describe('execute: the store', () => {
     const s = setup();
     let err: unknown;
     try {
-      s.service.get('nope');
+      s.service.get(LOCAL_CALLER, 'nope');
     } catch (e) {
       err = e;
     }
@@ -465,10 +466,10 @@ describe('execute: the store', () => {
 
   it('history() and stats() come from the store', async () => {
     const s = setup();
-    await s.service.execute(request());
-    await s.service.execute(request());
-    expect(s.service.history({ limit: 1 }).items.map((r) => r.id)).toEqual(['id-2']);
-    expect(s.service.stats().total).toBe(2);
+    await s.service.execute(LOCAL_CALLER, request());
+    await s.service.execute(LOCAL_CALLER, request());
+    expect(s.service.history(LOCAL_CALLER, { limit: 1 }).items.map((r) => r.id)).toEqual(['id-2']);
+    expect(s.service.stats(LOCAL_CALLER).total).toBe(2);
   });
 });
 
@@ -476,9 +477,9 @@ describe('execute: concurrency', () => {
   it('runs through the gate: a full queue refuses with queue_full and records nothing', async () => {
     const hold = deferred<SandboxOutcome>();
     const s = setup(() => hold.promise, { gate: new ConcurrencyGate(1, 0, 9) });
-    const first = s.service.execute(request());
+    const first = s.service.execute(LOCAL_CALLER, request());
     await new Promise((r) => setTimeout(r, 0));
-    const e = await rejection(s.service.execute(request()));
+    const e = await rejection(s.service.execute(LOCAL_CALLER, request()));
     expect(e.code).toBe('queue_full');
     expect(e.retryAfterS).toBe(9);
     hold.resolve(outcome('finished', { report: runReport() }));
@@ -494,9 +495,9 @@ describe('execute: concurrency', () => {
       if (calls === 1) throw boom;
       return outcome('finished', { report: runReport() });
     }, { gate: new ConcurrencyGate(1, 0, 1) });
-    await expect(s.service.execute(request())).rejects.toBe(boom);
+    await expect(s.service.execute(LOCAL_CALLER, request())).rejects.toBe(boom);
     expect(s.store.saved).toHaveLength(0);
-    expect((await s.service.execute(request())).status).toBe('completed');
+    expect((await s.service.execute(LOCAL_CALLER, request())).status).toBe('completed');
     expect(s.gate.stats).toEqual({ running: 0, queued: 0 });
   });
 });

@@ -3,8 +3,8 @@ import { Duplex } from 'node:stream';
 import type Docker from 'dockerode';
 import { extract, type Header } from 'tar-stream';
 import { ConfigSchema, type Config } from '../../src/config/schema.ts';
-import type { Clock, ExecutionStore, Logger } from '../../src/core/ports.ts';
-import { EXECUTION_STATUSES, type ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats } from '../../src/core/schemas.ts';
+import type { Clock, ExecutionMeter, ExecutionStore, Logger } from '../../src/core/ports.ts';
+import { EXECUTION_STATUSES, type ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats, type TenantUsage } from '../../src/core/schemas.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from '../../src/engine/docker-engine.ts';
 import { CappedCapture } from '../../src/engine/output.ts';
 import type { RunnerReport } from '../../src/engine/protocol.ts';
@@ -279,23 +279,47 @@ export function outcome(kind: OutcomeKind, parts: OutcomeParts = {}): SandboxOut
 
 export class MemoryStore implements ExecutionStore {
   readonly saved: ExecutionResult[] = [];
+  /** The meter of each saved result, by id. */
+  readonly meters = new Map<string, ExecutionMeter>();
   saveError: Error | undefined;
   isHealthy = true;
 
-  save(result: ExecutionResult): void {
+  save(result: ExecutionResult, meter: ExecutionMeter = { tenant: 'local', outputBytes: 0 }): void {
     if (this.saveError) throw this.saveError;
     this.saved.push(result);
+    this.meters.set(result.id, meter);
   }
-  get(id: string): ExecutionResult | undefined {
-    return this.saved.find((r) => r.id === id);
+  private visible(tenant: string | undefined): ExecutionResult[] {
+    return this.saved.filter((r) => tenant === undefined || this.meters.get(r.id)?.tenant === tenant);
   }
-  list(query: { limit: number; status?: ExecutionStatus | undefined }): HistoryPage {
-    const items = [...this.saved].reverse().filter((r) => !query.status || r.status === query.status);
+  get(id: string, tenant?: string): ExecutionResult | undefined {
+    return this.visible(tenant).find((r) => r.id === id);
+  }
+  list(query: { limit: number; status?: ExecutionStatus | undefined; tenant?: string | undefined }): HistoryPage {
+    const items = [...this.visible(query.tenant)].reverse().filter((r) => !query.status || r.status === query.status);
     return { items: items.slice(0, query.limit), nextCursor: null };
   }
-  stats(): Stats {
-    const byStatus = Object.fromEntries(EXECUTION_STATUSES.map((st) => [st, this.saved.filter((r) => r.status === st).length]));
-    return { total: this.saved.length, byStatus: byStatus as Stats['byStatus'], successRate: null, meanDurationMs: null, p50DurationMs: null, p95DurationMs: null };
+  stats(tenant?: string): Stats {
+    const rows = this.visible(tenant);
+    const byStatus = Object.fromEntries(EXECUTION_STATUSES.map((st) => [st, rows.filter((r) => r.status === st).length]));
+    return { total: rows.length, byStatus: byStatus as Stats['byStatus'], successRate: null, meanDurationMs: null, p50DurationMs: null, p95DurationMs: null };
+  }
+  usage(query: { tenant?: string | undefined }): TenantUsage[] {
+    const out = new Map<string, TenantUsage>();
+    for (const r of this.visible(query.tenant)) {
+      const meter = this.meters.get(r.id) as ExecutionMeter;
+      let u = out.get(meter.tenant);
+      if (!u) {
+        u = { tenant: meter.tenant, executions: 0, byStatus: Object.fromEntries(EXECUTION_STATUSES.map((st) => [st, 0])) as Stats['byStatus'], wallMs: 0, cpuMs: 0, outputBytes: 0 };
+        out.set(meter.tenant, u);
+      }
+      u.executions++;
+      u.byStatus[r.status]++;
+      u.wallMs += r.durationMs;
+      u.cpuMs += r.cpuMs ?? 0;
+      u.outputBytes += meter.outputBytes;
+    }
+    return [...out.values()];
   }
   healthy(): boolean {
     return this.isHealthy;

@@ -4,6 +4,7 @@ import { Hono } from 'hono';
 import type { ExecutionService } from '../../core/ports.ts';
 import type { ExecutionRequest, ExecutionResult } from '../../core/schemas.ts';
 import { LegacyExecuteRequest, LegacyHistoryQuery, type LegacyExecuteResponse, type LegacyHistoryItem, type LegacyStats } from '../legacy-schemas.ts';
+import { callerOf } from '../auth.ts';
 import { readJson, readQuery } from '../validate.ts';
 
 /** The reference put the failure's text in `error`: the parsed exception if any, else what is left. */
@@ -26,18 +27,18 @@ export function legacyRoutes(service: ExecutionService): Hono {
     const request: ExecutionRequest = { code };
     if (timeout !== undefined) request.timeoutMs = Math.max(1, Math.round(timeout * 1000));
     if (context !== undefined) request.context = context;
-    const result = await service.execute(request, { signal: c.req.raw.signal });
+    const result = await service.execute(callerOf(c), request, { signal: c.req.raw.signal });
     return c.json(toLegacy(result), 200);
   });
 
   routes.get('/code-history', (c) => {
     const { limit } = readQuery(c, LegacyHistoryQuery);
-    const items: LegacyHistoryItem[] = service.history({ limit }).items.map((r) => ({ ...toLegacy(r), timestamp: r.createdAt }));
+    const items: LegacyHistoryItem[] = service.history(callerOf(c), { limit }).items.map((r) => ({ ...toLegacy(r), timestamp: r.createdAt }));
     return c.json(items, 200);
   });
 
   routes.get('/code-stats', (c) => {
-    const s = service.stats();
+    const s = service.stats(callerOf(c));
     const successful = s.byStatus.completed ?? 0;
     const body: LegacyStats = {
       total_executions: s.total,
