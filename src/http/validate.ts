@@ -21,12 +21,13 @@ function formatPath(path: ReadonlyArray<PropertyKey>): string {
 function validated<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
-  // An unknown field is reported at its own path, so a client sees which one to drop.
-  const details: IssueDetail[] = parsed.error.issues.flatMap((i) =>
-    i.code === 'unrecognized_keys'
-      ? i.keys.map((key) => ({ path: formatPath([...i.path, key]), message: 'unknown field' }))
-      : [{ path: formatPath(i.path), message: i.message }],
-  );
+  // An unknown field is reported at its own path, so a client sees which one to drop; a bad key
+  // of a record (a context variable's name) with the reason the key was refused.
+  const details: IssueDetail[] = parsed.error.issues.flatMap((i) => {
+    if (i.code === 'unrecognized_keys') return i.keys.map((key) => ({ path: formatPath([...i.path, key]), message: 'unknown field' }));
+    if (i.code === 'invalid_key') return [{ path: formatPath(i.path), message: `invalid name: ${i.issues.map((k) => k.message).join('; ')}` }];
+    return [{ path: formatPath(i.path), message: i.message }];
+  });
   const first = details[0];
   const summary = first ? `${first.path || what}: ${first.message}` : 'invalid';
   throw new PyboxError('invalid_request', `invalid ${what}: ${summary}`, { details });
@@ -35,6 +36,27 @@ function validated<S extends z.ZodType>(schema: S, value: unknown, what: string)
 function isJsonMediaType(header: string | undefined): boolean {
   const type = header?.split(';')[0]?.trim().toLowerCase();
   return type === 'application/json';
+}
+
+/**
+ * How deep a request body may nest. JSON.parse copes with any depth, but validating, serialising and
+ * the sandbox's own JSON reader recurse: a body of a few kilobytes nested 5,000 deep overflowed the
+ * stack (a 500). Nothing a caller sends needs more than a few levels; 64 leaves room.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether a parsed JSON value nests deeper than `max` (arrays and objects), without recursing. */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop() as [unknown, number];
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    }
+  }
+  return false;
 }
 
 /** Reads the body as JSON and checks it against `schema`. The size limit runs earlier, as middleware. */
@@ -48,6 +70,9 @@ export async function readJson<S extends z.ZodType>(c: Context, schema: S): Prom
     value = JSON.parse(text);
   } catch (e) {
     throw new PyboxError('invalid_request', `the request body is not valid JSON: ${e instanceof Error ? e.message : 'parse error'}`);
+  }
+  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) {
+    throw new PyboxError('invalid_request', `the request body nests deeper than ${MAX_JSON_DEPTH} levels`);
   }
   return validated(schema, value, 'request body');
 }

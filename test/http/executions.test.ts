@@ -164,3 +164,17 @@ describe('GET /v1/executions', () => {
     expect(service.calls.history).toEqual([]);
   });
 });
+
+describe('context variable names', () => {
+  it('says why a context key was refused', async () => {
+    const h = harness();
+    const res = await h.app.request('/v1/executions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ code: 'print(1)', context: { 'not valid': 1 } }),
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { details: Array<{ path: string; message: string }> } };
+    expect(body.error.details).toContainEqual({ path: 'context.not valid', message: 'invalid name: must be a Python identifier' });
+  });
+});
