@@ -29,6 +29,8 @@ export interface Pybox {
   /** The execution slots and their per-tenant queues. */
   gate: ConcurrencyGate;
   runtime: RuntimeName;
+  /** The runtimes the engine offers (pybox knows runc and runsc). */
+  availableRuntimes: RuntimeName[];
   image: string;
   /** Waits for running executions and background removals, then closes the store. */
   close(): Promise<void>;
@@ -48,7 +50,11 @@ export const systemClock: Clock = { now: () => Date.now() };
 export async function composePybox(config: Config, opts: ComposeOptions): Promise<Pybox> {
   const { logger } = opts;
   const clock = opts.clock ?? systemClock;
-  const engine = new DockerEngine(dockerConnection(opts.dockerHost, config.engine.socketPath), config.engine.apiTimeoutMs);
+  // An engine that goes away is pinged until it is back; then what it still holds of ours is removed.
+  const engine = new DockerEngine(dockerConnection(opts.dockerHost, config.engine.socketPath), config.engine.apiTimeoutMs, {
+    instance: config.engine.instance,
+    logger,
+  });
   if (!(await engine.ping())) {
     throw new Error(
       `no Docker engine answers at ${opts.dockerHost ?? config.engine.socketPath}: run \`npm run setup\` (it installs and starts one on Debian as root)`,
@@ -111,10 +117,12 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     tenants,
     gate,
     runtime,
+    availableRuntimes,
     image,
     async close() {
       await gate.idle();
       await sandboxes.drain();
+      engine.close();
       store.close();
     },
   };

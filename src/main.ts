@@ -1,10 +1,10 @@
 // The composition root: read the config and environment once, build pybox, serve it, shut down
 // gracefully. Nothing else in src/ reads process.env.
-import { serve } from '@hono/node-server';
-import type { Server } from 'node:http';
 import { composePybox } from './compose.ts';
 import { loadConfig } from './config/load.ts';
 import { createLogger } from './core/logger.ts';
+import { runtimeSummary } from './engine/runtime.ts';
+import { listen } from './server.ts';
 import { storeHasKeys } from './store/tenant-store.ts';
 import { checkListenAddress, LOCAL_MODE_MESSAGE } from './tenancy/listen.ts';
 
@@ -18,16 +18,16 @@ async function main(): Promise<void> {
   const pybox = await composePybox(config, { dockerHost: env.DOCKER_HOST, logger });
   if (mode === 'local') logger.info(LOCAL_MODE_MESSAGE);
   else logger.info('API keys required on every route but /healthz and /readyz');
-  const server = serve({ fetch: pybox.app.fetch, hostname: host, port }, (info) => {
-    logger.info(`pybox listening on http://${host.includes(':') ? `[${host}]` : host}:${info.port}`, {
-      runtime: pybox.runtime,
-      image: pybox.image,
-      store: config.store.path,
-    });
-  }) as Server;
-  // A slow or silent client must not hold a connection open forever.
-  server.headersTimeout = config.server.headersTimeoutMs;
-  server.requestTimeout = config.server.requestTimeoutMs; // receiving the request, not running it
+  const summary = runtimeSummary(config.engine.runtime, pybox.runtime, pybox.availableRuntimes);
+  if (pybox.runtime === 'runsc' || config.engine.runtime !== 'auto') logger.info(`sandboxes run under ${summary}`);
+  else logger.warn(`sandboxes run under ${summary}`);
+  // A slow or silent client must not hold a connection open: header and request timeouts (server.ts).
+  const { server, port: bound } = await listen(pybox.app, host, port, config.server);
+  logger.info(`pybox listening on http://${host.includes(':') ? `[${host}]` : host}:${bound}`, {
+    runtime: pybox.runtime,
+    image: pybox.image,
+    store: config.store.path,
+  });
 
   let stopping = false;
   const stop = (signal: string) => {

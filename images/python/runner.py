@@ -22,6 +22,7 @@ run; every limit that matters (time, memory, output size) is enforced by the hos
 """
 
 import ast
+import atexit
 import base64
 import ctypes
 import io
@@ -35,6 +36,7 @@ import stat
 import sys
 import tarfile
 import tempfile
+import threading  # imported here, not at exit: a program that used up its descriptors cannot import
 import traceback
 import types
 
@@ -337,9 +339,6 @@ def system_exit_code(e):
 
 def finish_interpreter(exit_code):
     """What the interpreter does on exit: join non-daemon threads, run atexit, flush streams."""
-    import atexit
-    import threading
-
     try:
         threading._shutdown()
     except BaseException:
@@ -412,7 +411,9 @@ def relay(pid, out_r, err_r, res_r, flood_bytes):
         nonlocal status, cpu_ms
         if status is None:
             done, st, usage = os.wait4(pid, os.WNOHANG)
-            if done:
+            if done and os.WIFSTOPPED(st):
+                release_tracee(pid, st)  # not an exit: the code made us its tracer
+            elif done:
                 status = st
                 cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000, 1)
                 # The user's program is over: nothing it started may outlive it or hold our pipes.
@@ -455,9 +456,29 @@ def relay(pid, out_r, err_r, res_r, flood_bytes):
             frame(kind, data)
         reap()
     while status is None:
-        _, status, usage = os.wait4(pid, 0)
+        _, st, usage = os.wait4(pid, 0)
+        if os.WIFSTOPPED(st):
+            release_tracee(pid, st)
+            continue
+        status = st
         cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000, 1)
     return status, error_json, flooded, cpu_ms
+
+
+def release_tracee(pid, st):
+    """The code called ptrace(PTRACE_TRACEME), making the runner its tracer, and stopped on a signal
+    (possible under gVisor; pybox's seccomp profile refuses ptrace under runc). Detach and pass the
+    signal on, so the code runs as if untraced; if that fails, end it: it is never left stopped."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.ptrace(17, pid, None, ctypes.c_void_p(os.WSTOPSIG(st))) == 0:  # PTRACE_DETACH
+            return
+    except Exception:
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def seed_matplotlib_cache():

@@ -73,6 +73,8 @@ print(json.dumps({"python": sys.version.split()[0], "packages": pk}))`;
 
 export class DefaultExecutionService implements ExecutionService {
   private probe: Promise<{ python: string | null; packages: Record<string, string> }> | undefined;
+  /** Why the last save failed, until a write succeeds again: new runs are refused meanwhile. */
+  private storeFault: string | null = null;
 
   constructor(private readonly deps: ExecutionServiceDeps) {}
 
@@ -126,12 +128,15 @@ export class DefaultExecutionService implements ExecutionService {
     if (policy && policy.mode !== 'off') {
       job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
     }
+    this.assertStoreWritable();
     const outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job), { tenant: caller.tenant, maxInFlight: caller.limits.maxConcurrency });
     const result = this.toResult(id, req.code, limits, outcome, createdAt);
     if (result.status === 'internal_error') this.deps.logger.error('execution failed on our side', { id, why: result.error?.message });
     try {
       this.deps.store.save(result, { tenant: caller.tenant, outputBytes: outcome.stdout.totalBytes + outcome.stderr.totalBytes });
+      this.storeFault = null;
     } catch (e) {
+      this.storeFault = e instanceof Error ? e.message : String(e);
       // The caller still gets what its code did; only the history entry is lost, and we say so.
       this.deps.logger.error('could not record an execution in the store', { id, error: e });
     }
@@ -186,10 +191,26 @@ export class DefaultExecutionService implements ExecutionService {
     };
   }
 
+  /**
+   * After a save failed, a run is refused (503) until the store takes a write again: a result that
+   * cannot be kept cannot be fetched by its id nor counted in its tenant's usage.
+   */
+  private assertStoreWritable(): void {
+    if (this.storeFault === null) return;
+    if (this.deps.store.healthy()) {
+      this.storeFault = null;
+      return;
+    }
+    throw new PyboxError('store_unavailable', `the history store cannot be written (${this.storeFault}), so no execution is run; retry later`, {
+      retryAfterS: 5,
+    });
+  }
+
   async readiness(): Promise<Readiness> {
     const engine = await this.deps.engine.ping();
     const image = engine ? await this.deps.engine.imageExists(this.deps.image).catch(() => false) : false;
     const store = this.deps.store.healthy();
+    if (store) this.storeFault = null;
     const ready = engine && image && store;
     const readiness: Readiness = { ready, checks: { engine, image, store }, runtime: this.deps.runtime, image: this.deps.image };
     if (!ready) {
@@ -197,7 +218,7 @@ export class DefaultExecutionService implements ExecutionService {
         ? 'the Docker engine does not answer'
         : !image
           ? `the sandbox image ${this.deps.image} is missing: run \`npm run setup\``
-          : 'the history store cannot be written';
+          : `the history store cannot be written${this.storeFault ? ` (${this.storeFault})` : ''}`;
     }
     return readiness;
   }

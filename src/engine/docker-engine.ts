@@ -1,14 +1,24 @@
 // The only file that speaks to Docker. A few verbs behind a small interface, so the sandbox logic
 // can be tested with a fake engine and nothing else imports dockerode.
+//
+// It also survives the engine going away: a call that cannot reach the engine fails with
+// engine_unavailable (503), and from then on the engine is pinged until it answers again. Once it
+// does, every container of this instance that pybox no longer holds (its removal failed while the
+// engine was away, or a create's answer was lost) is removed, without a restart.
 import Docker from 'dockerode';
 import type { Duplex } from 'node:stream';
 import { PyboxError } from '../core/errors.ts';
+import type { Logger } from '../core/ports.ts';
 import { EXECUTION_LABEL, INSTANCE_LABEL } from './container-spec.ts';
 
 export interface ContainerState {
   running: boolean;
   exitCode: number | null;
   oomKilled: boolean;
+  /** Someone killed it through the engine (`docker kill`, `docker stop`): not pybox, not the kernel. */
+  killedFromOutside?: boolean;
+  /** It no longer exists: removed by someone else while it ran. */
+  gone?: boolean;
 }
 
 export interface SandboxContainer {
@@ -76,18 +86,40 @@ const isGone = (e: unknown) => {
   return s === 404 || s === 409 || s === 304; // already gone, removal in progress, already stopped
 };
 
+const isUnavailable = (e: unknown) => e instanceof PyboxError && e.code === 'engine_unavailable';
+
+export interface RecoveryOptions {
+  /** This deployment's instance label: recovery removes only its own containers. */
+  instance: string;
+  logger: Logger;
+  /** How often an engine that went away is pinged. */
+  intervalMs?: number;
+}
+
 export class DockerEngine implements ContainerEngine {
   private readonly docker: Docker;
+  /** Names of the containers pybox holds: being created, or created and not yet removed. */
+  private readonly held = new Set<string>();
+  private recovering: NodeJS.Timeout | null = null;
+  private closed = false;
+  /** Recovery starts only for an engine that answered once (not when pybox starts without one). */
+  private answered = false;
 
-  constructor(conn: DockerConnection, private readonly apiTimeoutMs: number) {
+  constructor(
+    conn: DockerConnection,
+    private readonly apiTimeoutMs: number,
+    private readonly recovery?: RecoveryOptions,
+  ) {
     this.docker = new Docker({ ...conn, timeout: apiTimeoutMs });
   }
 
   async ping(): Promise<boolean> {
     try {
       await this.docker.ping();
+      this.answered = true;
       return true;
     } catch {
+      this.lost();
       return false;
     }
   }
@@ -97,7 +129,7 @@ export class DockerEngine implements ContainerEngine {
       const info = (await this.docker.info()) as { Runtimes?: Record<string, unknown> };
       return Object.keys(info.Runtimes ?? {});
     } catch (e) {
-      throw engineFault(e, 'info');
+      throw this.fault(e, 'info');
     }
   }
 
@@ -107,22 +139,26 @@ export class DockerEngine implements ContainerEngine {
       return true;
     } catch (e) {
       if (asApiError(e).statusCode === 404) return false;
-      throw engineFault(e, 'image inspect');
+      throw this.fault(e, 'image inspect');
     }
   }
 
   async create(spec: Docker.ContainerCreateOptions): Promise<SandboxContainer> {
+    const name = spec.name ?? '';
+    this.held.add(name);
     try {
       const c = await this.docker.createContainer(spec);
-      return new DockerSandboxContainer(c);
+      return new DockerSandboxContainer(c, this, name);
     } catch (e) {
+      // Not held any more: if the engine made it after all (an answer lost on the way), recovery removes it.
+      this.held.delete(name);
       const err = asApiError(e);
       if (err.statusCode === 404 && /image/i.test(err.message ?? '')) {
         throw new PyboxError('image_missing', `the sandbox image ${spec.Image ?? ''} is missing: run \`npm run setup\``, {
           cause: e,
         });
       }
-      throw engineFault(e, 'create');
+      throw this.fault(e, 'create');
     }
   }
 
@@ -132,25 +168,111 @@ export class DockerEngine implements ContainerEngine {
       const list = await this.docker.listContainers({ all: true, filters });
       return list.map((c) => c.Id);
     } catch (e) {
-      throw engineFault(e, 'list');
+      throw this.fault(e, 'list');
     }
   }
 
   async removeById(id: string): Promise<void> {
-    await removeContainer(this.docker.getContainer(id));
+    await this.removeContainer(this.docker.getContainer(id));
   }
-}
 
-async function removeContainer(c: Docker.Container): Promise<void> {
-  try {
-    await c.remove({ force: true, v: true });
-  } catch (e) {
-    if (!isGone(e)) throw engineFault(e, 'remove');
+  /** Stops the recovery pings (shutdown). */
+  close(): void {
+    this.closed = true;
+    if (this.recovering) clearTimeout(this.recovering);
+    this.recovering = null;
+  }
+
+  /**
+   * Removes every container of this instance that pybox does not hold. Run once the engine is back;
+   * returns how many were removed.
+   */
+  async sweep(): Promise<number> {
+    if (!this.recovery) return 0;
+    const filters = { label: [EXECUTION_LABEL, `${INSTANCE_LABEL}=${this.recovery.instance}`] };
+    const list = await this.docker.listContainers({ all: true, filters });
+    const stray = list.filter((c) => !c.Names.some((n) => this.held.has(n.replace(/^\//, ''))));
+    const results = await Promise.allSettled(stray.map((c) => this.removeContainer(this.docker.getContainer(c.Id))));
+    const removed = results.filter((r) => r.status === 'fulfilled').length;
+    if (stray.length > 0) this.recovery.logger.info('removed sandboxes left while the engine was away', { removed, failed: stray.length - removed });
+    return removed;
+  }
+
+  /** @internal Turns a failure into engine_unavailable when the engine cannot be reached, and notes it. */
+  fault(e: unknown, what: string): unknown {
+    const err = engineFault(e, what);
+    if (isUnavailable(err)) this.lost();
+    return err;
+  }
+
+  /** @internal */
+  async removeContainer(c: Docker.Container, name?: string): Promise<void> {
+    if (name !== undefined) this.held.delete(name); // from now on, recovery may remove it if this fails
+    try {
+      await c.remove({ force: true, v: true });
+    } catch (e) {
+      if (!isGone(e)) throw this.fault(e, 'remove');
+    }
+  }
+
+  /** The engine did not answer: ping it until it does, then sweep. */
+  private lost(): void {
+    if (!this.recovery || this.recovering || this.closed || !this.answered) return;
+    const { logger, intervalMs = 1000 } = this.recovery;
+    logger.warn('the Docker engine does not answer; waiting for it to come back');
+    const attempt = () => {
+      this.recovering = setTimeout(() => {
+        void this.docker
+          .ping()
+          .then(async () => {
+            this.recovering = null;
+            logger.info('the Docker engine answers again');
+            await this.sweep().catch((e: unknown) => {
+              logger.warn('could not remove the sandboxes left while the engine was away', { error: e });
+              this.lost(); // gone again, or failing: keep trying
+            });
+          })
+          .catch(() => {
+            if (!this.closed) attempt();
+          });
+      }, intervalMs);
+      this.recovering.unref();
+    };
+    attempt();
+  }
+
+  /** @internal Killed or OOM, as the engine recorded it between `since` and now. */
+  async exitEvents(id: string, sinceS: number): Promise<{ kill: boolean; oom: boolean }> {
+    const stream = (await this.docker.getEvents({
+      since: sinceS,
+      until: Math.ceil(Date.now() / 1000) + 1,
+      filters: { type: ['container'], container: [id], event: ['kill', 'oom'] },
+    })) as NodeJS.ReadableStream;
+    let text = '';
+    for await (const chunk of stream) {
+      text += chunk.toString();
+      if (text.length > 1 << 20) break;
+    }
+    const actions = text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        try {
+          return (JSON.parse(l) as { Action?: string }).Action ?? '';
+        } catch {
+          return '';
+        }
+      });
+    return { kill: actions.includes('kill'), oom: actions.includes('oom') };
   }
 }
 
 class DockerSandboxContainer implements SandboxContainer {
-  constructor(private readonly c: Docker.Container) {}
+  constructor(
+    private readonly c: Docker.Container,
+    private readonly engine: DockerEngine,
+    private readonly name: string,
+  ) {}
 
   get id(): string {
     return this.c.id;
@@ -161,7 +283,7 @@ class DockerSandboxContainer implements SandboxContainer {
       const stream = await this.c.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true });
       return stream as Duplex;
     } catch (e) {
-      throw engineFault(e, 'attach');
+      throw this.engine.fault(e, 'attach');
     }
   }
 
@@ -169,7 +291,7 @@ class DockerSandboxContainer implements SandboxContainer {
     try {
       await this.c.start();
     } catch (e) {
-      throw engineFault(e, 'start');
+      throw this.engine.fault(e, 'start');
     }
   }
 
@@ -183,22 +305,32 @@ class DockerSandboxContainer implements SandboxContainer {
       return await Promise.race([waited, timeout]);
     } catch (e) {
       if (isGone(e)) return null;
-      throw engineFault(e, 'wait');
+      throw this.engine.fault(e, 'wait');
     } finally {
       clearTimeout(timer);
     }
   }
 
   async state(): Promise<ContainerState> {
+    let info: Docker.ContainerInspectInfo;
     try {
-      const info = await this.c.inspect();
-      return { running: info.State.Running, exitCode: info.State.ExitCode ?? null, oomKilled: info.State.OOMKilled };
+      info = await this.c.inspect();
     } catch (e) {
-      throw engineFault(e, 'inspect');
+      if (asApiError(e).statusCode === 404) return { running: false, exitCode: null, oomKilled: false, gone: true };
+      throw this.engine.fault(e, 'inspect');
     }
+    const state: ContainerState = { running: info.State.Running, exitCode: info.State.ExitCode ?? null, oomKilled: info.State.OOMKilled };
+    // A SIGKILL with no OOM flag: the engine's events tell an outside `docker kill` from the kernel.
+    if (!state.running && state.exitCode === 137) {
+      const startedS = Math.floor(Date.parse(info.State.StartedAt || info.Created) / 1000) || Math.floor(Date.now() / 1000) - 3600;
+      const events = await this.engine.exitEvents(this.c.id, startedS).catch(() => ({ kill: false, oom: false }));
+      state.oomKilled ||= events.oom;
+      state.killedFromOutside = events.kill && !state.oomKilled;
+    }
+    return state;
   }
 
   remove(): Promise<void> {
-    return removeContainer(this.c);
+    return this.engine.removeContainer(this.c, this.name);
   }
 }

@@ -4,6 +4,7 @@
 // background so the caller gets its result as soon as the output is complete.
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
+import { PyboxError } from '../core/errors.ts';
 import type { Clock, Logger } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
 import { buildPayload, type PayloadRequest } from './archive.ts';
@@ -209,12 +210,18 @@ export class SandboxRunner {
         void (async () => {
           let oom = false;
           let exitCode: number | null = null;
+          let outside: string | null = null; // why it ended, when it was not the code nor the kernel
           try {
             exitCode = await container.wait(EXIT_WAIT_MS);
+            const state = await container.state();
+            if (state.gone) outside = 'the sandbox container was removed from outside pybox while the code ran';
+            else if (state.killedFromOutside) outside = 'the sandbox container was killed from outside pybox (through the engine) while the code ran';
             // Under gVisor the host's OOM killer takes the whole sandbox, and the engine does not
             // always flag it: a SIGKILL (137) we did not send, with no report, is the memory limit.
-            oom = (await container.state()).oomKilled || (report === null && exitCode === 137);
+            // (Under runc the engine flags every OOM kill; there a bare 137 is something else.)
+            oom = state.oomKilled || (job.runtime === 'runsc' && report === null && exitCode === 137 && outside === null);
           } catch (e) {
+            if (e instanceof PyboxError && e.code === 'engine_unavailable') outside = `the connection to the Docker engine was lost while the code ran: ${e.message}`;
             this.logger.warn('could not read the final state of a sandbox', { id: job.id, error: e });
           }
           // The time spent waiting here is ours, not the user's: report the duration from before it.
@@ -222,7 +229,13 @@ export class SandboxRunner {
           else if (report) settle('finished', report, undefined, durationMs);
           else {
             const detail = runnerStderr.text().trim();
-            const why = `${failure} (exit code ${exitCode ?? 'unknown'})${detail ? `: ${detail.slice(-500)}` : ''}`;
+            const why =
+              outside ??
+              (job.runtime === 'runsc' && exitCode === 2 && report === null
+                ? // gVisor's kernel is a Go program: a fatal error of its runtime exits with 2. Here that is
+                  // nearly always the process limit: each process of the code costs gVisor host processes.
+                  `gVisor stopped the sandbox (its kernel exited with code 2), as it does when the code starts more processes than the sandbox's process limit (${this.settings.sandbox.pidsLimitRunsc} host processes) can hold`
+                : `${failure} (exit code ${exitCode ?? 'unknown'})${detail ? `: ${detail.slice(-500)}` : ''}`);
             settle('failed', null, why, durationMs);
           }
         })();

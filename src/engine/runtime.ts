@@ -22,3 +22,15 @@ export function resolveRuntime(choice: RuntimeChoice, available: RuntimeName[]):
   }
   return choice;
 }
+
+/** One line saying which runtime sandboxes use and why, for the start-up log and the doctor. */
+export function runtimeSummary(choice: RuntimeChoice, runtime: RuntimeName, available: RuntimeName[]): string {
+  const name = runtime === 'runsc' ? 'gVisor (runsc)' : 'runc';
+  if (choice === 'auto') {
+    return runtime === 'runsc'
+      ? `${name}: engine.runtime is auto and the engine offers gVisor`
+      : `${name}: engine.runtime is auto and the engine has no gVisor (runsc), so sandboxes share the host's kernel; install gVisor for a stronger boundary`;
+  }
+  const other = available.filter((r) => r !== runtime);
+  return `${name}: set by engine.runtime${other.length > 0 ? ` (the engine also offers ${other.join(', ')})` : ''}`;
+}

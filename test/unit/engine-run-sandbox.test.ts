@@ -1,3 +1,4 @@
+import { PyboxError } from '../../src/core/errors.ts';
 import { describe, expect, it } from 'vitest';
 import { containerSpec } from '../../src/engine/container-spec.ts';
 import { FRAME_STDERR, FRAME_STDOUT } from '../../src/engine/protocol.ts';
@@ -27,6 +28,7 @@ const settings: SandboxSettings = {
   floodBytes: 1000,
   outputFilesMax: 7,
   outputFilesMaxBytes: 4096,
+  startTimeoutMs: 500,
 };
 
 function job(overrides: Partial<SandboxJob> = {}): SandboxJob {
@@ -306,11 +308,56 @@ describe('SandboxRunner: a stream that ends without a report', () => {
 
   it('is oom when the container was SIGKILLed (137) even if the engine does not flag it (gVisor)', async () => {
     const h = harness(() => ({ waitResult: 137, state: { oomKilled: false } }));
-    const r = await start(h);
+    const r = await start(h, job({ runtime: 'runsc' }));
     r.container.socket.finish();
     const o = await r.outcome;
     expect(o.kind).toBe('oom');
     expect(o.report).toBeNull();
+  });
+
+  it('under runc, where the engine flags every OOM kill, a bare 137 is a failure, not oom', async () => {
+    const h = harness(() => ({ waitResult: 137, state: { oomKilled: false } }));
+    const r = await start(h, job({ runtime: 'runc' }));
+    r.container.socket.finish();
+    const o = await r.outcome;
+    expect(o.kind).toBe('failed');
+    expect(o.failure).toContain('exit code 137');
+  });
+
+  it('says so when the container was killed or removed from outside pybox, even under gVisor', async () => {
+    for (const [state, text] of [
+      [{ killedFromOutside: true }, 'killed from outside pybox'],
+      [{ gone: true }, 'removed from outside pybox'],
+    ] as const) {
+      const h = harness(() => ({ waitResult: 137, state: { oomKilled: false, ...state } }));
+      const r = await start(h, job({ runtime: 'runsc' }));
+      r.container.socket.finish();
+      const o = await r.outcome;
+      expect(o.kind).toBe('failed');
+      expect(o.failure).toContain(text);
+    }
+  });
+
+  it('says so when the connection to the engine is lost during the run', async () => {
+    const h = harness(() => ({
+      onWait: () => {
+        throw new PyboxError('engine_unavailable', 'the Docker engine does not answer (wait: ECONNREFUSED)');
+      },
+    }));
+    const r = await start(h);
+    r.container.socket.finish();
+    const o = await r.outcome;
+    expect(o.kind).toBe('failed');
+    expect(o.failure).toBe('the connection to the Docker engine was lost while the code ran: the Docker engine does not answer (wait: ECONNREFUSED)');
+  });
+
+  it('names the process limit when gVisor\'s kernel exits with 2 and no report', async () => {
+    const h = harness(() => ({ waitResult: 2, state: { oomKilled: false } }));
+    const r = await start(h, job({ runtime: 'runsc' }));
+    r.container.socket.finish();
+    const o = await r.outcome;
+    expect(o.kind).toBe('failed');
+    expect(o.failure).toMatch(/^gVisor stopped the sandbox \(its kernel exited with code 2\).*process limit \(\d+ host processes\)/);
   });
 
   it('is failed with the exit code and the runner\'s stderr otherwise', async () => {

@@ -1,0 +1,116 @@
+// Attack class: output floods. stdout, stderr, one endless line, binary and broken UTF-8, many
+// writers at once, and output sent past the runner straight into the container's stdout.
+import { describe, expect } from 'vitest';
+import { battery, runtimesUnderTest } from './support.ts';
+
+const runtimes = await runtimesUnderTest();
+
+/** Python: write raw bytes into the container's stdout through docker-init's descriptor, past the runner. */
+const RAW_STDOUT = `
+def raw(data):
+    fd = os.open("/proc/1/fd/1", os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+def frame(kind, payload):
+    return bytes([kind]) + len(payload).to_bytes(4, "big") + payload
+`;
+
+describe.each(runtimes)('output floods under %s', (runtime) => {
+  const sec = battery(runtime);
+
+  sec('a stdout flood is stopped with output_limit; the first 50,000 bytes are kept', async ({ run }) => {
+    const r = await run({ code: 'while True:\n    print("y" * 4096)\n', timeoutMs: 20_000 });
+    expect(r).toMatchObject({ status: 'output_limit', signal: 'SIGKILL', truncated: { stdout: true, stderr: false } });
+    expect(r.stdout).toBe(('y'.repeat(4096) + '\n').repeat(13).slice(0, 50_000));
+    expect(r.feedback).toContain('printed far too much output');
+  });
+
+  sec('a stderr flood is stopped the same way', async ({ run }) => {
+    const r = await run({ code: 'import sys\nwhile True:\n    sys.stderr.write("e" * 65536)\n', timeoutMs: 20_000 });
+    expect(r).toMatchObject({ status: 'output_limit', truncated: { stdout: false, stderr: true } });
+    expect(r.stderr.length).toBe(50_000);
+    expect(r.stdout).toBe('');
+  });
+
+  sec('one endless line without a newline is stopped', async ({ run }) => {
+    const r = await run({ code: 'import sys\nwhile True:\n    sys.stdout.write("z" * 1000)\n', timeoutMs: 20_000 });
+    expect(r.status).toBe('output_limit');
+    expect(r.stdout).toBe('z'.repeat(50_000));
+  });
+
+  sec('a flood of binary and broken UTF-8 is stopped and still gives valid JSON', async ({ run }) => {
+    const r = await run({
+      code: 'import sys, os\nchunk = bytes(range(256)) * 256 + b"\\xff\\xfe\\xc3"\nwhile True:\n    sys.stdout.buffer.write(chunk)\n',
+      timeoutMs: 20_000,
+    });
+    expect(r.status).toBe('output_limit');
+    expect(r.stdout).toContain('\ufffd');
+    expect(r.stdout.startsWith('\u0000\u0001\u0002')).toBe(true);
+    expect(Buffer.byteLength(r.stdout, 'utf8')).toBeGreaterThan(40_000);
+  });
+
+  sec('eight threads and a child process flooding at once are stopped', async ({ run }) => {
+    const r = await run({
+      code: [
+        'import threading, subprocess, sys',
+        'subprocess.Popen([sys.executable, "-c", "while True: print(\'c\' * 1000)"])',
+        'def flood():',
+        '    while True:',
+        '        print("t" * 1000)',
+        'for _ in range(8):',
+        '    threading.Thread(target=flood, daemon=True).start()',
+        'flood()',
+      ].join('\n'),
+      timeoutMs: 20_000,
+    });
+    expect(r.status).toBe('output_limit');
+    expect(r.stdout.length).toBe(50_000);
+  });
+
+  sec('output just under the flood cap completes, truncated to the first 50,000 bytes', async ({ run }) => {
+    const r = await run({ code: 'import sys\nfor i in range(90):\n    sys.stdout.write(str(i % 10) * 10000)\n' });
+    expect(r).toMatchObject({ status: 'completed', truncated: { stdout: true, stderr: false } });
+    expect(r.stdout.length).toBe(50_000);
+    expect(r.stdout.slice(0, 3)).toBe('000');
+  });
+
+  sec('NUL bytes, escape sequences and surrogates come back as JSON text, unchanged or replaced', async ({ run }) => {
+    const r = await run({ code: 'import sys\nsys.stdout.write("a\\x00b\\x1b[31mred\\x1b[0m\\u2028\\n")\nsys.stdout.write("\\ud800\\n")\n' });
+    expect(r.status).toBe('completed');
+    expect(r.stdout).toBe('a\u0000b\u001b[31mred\u001b[0m\u2028\n\\ud800\n');
+  });
+
+  sec('a huge traceback (deep recursion) is clipped, not relayed in full', async ({ run }) => {
+    const r = await run({ code: 'import sys\nsys.setrecursionlimit(20000)\ndef f(n):\n    return f(n + 1)\nf(0)\n', memoryMb: 256, timeoutMs: 20_000 });
+    expect(['error', 'oom']).toContain(r.status);
+    if (r.status === 'error') {
+      expect(r.error?.type).toBe('RecursionError');
+      expect((r.error?.traceback ?? '').length).toBeLessThan(40_000);
+      expect(r.stderr.length).toBeLessThanOrEqual(50_000);
+    }
+  });
+
+  sec('bytes written past the runner into the container\'s stdout end the run as a protocol violation', async ({ run }) => {
+    const r = await run({ code: `import os\n${RAW_STDOUT}\nraw(b"\\xffnot a frame" * 100)\nimport time\ntime.sleep(5)` });
+    expect(r.status).toBe('internal_error');
+    expect(r.error?.message).toBe('sandbox protocol violation: unknown frame kind 255');
+    expect(r.durationMs).toBeLessThan(5000); // the host stopped it at once, it did not wait for the sleep
+  });
+
+  sec('a forged frame claiming gigabytes is refused before anything is buffered', async ({ run }) => {
+    const r = await run({ code: `import os\n${RAW_STDOUT}\nraw(bytes([1]) + (2**31 - 1).to_bytes(4, "big") + b"x" * 1000)\nimport time\ntime.sleep(5)` });
+    expect(r.status).toBe('internal_error');
+    expect(r.error?.message).toMatch(/^sandbox protocol violation: frame of 2147483647 bytes is over the limit of \d+$/);
+  });
+
+  sec('forged output frames past the runner still meet the host\'s own flood cap', async ({ run }) => {
+    const r = await run({ code: `import os\n${RAW_STDOUT}\nwhile True:\n    raw(frame(1, b"f" * 65536))`, timeoutMs: 20_000 });
+    expect(r.status).toBe('output_limit');
+    expect(r.stdout).toBe('f'.repeat(50_000));
+    expect(r.truncated.stdout).toBe(true);
+  });
+});
