@@ -331,7 +331,21 @@ export class DefaultExecutionService implements ExecutionService {
         }
         break;
     }
-    const partial: FeedbackInput = { ...base, status, success: status === 'completed', exitCode, signal, cpuMs, error };
+    // Keys in reading order: what happened first, then the output, then the details.
+    const partial: FeedbackInput = {
+      status,
+      success: status === 'completed',
+      exitCode,
+      signal,
+      stdout: base.stdout,
+      stderr: base.stderr,
+      truncated: base.truncated,
+      durationMs: base.durationMs,
+      cpuMs,
+      error,
+      runtime: base.runtime,
+      limits: base.limits,
+    };
     if (files) partial.files = files;
     if (filesDropped) partial.filesDropped = filesDropped;
     const finishedAt = this.deps.clock.now();
