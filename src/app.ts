@@ -17,6 +17,8 @@ import type { Authenticator } from './tenancy/authenticator.ts';
 import { RateLimiter } from './tenancy/rate-limiter.ts';
 import { mcpRoutes, toolListRoutes } from './http/routes/agent-tools.ts';
 import { DEFAULT_TOOLS, type ToolSelection } from './adapters/tools.ts';
+import type { Doctor } from './doctor/doctor.ts';
+import { doctorRoutes } from './http/routes/doctor.ts';
 
 export interface AppDeps {
   service: ExecutionService;
@@ -30,6 +32,8 @@ export interface AppDeps {
   version?: string;
   /** Tools offered at /v1/tools and /mcp (config tools.enabled); the defaults when absent. */
   tools?: ToolSelection;
+  /** The live self-test behind GET /v1/doctor; the route is absent without it. */
+  doctor?: Doctor;
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -50,6 +54,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/v1', serviceInfoRoutes(service));
   app.route('/api', legacyRoutes(service));
   app.route('/v1', usageRoutes(service));
+  if (deps.doctor) app.route('/v1', doctorRoutes(deps.doctor));
   // /mcp's tool calls come back into this app in-process, through its middleware and routes.
   const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, fetch: async (url: string, init: RequestInit) => app.request(url, init) };
   app.route('/v1', toolListRoutes(agentTools));

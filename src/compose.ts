@@ -11,6 +11,7 @@ import type { Clock, Logger } from './core/ports.ts';
 import type { RuntimeName } from './core/schemas.ts';
 import { DockerEngine, dockerConnection } from './engine/docker-engine.ts';
 import { DistinctUids } from './engine/distinct-uids.ts';
+import { Doctor } from './doctor/doctor.ts';
 import { imageTags } from './engine/image.ts';
 import { reapLeftovers } from './engine/reaper.ts';
 import { SandboxRunner } from './engine/run-sandbox.ts';
@@ -31,6 +32,8 @@ export interface Pybox {
   runtime: RuntimeName;
   /** The runtimes the engine offers (pybox knows runc and runsc). */
   availableRuntimes: RuntimeName[];
+  /** The live self-test of the isolation (GET /v1/doctor, `pybox doctor`). */
+  doctor: Doctor;
   image: string;
   /** Waits for running executions and background removals, then closes the store. */
   close(): Promise<void>;
@@ -102,8 +105,21 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     importPolicy: config.importPolicy,
   });
   const tenants = new SqliteTenantStore(db, clock);
+  const doctor = new Doctor({
+    sandboxes,
+    gate,
+    image,
+    runtime,
+    runtimeChoice: config.engine.runtime,
+    availableRuntimes,
+    limits: config.limits,
+    sandbox: config.sandbox,
+    clock,
+    newId: randomUUID,
+  });
   const app = createApp({
     service,
+    doctor,
     logger,
     bodyLimitBytes: config.server.bodyLimitBytes,
     auth: new Authenticator(tenants),
@@ -118,6 +134,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     gate,
     runtime,
     availableRuntimes,
+    doctor,
     image,
     async close() {
       await gate.idle();

@@ -5,6 +5,7 @@ import type { CliContext } from './context.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerMcp } from './commands/mcp.ts';
+import { registerDoctor } from './commands/doctor.ts';
 
 const ctx: CliContext = {
   env: process.env,
@@ -17,6 +18,7 @@ program.showHelpAfterError();
 registerServe(program, ctx);
 registerKeys(program, ctx);
 registerMcp(program, ctx);
+registerDoctor(program, ctx);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   ctx.err(`pybox: ${e instanceof Error ? e.message : String(e)}`);
