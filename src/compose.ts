@@ -15,6 +15,7 @@ import { Doctor } from './doctor/doctor.ts';
 import { imageTags } from './engine/image.ts';
 import { reapLeftovers } from './engine/reaper.ts';
 import { SandboxRunner } from './engine/run-sandbox.ts';
+import { WarmPool } from './pool/warm-pool.ts';
 import { knownRuntimes, resolveRuntime } from './engine/runtime.ts';
 import { openDatabase } from './store/db.ts';
 import { SqliteExecutionStore } from './store/execution-store.ts';
@@ -24,6 +25,7 @@ import { RateLimiter } from './tenancy/rate-limiter.ts';
 
 export interface Pybox {
   app: Hono;
+  pool: WarmPool;
   service: DefaultExecutionService;
   /** Tenants and API keys (the CLI's `keys` commands write the same tables). */
   tenants: SqliteTenantStore;
@@ -84,10 +86,15 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
       floodBytes: config.limits.floodBytes,
       outputFilesMax: config.limits.outputFilesMax,
       outputFilesMaxBytes: config.limits.outputFilesMaxBytes,
+      startTimeoutMs: config.engine.startTimeoutMs,
     },
     logger,
     clock,
   );
+  const pool = new WarmPool(sandboxes, config.pool, logger, clock);
+  sandboxes.useWarmSource(pool);
+  // The configuration most requests use (the defaults) is warmed now; others once first asked for.
+  pool.warm({ image, runtime, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus, preload: [] });
   const gate = new ConcurrencyGate(config.concurrency.maxConcurrent, config.concurrency.maxQueue, config.concurrency.retryAfterS);
   const service = new DefaultExecutionService({
     sandboxes,
@@ -129,6 +136,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
 
   return {
     app,
+    pool,
     service,
     tenants,
     gate,
@@ -138,6 +146,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     image,
     async close() {
       await gate.idle();
+      await pool.drain();
       await sandboxes.drain();
       engine.close();
       store.close();

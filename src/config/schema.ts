@@ -25,6 +25,8 @@ const DEFAULT_DANGEROUS_MODULES = [
   'requests',
 ];
 
+const PreloadList = z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]*$/, 'must be a module name')).max(32);
+
 export const ConfigSchema = z.strictObject({
   server: z
     .strictObject({
@@ -52,6 +54,8 @@ export const ConfigSchema = z.strictObject({
        * reaper removes only leftovers with the same name, never another deployment's live work.
        */
       instance: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be 1-63 letters, digits, _ . -').default('pybox'),
+      /** How long a started sandbox may take to say it is ready before its run fails. */
+      startTimeoutMs: z.int().min(1000).max(300_000).default(30_000),
     })
     .prefault({}),
   sandbox: z
@@ -97,6 +101,24 @@ export const ConfigSchema = z.strictObject({
       maxQueue: z.int().min(0).max(100_000).default(64),
       /** Retry-After (seconds) sent with a 503 when the queue is full. */
       retryAfterS: z.int().min(1).max(3600).default(2),
+    })
+    .prefault({}),
+  pool: z
+    .strictObject({
+      /** Keep sandboxes started ahead of demand; each still serves one execution only. */
+      enabled: z.boolean().default(true),
+      /** Warm sandboxes kept per configuration in use, by runtime. */
+      size: z
+        .strictObject({ runc: z.int().min(0).max(256).default(2), runsc: z.int().min(0).max(256).default(2) })
+        .prefault({}),
+      /** A configuration unused for this long is emptied. */
+      idleMs: z.int().min(1000).max(86_400_000).default(300_000),
+      /** Most configurations (runtime, memory, CPUs) kept warm at once. */
+      maxConfigs: z.int().min(1).max(64).default(4),
+      /** Modules imported in warm sandboxes while they wait, so the user's import is free; by runtime. */
+      preload: z
+        .strictObject({ runc: PreloadList.default(['numpy', 'pandas']), runsc: PreloadList.default([]) })
+        .prefault({}),
     })
     .prefault({}),
   store: z

@@ -23,6 +23,7 @@ export class LiveSandbox {
   private sink: SandboxSink | null = null;
   private queued: Event[] = [];
   private readyWaiters: Array<(ready: boolean) => void> = [];
+  private deathWaiters: Array<(reason: string) => void> = [];
   /** The runner announced it waits for its payload. */
   ready = false;
   /** Why the sandbox can no longer be used, once its stream has ended before a claim. */
@@ -54,7 +55,12 @@ export class LiveSandbox {
       }
     });
     const ended = (reason: string) => {
-      if (!this.sink && this.dead === null) this.dead = reason;
+      if (!this.sink && this.dead === null) {
+        this.dead = reason;
+        const waiters = this.deathWaiters;
+        this.deathWaiters = [];
+        for (const w of waiters) w(reason);
+      }
       this.markReady(false);
       this.emit((s) => s.ended(reason));
     };
@@ -68,6 +74,12 @@ export class LiveSandbox {
     if (this.ready) return Promise.resolve(true);
     if (this.dead !== null) return Promise.resolve(false);
     return new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  /** Resolves with the reason if the sandbox dies before a job claims it (never, otherwise). */
+  whenDead(): Promise<string> {
+    if (this.dead !== null) return Promise.resolve(this.dead);
+    return new Promise((resolve) => this.deathWaiters.push(resolve));
   }
 
   /** Hands every event, past and future, to the job's sink. */

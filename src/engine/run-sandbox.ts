@@ -50,6 +50,8 @@ export const configOf = (job: SandboxJob): SandboxConfig => ({
 /** Where warm sandboxes come from (the pool). null: none for this config, prepare one now. */
 export interface WarmSource {
   take(config: SandboxConfig): Promise<LiveSandbox> | null;
+  /** Called once a run that asked for this config is over: time to prepare its replacement. */
+  replenish(config: SandboxConfig): void;
 }
 
 export type OutcomeKind = 'finished' | 'timeout' | 'oom' | 'output_limit' | 'failed';
@@ -71,6 +73,8 @@ export interface SandboxSettings {
   floodBytes: number;
   outputFilesMax: number;
   outputFilesMaxBytes: number;
+  /** How long a started sandbox may take to say it is ready before the run fails. */
+  startTimeoutMs: number;
 }
 
 /** How long to wait for a container to stop when we need its final state (OOM or crash). */
@@ -111,11 +115,16 @@ export class SandboxRunner {
         },
       },
     });
-    const live = (await this.takeWarm(configOf(job))) ?? (await this.prepare(configOf(job), job.id));
+    const config = configOf(job);
     try {
-      return await this.execute(live, job, payload);
+      const live = (await this.takeWarm(config)) ?? (await this.prepare(config, job.id));
+      try {
+        return await this.execute(live, job, payload);
+      } finally {
+        this.discard(live);
+      }
     } finally {
-      this.discard(live);
+      this.warm?.replenish(config);
     }
   }
 
@@ -271,9 +280,26 @@ export class SandboxRunner {
         violation,
       });
       if (settled || exiting) return; // it died before the payload could be sent
-      startedAt = this.clock.now();
-      timer = setTimeout(() => settle('timeout', null), job.limits.timeoutMs);
-      live.socket.write(payload);
+      // The user's time starts when the runner waits for the payload, not while a container starts.
+      const send = () => {
+        if (settled || exiting) return;
+        startedAt = this.clock.now();
+        timer = setTimeout(() => settle('timeout', null), job.limits.timeoutMs);
+        live.socket.write(payload);
+      };
+      if (live.ready) {
+        send();
+        return;
+      }
+      timer = setTimeout(
+        () => settle('failed', null, `the sandbox did not become ready within ${this.settings.startTimeoutMs} ms`),
+        this.settings.startTimeoutMs,
+      );
+      void live.whenReady().then((ready) => {
+        if (!ready) return; // it died: its ended event settles the run
+        clearTimeout(timer);
+        send();
+      });
     });
   }
 }

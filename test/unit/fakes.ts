@@ -7,7 +7,7 @@ import type { Clock, ExecutionMeter, ExecutionStore, Logger } from '../../src/co
 import { EXECUTION_STATUSES, type ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats, type TenantUsage } from '../../src/core/schemas.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from '../../src/engine/docker-engine.ts';
 import { CappedCapture } from '../../src/engine/output.ts';
-import type { RunnerReport } from '../../src/engine/protocol.ts';
+import { FRAME_READY, type RunnerReport } from '../../src/engine/protocol.ts';
 import type { OutcomeKind, SandboxOutcome } from '../../src/engine/run-sandbox.ts';
 
 /** The configuration with every default, as the service would load it from an empty file. */
@@ -111,6 +111,7 @@ export async function readTar(archive: Buffer): Promise<TarEntry[]> {
 /** The attached socket: what the runner writes is recorded, what the "container" sends is pushed. */
 export class FakeSocket extends Duplex {
   readonly writes: Buffer[] = [];
+  finished = false;
   readonly firstWrite: Promise<Buffer>;
   private onFirstWrite: ((b: Buffer) => void) | undefined;
 
@@ -136,6 +137,7 @@ export class FakeSocket extends Duplex {
 
   /** The container's output ends (the attach stream sees EOF). */
   finish(): void {
+    this.finished = true;
     this.push(null);
   }
 }
@@ -149,6 +151,8 @@ export interface FakeContainerOptions {
   /** Runs inside wait(), e.g. to advance a clock. */
   onWait?: () => void;
   onStart?: () => void;
+  /** The runner never says it is ready (a hung start). */
+  neverReady?: boolean;
   /** start() does not resolve before this promise does. */
   startGate?: Promise<void>;
   /** wait() does not resolve before this promise does. */
@@ -183,6 +187,8 @@ export class FakeContainer implements SandboxContainer {
     this.opts.onStart?.();
     if (this.opts.startGate) await this.opts.startGate;
     if (this.opts.startError) throw this.opts.startError;
+    // As the real runner does once it waits for its payload.
+    if (!this.opts.neverReady && !this.socket.finished) this.socket.send(onStdout(runnerFrame(FRAME_READY, '')));
   }
 
   async wait(timeoutMs: number): Promise<number | null> {
