@@ -284,7 +284,8 @@ export class SandboxRunner {
       const send = () => {
         if (settled || exiting) return;
         startedAt = this.clock.now();
-        timer = setTimeout(() => settle('timeout', null), job.limits.timeoutMs);
+        // A run killed at its limit ran at least the limit (timers and clocks differ by a millisecond).
+        timer = setTimeout(() => settle('timeout', null, undefined, Math.max(this.clock.now() - startedAt, job.limits.timeoutMs)), job.limits.timeoutMs);
         live.socket.write(payload);
       };
       if (live.ready) {
