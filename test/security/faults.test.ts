@@ -98,15 +98,20 @@ describe.each(runtimes)('engine faults under %s', (runtime) => {
     const instance = `fault-${randomUUID().slice(0, 8)}`;
     const config = ConfigSchema.parse({
       ...batteryConfig(),
-      engine: { runtime, instance, apiTimeoutMs: 5000 },
+      engine: { runtime, instance },
       store: { path: join(dir, 'pybox.db') },
     });
     const pybox: Pybox = await composePybox(config, { dockerHost: `unix://${proxy.path}`, logger: silentLogger, imagesDir });
     const { server, port } = await listen(pybox.app, '127.0.0.1', 0, config.server);
     const url = `http://127.0.0.1:${port}`;
     const req = (path: string, body?: unknown) => httpRequest(url, path, body === undefined ? {} : { method: 'POST', body });
+    const result = (reply: { status: number; text: string; json: unknown }) => {
+      expect(reply.status, reply.text.slice(0, 500)).toBe(200);
+      return ExecutionResult.parse(reply.json);
+    };
+    let cut = false;
     try {
-      const before = ExecutionResult.parse((await req('/v1/executions', { code: 'print("before")' })).json);
+      const before = result(await req('/v1/executions', { code: 'print("before")' }));
       expect(before.status).toBe('completed');
 
       // Two executions in the middle of their run when the engine goes away.
@@ -114,10 +119,10 @@ describe.each(runtimes)('engine faults under %s', (runtime) => {
       await until('both sandboxes running', async () => (await docker.listContainers({ filters: { label: [`pybox.instance=${instance}`], status: ['running'] } })).length === 2);
       await sleep(1000); // the code has started
       await proxy.cut();
+      cut = true;
 
       for (const reply of await Promise.all(running)) {
-        expect(reply.status).toBe(200);
-        const r = ExecutionResult.parse(reply.json);
+        const r = result(reply);
         expect(r.status).toBe('internal_error');
         expect(r.error?.message).toMatch(/^the connection to the Docker engine was lost while the code ran: the Docker engine does not answer/);
         expect(r.feedback).toContain('not a fault of the code');
@@ -136,18 +141,22 @@ describe.each(runtimes)('engine faults under %s', (runtime) => {
 
       // The engine comes back: pybox recovers by itself, and removes what the outage left.
       await proxy.restore();
+      cut = false;
       await until('ready again', async () => (await req('/readyz')).status === 200);
-      const after = ExecutionResult.parse((await req('/v1/executions', { code: 'print("after")' })).json);
+      const after = result(await req('/v1/executions', { code: 'print("after")' }));
       expect(after).toMatchObject({ status: 'completed', stdout: 'after\n' });
       await until('the outage\'s containers removed', async () => (await labelledContainers(instance)).length === 0);
       const history = (await req('/v1/executions?limit=10')).json as { items: ExecutionResult[] };
       expect(history.items.map((i) => i.status)).toEqual(['completed', 'internal_error', 'internal_error', 'completed']);
     } finally {
       await closeServer(server as Server);
+      if (cut) await proxy.restore(); // a failed test must not leave its containers behind either
       await pybox.close();
       await proxy.cut();
+      const left = await labelledContainers(instance);
+      await Promise.all(left.map((id) => docker.getContainer(id).remove({ force: true }).catch(() => {})));
+      expect(left).toEqual([]);
     }
-    expect(await labelledContainers(instance)).toEqual([]);
   }, 120_000);
 
   const sec = battery(runtime);

@@ -43,10 +43,10 @@ describe.each(runtimes)('leftovers under %s', (runtime) => {
   const sec = battery(runtime);
 
   sec('a double-forked daemon ignoring SIGTERM does not outlive the run', async ({ run, marker }) => {
-    const r = await run({ code: py(`${DAEMON(marker)}\nout["started"] = True`) });
-    expect(r.status).toBe('completed');
+    const r = await run({ code: py(`${DAEMON(marker)}\nout["started"] = True`), timeoutMs: 30_000 });
+    expect(r.status).toBe('completed'); // the result does not wait for the daemon (it sleeps 600 s)
     expect(outOf(r)).toEqual({ started: true });
-    expect(r.durationMs).toBeLessThan(3000); // the result does not wait for the daemon
+    expect(r.durationMs).toBeLessThan(15_000);
     if (runtime === 'runc') {
       // runc's processes are the host's: the daemon must be gone within moments, not at removal.
       let left: string[] = [];
@@ -64,19 +64,20 @@ describe.each(runtimes)('leftovers under %s', (runtime) => {
   sec('children still busy when the program ends are killed with it', async ({ run }) => {
     const r = await run({
       code: 'import os\nfor _ in range(4):\n    if os.fork() == 0:\n        while True:\n            pass\nprint("parent done")\n',
-      timeoutMs: 10_000,
+      timeoutMs: 30_000,
     });
     expect(r).toMatchObject({ status: 'completed', stdout: 'parent done\n' });
-    expect(r.durationMs).toBeLessThan(5000);
+    expect(r.durationMs).toBeLessThan(15_000);
   });
 
   sec('a daemon thread still printing when the program ends is cut off with it', async ({ run }) => {
     const r = await run({
       code: 'import threading, time\ndef talk():\n    while True:\n        print("still here", flush=True)\n        time.sleep(0.01)\nthreading.Thread(target=talk, daemon=True).start()\ntime.sleep(0.2)\nprint("main done")\n',
+      timeoutMs: 30_000,
     });
     expect(r.status).toBe('completed');
     expect(r.stdout).toContain('main done\n');
-    expect(r.durationMs).toBeLessThan(3000);
+    expect(r.durationMs).toBeLessThan(15_000);
   });
 
   sec('files and IPC objects of one run are not there for the next', async ({ run, marker }) => {
