@@ -17,7 +17,7 @@ describe('nestsDeeperThan', () => {
     expect(nestsDeeperThan(nested(1_000_000), MAX_JSON_DEPTH)).toBe(true);
     expect(nestsDeeperThan(JSON.parse('{"a":'.repeat(100) + '1' + '}'.repeat(100)), MAX_JSON_DEPTH)).toBe(true);
     // Wide is fine; only depth counts.
-    expect(nestsDeeperThan({ code: 'x', context: { a: Array.from({ length: 10_000 }, () => [1, [2]]) } }, 4)).toBe(false);
+    expect(nestsDeeperThan({ code: 'x', context: { a: Array.from({ length: 10_000 }, () => [1, [2]]) } }, 5)).toBe(false); // five levels
   });
 });
 
