@@ -71,10 +71,15 @@ for n in ("numpy", "pandas", "matplotlib"):
         pass
 print(json.dumps({"python": sys.version.split()[0], "packages": pk}))`;
 
+/** How long after a failed store write a run is refused before the store is tried again, in seconds. */
+const STORE_RETRY_S = 5;
+
 export class DefaultExecutionService implements ExecutionService {
   private probe: Promise<{ python: string | null; packages: Record<string, string> }> | undefined;
   /** Why the last save failed, until a write succeeds again: new runs are refused meanwhile. */
   private storeFault: string | null = null;
+  /** When the store was last tried while faulty: a locked database makes each try wait (busy_timeout). */
+  private storeProbedAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly deps: ExecutionServiceDeps) {}
 
@@ -197,12 +202,18 @@ export class DefaultExecutionService implements ExecutionService {
    */
   private assertStoreWritable(): void {
     if (this.storeFault === null) return;
-    if (this.deps.store.healthy()) {
-      this.storeFault = null;
-      return;
+    const now = this.deps.clock.now();
+    // Tried again at most once per Retry-After, not on every request: against a locked database each
+    // try blocks the whole process for the store's busy timeout.
+    if (now - this.storeProbedAt >= STORE_RETRY_S * 1000) {
+      this.storeProbedAt = now;
+      if (this.deps.store.healthy()) {
+        this.storeFault = null;
+        return;
+      }
     }
     throw new PyboxError('store_unavailable', `the history store cannot be written (${this.storeFault}), so no execution is run; retry later`, {
-      retryAfterS: 5,
+      retryAfterS: STORE_RETRY_S,
     });
   }
 

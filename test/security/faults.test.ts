@@ -1,11 +1,11 @@
 // Faults around the service: the engine going away in the middle of executions and coming back, a
-// container killed or removed from outside, the image deleted while serving, the store unwritable.
+// container killed or removed from outside, the image deleted while serving (the store that cannot
+// be written is store-fault.test.ts).
 // Each gets a clear error, /readyz tells the truth, nothing already recorded is lost, and the
 // service recovers without a restart.
 //
 // The engine is never touched: it "goes away" behind a small unix-socket proxy this test owns and
 // cuts. The image is a tag this test makes and removes; the containers killed are this test's own.
-import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
@@ -110,6 +110,7 @@ describe.each(runtimes)('engine faults under %s', (runtime) => {
       return ExecutionResult.parse(reply.json);
     };
     let cut = false;
+    let cutAt = 0;
     try {
       const before = result(await req('/v1/executions', { code: 'print("before")' }));
       expect(before.status).toBe('completed');
@@ -120,6 +121,7 @@ describe.each(runtimes)('engine faults under %s', (runtime) => {
       await sleep(1000); // the code has started
       await proxy.cut();
       cut = true;
+      cutAt = Date.now();
 
       for (const reply of await Promise.all(running)) {
         const r = result(reply);
@@ -143,8 +145,8 @@ describe.each(runtimes)('engine faults under %s', (runtime) => {
       await proxy.restore();
       cut = false;
       await until('ready again', async () => (await req('/readyz')).status === 200);
-      const after = result(await req('/v1/executions', { code: 'print("after")' }));
-      expect(after).toMatchObject({ status: 'completed', stdout: 'after\n' });
+      const after = result(await req('/v1/executions', { code: 'print("after")', timeoutMs: 30_000 }));
+      expect(after, JSON.stringify({ ...after, feedback: undefined })).toMatchObject({ status: 'completed', stdout: 'after\n' });
       await until('the outage\'s containers removed', async () => (await labelledContainers(instance)).length === 0);
       const history = (await req('/v1/executions?limit=10')).json as { items: ExecutionResult[] };
       expect(history.items.map((i) => i.status)).toEqual(['completed', 'internal_error', 'internal_error', 'completed']);
@@ -153,9 +155,14 @@ describe.each(runtimes)('engine faults under %s', (runtime) => {
       if (cut) await proxy.restore(); // a failed test must not leave its containers behind either
       await pybox.close();
       await proxy.cut();
-      const left = await labelledContainers(instance);
-      await Promise.all(left.map((id) => docker.getContainer(id).remove({ force: true }).catch(() => {})));
-      expect(left).toEqual([]);
+      const left = await Promise.all(
+        (await labelledContainers(instance)).map(async (id) => {
+          const info = await docker.getContainer(id).inspect().catch(() => null);
+          await docker.getContainer(id).remove({ force: true }).catch(() => {});
+          return `${id.slice(0, 12)} ${info?.Name ?? ''} ${info?.State.Status ?? 'gone'} created ${info?.Created ?? ''}`;
+        }),
+      );
+      expect(left, `left after close (outage began ${new Date(cutAt).toISOString()})`).toEqual([]);
     }
   }, 120_000);
 
@@ -220,43 +227,4 @@ describe.each(runtimes)('engine faults under %s', (runtime) => {
     },
     { config: { engine: { image: tag } } },
   );
-
-  sec('the store cannot be written: runs are refused with 503, /readyz says so, nothing recorded is lost', async ({ request, pybox }) => {
-    const recorded: string[] = [];
-    for (const i of [1, 2, 3]) {
-      const r = ExecutionResult.parse((await request('/v1/executions', { method: 'POST', body: { code: `print(${i})` } })).json);
-      recorded.push(r.id);
-    }
-    // Another process holds the database's write lock (root cannot write through it either).
-    const locker = new Database(pybox.config.store.path);
-    locker.pragma('busy_timeout = 0');
-    locker.exec('BEGIN IMMEDIATE');
-    try {
-      // The first run finds out: it still answers with what the code did, but it is not kept.
-      const lost = await request('/v1/executions', { method: 'POST', body: { code: 'print("not kept")' } });
-      expect(lost.status).toBe(200);
-      const lostId = (lost.json as ExecutionResult).id;
-      // From then on runs are refused, and said why.
-      const refused = await request('/v1/executions', { method: 'POST', body: { code: 'print(1)' } });
-      expect(refused.status).toBe(503);
-      expect(refused.headers.get('retry-after')).toBe('5');
-      expect((refused.json as { error: { code: string; message: string } }).error.code).toBe('store_unavailable');
-      expect((refused.json as { error: { message: string } }).error.message).toMatch(/^the history store cannot be written \(.*database is locked.*\), so no execution is run; retry later$/);
-      const notReady = await request('/readyz');
-      expect(notReady.status).toBe(503);
-      expect(notReady.json).toMatchObject({ ready: false, checks: { engine: true, image: true, store: false } });
-      expect((notReady.json as { message: string }).message).toMatch(/^the history store cannot be written/);
-      // Everything recorded before is still served.
-      for (const id of recorded) expect((await request(`/v1/executions/${id}`)).status).toBe(200);
-      expect((await request(`/v1/executions/${lostId}`)).status).toBe(404);
-    } finally {
-      locker.exec('ROLLBACK');
-      locker.close();
-    }
-    expect((await request('/readyz')).status).toBe(200);
-    const again = await request('/v1/executions', { method: 'POST', body: { code: 'print("kept again")' } });
-    expect(again.status).toBe(200);
-    const history = (await request('/v1/executions?limit=10')).json as { items: ExecutionResult[] };
-    expect(history.items.map((i) => i.id).slice(1)).toEqual([...recorded].reverse());
-  }, { timeoutMs: 120_000 });
 });

@@ -79,12 +79,14 @@ export interface Case {
 export interface CaseOptions {
   config?: ConfigOverrides;
   timeoutMs?: number;
+  /** false: the case runs alone, not beside the file's other cases. */
+  concurrent?: boolean;
 }
 
 /** Registers a case for one runtime: `sec(name, body)` inside a describe. Cases run concurrently. */
 export function battery(runtime: RuntimeName) {
   return (name: string, body: (c: Case) => Promise<void>, opts: CaseOptions = {}) => {
-    it.concurrent(name, () => runCase(runtime, body, opts), opts.timeoutMs ?? 90_000);
+    (opts.concurrent === false ? it : it.concurrent)(name, () => runCase(runtime, body, opts), opts.timeoutMs ?? 90_000);
   };
 }
 
