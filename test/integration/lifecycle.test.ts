@@ -1,8 +1,8 @@
 // The service's life around executions: restarts, leftovers of a crash, a full queue, the real
 // `npm start` process, and the deployment file.
+import { freePort } from '../support/serve.ts';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -80,16 +80,6 @@ describe('service lifecycle', () => {
     }
   });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 describe('npm start', () => {
   it('serves on PYBOX_HOST:PYBOX_PORT, logs where, with which runtime and image, and stops cleanly', async () => {

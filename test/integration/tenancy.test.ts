@@ -1,9 +1,9 @@
 // Multi-tenancy against the real service, the real engine and the real store: local mode, keys made
 // by the CLI, one 401 for every bad key, two tenants interleaved and kept apart, limits clamped and
 // enforced (429), fair slots under a flood, usage metered per tenant, and the local-mode listen check.
+import { freePort } from '../support/serve.ts';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -258,16 +258,6 @@ describe('tenancy, against the real service', () => {
     expect((await call('/v1/usage?from=2025-13-01', { key: key.b })).status).toBe(400);
   });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 describe('local mode and the listen address, with the real process', () => {
   const dirs: string[] = [];

@@ -1,10 +1,11 @@
 // gVisor by default where it exists: `runtime: auto` picks runsc when the engine has it, runc
 // otherwise, and says so at start-up, in /readyz and in /v1/runtimes. The real `npm start` process,
 // whose HTTP server also cuts a silent client at its header timeout.
+import { freePort } from '../support/serve.ts';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -13,16 +14,6 @@ import { runtimesUnderTest } from './support.ts';
 
 const runtimes = await runtimesUnderTest();
 const root = join(import.meta.dirname, '../..');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 describe('runtime: auto, in the real server process', () => {
   it('picks gVisor when the engine has it and says so at start-up, in /readyz and /v1/runtimes; cuts a silent client', async () => {

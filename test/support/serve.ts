@@ -1,6 +1,6 @@
 // Serves a pybox app on a free loopback port, for tests that need a real URL (client, MCP, agents).
 import { serve } from '@hono/node-server';
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Hono } from 'hono';
 
@@ -22,4 +22,15 @@ export async function serveApp(app: Hono): Promise<Served> {
         server.close((e) => (e ? reject(e) : resolve()));
       }),
   };
+}
+
+/** A TCP port free on loopback right now (for a server started in a child process). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
 }
