@@ -46,10 +46,13 @@ export async function realPybox(runtime: RuntimeName, overrides: DeepPartial<Con
     dir: storeDir,
     config,
     async dispose() {
-      await pybox.close();
-      const left = await labelledContainers(config.engine.instance);
-      if (left.length > 0) throw new Error(`pybox instance ${config.engine.instance} left ${left.length} container(s) behind`);
-      if (!dir) rmSync(storeDir, { recursive: true, force: true });
+      try {
+        await pybox.close();
+        const left = await labelledContainers(config.engine.instance);
+        if (left.length > 0) throw new Error(`pybox instance ${config.engine.instance} left ${left.length} container(s) behind`);
+      } finally {
+        if (!dir) rmSync(storeDir, { recursive: true, force: true });
+      }
     },
   };
 }
