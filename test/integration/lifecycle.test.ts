@@ -1,7 +1,7 @@
 // The service's life around executions: restarts, leftovers of a crash, a full queue, the real
 // `npm start` process, and the deployment file.
-import { freePort } from '../support/serve.ts';
-import { spawn, spawnSync } from 'node:child_process';
+import { freePort, startService } from '../support/serve.ts';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,20 +85,13 @@ describe('npm start', () => {
   it('serves on PYBOX_HOST:PYBOX_PORT, logs where, with which runtime and image, and stops cleanly', async () => {
     const port = await freePort();
     const dir = tempDir();
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: root,
-      env: { ...process.env, PYBOX_HOST: '127.0.0.1', PYBOX_PORT: String(port), PYBOX_DB: join(dir, 'db.sqlite'), PYBOX_RUNTIME: 'runc' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let log = '';
-    child.stderr.on('data', (d: Buffer) => (log += d.toString()));
-    child.stdout.on('data', (d: Buffer) => (log += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const service = startService(root, { ...process.env, PYBOX_HOST: '127.0.0.1', PYBOX_PORT: String(port), PYBOX_DB: join(dir, 'db.sqlite'), PYBOX_RUNTIME: 'runc' });
+    const { child, exited } = service;
     try {
-      for (let i = 0; i < 150 && !log.includes('pybox listening'); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(log).toContain(`pybox listening on http://127.0.0.1:${port}`);
-      expect(log).toContain('runtime=runc');
-      expect(log).toMatch(/image=pybox-python:[0-9a-f]{12}/);
+      await service.listening(150);
+      expect(service.log).toContain(`pybox listening on http://127.0.0.1:${port}`);
+      expect(service.log).toContain('runtime=runc');
+      expect(service.log).toMatch(/image=pybox-python:[0-9a-f]{12}/);
 
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       expect(ready.status).toBe(200);

@@ -1,8 +1,8 @@
 // Multi-tenancy against the real service, the real engine and the real store: local mode, keys made
 // by the CLI, one 401 for every bad key, two tenants interleaved and kept apart, limits clamped and
 // enforced (429), fair slots under a flood, usage metered per tenant, and the local-mode listen check.
-import { freePort } from '../support/serve.ts';
-import { spawn, spawnSync } from 'node:child_process';
+import { freePort, startService } from '../support/serve.ts';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -292,25 +292,18 @@ describe('local mode and the listen address, with the real process', () => {
     expect(key).toMatch(KEY_FORMAT);
 
     const port = await freePort();
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: root,
-      env: { ...process.env, PYBOX_HOST: '0.0.0.0', PYBOX_PORT: String(port), PYBOX_DB: db, PYBOX_RUNTIME: 'runc' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let log = '';
-    child.stderr.on('data', (d: Buffer) => (log += d.toString()));
-    child.stdout.on('data', (d: Buffer) => (log += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const service = startService(root, { ...process.env, PYBOX_HOST: '0.0.0.0', PYBOX_PORT: String(port), PYBOX_DB: db, PYBOX_RUNTIME: 'runc' });
+    const { child, exited } = service;
     try {
-      for (let i = 0; i < 300 && !log.includes('pybox listening'); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(log).toContain(`pybox listening on http://0.0.0.0:${port}`);
-      expect(log).toContain('API keys required');
-      expect(log).not.toContain('local mode');
+      await service.listening(300);
+      expect(service.log).toContain(`pybox listening on http://0.0.0.0:${port}`);
+      expect(service.log).toContain('API keys required');
+      expect(service.log).not.toContain('local mode');
       const base = `http://127.0.0.1:${port}`;
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
       expect((await fetch(`${base}/v1/stats`)).status).toBe(401);
       expect((await fetch(`${base}/v1/stats`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
-      expect(log).not.toContain(key.slice(4));
+      expect(service.log).not.toContain(key.slice(4));
     } finally {
       child.kill('SIGTERM');
     }
@@ -319,17 +312,11 @@ describe('local mode and the listen address, with the real process', () => {
 
   it('says it runs in local mode when it starts on loopback without keys', async () => {
     const port = await freePort();
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: root,
-      env: { ...process.env, PYBOX_HOST: '127.0.0.1', PYBOX_PORT: String(port), PYBOX_DB: tempDb(), PYBOX_RUNTIME: 'runc' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let log = '';
-    child.stderr.on('data', (d: Buffer) => (log += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const service = startService(root, { ...process.env, PYBOX_HOST: '127.0.0.1', PYBOX_PORT: String(port), PYBOX_DB: tempDb(), PYBOX_RUNTIME: 'runc' });
+    const { child, exited } = service;
     try {
-      for (let i = 0; i < 300 && !log.includes('pybox listening'); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(log).toContain('local mode: no API keys, loopback only');
+      await service.listening(300);
+      expect(service.log).toContain('local mode: no API keys, loopback only');
       expect((await fetch(`http://127.0.0.1:${port}/v1/stats`)).status).toBe(200);
     } finally {
       child.kill('SIGTERM');

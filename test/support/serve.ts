@@ -1,4 +1,5 @@
 // Serves a pybox app on a free loopback port, for tests that need a real URL (client, MCP, agents).
+import { spawn, type ChildProcess } from 'node:child_process';
 import { serve } from '@hono/node-server';
 import { createServer, type AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -33,4 +34,32 @@ export async function freePort(): Promise<number> {
       s.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/** pybox's own server (`src/main.ts`) in a child process, as `npm start` runs it. */
+export interface ServiceProcess {
+  child: ChildProcess;
+  /** Everything it has printed so far, stdout and stderr. */
+  readonly log: string;
+  exited: Promise<number | null>;
+  /** Waits until it says where it listens, checking every 100 ms at most `tries` times. */
+  listening(tries?: number): Promise<void>;
+}
+
+export function startService(root: string, env: NodeJS.ProcessEnv): ServiceProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return {
+    child,
+    exited,
+    get log() {
+      return log;
+    },
+    async listening(tries = 150) {
+      for (let i = 0; i < tries && !log.includes('pybox listening'); i++) await new Promise((r) => setTimeout(r, 100));
+    },
+  };
 }
