@@ -73,7 +73,8 @@ export function containerSpec(input: SpecInput): Docker.ContainerCreateOptions {
         { Name: 'fsize', Soft: s.fsizeMb * MiB, Hard: s.fsizeMb * MiB },
         { Name: 'core', Soft: 0, Hard: 0 },
       ],
-      Init: true,
+      // No init of the engine's: the runner is PID 1, so the code cannot signal it (pybox_runner/relay.py).
+      Init: false,
       LogConfig: { Type: 'none', Config: {} },
       IpcMode: 'private',
       ShmSize: s.shmMb * MiB,

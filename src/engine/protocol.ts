@@ -1,4 +1,4 @@
-// The host's half of the runner protocol (images/python/runner.py has the other half).
+// The host's half of the runner protocol (images/python/pybox_runner/ has the other half).
 //
 // Two layers arrive on the attached socket, and every byte of both is hostile:
 //   1. Docker's multiplexing: [stream 1|2][0 0 0][u32 length][payload] (no TTY).
@@ -100,6 +100,19 @@ export const RunnerReport = z.discriminatedUnion('phase', [
     flooded: z.boolean(),
     /** CPU time (user + system) of the user's program, as the kernel counted it. */
     cpuMs: z.number().min(0).max(1e10).nullable().optional(),
+    /**
+     * The kernel's accounting of the container's memory cgroup, read by the runner after the code's
+     * process has ended (runc; absent under gVisor, which keeps no OOM counter the runner could read).
+     * `oomKills` > 0: the kernel killed a process of the sandbox for the memory limit.
+     */
+    memory: z
+      .object({
+        oomKills: z.int().min(0).nullable(),
+        failcnt: z.int().min(0).nullable(),
+        peakBytes: z.int().min(0).nullable(),
+        limitBytes: z.int().min(0).nullable(),
+      })
+      .optional(),
     /** Imports the import policy flagged (warn mode); the code ran anyway. */
     flaggedImports: z.array(z.object({ module: z.string().max(200), line: z.int().min(1).nullable() })).max(1000).optional(),
   }),

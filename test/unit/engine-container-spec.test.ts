@@ -133,9 +133,9 @@ describe('containerSpec', () => {
     ]);
   });
 
-  it('runs an init, logs nothing, keeps IPC private with a small /dev/shm', () => {
+  it('runs no init of the engine\'s (the runner is PID 1), logs nothing, keeps IPC private with a small /dev/shm', () => {
     const h = host();
-    expect(h.Init).toBe(true);
+    expect(h.Init).toBe(false);
     expect(h.LogConfig).toEqual({ Type: 'none', Config: {} });
     expect(h.IpcMode).toBe('private');
     expect(h.ShmSize).toBe(16 * MiB);

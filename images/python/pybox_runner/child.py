@@ -1,0 +1,274 @@
+"""What the forked child does: preload while it waits, then become the user's program.
+
+The child is forked before anything heavy is imported (under gVisor forking a process that holds
+numpy and pandas costs ~60 ms, importing them in the waiting child costs the run nothing). It talks
+to the runner over its result pipe, one byte at a time before the code runs:
+
+  b"P"            preloading is over: the runner may announce that the sandbox is ready;
+  b"F" + message  setting up the run failed before any of the code ran (runner's fault, not the code's);
+  b"S"            the code starts now; whatever follows (the code's error as JSON) belongs to the run.
+
+Everything after b"S" may come from the code itself (it inherits the pipe), so the runner trusts
+it no more than the code's own output."""
+
+import atexit
+import ctypes
+import io
+import json
+import marshal
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import threading  # imported now: a program that used up its descriptors cannot import at exit
+import traceback
+import types
+
+from .protocol import CHUNK, write_all
+from .text import MESSAGE_LIMIT, TRACEBACK_LIMIT, clip, exception_type_name, exit_code_of, last_user_line, safe_str, user_frames
+
+WORK = "/work"
+MPL_CACHE_SRC = "/opt/pybox/mpl-cache"
+SETUP_MESSAGE_LIMIT = 2000
+# Environment every run starts from; the request's env is laid over it. Nothing else is inherited.
+BASE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "MPLBACKEND": "Agg",
+    "MPLCONFIGDIR": "/tmp/.matplotlib",
+}
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+CAP_LAST = 63
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class SetupError(Exception):
+    """A failure of ours before the code runs."""
+
+
+def set_dumpable(on):
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1 if on else 0, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def drop_capabilities():
+    """In a user namespace of its own (gVisor) the child holds every capability of that namespace:
+    the code gets none of them. Raises when they cannot be dropped: the code must not run with them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(CAP_LAST + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last capability
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    header, data = Header(LINUX_CAPABILITY_VERSION_3, 0), (Data * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def seed_matplotlib_cache():
+    """A copy of the image's prebuilt font cache spares every run matplotlib's font scan (seconds)."""
+    target = BASE_ENV["MPLCONFIGDIR"]
+    if not os.path.isdir(MPL_CACHE_SRC):
+        return
+    try:
+        os.makedirs(target, exist_ok=True)
+        for name in os.listdir(MPL_CACHE_SRC):
+            with open(os.path.join(MPL_CACHE_SRC, name), "rb") as s, open(os.path.join(target, name), "wb") as d:
+                d.write(s.read())
+    except OSError:
+        pass
+
+
+def preload(names):
+    for name in names:
+        try:
+            __import__(name)
+        except Exception:
+            pass  # a module that fails here fails again, visibly, when the user imports it
+
+
+def preload_names(value):
+    return [n.strip() for n in (value or "").split(",") if n.strip()]
+
+
+def build_env(request):
+    """The code's environment. Every key and value must survive the trip to the C environment:
+    one that cannot (a lone surrogate) is a setup failure naming it, not the code's."""
+    env = dict(BASE_ENV)
+    extra = request.get("env") or {}
+    if not isinstance(extra, dict):
+        raise SetupError("env is not an object")
+    for key, value in extra.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise SetupError("env %r is not a string" % (key,))
+        for what, text in (("name", key), ("value", value)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise SetupError("the env %s of %s cannot be passed to a process: %s" % (what, ascii(key), e))
+        if not key or "=" in key or "\x00" in key or "\x00" in value:
+            raise SetupError("env %s cannot be passed to a process" % ascii(key))
+        env[key] = value
+    return env
+
+
+def wait_for_job(ctl_r):
+    chunks = []
+    while True:
+        chunk = os.read(ctl_r, CHUNK)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(ctl_r)
+    return b"".join(chunks)
+
+
+def child_main(ctl_r, out_w, err_w, res_w, names, isolated):
+    """In the forked child: never returns."""
+    try:
+        # Python's own SIGINT behaviour (KeyboardInterrupt) for the code; the runner has none.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # The container's stdin and stdout are the runner's alone: never read nor written from here.
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")  # when memory runs out, the kernel picks the user's code, not the runner
+        except OSError:
+            pass
+        if isolated:
+            drop_capabilities()
+        set_dumpable(True)
+        seed_matplotlib_cache()
+        preload(names)
+        write_all(res_w, b"P")
+        job = wait_for_job(ctl_r)
+        if not job:
+            os._exit(0)  # the payload never came: nothing to run
+        try:
+            request, code_bytes, stdin_data = pickle.loads(job)
+            setup_run(request, stdin_data, out_w, err_w)
+            code = marshal.loads(code_bytes)
+            main = make_main(request)
+        except SetupError as e:
+            fail_setup(res_w, str(e))
+        except BaseException as e:
+            fail_setup(res_w, "%s: %s" % (type(e).__name__, safe_str(e)))
+        write_all(res_w, b"S")
+        run_code(code, main, res_w)
+    finally:
+        os._exit(70)
+
+
+def fail_setup(res_w, message):
+    try:
+        write_all(res_w, b"F" + json.dumps(clip(message, SETUP_MESSAGE_LIMIT), ensure_ascii=True).encode())
+    finally:
+        os._exit(70)
+
+
+def setup_run(request, stdin_data, out_w, err_w):
+    env = build_env(request)
+    args = request.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise SetupError("args is not a list of strings")
+    context = request.get("context") or {}
+    if not isinstance(context, dict):
+        raise SetupError("context is not an object")
+    # stdin for the user's program: an unlinked file in /tmp, read at any pace.
+    stdin_fd, stdin_path = tempfile.mkstemp(prefix=".pybox-stdin-", dir="/tmp")
+    os.unlink(stdin_path)
+    write_all(stdin_fd, stdin_data)
+    os.lseek(stdin_fd, 0, os.SEEK_SET)
+    os.chdir(WORK)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["main.py"] + list(args)
+    sys.path.insert(0, WORK)
+    os.setsid()
+    os.dup2(stdin_fd, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    for fd in (stdin_fd, out_w, err_w):
+        if fd > 2:
+            os.close(fd)
+    # Unbuffered text streams, as `python -u` gives: output written before a kill is not lost.
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace", write_through=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace", write_through=True)
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+
+
+def make_main(request):
+    main = types.ModuleType("__main__")
+    main.__dict__.update({"__file__": os.path.join(WORK, "main.py"), "__builtins__": __builtins__,
+                          "__cached__": None, "__spec__": None, "__package__": None})
+    for name, value in (request.get("context") or {}).items():
+        main.__dict__[name] = value
+    sys.modules["__main__"] = main
+    return main
+
+
+def run_code(code, main, res_w):
+    exit_code, error = 0, None
+    try:
+        exec(code, main.__dict__)
+    except SystemExit as e:
+        exit_code = exit_code_of(e.code, sys.stderr.write)
+    except BaseException as e:  # the user's exception: reported as data, printed as Python would
+        tb = user_frames(e.__traceback__)
+        # Clipped even on stderr: a huge message would otherwise turn an ordinary exception into an
+        # output flood, and hide the error a model needs to read.
+        text = clip("".join(traceback.format_exception(type(e), e, tb)), TRACEBACK_LIMIT)
+        sys.stderr.write(text)
+        error = {
+            "type": exception_type_name(type(e)),
+            "message": clip(safe_str(e), MESSAGE_LIMIT),
+            "line": last_user_line(tb),
+            "traceback": text,
+        }
+        exit_code = 1
+    exit_code = finish_interpreter(exit_code)
+    if error is not None:
+        try:
+            write_all(res_w, json.dumps(error, ensure_ascii=True).encode())
+        except OSError:
+            pass
+    os._exit(exit_code)
+
+
+def finish_interpreter(exit_code):
+    """What the interpreter does on exit: join non-daemon threads, run atexit, flush streams."""
+    try:
+        threading._shutdown()
+    except BaseException:
+        pass
+    try:
+        atexit._run_exitfuncs()
+    except SystemExit as e:
+        exit_code = exit_code_of(e.code, sys.stderr.write)
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    return exit_code

@@ -1,0 +1,225 @@
+"""pybox's trusted runner, PID 1 of the sandbox container.
+
+Protocol (one execution per container; src/engine/protocol.ts has the host's half):
+
+  in  (stdin):  one tar archive. `.pybox/request.json` (args, env, context, caps) and optionally
+                `.pybox/stdin` are read into memory; `main.py` and input files go to /work.
+  out (stdout): frames (protocol.py). Ready first, once the code's process is forked and has
+                imported what PYBOX_PRELOAD names (set by the host for warm sandboxes, never by a
+                request); then the code's output; the report last.
+  stderr:       the runner's own diagnostics only (never the user's output).
+
+The runner marks itself non-dumpable so the code cannot open its descriptors through /proc (runc),
+relays and counts output, reaps every process as init, and once the code's process has exited
+SIGKILLs everything left, so the output is complete before the report is written.
+
+Everything here is on the trusted side, but the host still treats every byte it sends as hostile:
+the code can forge frames if it finds a way onto our stdout. It could only lie about its own run;
+every limit that matters (time, memory, output size) is enforced by the host and the kernel."""
+
+import ctypes
+import io
+import json
+import marshal
+import os
+import pickle
+import signal
+import sys
+
+from . import child as child_mod
+from .memory import clamp_counts, memory_accounting
+from .payload import collect_out_files, make_out_dir, read_payload
+from .policy import check_imports
+from .protocol import KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
+from .relay import Relay
+from .text import TRACEBACK_LIMIT, clip, compile_error_info, render_error_info, safe_str
+
+WORK = child_mod.WORK
+OUT_DIR = os.path.join(WORK, "out")
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+SETUP_EXIT = 70
+
+
+def emit(kind, payload):
+    write_all(1, encode_frame(kind, payload))
+
+
+def report(data, code):
+    write_all(1, encode_report(data))
+    sys.exit(code)
+
+
+def setup_failure(message):
+    report({"v": 1, "phase": "setup", "message": clip(message, 4000)}, SETUP_EXIT)
+
+
+def isolate(again=False):
+    """Where the kernel lets an unprivileged process make namespaces (gVisor), the code's process
+    gets a PID namespace of its own: there the runner has no number the code could signal. (gVisor
+    delivers signals to init from inside its namespace, as Linux does not.) Under runc pybox's
+    seccomp profile refuses this, and Linux's own protection of init suffices."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if again:
+        # Already in its own user namespace: a new PID namespace for the next child (the first
+        # one died with its init).
+        return libc.unshare(CLONE_NEWPID) == 0
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0:
+        return False
+    # The same uid and gid inside, so the code sees who it is; setgroups stays as gVisor has it.
+    for name, text in (("uid_map", "%d %d 1" % (uid, uid)), ("gid_map", "%d %d 1" % (gid, gid))):
+        try:
+            with open("/proc/self/" + name, "w") as f:
+                f.write(text)
+        except OSError as e:
+            setup_failure("cannot map the sandbox user into its namespace (%s): %s" % (name, e))
+    return True
+
+
+class Child:
+    """The code's process, forked ahead of its job."""
+
+    def __init__(self, names, isolated):
+        self.ctl_r, self.ctl_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            for fd in (self.ctl_w, out_r, err_r, res_r):
+                os.close(fd)
+            child_mod.child_main(self.ctl_r, out_w, err_w, res_w, names, isolated)
+        os.close(self.ctl_r)
+        for fd in (out_w, err_w, res_w):
+            os.close(fd)
+        self.out_r, self.err_r, self.res_r = out_r, err_r, res_r
+
+    def wait_ready(self):
+        """True once the child has preloaded; False if it died first (then it is reaped)."""
+        got = b""
+        while True:
+            try:
+                got = os.read(self.res_r, 1)
+            except InterruptedError:
+                continue
+            break
+        if got == b"P":
+            return True
+        self.discard()
+        return False
+
+    def discard(self):
+        for fd in (self.ctl_w, self.out_r, self.err_r, self.res_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def start_child(names, isolated):
+    """A preloading child; if it dies while preloading (say, a memory limit too small for numpy), a
+    lean one instead: a sandbox that cannot preload still runs code."""
+    child = Child(names, isolated)
+    if child.wait_ready():
+        return child
+    if names:
+        sys.stderr.write("pybox runner: the preloading process died; starting a lean one\n")
+        if isolated and not isolate(again=True):
+            setup_failure("cannot make a PID namespace for the code's process")
+        child = Child([], isolated)
+        if child.wait_ready():
+            return child
+    setup_failure("the process for the code could not be started")
+
+
+def parse_result(data):
+    """(setup failure message or None, the code's error or None) from the child's result pipe."""
+    if data.startswith(b"F"):
+        try:
+            message = json.loads(data[1:])
+        except ValueError:
+            message = None
+        return (message if isinstance(message, str) else "setting up the run failed"), None
+    if data.startswith(b"S") and len(data) > 1:
+        try:
+            error = json.loads(data[1:])
+        except ValueError:
+            return None, None
+        return None, error if isinstance(error, dict) else None
+    return None, None
+
+
+def run_report(status, error, flagged, flooded, cpu_ms, files, dropped, memory):
+    exit_code = os.waitstatus_to_exitcode(status)
+    signum = -exit_code if exit_code < 0 else None
+    result = {
+        "v": 1,
+        "phase": "run",
+        "exitCode": exit_code if signum is None else 128 + signum,
+        "signal": signum,
+        "error": error,
+        "files": files,
+        "filesDropped": dropped,
+        "flooded": flooded,
+        "cpuMs": cpu_ms,
+        "flaggedImports": flagged,
+    }
+    if memory is not None:
+        result["memory"] = memory
+    return result
+
+
+def main():
+    # Python's SIGINT handler would make the runner interruptible by the code; as init with no
+    # handler, nothing from inside the namespace can signal it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    isolated = isolate()  # while /proc/self is still ours to write (before the runner is non-dumpable)
+    child_mod.set_dumpable(False)
+    child = start_child(child_mod.preload_names(os.environ.get("PYBOX_PRELOAD")), isolated)
+    emit(KIND_READY, b"")
+    try:
+        # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's
+        # end, until the host closed stdin. Reading only what has arrived keeps a sandbox usable.
+        request, stdin_data = read_payload(io.FileIO(0, "rb", closefd=False), WORK)
+        with open(os.path.join(WORK, "main.py"), "rb") as f:
+            source = f.read()
+        make_out_dir(OUT_DIR)
+    except Exception as e:
+        setup_failure("bad payload: %s" % safe_str(e))
+
+    try:
+        code = compile(source, "main.py", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as e:
+        info = compile_error_info(e)
+        shown = render_error_info(info, located=isinstance(e, SyntaxError))
+        write_all(1, encode_frames(KIND_STDERR, clip(shown, TRACEBACK_LIMIT).encode("utf-8", "backslashreplace")))
+        report({"v": 1, "phase": "validation", "error": info}, 1)
+    flagged, blocked = check_imports(source, request.get("importPolicy"))
+    if blocked is not None:
+        shown = render_error_info(blocked)
+        write_all(1, encode_frames(KIND_STDERR, clip(shown, TRACEBACK_LIMIT).encode("utf-8", "backslashreplace")))
+        report({"v": 1, "phase": "validation", "error": blocked}, 1)
+
+    # The job goes to the waiting child; closing the pipe tells it the job is complete. (On every
+    # early exit above, our descriptors close with us and the child exits on EOF.)
+    write_all(child.ctl_w, pickle.dumps((request, marshal.dumps(code), stdin_data)))
+    os.close(child.ctl_w)
+
+    caps = request.get("caps") or {}
+    relay = Relay(child.pid, child.out_r, child.err_r, child.res_r, int(caps.get("floodBytes", 1 << 20)), emit).run()
+    failure, error = parse_result(relay.result)
+    if failure is not None:
+        setup_failure("setting up the run failed before the code started: " + failure)
+    memory = clamp_counts(memory_accounting())
+    files, dropped = collect_out_files(OUT_DIR, int(caps.get("maxFiles", 0)), int(caps.get("maxFileBytes", 0)))
+    result = run_report(relay.status, error, flagged, relay.flooded, relay.cpu_ms, files, dropped, memory)
+    report(result, result["exitCode"] if result["exitCode"] < 256 else 1)

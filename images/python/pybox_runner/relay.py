@@ -1,0 +1,129 @@
+"""The runner's loop while the code runs: relay its output as frames, and do init's duties.
+
+The runner is PID 1 of the container. Signals sent from inside the PID namespace cannot reach an
+init that has no handler for them (runc's kernel drops them; under gVisor, which does not, the code
+runs in a PID namespace of its own where the runner has no number at all). As init it reaps every
+process of the sandbox (orphans become its children), and once the code's own process has exited it
+SIGKILLs everything left, so no daemonised grandchild can hold a pipe open or outlive the run."""
+
+import ctypes
+import os
+import selectors
+import signal
+
+from .protocol import CHUNK, KIND_STDERR, KIND_STDOUT
+
+PTRACE_DETACH = 17
+RESULT_LIMIT = 1 << 20
+
+
+class Relay:
+    def __init__(self, pid, out_r, err_r, res_r, flood_bytes, emit):
+        self.pid = pid
+        self.fds = {out_r: KIND_STDOUT, err_r: KIND_STDERR, res_r: 0}
+        self.flood_bytes = flood_bytes
+        self.emit = emit  # (kind, bytes) -> None: one frame on the runner's stdout
+        self.counts = {KIND_STDOUT: 0, KIND_STDERR: 0}
+        self.result = b""
+        self.status = None
+        self.cpu_ms = None
+        self.flooded = False
+
+    def run(self):
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
+        signal.set_wakeup_fd(wake_w)
+        # A handler only to wake the loop: a SIGCHLD the code sends itself costs one more reap.
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        sel = selectors.DefaultSelector()
+        for fd, kind in self.fds.items():
+            sel.register(fd, selectors.EVENT_READ, kind)
+        sel.register(wake_r, selectors.EVENT_READ, -1)
+        open_fds = set(self.fds)
+        self.reap()
+        while open_fds:
+            for key, _ in sel.select(timeout=0.5):
+                fd, kind = key.fd, key.data
+                if kind == -1:
+                    try:
+                        os.read(fd, 512)
+                    except BlockingIOError:
+                        pass
+                    continue
+                data = os.read(fd, CHUNK)
+                if not data:
+                    sel.unregister(fd)
+                    open_fds.discard(fd)
+                    continue
+                self.take(kind, data)
+            self.reap()
+        while self.status is None:
+            self.reap(block=True)
+        self.reap()  # whatever the final SIGKILL left as zombies
+        return self
+
+    def take(self, kind, data):
+        if kind == 0:
+            if len(self.result) < RESULT_LIMIT:
+                self.result += data
+            return
+        self.counts[kind] += len(data)
+        if self.counts[kind] > self.flood_bytes:
+            if not self.flooded:
+                self.flooded = True
+                kill_all(self.pid)
+            return
+        self.emit(kind, data)
+
+    def reap(self, block=False):
+        """Collects every child that has changed state: the code's process, orphans, tracees."""
+        flags = 0 if block else os.WNOHANG
+        while True:
+            try:
+                done, st, usage = os.wait4(-1, flags)
+            except ChildProcessError:
+                if self.status is None:
+                    self.status = 0  # cannot happen: the code's process is our child until reaped
+                return
+            except InterruptedError:
+                continue
+            if done == 0:
+                return
+            if os.WIFSTOPPED(st):
+                release_tracee(done, st)  # not an exit: a process made us its tracer
+            elif done == self.pid:
+                self.status = st
+                self.cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000, 1)
+                # The user's program is over: nothing it started may outlive it or hold our pipes.
+                kill_all(None)
+            if block:
+                return
+
+
+def kill_all(group):
+    if group is not None:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        os.kill(-1, signal.SIGKILL)  # every process but init, which is us
+    except OSError:
+        pass
+
+
+def release_tracee(pid, st):
+    """A process called ptrace(PTRACE_TRACEME), making the runner its tracer, and stopped on a
+    signal (possible under gVisor; pybox's seccomp profile refuses ptrace under runc). Detach and
+    pass the signal on, so it runs as if untraced; if that fails, end it: it is never left stopped."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.ptrace(PTRACE_DETACH, pid, None, ctypes.c_void_p(os.WSTOPSIG(st))) == 0:
+            return
+    except Exception:
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
