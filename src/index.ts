@@ -15,8 +15,7 @@ export {
   TimeoutError,
   UnexpectedResponseError,
 } from './client/errors.ts';
-export type { ExecutionResult, ExecutionStatus, ExecutionError, HistoryPage, Stats, OutputFile } from './core/schemas.ts';
-export type { RuntimeInfo } from './core/ports.ts';
+export type { ExecutionResult, ExecutionStatus, ExecutionError, HistoryPage, Stats, OutputFile, RuntimeInfo, ToolList } from './core/schemas.ts';
 export {
   selectTools,
   callTool,
@@ -29,5 +28,4 @@ export {
   type ToolName,
   type ToolOutcome,
   type ToolSelection,
-  type ToolList,
 } from './adapters/tools.ts';

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import type { PyboxClient } from '../client/client.ts';
 import { InvalidRequestError, PyboxClientError, QueueFullError, RateLimitError, ServiceUnavailableError } from '../client/errors.ts';
-import type { ExecutionRequest, ExecutionResult } from '../core/schemas.ts';
+import type { ExecutionRequest, ExecutionResult, ToolList } from '../core/schemas.ts';
 
 export const TOOL_NAMES = ['execute_python_code', 'sandbox_info', 'get_execution'] as const;
 export type ToolName = (typeof TOOL_NAMES)[number];
@@ -200,16 +200,6 @@ export async function callTool(
 
 type JsonSchema = Record<string, unknown>;
 
-export const ToolList = z.object({
-  openai: z.array(
-    z.object({
-      type: z.literal('function'),
-      function: z.object({ name: z.string(), description: z.string(), parameters: z.record(z.string(), z.unknown()) }),
-    }),
-  ),
-  anthropic: z.array(z.object({ name: z.string(), description: z.string(), input_schema: z.record(z.string(), z.unknown()) })),
-});
-export type ToolList = z.infer<typeof ToolList>;
 
 /** A tool's input as plain JSON Schema (no $schema key), which both vendors accept. */
 function inputJsonSchema(tool: PyboxTool): JsonSchema {

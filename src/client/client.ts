@@ -2,10 +2,7 @@
 // server validates with, and answers are parsed with them, so a client and a server cannot drift
 // apart silently. Every adapter (LangChain, MCP, the example agent) talks to pybox through this.
 import type { z } from 'zod';
-import { ExecutionResult, HistoryPage, Stats, type ExecutionRequest, type ExecutionStatus } from '../core/schemas.ts';
-import type { RuntimeInfo } from '../core/ports.ts';
-import { RuntimeInfoSchema } from '../http/openapi.ts';
-import { ToolList } from '../adapters/tools.ts';
+import { ExecutionResult, HistoryPage, RuntimeInfo, Stats, ToolList, type ExecutionRequest, type ExecutionStatus } from '../core/schemas.ts';
 import { ConnectionError, errorClassFor, PyboxClientError, TimeoutError, UnexpectedResponseError } from './errors.ts';
 
 export const DEFAULT_PYBOX_URL = 'http://127.0.0.1:8080';
@@ -99,7 +96,7 @@ export class PyboxClient {
 
   /** The Python version, packages, runtime and limits of the sandbox. */
   runtimes(opts: CallOptions = {}): Promise<RuntimeInfo> {
-    return this.call('GET', '/v1/runtimes', RuntimeInfoSchema, { signal: opts.signal });
+    return this.call('GET', '/v1/runtimes', RuntimeInfo, { signal: opts.signal });
   }
 
   /** The tools the server offers, as OpenAI and Anthropic function-calling schemas. */

@@ -3,13 +3,12 @@
 // it in the store and return it.
 import { constants } from 'node:os';
 import type { Config, ImportPolicy } from '../config/schema.ts';
-import type { SandboxJob, SandboxOutcome } from '../engine/run-sandbox.ts';
-import type { RunnerReport } from '../engine/protocol.ts';
+import type { SandboxJob, SandboxOutcome, SandboxReport } from './sandbox.ts';
 import { visibleTenant, type Caller, type TenantLimits } from './caller.ts';
 import type { ConcurrencyGate } from './concurrency.ts';
 import { PyboxError } from './errors.ts';
 import { renderFeedback, type FeedbackInput } from './feedback.ts';
-import type { Clock, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo } from './ports.ts';
+import type { Clock, EngineProbe, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo, Sandboxes } from './ports.ts';
 import {
   EXECUTION_STATUSES,
   type AppliedLimits,
@@ -26,16 +25,6 @@ import {
   type UsageReport,
 } from './schemas.ts';
 import type { LimitSet } from '../config/schema.ts';
-
-/** What the service needs of the engine side; engine/ provides the real one. */
-export interface Sandboxes {
-  run(job: SandboxJob): Promise<SandboxOutcome>;
-}
-
-export interface EngineProbe {
-  ping(): Promise<boolean>;
-  imageExists(image: string): Promise<boolean>;
-}
 
 export interface ExecutionServiceDeps {
   sandboxes: Sandboxes;
@@ -326,6 +315,9 @@ export class DefaultExecutionService implements ExecutionService {
         status = 'output_limit';
         signal = 'SIGKILL';
         break;
+      case 'cancelled':
+        status = 'cancelled';
+        break;
       case 'failed':
         status = 'internal_error';
         error = { type: 'InternalError', message: o.failure ?? 'the sandbox failed', line: null };
@@ -374,7 +366,7 @@ export class DefaultExecutionService implements ExecutionService {
   }
 
   /** Re-checks files returned from inside the sandbox: their names and sizes are hostile too. */
-  private acceptFiles(report: Extract<RunnerReport, { phase: 'run' }>): { files: OutputFile[]; dropped: number } {
+  private acceptFiles(report: Extract<SandboxReport, { phase: 'run' }>): { files: OutputFile[]; dropped: number } {
     const { outputFilesMax, outputFilesMaxBytes } = this.deps.limits;
     const files: OutputFile[] = [];
     let dropped = report.filesDropped;

@@ -87,6 +87,8 @@ function headline(r: FeedbackInput, opts: FeedbackOptions, messageChars: number)
       return r.error
         ? `The code was not run: it has ${article(r.error.type)} ${r.error.type} at line ${r.error.line ?? '?'}${r.error.column ? `, column ${r.error.column}` : ''}: ${message}`
         : 'The code was not run: it did not pass validation.';
+    case 'cancelled':
+      return 'The run was cancelled before it finished: the caller went away or the service shut down. It says nothing about the code; run it again if you still need the result.';
     case 'internal_error':
       return `The sandbox service failed to run the code; this is not a fault of the code itself. You may retry.${r.error ? ` (${message})` : ''}`;
   }

@@ -1,7 +1,7 @@
 // The seams between pybox's parts. core depends on these interfaces only; main.ts wires the real
 // implementations (engine/, store/) and tests hand in fakes.
-import type { ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
-import type { LimitSet } from '../config/schema.ts';
+import type { ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
+import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { Caller, TenantLimits } from './caller.ts';
 
 export interface Logger {
@@ -58,21 +58,17 @@ export interface ApiKeyLookup {
   findKeyByHash(hash: Buffer): StoredApiKey | undefined;
 }
 
-export interface RuntimeInfo {
-  runtime: RuntimeName;
-  availableRuntimes: RuntimeName[];
-  image: string;
-  python: string | null;
-  packages: Record<string, string>;
-  limits: { defaults: LimitSet; max: LimitSet; outputBytes: number; floodBytes: number };
+export type { Readiness, RuntimeInfo };
+
+/** Runs sandbox jobs: engine/ (a local Docker engine and its warm pool) provides the real one. */
+export interface Sandboxes {
+  run(job: SandboxJob): Promise<SandboxOutcome>;
 }
 
-export interface Readiness {
-  ready: boolean;
-  checks: { engine: boolean; image: boolean; store: boolean };
-  runtime: RuntimeName | null;
-  image: string;
-  message?: string;
+/** What readiness needs to know of the engine. */
+export interface EngineProbe {
+  ping(): Promise<boolean>;
+  imageExists(image: string): Promise<boolean>;
 }
 
 /**

@@ -11,6 +11,7 @@ export const EXECUTION_STATUSES = [
   'oom',
   'output_limit',
   'validation_failed',
+  'cancelled',
   'internal_error',
 ] as const;
 export const ExecutionStatus = z.enum(EXECUTION_STATUSES);
@@ -202,3 +203,39 @@ export const ErrorBody = z.object({
   }),
 });
 export type ErrorBody = z.infer<typeof ErrorBody>;
+
+/** The limits a run may ask for: the defaults, or the most. */
+export const LimitSet = z.object({ timeoutMs: z.int(), memoryMb: z.int(), cpus: z.number() });
+
+/** GET /v1/runtimes: what the sandboxes run and within which limits. */
+export const RuntimeInfo = z.object({
+  runtime: RuntimeName,
+  availableRuntimes: z.array(RuntimeName),
+  image: z.string(),
+  python: z.string().nullable(),
+  packages: z.record(z.string(), z.string()),
+  limits: z.object({ defaults: LimitSet, max: LimitSet, outputBytes: z.int(), floodBytes: z.int() }),
+});
+export type RuntimeInfo = z.infer<typeof RuntimeInfo>;
+
+/** GET /readyz: whether engine, image and store are usable, and which is not. */
+export const Readiness = z.object({
+  ready: z.boolean(),
+  checks: z.object({ engine: z.boolean(), image: z.boolean(), store: z.boolean() }),
+  runtime: RuntimeName.nullable(),
+  image: z.string(),
+  message: z.string().optional(),
+});
+export type Readiness = z.infer<typeof Readiness>;
+
+/** GET /v1/tools: the agent tools as OpenAI and Anthropic function-calling definitions. */
+export const ToolList = z.object({
+  openai: z.array(
+    z.object({
+      type: z.literal('function'),
+      function: z.object({ name: z.string(), description: z.string(), parameters: z.record(z.string(), z.unknown()) }),
+    }),
+  ),
+  anthropic: z.array(z.object({ name: z.string(), description: z.string(), input_schema: z.record(z.string(), z.unknown()) })),
+});
+export type ToolList = z.infer<typeof ToolList>;

@@ -9,7 +9,7 @@ import type { Config } from '../config/schema.ts';
 import type { ConcurrencyGate } from '../core/concurrency.ts';
 import type { Clock } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
-import type { SandboxJob, SandboxOutcome } from '../engine/run-sandbox.ts';
+import type { SandboxJob, SandboxOutcome } from '../core/sandbox.ts';
 import { runtimeSummary, type RuntimeChoice } from '../engine/runtime.ts';
 
 export interface DoctorCheck {

@@ -8,6 +8,7 @@
 // Both parsers bound what they buffer and fail closed on anything malformed.
 import { z } from 'zod';
 import { ExecutionError } from '../core/schemas.ts';
+import type { SandboxReport } from '../core/sandbox.ts';
 
 export const FRAME_STDOUT = 1;
 export const FRAME_STDERR = 2;
@@ -130,3 +131,7 @@ export function parseReport(payload: Buffer): RunnerReport {
   if (!parsed.success) throw new ProtocolError(`the runner report is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
   return parsed.data;
 }
+
+// The report core reads is this schema's output: a change here that core does not know of fails to compile.
+const reportMatchesCore: z.ZodType<SandboxReport> = RunnerReport;
+void reportMatchesCore;

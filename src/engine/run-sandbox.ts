@@ -7,63 +7,21 @@ import type { Config } from '../config/schema.ts';
 import { PyboxError } from '../core/errors.ts';
 import type { Clock, Logger } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
-import { buildPayload, type PayloadRequest } from './archive.ts';
+import { buildPayload } from './archive.ts';
+import { configOf, type OutcomeKind, type SandboxConfig, type SandboxJob, type SandboxOutcome } from '../core/sandbox.ts';
+import { classifyExit } from './outcome.ts';
 import { containerSpec } from './container-spec.ts';
-import type { ContainerEngine, SandboxContainer } from './docker-engine.ts';
+import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
 import { LiveSandbox } from './live-sandbox.ts';
 import { CappedCapture } from './output.ts';
 import { FRAME_REPORT, FRAME_STDOUT, parseReport, type RunnerReport } from './protocol.ts';
 
-export interface SandboxJob {
-  id: string;
-  image: string;
-  runtime: RuntimeName;
-  code: string;
-  stdin: string;
-  args: string[];
-  env: Record<string, string>;
-  context: Record<string, unknown>;
-  files: Array<{ path: string; data: Buffer }>;
-  limits: { timeoutMs: number; memoryMb: number; cpus: number };
-  /** Checked by the runner on the code's syntax tree before it runs; absent when the policy is off. */
-  importPolicy?: PayloadRequest['importPolicy'];
-}
-
-/** What a container is created with: sandboxes are interchangeable when these are equal. */
-export interface SandboxConfig {
-  image: string;
-  runtime: RuntimeName;
-  memoryMb: number;
-  cpus: number;
-  /** Modules the runner imports while it waits (warm sandboxes only). */
-  preload: string[];
-}
-
-export const configOf = (job: SandboxJob): SandboxConfig => ({
-  image: job.image,
-  runtime: job.runtime,
-  memoryMb: job.limits.memoryMb,
-  cpus: job.limits.cpus,
-  preload: [],
-});
 
 /** Where warm sandboxes come from (the pool). null: none for this config, prepare one now. */
 export interface WarmSource {
   take(config: SandboxConfig): Promise<LiveSandbox> | null;
   /** Called once a run that asked for this config is over: time to prepare its replacement. */
   replenish(config: SandboxConfig): void;
-}
-
-export type OutcomeKind = 'finished' | 'timeout' | 'oom' | 'output_limit' | 'failed';
-
-export interface SandboxOutcome {
-  kind: OutcomeKind;
-  report: RunnerReport | null;
-  stdout: CappedCapture;
-  stderr: CappedCapture;
-  durationMs: number;
-  /** Why a run failed on our side (kind 'failed'), for the log and the result. */
-  failure?: string;
 }
 
 export interface SandboxSettings {
@@ -217,36 +175,29 @@ export class SandboxRunner {
         clearTimeout(timer); // the container has stopped or is stopping: a timeout can no longer apply
         const durationMs = this.clock.now() - startedAt;
         void (async () => {
-          let oom = false;
           let exitCode: number | null = null;
-          let outside: string | null = null; // why it ended, when it was not the code nor the kernel
+          let state: ContainerState | null = null;
+          let engineLost: string | null = null;
           try {
             exitCode = await container.wait(EXIT_WAIT_MS);
-            const state = await container.state();
-            if (state.gone) outside = 'the sandbox container was removed from outside pybox while the code ran';
-            else if (state.killedFromOutside) outside = 'the sandbox container was killed from outside pybox (through the engine) while the code ran';
-            // Under gVisor the host's OOM killer takes the whole sandbox, and the engine does not
-            // always flag it: a SIGKILL (137) we did not send, with no report, is the memory limit.
-            // (Under runc the engine flags every OOM kill; there a bare 137 is something else.)
-            oom = state.oomKilled || (job.runtime === 'runsc' && report === null && exitCode === 137 && outside === null);
+            state = await container.state();
           } catch (e) {
-            if (e instanceof PyboxError && e.code === 'engine_unavailable') outside = `the connection to the Docker engine was lost while the code ran: ${e.message}`;
+            if (e instanceof PyboxError && e.code === 'engine_unavailable') engineLost = `the connection to the Docker engine was lost while the code ran: ${e.message}`;
             this.logger.warn('could not read the final state of a sandbox', { id: job.id, error: e });
           }
+          const verdict = classifyExit({
+            runtime: job.runtime,
+            report,
+            exitCode,
+            state,
+            engineLost,
+            streamEnd: failure,
+            runnerStderr: runnerStderr.text(),
+            pidsLimitRunsc: this.settings.sandbox.pidsLimitRunsc,
+          });
           // The time spent waiting here is ours, not the user's: report the duration from before it.
-          if (oom) settle('oom', report, undefined, durationMs);
-          else if (report) settle('finished', report, undefined, durationMs);
-          else {
-            const detail = runnerStderr.text().trim();
-            const why =
-              outside ??
-              (job.runtime === 'runsc' && exitCode === 2 && report === null
-                ? // gVisor's kernel is a Go program: a fatal error of its runtime exits with 2. Here that is
-                  // nearly always the process limit: each process of the code costs gVisor host processes.
-                  `gVisor stopped the sandbox (its kernel exited with code 2), as it does when the code starts more processes than the sandbox's process limit (${this.settings.sandbox.pidsLimitRunsc} host processes) can hold`
-                : `${failure} (exit code ${exitCode ?? 'unknown'})${detail ? `: ${detail.slice(-500)}` : ''}`);
-            settle('failed', null, why, durationMs);
-          }
+          if (verdict.kind === 'failed') settle('failed', null, verdict.failure, durationMs);
+          else settle(verdict.kind, verdict.report, undefined, durationMs);
         })();
       };
 

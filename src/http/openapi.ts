@@ -2,35 +2,12 @@
 // description cannot drift from what the server accepts and returns.
 import { z } from 'zod';
 import type { ErrorCode } from '../core/errors.ts';
-import type { Readiness, RuntimeInfo } from '../core/ports.ts';
-import { ErrorBody, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, RuntimeName, Stats, UsageQuery, UsageReport } from '../core/schemas.ts';
+import { ErrorBody, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, Stats, ToolList, UsageQuery, UsageReport } from '../core/schemas.ts';
 import { STATUS_BY_CODE } from './errors.ts';
 import { LegacyExecuteRequest, LegacyExecuteResponse, LegacyHistory, LegacyHistoryQuery, LegacyStats } from './legacy-schemas.ts';
-import { ToolList } from '../adapters/tools.ts';
 
 type JsonSchema = Record<string, unknown>;
 type Io = 'input' | 'output';
-
-// Readiness and RuntimeInfo are plain interfaces in core; these mirror them for the document and
-// the checks below fail to compile if either side changes alone.
-const LimitSetSchema = z.object({ timeoutMs: z.int(), memoryMb: z.int(), cpus: z.number() });
-export const RuntimeInfoSchema = z.object({
-  runtime: RuntimeName,
-  availableRuntimes: z.array(RuntimeName),
-  image: z.string(),
-  python: z.string().nullable(),
-  packages: z.record(z.string(), z.string()),
-  limits: z.object({ defaults: LimitSetSchema, max: LimitSetSchema, outputBytes: z.int(), floodBytes: z.int() }),
-});
-const ReadinessSchema = z.object({
-  ready: z.boolean(),
-  checks: z.object({ engine: z.boolean(), image: z.boolean(), store: z.boolean() }),
-  runtime: RuntimeName.nullable(),
-  image: z.string(),
-  message: z.string().optional(),
-});
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const schemasMatchPorts: [Same<z.infer<typeof RuntimeInfoSchema>, RuntimeInfo>, Same<z.infer<typeof ReadinessSchema>, Readiness>] = [true, true];
 
 const Health = z.object({ status: z.literal('ok') });
 
@@ -42,8 +19,8 @@ const COMPONENTS = {
   Stats: { schema: Stats, io: 'output' },
   UsageReport: { schema: UsageReport, io: 'output' },
   ErrorBody: { schema: ErrorBody, io: 'output' },
-  RuntimeInfo: { schema: RuntimeInfoSchema, io: 'output' },
-  Readiness: { schema: ReadinessSchema, io: 'output' },
+  RuntimeInfo: { schema: RuntimeInfo, io: 'output' },
+  Readiness: { schema: Readiness, io: 'output' },
   Health: { schema: Health, io: 'output' },
   LegacyExecuteRequest: { schema: LegacyExecuteRequest, io: 'input' },
   LegacyExecuteResponse: { schema: LegacyExecuteResponse, io: 'output' },

@@ -9,7 +9,8 @@
 import type { Clock, Logger } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
 import type { LiveSandbox } from '../engine/live-sandbox.ts';
-import type { SandboxConfig, WarmSource } from '../engine/run-sandbox.ts';
+import type { SandboxConfig } from '../core/sandbox.ts';
+import type { WarmSource } from '../engine/run-sandbox.ts';
 
 export interface PoolSettings {
   enabled: boolean;

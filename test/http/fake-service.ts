@@ -31,7 +31,7 @@ export function sampleResult(overrides: Partial<ExecutionResult> = {}): Executio
 
 export const sampleStats: Stats = Stats.parse({
   total: 10,
-  byStatus: { completed: 7, error: 2, timeout: 1, oom: 0, output_limit: 0, validation_failed: 0, internal_error: 0 },
+  byStatus: { completed: 7, error: 2, timeout: 1, oom: 0, output_limit: 0, validation_failed: 0, cancelled: 0, internal_error: 0 },
   successRate: 0.7,
   meanDurationMs: 1500,
   p50DurationMs: 1200,

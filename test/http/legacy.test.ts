@@ -121,7 +121,7 @@ describe('GET /api/code-stats', () => {
     const { app, service } = harness();
     service.statsValue = {
       total: 0,
-      byStatus: { completed: 0, error: 0, timeout: 0, oom: 0, output_limit: 0, validation_failed: 0, internal_error: 0 },
+      byStatus: { completed: 0, error: 0, timeout: 0, oom: 0, output_limit: 0, validation_failed: 0, cancelled: 0, internal_error: 0 },
       successRate: null,
       meanDurationMs: null,
       p50DurationMs: null,

@@ -3,10 +3,11 @@ import type { Config } from '../../src/config/schema.ts';
 import { LOCAL_CALLER } from '../../src/core/caller.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import { DefaultExecutionService, type EngineProbe, type Sandboxes } from '../../src/core/execution-service.ts';
+import { DefaultExecutionService } from '../../src/core/execution-service.ts';
+import type { EngineProbe, Sandboxes } from '../../src/core/ports.ts';
 import { ExecutionRequest, ExecutionResult } from '../../src/core/schemas.ts';
 import type { RunnerReport } from '../../src/engine/protocol.ts';
-import type { SandboxJob, SandboxOutcome } from '../../src/engine/run-sandbox.ts';
+import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import { defaultConfig, deferred, ManualClock, MemoryStore, outcome, RecordingLogger, runReport, type RunReport } from './fakes.ts';
 
 const IMAGE = 'pybox-python:test';

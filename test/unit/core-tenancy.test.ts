@@ -6,7 +6,7 @@ import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
 import { DefaultExecutionService } from '../../src/core/execution-service.ts';
 import { ExecutionRequest } from '../../src/core/schemas.ts';
-import type { SandboxJob, SandboxOutcome } from '../../src/engine/run-sandbox.ts';
+import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import { defaultConfig, deferred, ManualClock, MemoryStore, outcome, RecordingLogger, runReport } from './fakes.ts';
 
 const tenant = (name: string, limits: Partial<TenantLimits> = {}, admin = false): Caller => ({

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { Doctor, SANDBOX_ENV, type DoctorDeps } from '../../src/doctor/doctor.ts';
 import { renderDoctor } from '../../src/doctor/render.ts';
-import type { SandboxJob, SandboxOutcome } from '../../src/engine/run-sandbox.ts';
+import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import { runtimeSummary } from '../../src/engine/runtime.ts';
 import { defaultConfig, ManualClock, outcome } from './fakes.ts';
 

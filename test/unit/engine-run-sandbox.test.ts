@@ -2,7 +2,8 @@ import { PyboxError } from '../../src/core/errors.ts';
 import { describe, expect, it } from 'vitest';
 import { containerSpec } from '../../src/engine/container-spec.ts';
 import { FRAME_STDERR, FRAME_STDOUT } from '../../src/engine/protocol.ts';
-import { SandboxRunner, type SandboxJob, type SandboxOutcome, type SandboxSettings } from '../../src/engine/run-sandbox.ts';
+import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
+import { SandboxRunner, type SandboxSettings } from '../../src/engine/run-sandbox.ts';
 import {
   defaultConfig,
   deferred,

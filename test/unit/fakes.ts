@@ -8,7 +8,7 @@ import { EXECUTION_STATUSES, type ExecutionResult, type ExecutionStatus, type Hi
 import type { ContainerEngine, ContainerState, SandboxContainer } from '../../src/engine/docker-engine.ts';
 import { CappedCapture } from '../../src/engine/output.ts';
 import { FRAME_READY, type RunnerReport } from '../../src/engine/protocol.ts';
-import type { OutcomeKind, SandboxOutcome } from '../../src/engine/run-sandbox.ts';
+import type { OutcomeKind, SandboxOutcome } from '../../src/core/sandbox.ts';
 
 /** The configuration with every default, as the service would load it from an empty file. */
 export const defaultConfig = (): Config => ConfigSchema.parse({});

@@ -1,7 +1,7 @@
 // The warm pool over a real SandboxRunner and a fake engine: single use, refill, idle shrink,
 // backoff on failures, drain, and no container left behind.
 import { afterEach, describe, expect, it } from 'vitest';
-import type { SandboxConfig, SandboxJob } from '../../src/engine/run-sandbox.ts';
+import type { SandboxConfig, SandboxJob } from '../../src/core/sandbox.ts';
 import { SandboxRunner } from '../../src/engine/run-sandbox.ts';
 import { WarmPool, type PoolSettings } from '../../src/pool/warm-pool.ts';
 import { defaultConfig, FakeEngine, ManualClock, RecordingLogger, reportFrame, runReport } from './fakes.ts';

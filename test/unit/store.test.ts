@@ -215,7 +215,7 @@ describe('SqliteExecutionStore', () => {
     });
     const stats = store.stats();
     expect(stats.total).toBe(20);
-    expect(stats.byStatus).toEqual({ completed: 15, error: 2, timeout: 3, oom: 0, output_limit: 0, validation_failed: 0, internal_error: 0 });
+    expect(stats.byStatus).toEqual({ completed: 15, error: 2, timeout: 3, oom: 0, output_limit: 0, validation_failed: 0, cancelled: 0, internal_error: 0 });
     expect(stats.successRate).toBe(0.75);
     expect(stats.meanDurationMs).toBe(105);
     // Nearest rank: the value at rank ceil(p/100 * n) of the sorted durations (1-based).

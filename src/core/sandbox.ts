@@ -1,0 +1,96 @@
+// The contract between core and whatever runs sandboxes: the job core hands over and the outcome it
+// gets back. engine/ (a local Docker engine and its warm pool) implements it today; a queue to a
+// remote worker can implement the same port later. Nothing here knows about Docker.
+import type { ExecutionError, RuntimeName } from './schemas.ts';
+
+export interface SandboxJob {
+  id: string;
+  image: string;
+  runtime: RuntimeName;
+  code: string;
+  stdin: string;
+  args: string[];
+  env: Record<string, string>;
+  context: Record<string, unknown>;
+  files: Array<{ path: string; data: Buffer }>;
+  limits: { timeoutMs: number; memoryMb: number; cpus: number };
+  /** Checked by the runner on the code's syntax tree before it runs; absent when the policy is off. */
+  importPolicy?: { mode: 'warn' | 'block'; dangerous: string[]; safe: string[] };
+  /**
+   * Aborted when the caller no longer wants the result (its client went away, or the service is
+   * shutting down): the run is stopped, its sandbox removed, and the outcome is 'cancelled'.
+   */
+  signal?: AbortSignal;
+}
+
+/** What a container is created with: sandboxes are interchangeable when these are equal. */
+export interface SandboxConfig {
+  image: string;
+  runtime: RuntimeName;
+  memoryMb: number;
+  cpus: number;
+  /** Modules the runner imports while it waits (warm sandboxes only). */
+  preload: string[];
+}
+
+export const configOf = (job: SandboxJob): SandboxConfig => ({
+  image: job.image,
+  runtime: job.runtime,
+  memoryMb: job.limits.memoryMb,
+  cpus: job.limits.cpus,
+  preload: [],
+});
+
+/**
+ * How a run ended, as far as the sandbox side can tell:
+ * - finished: the runner reported (the code exited, failed validation, or the runner's setup failed);
+ * - timeout: the wall-clock limit ran out; output until then is kept;
+ * - oom: the memory limit was hit, as the kernel's or gVisor's own accounting shows;
+ * - output_limit: a stream went past the flood limit;
+ * - cancelled: the job's signal was aborted before it finished;
+ * - failed: pybox's side failed (engine, sandbox, protocol); `failure` says why.
+ */
+export type OutcomeKind = 'finished' | 'timeout' | 'oom' | 'output_limit' | 'cancelled' | 'failed';
+
+/** One output stream as captured: its kept bytes as text, and how much there was in all. */
+export interface CapturedOutput {
+  /** Every byte the stream produced, kept or not. */
+  readonly totalBytes: number;
+  readonly truncated: boolean;
+  text(): string;
+}
+
+/** A file the code left under out/, as the runner reported it (hostile: checked again by core). */
+export interface ReportedFile {
+  path: string;
+  size: number;
+  base64: string;
+}
+
+/** The runner's final report, after the engine validated its shape. */
+export type SandboxReport =
+  | { v: 1; phase: 'setup'; message: string }
+  | { v: 1; phase: 'validation'; error: ExecutionError }
+  | {
+      v: 1;
+      phase: 'run';
+      exitCode: number;
+      signal: number | null;
+      error: ExecutionError | null;
+      files: ReportedFile[];
+      filesDropped: number;
+      flooded: boolean;
+      cpuMs?: number | null | undefined;
+      flaggedImports?: Array<{ module: string; line: number | null }> | undefined;
+    };
+
+export interface SandboxOutcome {
+  kind: OutcomeKind;
+  report: SandboxReport | null;
+  stdout: CapturedOutput;
+  stderr: CapturedOutput;
+  /** The code's own wall time: from the payload reaching the runner to the end. */
+  durationMs: number;
+  /** Why a run failed on our side (kind 'failed'), or what stopped it, for the log and the result. */
+  failure?: string;
+}
