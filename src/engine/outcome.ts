@@ -1,21 +1,31 @@
-// How a run that ended without a clean report from the runner is classified: from what the runner
-// reported (if anything), how the container exited and what the engine says about it. A pure
-// function, so every case is unit-tested without Docker; run-sandbox.ts gathers the facts.
-import type { SandboxReport } from '../core/sandbox.ts';
+// How a run's end is classified: from what the runner reported (if anything), how the container
+// exited and what the engine says about it. Pure functions, so every case is unit-tested without
+// Docker; run-sandbox.ts gathers the facts and only calls these.
+//
+// `oom` comes only from real accounting, never from "SIGKILL and no report":
+// - runc: the runner survives the code (it is PID 1, and the kernel picks the code first), and
+//   reports the container memory cgroup's OOM-kill counter (`report.memory.oomKills`).
+// - gVisor: there is no counter inside; when the limit is hit the host's OOM killer takes the whole
+//   sandbox, or a process of it while the sandbox lives on, and the engine records it
+//   (State.OOMKilled, or its `oom` event when that arrives after the exit). The engine's word is
+//   read once the container has stopped.
+// The code cannot kill or stop the runner (see images/python/pybox_runner/relay.py): whatever it
+// does to itself is in the report as its own outcome.
 import type { RuntimeName } from '../core/schemas.ts';
 import type { ContainerState } from './docker-engine.ts';
+import type { RunnerReport } from './protocol.ts';
 
 export interface ExitFacts {
   runtime: RuntimeName;
-  /** The runner's report, if one arrived (e.g. the child was killed by a signal). */
-  report: SandboxReport | null;
+  /** The runner's report, if one arrived. */
+  report: RunnerReport | null;
   /** The container's exit code, null if it could not be read. */
   exitCode: number | null;
   /** The engine's view of the stopped container, null if it could not be read. */
   state: ContainerState | null;
   /** Why the state could not be read, when the engine itself went away. */
   engineLost: string | null;
-  /** What ended our stream (e.g. 'killed', 'the sandbox stopped without a report'). */
+  /** What ended our stream (e.g. 'the sandbox stopped without a report'). */
   streamEnd: string;
   /** The tail of the runner's own stderr, for the reason of a failure. */
   runnerStderr: string;
@@ -23,18 +33,45 @@ export interface ExitFacts {
   pidsLimitRunsc: number;
 }
 
-export type ExitVerdict = { kind: 'oom' | 'finished'; report: SandboxReport | null } | { kind: 'failed'; failure: string };
+export type ExitVerdict = { kind: 'oom' | 'finished'; report: RunnerReport | null } | { kind: 'failed'; failure: string };
+
+type RunReport = Extract<RunnerReport, { phase: 'run' }>;
+
+const failedRun = (r: RunReport): boolean => r.exitCode !== 0 || r.signal !== null;
+
+/**
+ * What to do with a report as it arrives: settle at once, or first wait for the container to stop
+ * and read the engine's state ('wait_for_exit', then classifyExit). Only a failed run under gVisor
+ * that may have hit the memory limit waits: killed by a signal, ended without Python's own error
+ * report, or with a MemoryError. An ordinary exception never pays for the engine's answer.
+ */
+export function classifyReport(runtime: RuntimeName, report: RunnerReport): 'output_limit' | 'oom' | 'finished' | 'wait_for_exit' {
+  if (report.phase !== 'run') return 'finished';
+  if (report.flooded) return 'output_limit';
+  if (!failedRun(report)) return 'finished';
+  const kills = report.memory?.oomKills;
+  if (kills !== undefined && kills !== null) return kills > 0 ? 'oom' : 'finished';
+  if (runtime !== 'runsc') return 'finished';
+  return report.signal !== null || report.error === null || report.error.type === 'MemoryError' ? 'wait_for_exit' : 'finished';
+}
 
 export function classifyExit(f: ExitFacts): ExitVerdict {
+  const oomByEngine = f.state?.oomKilled ?? false;
+  if (f.report) {
+    const r = f.report;
+    if (r.phase === 'run' && failedRun(r)) {
+      const kills = r.memory?.oomKills;
+      const oom = kills !== undefined && kills !== null ? kills > 0 : oomByEngine;
+      if (oom) return { kind: 'oom', report: r };
+    }
+    return { kind: 'finished', report: r };
+  }
+  // No report: the runner itself is gone. The code cannot do that; the kernel (memory limit), the
+  // engine's user or pybox's side can.
+  if (oomByEngine) return { kind: 'oom', report: null };
   let outside: string | null = f.engineLost; // why it ended, when it was not the code nor the kernel
   if (f.state?.gone) outside = 'the sandbox container was removed from outside pybox while the code ran';
   else if (f.state?.killedFromOutside) outside = 'the sandbox container was killed from outside pybox (through the engine) while the code ran';
-  // Under gVisor the host's OOM killer takes the whole sandbox, and the engine does not
-  // always flag it: a SIGKILL (137) we did not send, with no report, is the memory limit.
-  // (Under runc the engine flags every OOM kill; there a bare 137 is something else.)
-  const oom = (f.state?.oomKilled ?? false) || (f.runtime === 'runsc' && f.report === null && f.exitCode === 137 && outside === null);
-  if (oom) return { kind: 'oom', report: f.report };
-  if (f.report) return { kind: 'finished', report: f.report };
   const detail = f.runnerStderr.trim();
   const why =
     outside ??

@@ -9,7 +9,7 @@ import type { Clock, Logger } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
 import { buildPayload } from './archive.ts';
 import { configOf, type OutcomeKind, type SandboxConfig, type SandboxJob, type SandboxOutcome } from '../core/sandbox.ts';
-import { classifyExit } from './outcome.ts';
+import { classifyExit, classifyReport } from './outcome.ts';
 import { containerSpec } from './container-spec.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
 import { LiveSandbox } from './live-sandbox.ts';
@@ -217,9 +217,9 @@ export class SandboxRunner {
               violation(e instanceof Error ? e.message : String(e));
               return;
             }
-            if (report.phase === 'run' && report.flooded) settle('output_limit', report);
-            else if (report.phase === 'run' && report.signal === 9) settleAfterExit(report, 'killed');
-            else settle('finished', report);
+            const verdict = classifyReport(job.runtime, report);
+            if (verdict === 'wait_for_exit') settleAfterExit(report, 'the code ended abnormally');
+            else settle(verdict, report);
             return;
           }
           const capture = kind === FRAME_STDOUT ? stdout : stderr;

@@ -258,9 +258,19 @@ describe('SandboxRunner: limits', () => {
 describe('SandboxRunner: a SIGKILL we did not send', () => {
   const killed = runReport({ exitCode: 137, signal: 9 });
 
-  it('is oom when the engine says the container was OOM-killed', async () => {
-    const h = harness((clock) => ({ waitResult: 137, state: { oomKilled: true }, onWait: () => clock.advance(4000) }));
+  it('runc: is oom when the kernel\'s OOM-kill counter in the report says so, without asking the engine', async () => {
+    const h = harness(() => ({ state: { oomKilled: false } }));
     const r = await start(h);
+    const report = runReport({ exitCode: 137, signal: 9, memory: { oomKills: 1, failcnt: 0, peakBytes: 10, limitBytes: 10 } });
+    r.container.socket.send(reportFrame(report));
+    const o = await r.outcome;
+    expect(o.kind).toBe('oom');
+    expect(r.container.count('state')).toBe(0);
+  });
+
+  it('gVisor: is oom when the engine says the container was OOM-killed', async () => {
+    const h = harness((clock) => ({ waitResult: 137, state: { oomKilled: true }, onWait: () => clock.advance(4000) }));
+    const r = await start(h, job({ runtime: 'runsc' }));
     h.clock.advance(300);
     r.container.socket.send(userStdout('before'), reportFrame(killed));
     const o = await r.outcome;
@@ -274,9 +284,9 @@ describe('SandboxRunner: a SIGKILL we did not send', () => {
     expect(r.container.count('remove')).toBe(1);
   });
 
-  it('is finished (with the report) when the engine says it was not OOM', async () => {
+  it('gVisor: is finished (with the report) when the engine says it was not OOM', async () => {
     const h = harness(() => ({ waitResult: 137, state: { oomKilled: false } }));
-    const r = await start(h);
+    const r = await start(h, job({ runtime: 'runsc' }));
     r.container.socket.send(reportFrame(killed));
     const o = await r.outcome;
     expect(o.kind).toBe('finished');
@@ -307,13 +317,13 @@ describe('SandboxRunner: a stream that ends without a report', () => {
     expect(r.container.count('remove')).toBe(1);
   });
 
-  it('is oom when the container was SIGKILLed (137) even if the engine does not flag it (gVisor)', async () => {
+  it('under gVisor too, a SIGKILL (137) the engine does not flag is a failure, never taken for oom', async () => {
     const h = harness(() => ({ waitResult: 137, state: { oomKilled: false } }));
     const r = await start(h, job({ runtime: 'runsc' }));
     r.container.socket.finish();
     const o = await r.outcome;
-    expect(o.kind).toBe('oom');
-    expect(o.report).toBeNull();
+    expect(o.kind).toBe('failed');
+    expect(o.failure).toContain('exit code 137');
   });
 
   it('under runc, where the engine flags every OOM kill, a bare 137 is a failure, not oom', async () => {
