@@ -1,0 +1,253 @@
+"""Unit tests of the runner's pure parts, on the host without Docker (python3 -m unittest)."""
+
+import io
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from pybox_runner import child, main, memory, payload, policy, protocol, text  # noqa: E402
+
+
+def tar_of(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+class ProtocolTest(unittest.TestCase):
+    def test_frame_layout(self):
+        self.assertEqual(protocol.encode_frame(1, b"hi"), b"\x01\x00\x00\x00\x02hi")
+
+    def test_output_is_split_into_frames_of_at_most_a_chunk(self):
+        data = b"x" * (protocol.CHUNK * 2 + 5)
+        frames = protocol.decode_frames(protocol.encode_frames(2, data))
+        self.assertEqual([len(p) for _, p in frames], [protocol.CHUNK, protocol.CHUNK, 5])
+        self.assertEqual(b"".join(p for _, p in frames), data)
+
+    def test_report_is_ascii_json(self):
+        [(kind, body)] = protocol.decode_frames(protocol.encode_report({"m": "\ud800é"}))
+        self.assertEqual(kind, protocol.KIND_REPORT)
+        body.decode("ascii")
+        self.assertEqual(json.loads(body), {"m": "\ud800é"})
+
+
+class TextTest(unittest.TestCase):
+    def test_clip_keeps_head_and_tail(self):
+        clipped = text.clip("a" * 50 + "b" * 50, 20)
+        self.assertTrue(clipped.startswith("a" * 10) and clipped.endswith("b" * 10))
+        self.assertIn("80 characters cut", clipped)
+        self.assertEqual(text.clip("short", 20), "short")
+
+    def test_exit_codes_as_the_interpreter_computes_them(self):
+        self.assertEqual(text.exit_code_of(None), 0)
+        self.assertEqual(text.exit_code_of(3), 3)
+        self.assertEqual(text.exit_code_of(256 + 7), 7)
+        shown = []
+        self.assertEqual(text.exit_code_of("bye", shown.append), 1)
+        self.assertEqual(shown, ["bye\n"])
+
+    def test_syntax_error_with_caret_under_the_error(self):
+        try:
+            compile("x = (1,\n  y = = 2\n", "main.py", "exec")
+        except SyntaxError as e:
+            info = text.syntax_error_info(e)
+        self.assertEqual(info["type"], "SyntaxError")
+        self.assertIsNotNone(info["line"])
+        self.assertTrue(info["caret"].endswith("^"))
+        self.assertIn('File "main.py"', text.render_error_info(info))
+
+    def test_long_line_is_windowed(self):
+        src = "x = " + "1 + " * 200 + "$\n"
+        try:
+            compile(src, "main.py", "exec")
+        except SyntaxError as e:
+            info = text.syntax_error_info(e)
+        self.assertLessEqual(len(info["text"]), text.SOURCE_WINDOW)
+        self.assertEqual(info["text"][len(info["caret"]) - 1], "$")
+
+    def test_nul_byte_is_a_value_error_without_place(self):
+        try:
+            compile("x = 1\x00", "main.py", "exec")
+        except (SyntaxError, ValueError) as e:
+            info = text.compile_error_info(e)
+            located = isinstance(e, SyntaxError)
+        shown = text.render_error_info(info, located=located)
+        self.assertIn(info["type"], shown)
+
+    def test_exception_type_names(self):
+        self.assertEqual(text.exception_type_name(ValueError), "ValueError")
+        self.assertEqual(text.exception_type_name(json.JSONDecodeError), "json.decoder.JSONDecodeError")
+
+
+class PolicyTest(unittest.TestCase):
+    POLICY = {"mode": "warn", "dangerous": ["os", "subprocess", "http.client"], "safe": ["os.path"]}
+
+    def test_flags_imports_in_source_order(self):
+        src = b"import subprocess\nfrom os import path\nfrom os import system\n__import__('http.client.x')\n"
+        flagged, blocked = policy.check_imports(src, self.POLICY)
+        self.assertIsNone(blocked)
+        self.assertEqual(flagged, [{"module": "subprocess", "line": 1}, {"module": "os", "line": 3},
+                                   {"module": "http.client.x", "line": 4}])
+
+    def test_block_mode_gives_a_located_error(self):
+        src = b"x = 1\nimport subprocess\n"
+        flagged, blocked = policy.check_imports(src, dict(self.POLICY, mode="block"))
+        self.assertEqual(flagged, [])
+        self.assertEqual(blocked["type"], "ImportPolicyError")
+        self.assertEqual(blocked["line"], 2)
+        self.assertIn("subprocess (line 2)", blocked["message"])
+
+    def test_off_and_unparsable(self):
+        self.assertEqual(policy.check_imports(b"import os", None), ([], None))
+        self.assertEqual(policy.check_imports(b"import os(", self.POLICY), ([], None))
+
+    def test_module_matches_submodules_only(self):
+        self.assertTrue(policy.module_matches("os.path", ["os"]))
+        self.assertFalse(policy.module_matches("osx", ["os"]))
+
+
+class PayloadTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+
+    def tearDown(self):
+        for root, dirs, files in os.walk(self.dir, topdown=False):
+            for f in files:
+                os.unlink(os.path.join(root, f))
+            for d in dirs:
+                os.rmdir(os.path.join(root, d))
+        os.rmdir(self.dir)
+
+    def test_safe_member_path(self):
+        self.assertEqual(payload.safe_member_path("/w", "a/b.txt"), "/w/a/b.txt")
+        for bad in ("", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a\\b", "a\x00b", "/".join("d" * 17)):
+            self.assertIsNone(payload.safe_member_path("/w", bad), bad)
+
+    def test_reads_request_stdin_and_files(self):
+        stream = tar_of([(".pybox/request.json", b'{"args": ["a"]}'), (".pybox/stdin", b"in"),
+                         ("main.py", b"print(1)"), ("data/x.csv", b"1,2"), ("../evil", b"no")])
+        request, stdin = payload.read_payload(stream, self.dir)
+        self.assertEqual(request, {"args": ["a"]})
+        self.assertEqual(stdin, b"in")
+        with open(os.path.join(self.dir, "data", "x.csv"), "rb") as f:
+            self.assertEqual(f.read(), b"1,2")
+        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.dir), "evil")))
+
+    def test_a_payload_without_request_fails(self):
+        with self.assertRaises(ValueError):
+            payload.read_payload(tar_of([("main.py", b"")]), self.dir)
+
+    def test_out_dir_is_made_and_collected_within_caps(self):
+        out = os.path.join(self.dir, "out")
+        payload.make_out_dir(out)
+        payload.make_out_dir(out)  # twice is fine
+        self.assertTrue(os.path.isdir(out))
+        for name, size in (("a.txt", 3), ("b.bin", 10), ("c.txt", 1)):
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(b"z" * size)
+        os.symlink("/etc/passwd", os.path.join(out, "link"))
+        files, dropped = payload.collect_out_files(out, 10, 5)
+        self.assertEqual([(f["path"], f["size"]) for f in files], [("a.txt", 3), ("c.txt", 1)])
+        self.assertEqual(dropped, 2)  # b.bin over the byte cap, the link not a regular file
+        files, dropped = payload.collect_out_files(out, 1, 100)
+        self.assertEqual(len(files), 1)
+
+    def test_a_file_named_out_wins(self):
+        out = os.path.join(self.dir, "out")
+        with open(out, "w") as f:
+            f.write("mine")
+        payload.make_out_dir(out)
+        self.assertTrue(os.path.isfile(out))
+        self.assertEqual(payload.collect_out_files(out, 10, 100), ([], 0))
+
+
+class MemoryTest(unittest.TestCase):
+    def write(self, root, name, content):
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(root, name), "w") as f:
+            f.write(content)
+
+    def test_cgroup_v1(self):
+        with tempfile.TemporaryDirectory() as d:
+            v1 = os.path.join(d, "memory")
+            self.write(v1, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+            self.write(v1, "memory.failcnt", "17\n")
+            self.write(v1, "memory.max_usage_in_bytes", "134217728\n")
+            self.write(v1, "memory.limit_in_bytes", "134217728\n")
+            self.assertEqual(memory.memory_accounting(v1, d),
+                             {"oomKills": 2, "failcnt": 17, "peakBytes": 134217728, "limitBytes": 134217728})
+
+    def test_cgroup_v2(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.write(d, "memory.events", "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n")
+            self.write(d, "memory.peak", "999\n")
+            self.write(d, "memory.max", "max\n")
+            self.assertEqual(memory.memory_accounting(os.path.join(d, "none"), d),
+                             {"oomKills": 1, "failcnt": 5, "peakBytes": 999, "limitBytes": None})
+
+    def test_no_counter_no_evidence(self):
+        with tempfile.TemporaryDirectory() as d:
+            # gVisor: a memory directory without an OOM counter
+            self.write(os.path.join(d, "memory"), "memory.usage_in_bytes", "1\n")
+            self.assertIsNone(memory.memory_accounting(os.path.join(d, "memory"), d))
+            self.write(os.path.join(d, "memory"), "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n")
+            self.assertIsNone(memory.memory_accounting(os.path.join(d, "memory"), d))
+
+    def test_clamp(self):
+        self.assertEqual(memory.clamp_counts({"oomKills": -1, "failcnt": 2 ** 60, "peakBytes": 5, "limitBytes": "x"}),
+                         {"oomKills": None, "failcnt": None, "peakBytes": 5, "limitBytes": None})
+        self.assertIsNone(memory.clamp_counts(None))
+
+
+class ChildTest(unittest.TestCase):
+    def test_env_is_laid_over_the_base(self):
+        env = child.build_env({"env": {"A": "1", "PATH": "/x"}})
+        self.assertEqual(env["A"], "1")
+        self.assertEqual(env["PATH"], "/x")
+        self.assertEqual(env["HOME"], "/tmp")
+
+    def test_an_env_value_that_cannot_reach_a_process_is_a_setup_error(self):
+        for bad in ({"X": "\ud800"}, {"\udcff": "v"}, {"A=B": "v"}, {"": "v"}, {"X": "a\x00b"}, {"X": 1}):
+            with self.assertRaises(child.SetupError, msg=repr(bad)):
+                child.build_env({"env": bad})
+
+    def test_preload_names(self):
+        self.assertEqual(child.preload_names(" numpy, pandas,,"), ["numpy", "pandas"])
+        self.assertEqual(child.preload_names(None), [])
+
+
+class ResultTest(unittest.TestCase):
+    def test_setup_failure_before_the_code(self):
+        self.assertEqual(main.parse_result(b'F"bad env"'), ("bad env", None))
+        self.assertEqual(main.parse_result(b"F{oops"), ("setting up the run failed", None))
+
+    def test_the_code_error_after_start(self):
+        self.assertEqual(main.parse_result(b'S{"type": "E"}'), (None, {"type": "E"}))
+        self.assertEqual(main.parse_result(b"S"), (None, None))
+        self.assertEqual(main.parse_result(b"S[1]"), (None, None))
+        self.assertEqual(main.parse_result(b""), (None, None))
+
+    def test_the_code_cannot_forge_a_setup_failure(self):
+        # After b"S" everything may be the code's: a setup failure it writes is no setup failure.
+        self.assertEqual(main.parse_result(b'SF"forged"'), (None, None))
+
+    def test_run_report_from_a_wait_status(self):
+        r = main.run_report(9, None, [], False, 1.0, [], 0, None)  # killed by SIGKILL
+        self.assertEqual((r["exitCode"], r["signal"]), (137, 9))
+        self.assertNotIn("memory", r)
+        r = main.run_report(3 << 8, None, [], False, 1.0, [], 0, {"oomKills": 0})
+        self.assertEqual((r["exitCode"], r["signal"], r["memory"]), (3, None, {"oomKills": 0}))
+
+
+if __name__ == "__main__":
+    unittest.main()
