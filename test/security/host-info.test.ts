@@ -143,7 +143,7 @@ out["opt"] = sorted(os.listdir("/opt/pybox"))`),
     const out = outOf(r);
     expect(out.found).toEqual([]);
     expect(out['host dirs']).toEqual([]);
-    expect((out.opt as string[]).filter((f) => f !== '__pycache__' && f !== 'mpl-cache')).toEqual(['runner.py']);
+    expect((out.opt as string[]).filter((f) => f !== '__pycache__' && f !== 'mpl-cache')).toEqual(['pybox_runner', 'runner.py']);
   });
 
   sec('the host\'s name is not visible, and the kernel is the host\'s only under runc', async ({ run }) => {

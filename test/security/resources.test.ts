@@ -31,9 +31,9 @@ out["count"] = len(kids)`),
       memoryMb: 512, // so that under gVisor the process limit, not memory, is what stops it
     });
     if (runtime === 'runc') {
-      // pids cgroup: 128 tasks, of which docker-init, the runner and the program itself are three.
+      // pids cgroup: 128 tasks, of which the runner (PID 1) and the program itself are two.
       expect(r.status).toBe('completed');
-      expect(outOf(r)).toEqual({ stopped: 'EAGAIN', count: pybox.config.sandbox.pidsLimit - 3 });
+      expect(outOf(r)).toEqual({ stopped: 'EAGAIN', count: pybox.config.sandbox.pidsLimit - 2 });
     } else {
       // Each process of the code costs gVisor host processes; at the pids limit gVisor's kernel stops
       // the whole sandbox (exit code 2), and pybox says so.
@@ -80,7 +80,7 @@ ev.set()`),
     });
     if (runtime === 'runc') {
       expect(r.status, r.stderr).toBe('completed');
-      expect(outOf(r)).toEqual({ stopped: "can't start new thread", count: pybox.config.sandbox.pidsLimit - 3 });
+      expect(outOf(r)).toEqual({ stopped: "can't start new thread", count: pybox.config.sandbox.pidsLimit - 2 });
     } else if (r.status === 'completed') {
       // Guest threads are goroutines of gVisor's kernel: a thousand of them fit in the sandbox...
       expect(outOf(r)).toEqual({ stopped: 'never', count: 1000 });
@@ -119,8 +119,10 @@ out["child"] = p.returncode`),
       expect(r.status).toBe('completed');
       expect(outOf(r)).toEqual({ child: -9 });
     } else {
-      // gVisor's memory is the sandbox's as a whole: the kernel's OOM killer takes all of it.
-      expect(r.status).toBe('oom');
+      // gVisor's memory is the sandbox's as a whole: the host's OOM killer may take all of it (oom,
+      // as the engine recorded), or gVisor refuses the child's allocation and the program goes on.
+      expect(['oom', 'completed'], JSON.stringify(r)).toContain(r.status);
+      if (r.status === 'completed') expect(outOf(r).child).not.toBe(0);
     }
   });
 
@@ -239,7 +241,7 @@ out["count"] = n`),
     });
     if (runtime === 'runc') {
       expect(r.status).toBe('completed');
-      expect(outOf(r)).toEqual({ stopped: 'EAGAIN', count: pybox.config.sandbox.pidsLimit - 3 });
+      expect(outOf(r)).toEqual({ stopped: 'EAGAIN', count: pybox.config.sandbox.pidsLimit - 2 });
     } else {
       // gVisor reaps a zombie's host resources: the flood runs until whichever limit gVisor meets
       // first, its memory (oom), its host processes (exit 2) or time, if it does not simply finish.
