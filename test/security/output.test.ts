@@ -6,7 +6,7 @@ import { battery, runtimesUnderTest } from './support.ts';
 
 const runtimes = await runtimesUnderTest();
 
-/** Python: write raw bytes into the container's stdout through docker-init's descriptor, past the runner. */
+/** Python: write raw bytes into the container's stdout through PID 1's (the runner's) descriptor, past its framing. */
 const RAW_STDOUT = `
 def raw(data):
     fd = os.open("/proc/1/fd/1", os.O_WRONLY)
