@@ -1,6 +1,6 @@
 // A stand-in ExecutionService for the HTTP tests: records what it was asked, answers with canned,
 // schema-valid values, and throws whatever a test sets in `failWith`.
-import { createApp } from '../../src/app.ts';
+import { createApp, type AppDeps } from '../../src/app.ts';
 import { EXECUTION_STATUSES, type ExecutionStatus } from '../../src/core/schemas.ts';
 import type { Caller } from '../../src/core/caller.ts';
 import type { ApiKeyLookup, Clock, ExecutionService, Logger, Readiness, RuntimeInfo } from '../../src/core/ports.ts';
@@ -138,7 +138,7 @@ export const TEST_BODY_LIMIT = 4096;
 /** No keys at all: local mode. */
 export const NO_KEYS: ApiKeyLookup = { hasKeys: () => false, findKeyByHash: () => undefined };
 
-export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock } = {}) {
+export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock; doctor?: AppDeps['doctor']; allowedHosts?: string[]; allowedOrigins?: string[] } = {}) {
   const service = new FakeExecutionService();
   const logger = recordingLogger();
   const app = createApp({
@@ -148,6 +148,9 @@ export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock } = {}) {
     version: '9.9.9-test',
     auth: new Authenticator(opts.keys ?? NO_KEYS),
     rateLimiter: new RateLimiter(opts.clock ?? { now: () => Date.now() }),
+    ...(opts.doctor ? { doctor: opts.doctor } : {}),
+    ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts } : {}),
+    ...(opts.allowedOrigins ? { allowedOrigins: opts.allowedOrigins } : {}),
   });
   const post = (path: string, body: unknown, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
     app.request(path, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) });

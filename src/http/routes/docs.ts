@@ -1,15 +1,26 @@
-// The OpenAPI document, built once per app from the zod schemas.
-import { Hono } from 'hono';
-import { buildOpenApi } from '../openapi.ts';
+// The OpenAPI document, built once per app from the routes its registry holds: every route served
+// through route.ts's `serve` is in it, and /mcp's description (mcp-doc.ts) beside it.
+import { createRoute, OpenAPIHono, type RouteConfig } from '@hono/zod-openapi';
+import { buildOpenApi, OpenApiDocument, type OpenApiDoc } from '../openapi.ts';
+import { serve } from '../route.ts';
 
-export function docsRoutes(version: string): Hono {
-  const routes = new Hono();
-  let document: ReturnType<typeof buildOpenApi> | undefined;
+const openapi = createRoute({
+  method: 'get',
+  path: '/openapi.json',
+  operationId: 'openapi',
+  summary: 'This document',
+  responses: { 200: { description: 'The OpenAPI 3.1 document of this server', content: { 'application/json': { schema: OpenApiDocument } } } },
+});
 
-  routes.get('/openapi.json', (c) => {
-    document ??= buildOpenApi(version);
+/** `routes` is read on the first request, once every route group is mounted. */
+export function docsRoutes(version: string, routes: () => readonly RouteConfig[]): OpenAPIHono {
+  const app = new OpenAPIHono();
+  let document: OpenApiDoc | undefined;
+
+  serve(app, openapi, (c) => {
+    document ??= buildOpenApi(routes(), version);
     return c.json(document, 200);
   });
 
-  return routes;
+  return app;
 }
