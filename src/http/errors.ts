@@ -13,6 +13,8 @@ export const STATUS_BY_CODE: Record<ErrorCode, ContentfulStatusCode> = {
   unsupported_media_type: 415,
   payload_too_large: 413,
   not_found: 404,
+  host_not_allowed: 403,
+  origin_not_allowed: 403,
   rate_limited: 429,
   queue_full: 503,
   engine_unavailable: 503,
