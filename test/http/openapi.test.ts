@@ -62,7 +62,7 @@ describe('GET /openapi.json', () => {
     }
     const { doc } = await fetchDoc();
     expect(operations(doc).map(({ method, path }) => `${method} ${path}`)).toEqual(
-      expect.arrayContaining(['post /v1/executions', 'get /v1/executions', 'get /v1/executions/{id}', 'get /v1/doctor', 'get /v1/tools', 'get /v1/usage', 'post /mcp', 'get /mcp', 'delete /mcp', 'get /openapi.json', 'get /healthz', 'get /readyz', 'post /api/execute-code', 'get /api/code-history', 'get /api/code-stats']),
+      expect.arrayContaining(['post /v1/executions', 'get /v1/executions', 'get /v1/executions/{id}', 'get /v1/doctor', 'get /v1/tools', 'get /v1/usage', 'post /mcp', 'get /mcp', 'delete /mcp', 'get /openapi.json', 'get /docs', 'get /healthz', 'get /readyz', 'post /api/execute-code', 'get /api/code-history', 'get /api/code-stats']),
     );
     // Without a doctor there is no such route, and the document says so.
     expect(Object.keys((await fetchDoc(harness())).doc.paths)).not.toContain('/v1/doctor');
@@ -176,5 +176,19 @@ describe('GET /openapi.json', () => {
     expect(answers.text.status).toBe(415);
     expect(answers.big.status).toBe(413);
     for (const res of Object.values(answers)) expect(post?.responses[String(res.status)], String(res.status)).toBeDefined();
+  });
+});
+
+describe('GET /docs', () => {
+  it('shows every documented operation on a page that runs and loads nothing', async () => {
+    const h = fullHarness();
+    const { doc } = await fetchDoc(h);
+    const res = await h.app.request('/docs');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(res.headers.get('content-security-policy')).toBe("default-src 'none'; style-src 'unsafe-inline'");
+    const html = await res.text();
+    for (const { method, path } of operations(doc)) expect(html).toContain(`<code>${method.toUpperCase()} ${path}</code>`);
+    expect(html).not.toMatch(/<script|src=/i);
   });
 });
