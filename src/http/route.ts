@@ -6,11 +6,11 @@
 // The validators are this project's own (validate.ts), not the library's: its media-type gate
 // accepts a narrower grammar of parameters, its JSON reader has no depth limit, and its query
 // reader turns a repeated parameter into an array, so today's answers would change.
-import type { OpenAPIHono, RouteConfig, RouteHandler } from '@hono/zod-openapi';
+import { OpenAPIHono, type RouteConfig, type RouteHandler } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
 import { PyboxError } from '../core/errors.ts';
-import { readJson, readQuery } from './validate.ts';
+import { invalidRequest, readJson, readQuery } from './validate.ts';
 
 function isZod(schema: unknown): schema is z.ZodType {
   return typeof schema === 'object' && schema !== null && typeof (schema as { safeParse?: unknown }).safeParse === 'function';
@@ -54,6 +54,22 @@ function validators(route: RouteConfig): MiddlewareHandler[] {
     });
   }
   return checks;
+}
+
+/**
+ * A route group. Its routes are served with `serve`; should one be added with the library's own
+ * `openapi()` instead, it is still documented, and its validation failures are the same
+ * invalid_request errors (the library's media-type and JSON-syntax refusals are mapped to
+ * unsupported_media_type and invalid_request by http/errors.ts).
+ */
+export function routeGroup(): OpenAPIHono {
+  return new OpenAPIHono({
+    defaultHook: (result) => {
+      if (result.success) return;
+      if (result.target === 'param') throw new PyboxError('not_found', result.error.issues[0]?.message ?? 'no such resource');
+      throw invalidRequest(result.error, result.target === 'json' ? 'request body' : result.target);
+    },
+  });
 }
 
 /**

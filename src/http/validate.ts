@@ -18,19 +18,24 @@ function formatPath(path: ReadonlyArray<PropertyKey>): string {
   }, '');
 }
 
-function validated<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
+/** The invalid_request error for a failed zod parse of `what` ('request body', 'query'). */
+export function invalidRequest(error: z.ZodError, what: string): PyboxError {
   // An unknown field is reported at its own path, so a client sees which one to drop; a bad key
   // of a record (a context variable's name) with the reason the key was refused.
-  const details: IssueDetail[] = parsed.error.issues.flatMap((i) => {
+  const details: IssueDetail[] = error.issues.flatMap((i) => {
     if (i.code === 'unrecognized_keys') return i.keys.map((key) => ({ path: formatPath([...i.path, key]), message: 'unknown field' }));
     if (i.code === 'invalid_key') return [{ path: formatPath(i.path), message: `invalid name: ${i.issues.map((k) => k.message).join('; ')}` }];
     return [{ path: formatPath(i.path), message: i.message }];
   });
   const first = details[0];
   const summary = first ? `${first.path || what}: ${first.message}` : 'invalid';
-  throw new PyboxError('invalid_request', `invalid ${what}: ${summary}`, { details });
+  return new PyboxError('invalid_request', `invalid ${what}: ${summary}`, { details });
+}
+
+function validated<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  throw invalidRequest(parsed.error, what);
 }
 
 function isJsonMediaType(header: string | undefined): boolean {

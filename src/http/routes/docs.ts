@@ -3,7 +3,7 @@
 // same document as a page for people at /docs: static HTML, no script, nothing fetched elsewhere.
 import { createRoute, OpenAPIHono, type RouteConfig } from '@hono/zod-openapi';
 import { buildOpenApi, OpenApiDocument, type OpenApiDoc } from '../openapi.ts';
-import { serve } from '../route.ts';
+import { routeGroup, serve } from '../route.ts';
 
 const openapi = createRoute({
   method: 'get',
@@ -65,7 +65,7 @@ function renderPage(doc: OpenApiDoc): string {
 
 /** `routes` is read on the first request, once every route group is mounted. */
 export function docsRoutes(version: string, routes: () => readonly RouteConfig[]): OpenAPIHono {
-  const app = new OpenAPIHono();
+  const app = routeGroup();
   let document: OpenApiDoc | undefined;
   let html: string | undefined;
   const built = () => (document ??= buildOpenApi(routes(), version));

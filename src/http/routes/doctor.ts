@@ -7,7 +7,7 @@ import { PyboxError } from '../../core/errors.ts';
 import type { Doctor } from '../../doctor/doctor.ts';
 import { callerOf } from '../auth.ts';
 import { DoctorReport, errorResponses } from '../openapi.ts';
-import { serve } from '../route.ts';
+import { routeGroup, serve } from '../route.ts';
 
 const doctorRoute = createRoute({
   method: 'get',
@@ -22,7 +22,7 @@ const doctorRoute = createRoute({
 });
 
 export function doctorRoutes(doctor: Pick<Doctor, 'run'>): OpenAPIHono {
-  const routes = new OpenAPIHono();
+  const routes = routeGroup();
 
   serve(routes, doctorRoute, async (c) => {
     if (!callerOf(c).admin) throw new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`);

@@ -5,7 +5,7 @@ import type { ExecutionService } from '../../core/ports.ts';
 import { ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery } from '../../core/schemas.ts';
 import { callerOf } from '../auth.ts';
 import { BODY_ERRORS, errorResponses, RUN_ERRORS } from '../openapi.ts';
-import { serve } from '../route.ts';
+import { routeGroup, serve } from '../route.ts';
 
 // Ids are UUIDs today; this only turns away values no store could ever hold (as a 404, not a 400).
 const ExecutionId = z.object({ id: z.string().regex(/^[\x21-\x7e]{1,100}$/, 'no execution with that id') });
@@ -41,7 +41,7 @@ const getOne = createRoute({
 });
 
 export function executionRoutes(service: ExecutionService): OpenAPIHono {
-  const routes = new OpenAPIHono();
+  const routes = routeGroup();
 
   serve(routes, execute, async (c) => {
     // A client that hangs up cancels its run instead of holding a slot.

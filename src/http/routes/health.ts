@@ -3,7 +3,7 @@ import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { ExecutionService } from '../../core/ports.ts';
 import { Readiness } from '../../core/schemas.ts';
 import { errorResponses, Health } from '../openapi.ts';
-import { serve } from '../route.ts';
+import { routeGroup, serve } from '../route.ts';
 
 const health = createRoute({
   method: 'get',
@@ -26,7 +26,7 @@ const ready = createRoute({
 });
 
 export function healthRoutes(service: ExecutionService): OpenAPIHono {
-  const routes = new OpenAPIHono();
+  const routes = routeGroup();
 
   // Deliberately touches nothing: a failing dependency must not get a live process restarted.
   serve(routes, health, (c) => c.json({ status: 'ok' as const }, 200));

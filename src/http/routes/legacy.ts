@@ -6,7 +6,7 @@ import type { ExecutionRequest, ExecutionResult } from '../../core/schemas.ts';
 import { LegacyExecuteRequest, LegacyExecuteResponse, LegacyHistory, LegacyHistoryQuery, LegacyStats, type LegacyHistoryItem } from '../legacy-schemas.ts';
 import { callerOf } from '../auth.ts';
 import { BODY_ERRORS, errorResponses, RUN_ERRORS } from '../openapi.ts';
-import { serve } from '../route.ts';
+import { routeGroup, serve } from '../route.ts';
 
 /** The reference put the failure's text in `error`: the parsed exception if any, else what is left. */
 function legacyError(r: ExecutionResult): string | null {
@@ -46,7 +46,7 @@ const stats = createRoute({
 });
 
 export function legacyRoutes(service: ExecutionService): OpenAPIHono {
-  const routes = new OpenAPIHono();
+  const routes = routeGroup();
 
   serve(routes, execute, async (c) => {
     const { code, timeout, context } = c.req.valid('json');

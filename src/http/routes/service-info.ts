@@ -4,7 +4,7 @@ import type { ExecutionService } from '../../core/ports.ts';
 import { RuntimeInfo, Stats } from '../../core/schemas.ts';
 import { callerOf } from '../auth.ts';
 import { errorResponses } from '../openapi.ts';
-import { serve } from '../route.ts';
+import { routeGroup, serve } from '../route.ts';
 
 const stats = createRoute({
   method: 'get',
@@ -23,7 +23,7 @@ const runtimes = createRoute({
 });
 
 export function serviceInfoRoutes(service: ExecutionService): OpenAPIHono {
-  const routes = new OpenAPIHono();
+  const routes = routeGroup();
 
   serve(routes, stats, (c) => c.json(service.stats(callerOf(c)), 200));
 

@@ -4,7 +4,7 @@ import type { ExecutionService } from '../../core/ports.ts';
 import { UsageQuery, UsageReport } from '../../core/schemas.ts';
 import { callerOf } from '../auth.ts';
 import { errorResponses } from '../openapi.ts';
-import { serve } from '../route.ts';
+import { routeGroup, serve } from '../route.ts';
 
 const usage = createRoute({
   method: 'get',
@@ -16,7 +16,7 @@ const usage = createRoute({
 });
 
 export function usageRoutes(service: ExecutionService): OpenAPIHono {
-  const routes = new OpenAPIHono();
+  const routes = routeGroup();
 
   serve(routes, usage, (c) => c.json(service.usage(callerOf(c), c.req.valid('query')), 200));
 
