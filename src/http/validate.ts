@@ -85,7 +85,7 @@ function pathOf(v: Visit): string {
 }
 
 /**
- * The path of the first string (value or key, anywhere) that is not well-formed UTF-16, or
+ * The path of a string (value or key, anywhere) that is not well-formed UTF-16, or
  * undefined. Such a string cannot be encoded as UTF-8 for the sandbox: it reached the runner as a
  * fault reported as the code's own (exit code 70), so it is refused at the edge. Iterative, like
  * nestsDeeperThan; run that first, so the depth is bounded.

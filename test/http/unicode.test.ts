@@ -43,7 +43,7 @@ describe('request bodies with lone surrogates', () => {
 });
 
 describe('illFormedStringAt', () => {
-  it('finds the path of the first ill-formed string or key, or nothing', () => {
+  it('finds the path of an ill-formed string or key, or nothing', () => {
     expect(illFormedStringAt({ a: ['ok', 'x\ud800'] })).toBe('a[1]');
     expect(illFormedStringAt('\udc00')).toBe('');
     expect(illFormedStringAt({ ['k\ud800']: 1 })).toBe('k\ud800');
