@@ -129,6 +129,8 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     doctor,
     logger,
     bodyLimitBytes: config.server.bodyLimitBytes,
+    allowedHosts: config.server.allowedHosts,
+    allowedOrigins: config.server.allowedOrigins,
     auth: new Authenticator(tenants),
     rateLimiter: new RateLimiter(clock),
     tools: config.tools.enabled,

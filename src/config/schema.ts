@@ -38,6 +38,23 @@ export const ConfigSchema = z.strictObject({
       /** How long a client may take to send a whole request. */
       requestTimeoutMs: z.int().min(1000).max(3_600_000).default(30_000),
       shutdownGraceMs: z.int().min(0).max(600_000).default(10_000),
+      /**
+       * Host names answered in local mode (no API keys) besides localhost, 127.0.0.1 and [::1]: a
+       * request addressed to any other name is refused, so a web page cannot reach pybox by DNS
+       * rebinding. No port: any port of a listed name is answered.
+       */
+      allowedHosts: z
+        .array(z.string().regex(/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?)+$|^\[[0-9A-Fa-f:.]+\]$/, 'must be a host name or a bracketed IPv6 address, without a port'))
+        .max(64)
+        .default([]),
+      /**
+       * Origins (scheme://host[:port]) whose web pages may call pybox from a browser, keys or not.
+       * A request carrying any other Origin than pybox's own is refused.
+       */
+      allowedOrigins: z
+        .array(z.string().regex(/^https?:\/\/(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/, 'must be an origin: http(s)://host[:port], without a path'))
+        .max(64)
+        .default([]),
     })
     .prefault({}),
   engine: z
