@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { TENANT_NAME } from './caller.ts';
 import { ERROR_CODES } from './errors.ts';
+import { ContextName } from './python-names.ts';
 
 export const EXECUTION_STATUSES = [
   'completed',
@@ -22,12 +23,6 @@ export const RuntimeName = z.enum(RUNTIMES);
 export type RuntimeName = z.infer<typeof RuntimeName>;
 
 const noNul = (s: string) => !s.includes('\0');
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const PY_KEYWORDS = new Set(
-  ('False None True and as assert async await break class continue def del elif else except finally ' +
-    'for from global if import in is lambda nonlocal not or pass raise return try while with yield')
-    .split(' '),
-);
 
 /** A path of an input file, relative to the work directory. Checked again inside the sandbox. */
 export const FilePath = z
@@ -64,15 +59,7 @@ export const ExecutionRequest = z.strictObject({
     .refine((e) => Object.keys(e).length <= 64, 'at most 64 variables')
     .optional(),
   files: z.array(InputFile).max(64).optional(),
-  context: z
-    .record(
-      z
-        .string()
-        .regex(IDENTIFIER, 'must be a Python identifier')
-        .refine((k) => !PY_KEYWORDS.has(k) && !k.startsWith('__'), 'must not be a keyword or a dunder name'),
-      z.json(),
-    )
-    .optional(),
+  context: z.record(ContextName, z.json()).optional(),
   timeoutMs: z.int().min(1).max(86_400_000).optional(),
   memoryMb: z.int().min(1).max(1_048_576).optional(),
   cpus: z.number().min(0.01).max(1024).optional(),
