@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { TENANT_NAME } from './caller.ts';
 import { ERROR_CODES } from './errors.ts';
-import { ContextName } from './python-names.ts';
+import { CONTEXT_NAME_RULE, ContextName } from './python-names.ts';
 
 export const EXECUTION_STATUSES = [
   'completed',
@@ -59,7 +59,10 @@ export const ExecutionRequest = z.strictObject({
     .refine((e) => Object.keys(e).length <= 64, 'at most 64 variables')
     .optional(),
   files: z.array(InputFile).max(64).optional(),
-  context: z.record(ContextName, z.json()).optional(),
+  context: z
+    .record(ContextName, z.json())
+    .optional()
+    .describe(`Global variables of the program, each holding its JSON value. Each name must be ${CONTEXT_NAME_RULE}.`),
   timeoutMs: z.int().min(1).max(86_400_000).optional(),
   memoryMb: z.int().min(1).max(1_048_576).optional(),
   cpus: z.number().min(0.01).max(1024).optional(),
