@@ -36,15 +36,20 @@ async function poll<T>(what: string, probe: () => Promise<T | undefined>, tries 
   throw new Error(`gave up waiting for ${what}`);
 }
 
-/** Waits for the sandbox of a run to exist, i.e. the execution has left the queue and started. */
-const sandboxStarted = () => poll('a sandbox to start', async () => ((await labelledContainers(pybox.config.engine.instance)).length > 0 ? true : undefined));
+const sandboxes = () => labelledContainers(pybox.config.engine.instance);
+
+/** Waits for a new sandbox to exist, i.e. the execution has left the queue and started. */
+async function sandboxStarted(): Promise<void> {
+  const before = new Set(await sandboxes());
+  await poll('a sandbox to start', async () => ((await sandboxes()).some((id) => !before.has(id)) ? true : undefined));
+}
 
 /** The cancelled execution, once the history has it, and once its sandbox is gone. */
 async function cancelledAndRemoved(known: Set<string>): Promise<ExecutionResult> {
   const result = await poll('the history to show the run', async () => (await client.history({ limit: 20 })).items.find((r) => !known.has(r.id)));
   expect(result).toMatchObject({ status: 'cancelled', success: false });
   expect(result.stdout).not.toContain('finished');
-  await poll('the sandbox to be removed', async () => ((await labelledContainers(pybox.config.engine.instance)).length === 0 ? true : undefined));
+  await poll('the sandbox to be removed', async () => ((await sandboxes()).length === 0 ? true : undefined));
   return result;
 }
 

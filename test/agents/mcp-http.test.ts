@@ -15,6 +15,7 @@ import { createApp } from '../../src/app.ts';
 import { Authenticator } from '../../src/tenancy/authenticator.ts';
 import { hashApiKey, newApiKey } from '../../src/tenancy/keys.ts';
 import { FakeExecutionService, harness, NO_KEYS, recordingLogger, sampleResult } from '../http/fake-service.ts';
+import { serveApp } from '../support/serve.ts';
 
 class Keys implements ApiKeyLookup {
   readonly rows: StoredApiKey[] = [];
@@ -249,6 +250,27 @@ describe('/mcp cancellation in-process', () => {
     controller.abort();
     await Promise.resolve(res).catch(() => undefined);
     await until(() => service.started[0]!.signal?.aborted === true, 'the execution signal to abort');
+  });
+
+  it('a client that hangs up on a real socket aborts the execution (the node server passes the close on)', async () => {
+    const { app, service } = appOver(new WaitingService());
+    const served = await serveApp(app);
+    try {
+      const controller = new AbortController();
+      const answer = fetch(`${served.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'execute_python_code', arguments: { code: 'x' } } }),
+        signal: controller.signal,
+      }).then((res) => res.text());
+      answer.catch(() => {});
+      await until(() => service.started.length === 1, 'the run to start');
+      expect(service.started[0]!.signal?.aborted).toBe(false);
+      controller.abort();
+      await until(() => service.started[0]!.signal?.aborted === true, 'the execution signal to abort');
+    } finally {
+      await served.close();
+    }
   });
 
   it('a cancellation never reaches another API key\'s call with the same id', async () => {
