@@ -7,6 +7,7 @@
 // its recursive checks before any depth limit, and the model would read the SDK's wording instead
 // of the same message every other surface gives. Here tools/list shows exactly the JSON Schemas
 // GET /v1/tools serves, and every check is the tool's own (tools.ts).
+import { randomUUID } from 'node:crypto';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
@@ -31,10 +32,10 @@ export interface CallScope {
 /**
  * Tool calls in flight on a stateless /mcp. A client cancels a call with `notifications/cancelled`
  * sent in a new HTTP request, which reaches a fresh server that never saw the call: this table,
- * one per app, joins the two by who is calling (the scope's owner: tenant and API key) and the
- * JSON-RPC id. Ids are chosen by clients and two clients of one key may use the same one, so an
- * ambiguous id cancels nothing: a cancellation that is not honoured is allowed by MCP, a stranger's
- * run stopped is not.
+ * one per app, joins the two by who is calling (the scope's owner: tenant and API key, and the
+ * client's Mcp-Session-Id when it sends one) and the JSON-RPC id. Ids are chosen by clients and two
+ * clients of one key may use the same one, so an ambiguous id cancels nothing: a cancellation that
+ * is not honoured is allowed by MCP, a stranger's run stopped is not.
  */
 export class InFlightCalls {
   private readonly calls = new Map<string, Set<AbortController>>();
@@ -155,14 +156,57 @@ export async function serveMcpStdio(opts: McpServerOptions): Promise<Server> {
   return server;
 }
 
+export interface McpHttpOptions extends Omit<McpServerOptions, 'calls'> {
+  maxBodyBytes: number;
+  /** The app's calls in flight, and whose this request is (tenant and key), for cancellations. */
+  inFlight?: { calls: InFlightCalls; owner: string };
+}
+
+/** Initialize requests are a few hundred bytes; a longer body is not one, and is not read twice. */
+const MAX_INITIALIZE_BYTES = 64 * 1024;
+
+/** Whether the body is an initialize request; reads no more than MAX_INITIALIZE_BYTES of it. */
+async function isInitialize(request: Request): Promise<boolean> {
+  const reader = request.body?.getReader();
+  if (!reader) return false;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > MAX_INITIALIZE_BYTES) return false;
+      chunks.push(value);
+    }
+    const message: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return typeof message === 'object' && message !== null && (message as { method?: unknown }).method === 'initialize';
+  } catch {
+    return false;
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
 /**
  * Answers one Streamable HTTP request, statelessly: a fresh server and transport per request, so
  * nothing is kept between calls and any number of clients can share the endpoint. Answers stream
  * as SSE, which carries progress and keep-alives through a long run; the server is closed when the
  * answer has been sent or the client has gone, and a client that goes cancels its calls.
+ *
+ * The answer to `initialize` names a session (Mcp-Session-Id), which clients send back with every
+ * later request. Nothing is kept for it: it only tells two clients of one key apart, so that a
+ * cancellation reaches the right call.
  */
-export async function handleMcpHttp(request: Request, opts: McpServerOptions & { maxBodyBytes: number }): Promise<Response> {
-  const server = createMcpServer({ ...opts, signal: opts.signal ? AbortSignal.any([opts.signal, request.signal]) : request.signal });
+export async function handleMcpHttp(request: Request, opts: McpHttpOptions): Promise<Response> {
+  const session = request.headers.get('mcp-session-id') ?? undefined;
+  const initializing = session === undefined && opts.inFlight ? isInitialize(request.clone()) : Promise.resolve(false);
+  const calls = opts.inFlight ? opts.inFlight.calls.scope(`${opts.inFlight.owner}\u0000${session ?? ''}`) : undefined;
+  const server = createMcpServer({
+    ...opts,
+    ...(calls ? { calls } : {}),
+    signal: opts.signal ? AbortSignal.any([opts.signal, request.signal]) : request.signal,
+  });
   const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, maxRequestBodySize: opts.maxBodyBytes });
   let closed = false;
   const close = () => {
@@ -173,13 +217,15 @@ export async function handleMcpHttp(request: Request, opts: McpServerOptions & {
   try {
     await server.connect(transport);
     const response = await transport.handleRequest(request);
+    const headers = new Headers(response.headers);
+    if (response.ok && (await initializing)) headers.set('Mcp-Session-Id', randomUUID());
     if (!response.body) {
       close();
-      return response;
+      return new Response(null, { status: response.status, statusText: response.statusText, headers });
     }
     request.signal.addEventListener('abort', close, { once: true });
     const body = response.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ flush: close }));
-    return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+    return new Response(body, { status: response.status, statusText: response.statusText, headers });
   } catch (e) {
     close();
     throw e;

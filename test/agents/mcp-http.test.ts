@@ -273,6 +273,42 @@ describe('/mcp cancellation in-process', () => {
     }
   });
 
+  it('tells two clients of one key apart by the session named at initialize, so a cancellation reaches only its own call', async () => {
+    const { app, service } = appOver(new WaitingService());
+    const init = await app.request('/mcp', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
+    });
+    expect(init.headers.get('mcp-session-id')).toMatch(/^[0-9a-f-]{36}$/);
+    await init.text();
+    // Only initialize names one.
+    const list = await app.request('/mcp', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    expect(list.status).toBe(200);
+    expect(list.headers.has('mcp-session-id')).toBe(false);
+    await list.text();
+
+    // Two local-mode clients: the same caller, and both number their first call 1.
+    const [a, b] = [await connect(app), await connect(app)];
+    const [stopA, stopB] = [new AbortController(), new AbortController()];
+    const callA = a.callTool({ name: 'execute_python_code', arguments: { code: 'a' } }, undefined, { signal: stopA.signal });
+    const callB = b.callTool({ name: 'execute_python_code', arguments: { code: 'b' } }, undefined, { signal: stopB.signal });
+    callA.catch(() => {});
+    callB.catch(() => {});
+    await until(() => service.started.length === 2, 'both runs to start');
+    const runOf = (code: string) => service.started[service.calls.execute.findIndex((e) => e.request.code === code)]!;
+    stopA.abort('A stops');
+    await until(() => runOf('a').signal?.aborted === true, "A's run to abort");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(runOf('b').signal?.aborted).toBe(false);
+    stopB.abort('B stops');
+    await until(() => runOf('b').signal?.aborted === true, "B's run to abort");
+  });
+
   it('a cancellation never reaches another API key\'s call with the same id', async () => {
     const keys = new Keys();
     const alice = keys.add('alice');

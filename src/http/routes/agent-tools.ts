@@ -38,7 +38,7 @@ export function mcpRoutes(deps: McpDeps): Hono {
   routes.post('/', async (c) => {
     const caller = callerOf(c);
     const backend = serviceBackend({ service: deps.service, caller, logger: deps.logger });
-    return handleMcpHttp(c.req.raw, { backend, tools, maxBodyBytes: deps.bodyLimitBytes, calls: inFlight.scope(ownerOf(caller)) });
+    return handleMcpHttp(c.req.raw, { backend, tools, maxBodyBytes: deps.bodyLimitBytes, inFlight: { calls: inFlight, owner: ownerOf(caller) } });
   });
 
   // Stateless: no server-initiated stream to open (GET) and no session to end (DELETE).
