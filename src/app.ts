@@ -68,8 +68,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/api', legacyRoutes(service));
   app.route('/v1', usageRoutes(service));
   if (deps.doctor) app.route('/v1', doctorRoutes(deps.doctor));
-  // /mcp's tool calls come back into this app in-process, through its middleware and routes.
-  const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, fetch: async (url: string, init: RequestInit) => app.request(url, init) };
+  // /mcp's tools call the service in-process, for the caller authenticated above.
+  const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, service, logger };
   app.route('/v1', toolListRoutes(agentTools));
   describeServed(app, TOOL_LIST_OPERATIONS);
   app.route('/mcp', mcpRoutes(agentTools));

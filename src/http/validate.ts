@@ -3,6 +3,7 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
 import { PyboxError } from '../core/errors.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
 
 export interface IssueDetail {
   path: string;
@@ -43,26 +44,8 @@ function isJsonMediaType(header: string | undefined): boolean {
   return type === 'application/json';
 }
 
-/**
- * How deep a request body may nest. JSON.parse copes with any depth, but validating, serialising and
- * the sandbox's own JSON reader recurse: a body of a few kilobytes nested 5,000 deep overflowed the
- * stack (a 500). Nothing a caller sends needs more than a few levels; 64 leaves room.
- */
-export const MAX_JSON_DEPTH = 64;
-
-/** Whether a parsed JSON value nests deeper than `max` (arrays and objects), without recursing. */
-export function nestsDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop() as [unknown, number];
-    if (v === null || typeof v !== 'object') continue;
-    if (depth >= max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) {
-      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
-    }
-  }
-  return false;
-}
+// Shared with the agent tools, which count a tool's arguments as this counts a body.
+export { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
 
 /**
  * A lone surrogate: with the `u` flag a well-formed pair is one code point, so only an unpaired
