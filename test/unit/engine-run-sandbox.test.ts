@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { containerSpec } from '../../src/engine/container-spec.ts';
 import { FRAME_STDERR, FRAME_STDOUT } from '../../src/engine/protocol.ts';
 import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
-import { SandboxRunner, type SandboxSettings } from '../../src/engine/run-sandbox.ts';
+import { OnDemandSource, SandboxRunner } from '../../src/engine/run-sandbox.ts';
+import { SandboxFactory, type SandboxSettings } from '../../src/engine/sandbox.ts';
 import {
   defaultConfig,
   deferred,
@@ -52,6 +53,7 @@ interface Harness {
   engine: FakeEngine;
   clock: ManualClock;
   logger: RecordingLogger;
+  factory: SandboxFactory;
   runner: SandboxRunner;
 }
 
@@ -59,7 +61,8 @@ function harness(options: (clock: ManualClock) => FakeContainerOptions = () => (
   const clock = new ManualClock();
   const engine = new FakeEngine(options(clock));
   const logger = new RecordingLogger();
-  return { engine, clock, logger, runner: new SandboxRunner(engine, settings, logger, clock) };
+  const factory = new SandboxFactory(engine, settings, logger, clock);
+  return { engine, clock, logger, factory, runner: new SandboxRunner(factory, new OnDemandSource(factory), clock) };
 }
 
 interface Running {

@@ -6,6 +6,7 @@ import { ConfigSchema, type Config } from '../../src/config/schema.ts';
 import type { Clock, ExecutionMeter, ExecutionStore, Logger } from '../../src/core/ports.ts';
 import { EXECUTION_STATUSES, type ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats, type TenantUsage } from '../../src/core/schemas.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from '../../src/engine/docker-engine.ts';
+import type { LabelledContainer } from '../../src/engine/reaper.ts';
 import { CappedCapture } from '../../src/engine/output.ts';
 import { FRAME_READY, type RunnerReport } from '../../src/engine/protocol.ts';
 import type { OutcomeKind, SandboxOutcome } from '../../src/core/sandbox.ts';
@@ -168,7 +169,12 @@ export class FakeContainer implements SandboxContainer {
   readonly calls: string[] = [];
   readonly waitTimeouts: number[] = [];
 
-  constructor(id: string, private readonly opts: FakeContainerOptions = {}) {
+  constructor(
+    id: string,
+    private readonly opts: FakeContainerOptions = {},
+    /** The container's name, from its spec. */
+    readonly name = id,
+  ) {
     this.id = id;
   }
 
@@ -242,15 +248,19 @@ export class FakeEngine implements ContainerEngine {
   async create(spec: Docker.ContainerCreateOptions): Promise<SandboxContainer> {
     this.specs.push(spec);
     if (this.createError) throw this.createError;
-    const c = new FakeContainer(`c${this.containers.length + 1}`, this.containerOptions);
+    const c = new FakeContainer(`c${this.containers.length + 1}`, this.containerOptions, spec.name);
     this.containers.push(c);
     this.created.resolve(c);
     return c;
   }
-  async listLabelled(_instance: string): Promise<string[]> {
-    return this.containers.map((c) => c.id);
+  /** Containers the reaper removed, by id. */
+  readonly removedById: string[] = [];
+  async listLabelled(_instance: string): Promise<LabelledContainer[]> {
+    return this.containers.filter((c) => !this.removedById.includes(c.id) && !c.calls.includes('removed')).map((c) => ({ id: c.id, name: c.name }));
   }
-  async removeById(): Promise<void> {}
+  async removeById(id: string): Promise<void> {
+    this.removedById.push(id);
+  }
 }
 
 // ---- core fakes ---------------------------------------------------------------------------------
