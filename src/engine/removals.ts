@@ -4,7 +4,8 @@
 // stopped on its own (the runner reported and exited) may wait a little while other sandboxes are
 // starting; one that may still run code (timeout, cancel, flood, protocol violation) is killed and
 // removed at once. Every removal is confirmed: drain() resolves only once all of them have finished.
-import type { Clock, Logger } from '../core/ports.ts';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../core/ports.ts';
 import type { SandboxContainer } from './docker-engine.ts';
 
 export interface RemovalSettings {
@@ -21,6 +22,7 @@ export const DEFAULT_REMOVAL_SETTINGS: RemovalSettings = { concurrency: 1, maxDe
 interface Queued {
   container: SandboxContainer;
   id: string;
+  /** Monotonic time it was queued (scheduling only; nothing reported depends on it). */
   since: number;
   done: () => void;
 }
@@ -34,7 +36,6 @@ export class RemovalQueue {
 
   constructor(
     private readonly logger: Logger,
-    private readonly clock: Clock,
     /** Whether sandboxes are starting right now: deferrable removals wait while they are. */
     private readonly busy: () => boolean,
     private readonly settings: RemovalSettings = DEFAULT_REMOVAL_SETTINGS,
@@ -50,7 +51,7 @@ export class RemovalQueue {
       p = this.removeNow(container, id);
     } else {
       p = new Promise<void>((resolve) => {
-        this.queue.push({ container, id, since: this.clock.now(), done: resolve });
+        this.queue.push({ container, id, since: performance.now(), done: resolve });
       });
       this.pump();
     }
@@ -64,7 +65,7 @@ export class RemovalQueue {
     // A queue that keeps growing means removals fall behind runs: then more may go at once.
     while (this.queue.length > 0 && this.active < this.settings.concurrency + (this.queue.length > this.settings.maxQueued ? 2 : 0)) {
       const head = this.queue[0] as Queued;
-      const waited = this.clock.now() - head.since;
+      const waited = performance.now() - head.since;
       const hold = !this.draining && this.busy() && waited < this.settings.maxDeferMs && this.queue.length <= this.settings.maxQueued;
       if (hold) {
         this.wakeAfter(this.settings.maxDeferMs - waited);

@@ -464,7 +464,7 @@ export class SandboxFactory {
     private readonly logger: Logger,
     private readonly clock: Clock,
   ) {
-    this.removals = new RemovalQueue(logger, clock, () => this.starting() > 0, settings.removals ?? DEFAULT_REMOVAL_SETTINGS);
+    this.removals = new RemovalQueue(logger, () => this.starting() > 0, settings.removals ?? DEFAULT_REMOVAL_SETTINGS);
   }
 
   /** Starts preparing a sandbox for this configuration (create → attach → start, then ready). */

@@ -104,15 +104,26 @@ export class WarmPool implements SandboxSource {
     return taken;
   }
 
-  /** A sandbox whose job left before its code ran: kept if its group has room, else removed. */
+  /** A sandbox whose job left before its code ran: back into its group, or removed. */
   giveBack(sandbox: Sandbox): void {
     const group = this.groups.get(poolKey(sandbox.config));
-    if (!this.stopped && group && sandbox.unused && group.entries.length < this.target(group)) {
-      group.entries.push(sandbox);
-      this.watch(group, sandbox);
-    } else {
+    if (this.stopped || !group || !sandbox.unused) {
       void this.factory.remove(sandbox);
+      return;
     }
+    if (group.entries.length >= this.target(group)) {
+      // Full already (its replacement started at the take): keep whichever is nearer to ready.
+      const youngest = group.entries.at(-1);
+      if (!youngest || youngest.state !== 'preparing' || youngest.preparedAt <= sandbox.preparedAt) {
+        void this.factory.remove(sandbox);
+        return;
+      }
+      group.entries.pop();
+      void this.factory.remove(youngest);
+    }
+    const at = group.entries.findIndex((s) => s.preparedAt > sandbox.preparedAt);
+    group.entries.splice(at < 0 ? group.entries.length : at, 0, sandbox);
+    this.watch(group, sandbox);
   }
 
   /** A run that took from this configuration is over: time to prepare its replacement. */

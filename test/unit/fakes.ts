@@ -154,6 +154,8 @@ export interface FakeContainerOptions {
   onStart?: () => void;
   /** The runner never says it is ready (a hung start). */
   neverReady?: boolean;
+  /** The sandbox dies as it starts, before its runner is ready (its stream ends). */
+  dieAtStart?: boolean;
   /** start() does not resolve before this promise does. */
   startGate?: Promise<void>;
   /** wait() does not resolve before this promise does. */
@@ -193,6 +195,10 @@ export class FakeContainer implements SandboxContainer {
     this.opts.onStart?.();
     if (this.opts.startGate) await this.opts.startGate;
     if (this.opts.startError) throw this.opts.startError;
+    if (this.opts.dieAtStart) {
+      this.socket.finish();
+      return;
+    }
     // As the real runner does once it waits for its payload.
     if (!this.opts.neverReady && !this.socket.finished) this.socket.send(onStdout(runnerFrame(FRAME_READY, '')));
   }
@@ -227,6 +233,8 @@ export class FakeEngine implements ContainerEngine {
   images = new Set<string>();
   /** Resolves with the first container created. */
   readonly created = deferred<FakeContainer>();
+  /** Options for the next container created only (then back to the engine's own). */
+  nextOptions: FakeContainerOptions | undefined;
 
   constructor(private readonly containerOptions: FakeContainerOptions = {}) {}
 
@@ -248,7 +256,8 @@ export class FakeEngine implements ContainerEngine {
   async create(spec: Docker.ContainerCreateOptions): Promise<SandboxContainer> {
     this.specs.push(spec);
     if (this.createError) throw this.createError;
-    const c = new FakeContainer(`c${this.containers.length + 1}`, this.containerOptions, spec.name);
+    const c = new FakeContainer(`c${this.containers.length + 1}`, this.nextOptions ?? this.containerOptions, spec.name);
+    this.nextOptions = undefined;
     this.containers.push(c);
     this.created.resolve(c);
     return c;
