@@ -397,11 +397,10 @@ describe('SandboxRunner: a stream that ends without a report', () => {
 });
 
 describe('SandboxRunner: a container that stops before start() has returned', () => {
-  // Regression test (src/engine/run-sandbox.ts, drive(), `container.start().then(...)`): settleAfterExit()
-  // clears the timeout because "a timeout can no longer apply", but when the attach stream ends
-  // before start() resolves (a runner that dies at once), the then() arms the timer afterwards: it
-  // checks `settled` only, not `exiting`. If reading the final state takes longer than timeoutMs,
-  // the run is reported as a timeout of the user's code instead of failed/oom.
+  // Regression test: when the attach stream ends before start() resolves (a runner that dies at
+  // once), the sandbox is exiting (src/engine/sandbox.ts); no deadline may be armed afterwards. If
+  // reading the final state takes longer than timeoutMs, the run must still be reported from that
+  // state (failed/oom), not as a timeout of the user's code.
   it('is reported from the final state, not as a timeout', async () => {
     const waitGate = deferred<void>();
     const waitCalled = deferred<void>();
