@@ -1,9 +1,9 @@
 // Where sandbox containers are removed, with bounded concurrency. Removing a container costs the
 // engine CPU (under gVisor: tearing down the sandbox's kernel, its gofer and the rootfs layer), and on
 // a 2-core machine that CPU comes straight off the next sandbox's start. So a container that has
-// stopped on its own (the runner reported and exited) may wait a little while other sandboxes are
-// starting; one that may still run code (timeout, cancel, flood, protocol violation) is killed and
-// removed at once. Every removal is confirmed: drain() resolves only once all of them have finished.
+// stopped on its own (the runner reported and exited) may wait a little while a job waits for a
+// sandbox to start; one that may still run code (timeout, cancel, flood, protocol violation) is
+// killed and removed at once. Every removal is confirmed: drain() resolves only once all of them have finished.
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../core/ports.ts';
 import type { SandboxContainer } from './docker-engine.ts';
@@ -36,7 +36,7 @@ export class RemovalQueue {
 
   constructor(
     private readonly logger: Logger,
-    /** Whether sandboxes are starting right now: deferrable removals wait while they are. */
+    /** Whether a job waits for a sandbox to start right now: deferrable removals wait while one does. */
     private readonly busy: () => boolean,
     private readonly settings: RemovalSettings = DEFAULT_REMOVAL_SETTINGS,
   ) {}

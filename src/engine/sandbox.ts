@@ -464,7 +464,10 @@ export class SandboxFactory {
     private readonly logger: Logger,
     private readonly clock: Clock,
   ) {
-    this.removals = new RemovalQueue(logger, () => this.starting() > 0, settings.removals ?? DEFAULT_REMOVAL_SETTINGS);
+    // Removals wait only while a job waits for a sandbox to start: then they would slow exactly
+    // what a caller is waiting for. Refills of the pool in the background do not hold them back:
+    // a removal put off until the pool is full would land on the next run instead (measured).
+    this.removals = new RemovalQueue(logger, () => this.waiting() > 0, settings.removals ?? DEFAULT_REMOVAL_SETTINGS);
   }
 
   /** Starts preparing a sandbox for this configuration (create → attach → start, then ready). */
@@ -498,6 +501,13 @@ export class SandboxFactory {
     return n;
   }
 
+  /** Sandboxes a job waits for (claimed before they were ready). */
+  waiting(): number {
+    let n = 0;
+    for (const s of this.alive) if (s.state === 'claimed') n++;
+    return n;
+  }
+
   /** Sandboxes not yet removed. */
   get size(): number {
     return this.alive.size;
@@ -516,6 +526,6 @@ export class SandboxFactory {
   private changed(s: Sandbox): void {
     if (s.state === 'failed' || s.state === 'removing') this.remove(s);
     if (s.state === 'removed') this.alive.delete(s);
-    if (s.state !== 'preparing' && s.state !== 'claimed') this.removals.pump();
+    if (s.state !== 'claimed') this.removals.pump();
   }
 }

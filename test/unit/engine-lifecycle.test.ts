@@ -200,35 +200,53 @@ describe('removal on every path', () => {
     expect(h.logger.at('warn').map((e) => e.msg)).toContain('container removal failed; the reaper will retry at start-up');
   });
 
-  it('a container that stopped by itself waits for a start under way before it is removed, never longer than the bound', async () => {
+  it('a container that stopped by itself waits while a job waits for a start, never longer than the bound', async () => {
     const h = harness(() => ({}), { ...settings, removals: { concurrency: 1, maxDeferMs: 200, maxQueued: 8 } });
     const r = await running(h, job());
-    // A second sandbox starting (its runner never ready) while the first run finishes.
+    // A second job waiting for its sandbox to start (its runner never ready) while the first run finishes.
     h.engine.nextOptions = { neverReady: true };
-    const second = h.factory.prepare({ image: 'img', runtime: 'runc', memoryMb: 256, cpus: 1, preload: [] });
+    const ac = new AbortController();
+    const second = h.runner.run(job({ id: 'job-2', signal: ac.signal }));
+    await ms(5);
+    expect(h.factory.waiting()).toBe(1);
+    r.container.socket.send(reportFrame(runReport()));
+    await r.outcome;
+    await ms(20);
+    expect(r.container.calls).not.toContain('remove'); // deferred: a job waits for a start
+    await ms(300);
+    expect(r.container.calls).toContain('removed'); // but not for longer than maxDeferMs
+    ac.abort();
+    expect((await second).kind).toBe('cancelled');
+    await h.runner.drain();
+    expect(h.engine.containers.every((c) => c.calls.includes('removed'))).toBe(true);
+  });
+
+  it('a container that stopped by itself is removed at once while the pool only refills', async () => {
+    const h = harness(() => ({}), { ...settings, removals: { concurrency: 1, maxDeferMs: 5000, maxQueued: 8 } });
+    const r = await running(h, job());
+    h.engine.nextOptions = { neverReady: true };
+    const refill = h.factory.prepare({ image: 'img', runtime: 'runc', memoryMb: 256, cpus: 1, preload: [] });
     await ms(5);
     expect(h.factory.starting()).toBe(1);
     r.container.socket.send(reportFrame(runReport()));
     await r.outcome;
-    await ms(20);
-    expect(r.container.calls).not.toContain('remove'); // deferred: a start is under way
-    await ms(300);
-    expect(r.container.calls).toContain('removed'); // but not for longer than maxDeferMs
-    expect(h.factory.starting()).toBe(1);
-    await h.factory.remove(second);
+    await ms(5);
+    expect(r.container.calls).toContain('removed');
+    await h.factory.remove(refill);
     await h.runner.drain();
-    expect(h.engine.containers.every((c) => c.calls.includes('removed'))).toBe(true);
   });
 
   it('a container whose code may still run is removed at once, even while another starts', async () => {
     const h = harness(() => ({}), { ...settings, removals: { concurrency: 1, maxDeferMs: 5000, maxQueued: 8 } });
     const r = await running(h, job({ limits: limits(50) }));
     h.engine.nextOptions = { neverReady: true };
-    const second = h.factory.prepare({ image: 'img', runtime: 'runc', memoryMb: 256, cpus: 1, preload: [] });
+    const ac = new AbortController();
+    const second = h.runner.run(job({ id: 'job-2', signal: ac.signal }));
     expect((await r.outcome).kind).toBe('timeout');
     await ms(5);
     expect(r.container.calls).toContain('removed');
-    await h.factory.remove(second);
+    ac.abort();
+    await second;
     await h.runner.drain();
   });
 });
