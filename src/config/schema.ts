@@ -128,14 +128,23 @@ export const ConfigSchema = z.strictObject({
       size: z
         .strictObject({ runc: z.int().min(0).max(256).default(2), runsc: z.int().min(0).max(256).default(2) })
         .prefault({}),
+      /**
+       * Sandboxes kept (ready or starting) per configuration while demand outruns the pool, by
+       * runtime: that many starts run at once instead of one per run. Never below `size`.
+       */
+      pressedSize: z
+        .strictObject({ runc: z.int().min(0).max(256).default(4), runsc: z.int().min(0).max(256).default(4) })
+        .prefault({}),
       /** A configuration unused for this long is emptied. */
       idleMs: z.int().min(1000).max(86_400_000).default(300_000),
       /** Most configurations (runtime, memory, CPUs) kept warm at once. */
       maxConfigs: z.int().min(1).max(64).default(4),
       /** Modules imported in warm sandboxes while they wait, so the user's import is free; by runtime. */
       preload: z
-        .strictObject({ runc: PreloadList.default(['numpy', 'pandas']), runsc: PreloadList.default([]) })
+        .strictObject({ runc: PreloadList.default(['numpy', 'pandas']), runsc: PreloadList.default(['numpy', 'pandas']) })
         .prefault({}),
+      /** Preloaded modules count against the run's memory: only configurations with at least this much preload. */
+      preloadMinMemoryMb: z.int().min(0).max(1_048_576).default(192),
     })
     .prefault({}),
   store: z
