@@ -46,6 +46,8 @@ export interface BenchOptions {
   counts: Counts;
   pacedIntervalMs: number;
   scienceIntervalMs: number;
+  /** Warm sandboxes per configuration for the served scenarios; null: the service's default. */
+  poolSize: number | null;
   help: boolean;
 }
 
@@ -94,7 +96,8 @@ const COUNT_FLAGS: Record<string, keyof Counts> = {
 export const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--skip a,b] [--runtime runc,runsc] [counts]
   scenarios: ${SCENARIOS.join(', ')}
   counts:    ${Object.keys(COUNT_FLAGS).join(' N, ')} N
-  pacing:    --paced-interval MS (default 500), --science-interval MS (default 1000)`;
+  pacing:    --paced-interval MS (default 500), --science-interval MS (default 1000)
+  service:   --pool-size N (warm sandboxes per configuration, both runtimes; default: the service's)`;
 
 export class ArgsError extends Error {}
 
@@ -128,6 +131,7 @@ export function parseArgs(argv: string[]): BenchOptions {
   let runtimes: RuntimeName[] | null = null;
   let pacedIntervalMs = 500;
   let scienceIntervalMs = 1000;
+  let poolSize: number | null = null;
   const counts: Partial<Counts> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -148,11 +152,12 @@ export function parseArgs(argv: string[]): BenchOptions {
       runtimes = RUNTIMES.filter((r) => runtimes!.includes(r));
     } else if (flag === '--paced-interval') pacedIntervalMs = positiveInt(flag, value(), 60_000);
     else if (flag === '--science-interval') scienceIntervalMs = positiveInt(flag, value(), 60_000);
+    else if (flag === '--pool-size') poolSize = positiveInt(flag, value(), 256);
     else if (flag in COUNT_FLAGS) counts[COUNT_FLAGS[flag]!] = positiveInt(flag, value());
     else throw new ArgsError(`unknown argument "${arg}"\n${USAGE}`);
   }
   const wanted = only ?? SCENARIOS.filter((s) => !(quick && NOT_QUICK.includes(s)));
   const scenarios = SCENARIOS.filter((s) => wanted.includes(s) && !skip.includes(s));
   if (scenarios.length === 0 && !help) throw new ArgsError('no scenario left to run');
-  return { quick, help, scenarios, runtimes, counts: { ...(quick ? QUICK : FULL), ...counts }, pacedIntervalMs, scienceIntervalMs };
+  return { quick, help, scenarios, runtimes, counts: { ...(quick ? QUICK : FULL), ...counts }, pacedIntervalMs, scienceIntervalMs, poolSize };
 }

@@ -144,7 +144,9 @@ class Bench {
   config(runtime: RuntimeName, overrides: Record<string, unknown>): Config {
     const instance = `bench-${runtime}-${Date.now()}-${this.instances.length}`;
     this.instances.push(instance);
+    const size = this.opts.poolSize;
     return ConfigSchema.parse({
+      ...(size === null ? {} : { pool: { size: { runc: size, runsc: size } } }),
       ...overrides,
       engine: { runtime, instance },
       store: { path: join(this.storeDir, `${instance}.db`) },
@@ -547,7 +549,7 @@ async function main(): Promise<void> {
       machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
       runsc: spawnSync('runsc', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0] ?? null,
       quietness: { ...quiet, load1AtEnd: round2(after[0] ?? 0) },
-      options: { quick: opts.quick, scenarios: opts.scenarios, runtimes, counts: opts.counts, pacedIntervalMs: opts.pacedIntervalMs, scienceIntervalMs: opts.scienceIntervalMs },
+      options: { quick: opts.quick, scenarios: opts.scenarios, runtimes, counts: opts.counts, pacedIntervalMs: opts.pacedIntervalMs, scienceIntervalMs: opts.scienceIntervalMs, poolSize: opts.poolSize },
       rows: bench.rows,
       breakdown: bench.breakdowns,
       burst: bench.burst,

@@ -36,6 +36,9 @@ describe('bench arguments', () => {
     const o = parseArgs(['--quick', '--samples', '3', '--clients=64', '--total', '200', '--ceiling-parallel', '4']);
     expect(o.counts).toEqual({ ...QUICK, samples: 3, clients: 64, sustainedTotal: 200, ceilingParallel: 4 });
     expect(parseArgs(['--paced-interval', '250']).pacedIntervalMs).toBe(250);
+    expect(parseArgs([]).poolSize).toBeNull();
+    expect(parseArgs(['--pool-size', '4']).poolSize).toBe(4);
+    expect(() => parseArgs(['--pool-size', '300'])).toThrow(/between 1 and 256/);
   });
 
   it('refuses what it does not know, with the reason', () => {
