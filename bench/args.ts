@@ -54,7 +54,7 @@ export interface BenchOptions {
 export const QUICK: Counts = {
   samples: 6,
   paced: 6,
-  science: 4,
+  science: 3,
   dockerRun: 3,
   breakdown: 3,
   sustainedTotal: 24,

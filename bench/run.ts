@@ -178,7 +178,7 @@ class Bench {
     if (this.has('docker-run') || this.has('back-to-back')) {
       log(`docker run --rm (${runtime})`);
       this.row(`docker run --rm, print(1) (${runtime})`, 'docker-run', runtime, await dockerRun(PRINT, c.dockerRun, runtime));
-      if (this.has('docker-run') && this.has('science')) {
+      if (this.has('docker-run') && this.has('science') && !this.opts.quick) {
         this.row(`docker run --rm, numpy+pandas (${runtime})`, 'docker-run', runtime, await dockerRun(SCIENCE, Math.max(2, Math.ceil(c.dockerRun / 2)), runtime));
       }
     }
@@ -196,7 +196,7 @@ class Bench {
       try {
         await this.execute(s.url, PRINT); // the service's own warm-up (JIT, first connections)
         // A pause between samples lets the previous container's removal finish first.
-        const samples = await sequential(c.samples, () => this.execute(s.url, PRINT), () => new Promise((r) => setTimeout(r, 300)));
+        const samples = await sequential(c.samples, () => this.execute(s.url, PRINT), () => new Promise((r) => setTimeout(r, 200)));
         this.row(`pybox cold, pool off, print(1) (${runtime})`, 'cold', runtime, samples);
       } finally {
         await s.close();
@@ -245,7 +245,7 @@ class Bench {
       const { value, cpuMs } = await withCpu(() => sequential(c.samples, () => this.execute(s.url, PRINT)));
       const ref = this.find('docker-run', runtime);
       const r = this.row(`pybox back-to-back, print(1) (${runtime})`, 'back-to-back', runtime, value, { cpuMsPerRun: Math.round(cpuMs / c.samples) });
-      if (ref) r.versus = { name: ref.name, ratio: round2(r.p50 / ref.p50) };
+      if (ref) r.versus = { name: ref.name, ratio: round2(r.p50 / ref.p50), meanRatio: round2(r.mean / ref.mean) };
     }
     if (this.has('sustained')) {
       log(`sustained: ${c.clients} clients without pause, ${c.sustainedTotal} print(1) (${runtime})`);
@@ -327,7 +327,7 @@ class Bench {
       const tail = summarize('answer', answers);
       const total = summarize('total', totals);
 
-      const loadedRuns = Math.max(c.clients, Math.ceil(c.sustainedTotal / 2));
+      const loadedRuns = Math.max(8, Math.ceil(c.sustainedTotal / 2));
       const parallel = config.concurrency.maxConcurrent;
       log(`breakdown: ${loadedRuns} runs, ${parallel} at a time, pool on (${runtime})`);
       const loadedEngine = new TimedEngine(docker);
@@ -476,10 +476,11 @@ function printTable(rows: Row[]): void {
     ['p50 ms', 9, (r) => r.p50.toFixed(1)],
     ['p95 ms', 9, (r) => r.p95.toFixed(1)],
     ['p99 ms', 9, (r) => r.p99.toFixed(1)],
+    ['mean ms', 9, (r) => r.mean.toFixed(1)],
     ['x base', 8, (r) => (r.ratio === undefined ? '' : r.ratio.toFixed(1))],
     ['runs/s', 8, (r) => (r.perSecond === undefined ? '' : r.perSecond.toFixed(1))],
     ['CPU ms/run', 11, (r) => (r.cpuMsPerRun === undefined ? '' : String(r.cpuMsPerRun))],
-    ['vs', 40, (r) => (r.versus ? `${r.versus.ratio}x ${r.versus.name.replace(/ \((runc|runsc)\)$/, '')}` : '')],
+    ['vs (p50, or runs/s)', 40, (r) => (r.versus ? `${r.versus.ratio}x${r.versus.meanRatio === undefined ? '' : ` (mean ${r.versus.meanRatio}x)`} ${r.versus.name.replace(/ \((runc|runsc)\)$/, '')}` : '')],
   ];
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 || i === cells.length - 1 ? c.padEnd(cols[i]![1]) : c.padStart(cols[i]![1]))).join(' ').trimEnd();
   console.log('\n' + line(cols.map((c) => c[0])));

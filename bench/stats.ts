@@ -11,12 +11,14 @@ export interface Row {
   p50: number;
   p95: number;
   p99: number;
+  /** The mean: where latencies are bimodal (a warm sandbox or a cold start), it shows the cost per run that p50 hides. */
+  mean: number;
   /** p50 over the unsandboxed baseline's p50. */
   ratio?: number;
   /** Completed runs per second, for throughput rows. */
   perSecond?: number;
   /** This row against another measured in the same run (p50 over p50, or rate over rate). */
-  versus?: { name: string; ratio: number };
+  versus?: { name: string; ratio: number; meanRatio?: number };
   /** Machine-wide CPU time spent per completed run while the row was measured (every process). */
   cpuMsPerRun?: number;
 }
@@ -32,7 +34,8 @@ export const round2 = (v: number) => Math.round(v * 100) / 100;
 
 export function summarize(name: string, samples: number[]): Row {
   const sorted = [...samples].sort((a, b) => a - b);
-  return { name, samples: sorted.length, p50: round1(percentile(sorted, 50)), p95: round1(percentile(sorted, 95)), p99: round1(percentile(sorted, 99)) };
+  const mean = sorted.length === 0 ? NaN : sorted.reduce((x, y) => x + y, 0) / sorted.length;
+  return { name, samples: sorted.length, p50: round1(percentile(sorted, 50)), p95: round1(percentile(sorted, 95)), p99: round1(percentile(sorted, 99)), mean: round1(mean) };
 }
 
 /** Total and busy CPU time of the whole machine, in clock ticks, from /proc/stat's first line. */

@@ -13,15 +13,17 @@ describe('bench statistics', () => {
   });
 
   it('summarizes unsorted samples, rounded to 0.1 ms', () => {
-    expect(summarize('x', [30.04, 10.06, 20.01])).toEqual({ name: 'x', samples: 3, p50: 20, p95: 30, p99: 30 });
+    expect(summarize('x', [30.04, 10.06, 20.01])).toEqual({ name: 'x', samples: 3, p50: 20, p95: 30, p99: 30, mean: 20 });
+    // Bimodal, as back-to-back runs are: the mean shows what the median hides.
+    expect(summarize('y', [40, 40, 40, 400, 400])).toMatchObject({ p50: 40, mean: 184 });
   });
 
   it('draws one bar per latency row, escaping names, and leaves throughput rows out', () => {
     const svg = renderSvg(
       [
-        { name: 'baseline <host>', samples: 3, p50: 10, p95: 12, p99: 13, ratio: 1 },
-        { name: 'pybox warm (runc)', samples: 3, p50: 12, p95: 15, p99: 16, ratio: 1.2 },
-        { name: 'throughput', samples: 3, p50: 100, p95: 150, p99: 160, perSecond: 8 },
+        { name: 'baseline <host>', samples: 3, p50: 10, p95: 12, p99: 13, mean: 11, ratio: 1 },
+        { name: 'pybox warm (runc)', samples: 3, p50: 12, p95: 15, p99: 16, mean: 13, ratio: 1.2 },
+        { name: 'throughput', samples: 3, p50: 100, p95: 150, p99: 160, mean: 120, perSecond: 8 },
       ],
       { cpus: 2, cpuModel: 'test cpu', memoryGiB: 24 },
     );
