@@ -5,6 +5,7 @@
 import type Docker from 'dockerode';
 import type { Duplex } from 'node:stream';
 import type { ContainerEngine, ContainerState, SandboxContainer } from '../src/engine/docker-engine.ts';
+import type { LabelledContainer } from '../src/engine/reaper.ts';
 import { DockerDemuxer, FRAME_READY, FRAME_REPORT, FrameParser } from '../src/engine/protocol.ts';
 import { percentile, round1 } from './stats.ts';
 
@@ -100,7 +101,7 @@ export class TimedEngine implements ContainerEngine {
     return this.inner.imageExists(image);
   }
 
-  listLabelled(instance: string): Promise<string[]> {
+  listLabelled(instance: string): Promise<LabelledContainer[]> {
     return this.inner.listLabelled(instance);
   }
 

@@ -18,7 +18,9 @@ import type { RuntimeName } from '../src/core/schemas.ts';
 import { DistinctUids } from '../src/engine/distinct-uids.ts';
 import { DockerEngine, dockerConnection } from '../src/engine/docker-engine.ts';
 import { imageTags } from '../src/engine/image.ts';
-import { SandboxRunner, type SandboxJob } from '../src/engine/run-sandbox.ts';
+import { OnDemandSource, SandboxRunner } from '../src/engine/run-sandbox.ts';
+import { SandboxFactory } from '../src/engine/sandbox.ts';
+import type { SandboxJob } from '../src/core/sandbox.ts';
 import { WarmPool } from '../src/pool/warm-pool.ts';
 import { ArgsError, parseArgs, USAGE, type BenchOptions, type Scenario } from './args.ts';
 import { PHASE_MEANING, summarizePhases, TimedEngine, type PhaseSummary } from './breakdown.ts';
@@ -287,9 +289,9 @@ class Bench {
       files: [],
       limits: { timeoutMs: config.limits.defaults.timeoutMs, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus },
     });
-    const runner = (timed: TimedEngine) => {
+    const factoryOver = (timed: TimedEngine) => {
       const [uid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
-      return new SandboxRunner(
+      return new SandboxFactory(
         new DistinctUids(timed, uid, gid, config.sandbox.uids),
         {
           instance: config.engine.instance,
@@ -307,7 +309,8 @@ class Bench {
     try {
       log(`breakdown: ${c.breakdown} cold runs one at a time (${runtime})`);
       const coldEngine = new TimedEngine(docker);
-      const cold = runner(coldEngine);
+      const coldFactory = factoryOver(coldEngine);
+      const cold = new SandboxRunner(coldFactory, new OnDemandSource(coldFactory), systemClock);
       const totals: number[] = [];
       const answers: number[] = [];
       await cold.run(job(PRINT)); // warm-up, not counted
@@ -331,9 +334,9 @@ class Bench {
       const parallel = config.concurrency.maxConcurrent;
       log(`breakdown: ${loadedRuns} runs, ${parallel} at a time, pool on (${runtime})`);
       const loadedEngine = new TimedEngine(docker);
-      const loaded = runner(loadedEngine);
-      const pool = new WarmPool(loaded, config.pool, silentLogger, systemClock);
-      loaded.useWarmSource(pool);
+      const loadedFactory = factoryOver(loadedEngine);
+      const pool = new WarmPool(loadedFactory, config.pool, silentLogger, systemClock);
+      const loaded = new SandboxRunner(loadedFactory, pool, systemClock);
       const sandboxConfig = { image, runtime, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus, preload: [] };
       pool.warm(sandboxConfig);
       let loadedResult: { perSecond: number; latencies: number[] };
