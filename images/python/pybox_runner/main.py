@@ -27,7 +27,7 @@ import signal
 import sys
 
 from . import child as child_mod
-from .memory import clamp_counts, memory_accounting
+from .memory import clamp_counts, memory_accounting, since
 from .payload import collect_out_files, make_out_dir, read_payload
 from .policy import check_imports
 from .protocol import KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
@@ -185,6 +185,7 @@ def main():
     isolated = isolate()  # while /proc/self is still ours to write (before the runner is non-dumpable)
     child_mod.set_dumpable(False)
     child = start_child(child_mod.preload_names(os.environ.get("PYBOX_PRELOAD")), isolated)
+    memory_before = memory_accounting()  # read while waiting: only the run's own OOM kills count
     emit(KIND_READY, b"")
     try:
         # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's
@@ -219,7 +220,7 @@ def main():
     failure, error = parse_result(relay.result)
     if failure is not None:
         setup_failure("setting up the run failed before the code started: " + failure)
-    memory = clamp_counts(memory_accounting())
+    memory = clamp_counts(since(memory_before, memory_accounting()))
     files, dropped = collect_out_files(OUT_DIR, int(caps.get("maxFiles", 0)), int(caps.get("maxFileBytes", 0)))
     result = run_report(relay.status, error, flagged, relay.flooded, relay.cpu_ms, files, dropped, memory)
     report(result, result["exitCode"] if result["exitCode"] < 256 else 1)

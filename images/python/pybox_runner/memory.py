@@ -76,6 +76,18 @@ def memory_accounting(v1=V1, v2=V2):
     return None
 
 
+def since(before, after):
+    """The OOM kills after a baseline: a kill while preloading (the sandbox then started a lean
+    process) is not the code's."""
+    if after is None:
+        return None
+    out = dict(after)
+    base = (before or {}).get("oomKills")
+    if isinstance(base, int) and isinstance(out.get("oomKills"), int):
+        out["oomKills"] = max(0, out["oomKills"] - base)
+    return out
+
+
 def clamp_counts(acc):
     """Keeps the report within the host's schema whatever the files said."""
     if acc is None:

@@ -203,6 +203,14 @@ class MemoryTest(unittest.TestCase):
             self.write(os.path.join(d, "memory"), "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n")
             self.assertIsNone(memory.memory_accounting(os.path.join(d, "memory"), d))
 
+    def test_only_the_runs_own_kills_count(self):
+        before = {"oomKills": 1, "failcnt": 0, "peakBytes": 5, "limitBytes": 9}
+        after = {"oomKills": 3, "failcnt": 0, "peakBytes": 7, "limitBytes": 9}
+        self.assertEqual(memory.since(before, after)["oomKills"], 2)
+        self.assertEqual(memory.since(None, after)["oomKills"], 3)
+        self.assertEqual(memory.since(before, dict(after, oomKills=1))["oomKills"], 0)
+        self.assertIsNone(memory.since(before, None))
+
     def test_clamp(self):
         self.assertEqual(memory.clamp_counts({"oomKills": -1, "failcnt": 2 ** 60, "peakBytes": 5, "limitBytes": "x"}),
                          {"oomKills": None, "failcnt": None, "peakBytes": 5, "limitBytes": None})
