@@ -42,11 +42,12 @@ describe.each(runtimes)('outcomes under %s', (runtime) => {
       id = list[0]?.Id;
     }
     expect(id).toBeDefined();
-    await new Promise((r) => setTimeout(r, 500)); // let the code start
+    await new Promise((r) => setTimeout(r, 1500)); // let the code start (its sleep is 30 s)
     await docker.getContainer(id ?? '').kill();
     const r = await pending;
-    expect(r.status).toBe('internal_error');
+    expect(r.status, JSON.stringify(r)).toBe('internal_error');
     expect(r.error?.message).toMatch(/killed from outside pybox/);
+    expect(r.stdout).toBe('before\n');
   });
 
   it('code that SIGKILLs itself is an error with that signal, not oom', async () => {

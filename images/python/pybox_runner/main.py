@@ -150,8 +150,14 @@ def parse_result(data):
             message = None
         return (message if isinstance(message, str) else "setting up the run failed"), None
     if data.startswith(b"S") and len(data) > 1:
+        body = data[1:]
+        mark = body.find(child_mod.EXIT_MARK)
+        if mark >= 0:
+            body = body[:mark]
+        if not body:
+            return None, None
         try:
-            error = json.loads(data[1:])
+            error = json.loads(body)
         except ValueError:
             return None, None
         return None, error if isinstance(error, dict) else None

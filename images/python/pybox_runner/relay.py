@@ -7,10 +7,12 @@ process of the sandbox (orphans become its children), and once the code's own pr
 SIGKILLs everything left, so no daemonised grandchild can hold a pipe open or outlive the run."""
 
 import ctypes
+import json
 import os
 import selectors
 import signal
 
+from .child import EXIT_MARK
 from .protocol import CHUNK, KIND_STDERR, KIND_STDOUT
 
 PTRACE_DETACH = 17
@@ -67,6 +69,8 @@ class Relay:
         if kind == 0:
             if len(self.result) < RESULT_LIMIT:
                 self.result += data
+                if self.status is None:
+                    self.exit_mark()
             return
         self.counts[kind] += len(data)
         if self.counts[kind] > self.flood_bytes:
@@ -75,6 +79,17 @@ class Relay:
                 kill_all(self.pid)
             return
         self.emit(kind, data)
+
+    def exit_mark(self):
+        """The program said it is over (exit code, CPU time): as good as reaping it, without waiting
+        for its memory to be freed."""
+        parsed = parse_exit_mark(self.result)
+        if parsed is None:
+            return
+        code, cpu_ms = parsed
+        self.status = code << 8  # a wait status: exited with code
+        self.cpu_ms = cpu_ms
+        kill_all(None)
 
     def reap(self, block=False):
         """Collects every child that has changed state: the code's process, orphans, tracees."""
@@ -92,13 +107,32 @@ class Relay:
                 return
             if os.WIFSTOPPED(st):
                 release_tracee(done, st)  # not an exit: a process made us its tracer
-            elif done == self.pid:
+            elif done == self.pid and self.status is None:
                 self.status = st
                 self.cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000, 1)
                 # The user's program is over: nothing it started may outlive it or hold our pipes.
                 kill_all(None)
             if block:
                 return
+
+
+def parse_exit_mark(data):
+    """(exit code, CPU ms) from the first complete exit mark on the result pipe, or None."""
+    start = data.find(EXIT_MARK)
+    if start < 0:
+        return None
+    end = data.find(b"\n", start)
+    if end < 0:
+        return None
+    try:
+        code, cpu_ms = json.loads(data[start + len(EXIT_MARK):end])
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 255:
+        return None
+    if not isinstance(cpu_ms, (int, float)) or isinstance(cpu_ms, bool) or not 0 <= cpu_ms < 1e10:
+        cpu_ms = None
+    return code, cpu_ms
 
 
 def kill_all(group):

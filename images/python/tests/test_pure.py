@@ -245,6 +245,19 @@ class ResultTest(unittest.TestCase):
         self.assertEqual(main.parse_result(b"S[1]"), (None, None))
         self.assertEqual(main.parse_result(b""), (None, None))
 
+    def test_the_exit_mark_is_not_part_of_the_error(self):
+        self.assertEqual(main.parse_result(b'S{"type": "E"}\x00EXIT [1, 2.5]\n'), (None, {"type": "E"}))
+        self.assertEqual(main.parse_result(b"S\x00EXIT [0, 1]\n"), (None, None))
+
+    def test_exit_mark(self):
+        from pybox_runner import relay
+        self.assertEqual(relay.parse_exit_mark(b'S{"a": 1}\x00EXIT [3, 12.5]\n'), (3, 12.5))
+        self.assertIsNone(relay.parse_exit_mark(b"S\x00EXIT [3, 1"))  # not complete yet
+        self.assertIsNone(relay.parse_exit_mark(b"S"))
+        for bad in (b"[300, 1]", b"[-1, 1]", b"[true, 1]", b'["0", 1]', b"[0]", b"{}"):
+            self.assertIsNone(relay.parse_exit_mark(b"S\x00EXIT " + bad + b"\n"), bad)
+        self.assertEqual(relay.parse_exit_mark(b"S\x00EXIT [0, -5]\n"), (0, None))
+
     def test_the_code_cannot_forge_a_setup_failure(self):
         # After b"S" everything may be the code's: a setup failure it writes is no setup failure.
         self.assertEqual(main.parse_result(b'SF"forged"'), (None, None))
