@@ -6,6 +6,7 @@ import { PyboxError } from '../../src/core/errors.ts';
 import { DefaultExecutionService } from '../../src/core/execution-service.ts';
 import type { EngineProbe, Sandboxes } from '../../src/core/ports.ts';
 import { ExecutionRequest, ExecutionResult } from '../../src/core/schemas.ts';
+import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from '../../src/core/limits.ts';
 import type { RunnerReport } from '../../src/engine/protocol.ts';
 import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import { defaultConfig, deferred, ManualClock, MemoryStore, outcome, RecordingLogger, runReport, type RunReport } from './fakes.ts';
@@ -115,17 +116,38 @@ describe('clampLimits', () => {
     expect(service.clampLimits({ cpus: 2.01 }).cpus).toBe(2);
   });
 
-  it('raises memory to a floor of 32 MB', () => {
-    expect(service.clampLimits({ memoryMb: 1 }).memoryMb).toBe(32);
-    expect(service.clampLimits({ memoryMb: 31 }).memoryMb).toBe(32);
-    expect(service.clampLimits({ memoryMb: 33 }).memoryMb).toBe(33);
+  it('applies the smallest values a request may ask for as they are, never raised', () => {
+    expect(service.clampLimits({ timeoutMs: MIN_TIMEOUT_MS, memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS })).toEqual({
+      timeoutMs: MIN_TIMEOUT_MS,
+      memoryMb: MIN_MEMORY_MB,
+      cpus: MIN_CPUS,
+      outputBytes: 50_000,
+    });
   });
 
-  it('never yields a value Docker reads as unlimited', () => {
-    const l = service.clampLimits({ timeoutMs: 1, memoryMb: 1, cpus: 0.01 });
-    expect(l.timeoutMs).toBeGreaterThan(0);
-    expect(l.memoryMb).toBeGreaterThan(0);
-    expect(l.cpus).toBeGreaterThan(0);
+  it('keeps a tenant ceiling below a floor from lowering a run under the floor', () => {
+    const tenant = { maxConcurrency: null, ratePerMinute: null, maxTimeoutMs: 10, maxMemoryMb: 16, maxCpus: 0.01 };
+    expect(service.clampLimits({}, tenant)).toEqual({ timeoutMs: MIN_TIMEOUT_MS, memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS, outputBytes: 50_000 });
+    expect(service.effectiveLimits(tenant).max).toEqual({ timeoutMs: MIN_TIMEOUT_MS, memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS });
+  });
+});
+
+describe('request schema: limits at their floors', () => {
+  const issue = (body: Record<string, unknown>) => {
+    const r = ExecutionRequest.safeParse({ code: 'print(1)', ...body });
+    return r.success ? null : (r.error.issues[0]?.message ?? '');
+  };
+
+  it('refuses a value below each floor with a message naming the floor', () => {
+    expect(issue({ memoryMb: MIN_MEMORY_MB - 1 })).toContain(`at least ${MIN_MEMORY_MB}`);
+    expect(issue({ memoryMb: 1 })).toContain(`at least ${MIN_MEMORY_MB}`);
+    expect(issue({ cpus: 0.01 })).toContain(`at least ${MIN_CPUS}`);
+    expect(issue({ cpus: MIN_CPUS - 0.001 })).toContain(`at least ${MIN_CPUS}`);
+    expect(issue({ timeoutMs: 1 })).toContain(`at least ${MIN_TIMEOUT_MS}`);
+  });
+
+  it('accepts each floor itself', () => {
+    expect(issue({ memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS, timeoutMs: MIN_TIMEOUT_MS })).toBeNull();
   });
 });
 
@@ -229,7 +251,9 @@ describe('execute: input files', () => {
       context: { k: [1, 2] },
       files: undefined,
       limits: { timeoutMs: 30_000, memoryMb: 2048, cpus: 1, outputBytes: 50_000 },
+      signal: expect.any(AbortSignal),
     });
+    expect(job?.signal?.aborted).toBe(false);
   });
 
   it('fills empty defaults for a bare request', async () => {
