@@ -609,3 +609,162 @@ describe('runtimes', () => {
     expect(calls).toBe(2);
   });
 });
+
+describe('execute: cancellation', () => {
+  const tick = () => new Promise<void>((r) => setTimeout(r, 0));
+
+  it('a request still waiting for a slot when its caller goes away is cancelled, recorded and metered, and never runs', async () => {
+    const hold = deferred<SandboxOutcome>();
+    const s = setup(() => hold.promise, { gate: new ConcurrencyGate(1, 4, 1) });
+    const first = s.service.execute(LOCAL_CALLER, request());
+    const client = new AbortController();
+    const waiting = s.service.execute(LOCAL_CALLER, request({ code: 'print(2)' }), { signal: client.signal });
+    await tick();
+    expect(s.gate.stats).toEqual({ running: 1, queued: 1 });
+    client.abort('Client connection prematurely closed.');
+    const r = ExecutionResult.parse(await waiting);
+    expect(r).toMatchObject({ id: 'id-2', status: 'cancelled', success: false, exitCode: null, signal: null, stdout: '', stderr: '', durationMs: 0 });
+    expect(r.feedback).toContain('the caller went away');
+    expect(r.feedback).toContain('had not started');
+    expect(s.gate.stats).toEqual({ running: 1, queued: 0 });
+    expect(s.sandboxes.jobs).toHaveLength(1); // only the first ever reached the sandbox side
+    expect(s.store.saved.map((x) => [x.id, x.status])).toEqual([['id-2', 'cancelled']]);
+    expect(s.store.usage({ tenant: 'local' })[0]?.byStatus.cancelled).toBe(1);
+    expect(s.service.stats(LOCAL_CALLER).byStatus.cancelled).toBe(1);
+    hold.resolve(outcome('finished', { report: runReport() }));
+    expect((await first).status).toBe('completed');
+  });
+
+  it('a caller signal already aborted is recorded as cancelled without running', async () => {
+    const s = setup();
+    const r = await s.service.execute(LOCAL_CALLER, request(), { signal: AbortSignal.abort() });
+    expect(r.status).toBe('cancelled');
+    expect(s.sandboxes.jobs).toHaveLength(0);
+    expect(s.store.saved).toHaveLength(1);
+  });
+
+  it('a running execution gets the abort through its job signal, and a cancelled outcome keeps its output', async () => {
+    const started = deferred<SandboxJob>();
+    const s = setup(
+      (job) =>
+        new Promise<SandboxOutcome>((resolve) => {
+          started.resolve(job);
+          // As the sandbox side does: stop on abort, report what was printed until then.
+          job.signal?.addEventListener('abort', () => resolve(outcome('cancelled', { stdout: 'step 1\n', durationMs: 1500 })));
+        }),
+    );
+    const client = new AbortController();
+    const running = s.service.execute(LOCAL_CALLER, request(), { signal: client.signal });
+    const job = await started.promise;
+    expect(job.signal?.aborted).toBe(false);
+    client.abort();
+    expect(job.signal?.aborted).toBe(true);
+    const r = await running;
+    expect(r).toMatchObject({ status: 'cancelled', stdout: 'step 1\n', durationMs: 1500, limits: { timeoutMs: 30_000, memoryMb: 256, cpus: 1, outputBytes: 50_000 } });
+    expect(r.feedback).toContain('the caller went away');
+    expect(r.feedback).toContain('had been running for 1.50 s');
+    expect(r.feedback).toContain('step 1');
+    expect(s.store.saved.map((x) => x.status)).toEqual(['cancelled']);
+    expect(s.gate.stats).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('a run that finishes although its caller went away is recorded as what it was', async () => {
+    const client = new AbortController();
+    const s = setup(() => {
+      client.abort();
+      return outcome('finished', { report: runReport() });
+    });
+    expect((await s.service.execute(LOCAL_CALLER, request(), { signal: client.signal })).status).toBe('completed');
+  });
+
+  it('unhooks itself from the caller signal once recorded', async () => {
+    const s = setup();
+    const client = new AbortController();
+    let listeners = 0;
+    const signal = client.signal;
+    const add = signal.addEventListener.bind(signal);
+    const remove = signal.removeEventListener.bind(signal);
+    signal.addEventListener = ((...a: Parameters<typeof add>) => {
+      listeners++;
+      add(...a);
+    }) as typeof add;
+    signal.removeEventListener = ((...a: Parameters<typeof remove>) => {
+      listeners--;
+      remove(...a);
+    }) as typeof remove;
+    await s.service.execute(LOCAL_CALLER, request(), { signal });
+    expect(listeners).toBe(0);
+  });
+});
+
+describe('shutdown', () => {
+  const tick = () => new Promise<void>((r) => setTimeout(r, 0));
+
+  it('refuses new executions with shutting_down and a Retry-After once it stops accepting, recording nothing', async () => {
+    const s = setup();
+    expect(s.service.accepting).toBe(true);
+    s.service.stopAccepting();
+    expect(s.service.accepting).toBe(false);
+    const e = await rejection(s.service.execute(LOCAL_CALLER, request()));
+    expect(e.code).toBe('shutting_down');
+    expect(e.retryAfterS).toBeGreaterThan(0);
+    expect(s.sandboxes.jobs).toHaveLength(0);
+    expect(s.store.saved).toHaveLength(0);
+  });
+
+  it('says it is not ready while shutting down, without probing the engine', async () => {
+    const s = setup();
+    s.service.stopAccepting();
+    const r = await s.service.readiness();
+    expect(r.ready).toBe(false);
+    expect(r.message).toContain('shutting down');
+    expect(s.probe.asked).toEqual([]);
+  });
+
+  it('cancels waiting executions at once and lets running ones go on until cancelRunning()', async () => {
+    const jobs: SandboxJob[] = [];
+    const s = setup(
+      (job) =>
+        new Promise<SandboxOutcome>((resolve) => {
+          jobs.push(job);
+          job.signal?.addEventListener('abort', () => resolve(outcome('cancelled', { durationMs: 700 })));
+        }),
+      { gate: new ConcurrencyGate(1, 4, 1) },
+    );
+    const running = s.service.execute(LOCAL_CALLER, request());
+    const waiting = s.service.execute(LOCAL_CALLER, request());
+    await tick();
+    expect(s.service.pending).toBe(2);
+    s.service.stopAccepting();
+    const w = await waiting;
+    expect(w).toMatchObject({ status: 'cancelled', durationMs: 0 });
+    expect(w.feedback).toContain('shutting down');
+    expect(w.feedback).toContain('had not started');
+    expect(jobs[0]?.signal?.aborted).toBe(false);
+    expect(s.service.pending).toBe(1);
+    let settled = false;
+    const done = s.service.settled().then(() => (settled = true));
+    await tick();
+    expect(settled).toBe(false);
+    s.service.cancelRunning();
+    const r = await running;
+    expect(r.status).toBe('cancelled');
+    expect(r.feedback).toContain('shutting down');
+    expect(r.feedback).toContain('had been running');
+    await done;
+    expect(s.service.pending).toBe(0);
+    expect(s.store.saved.map((x) => x.status)).toEqual(['cancelled', 'cancelled']);
+  });
+
+  it('settled() resolves at once when nothing is in flight', async () => {
+    await setup().service.settled();
+  });
+
+  it('cancels the image probe too', async () => {
+    const s = setup((job) => new Promise<SandboxOutcome>((resolve) => job.signal?.addEventListener('abort', () => resolve(outcome('cancelled')))));
+    const info = s.service.runtimes();
+    await tick();
+    s.service.cancelRunning();
+    expect((await info).python).toBeNull();
+  });
+});
