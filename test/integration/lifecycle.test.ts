@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ExecutionResult } from '../../src/core/schemas.ts';
 import { imageTags } from '../../src/engine/image.ts';
 import { docker, labelledContainers, postJson, realPybox } from '../support/real.ts';
@@ -134,8 +134,22 @@ async function serveWith(yaml: string): Promise<{ service: ServiceProcess; url: 
     service.child.kill('SIGKILL');
     throw new Error(`pybox did not start:\n${service.log}`);
   }
+  live.push({ service, instance });
   return { service, url: `http://127.0.0.1:${port}`, instance };
 }
+
+const live: Array<{ service: ServiceProcess; instance: string }> = [];
+
+/** A server that failed its test may not have exited nor removed its sandboxes: both are done here. */
+afterEach(async () => {
+  for (const { service, instance } of live.splice(0)) {
+    if (service.child.exitCode === null && service.child.signalCode === null) {
+      service.child.kill('SIGKILL');
+      await service.exited;
+    }
+    for (const id of await labelledContainers(instance)) await docker.getContainer(id).remove({ force: true });
+  }
+});
 
 /** Resolves with the exit code, or 'still running' once `ms` have passed. */
 function exitWithin(service: ServiceProcess, ms: number): Promise<number | null | 'still running'> {
@@ -169,7 +183,7 @@ describe('cancellation and shutdown (npm start)', () => {
       service.child.kill('SIGTERM');
       expect(await exitWithin(service, 2000), service.log).toBe(0);
     } finally {
-      service.child.kill('SIGKILL');
+      service.child.kill('SIGKILL'); // no-op once it has exited
     }
   });
 
@@ -204,7 +218,7 @@ describe('cancellation and shutdown (npm start)', () => {
       expect(await exitWithin(service, 20_000)).toBe(0);
       expect(await labelledContainers(instance)).toEqual([]);
     } finally {
-      service.child.kill('SIGKILL');
+      service.child.kill('SIGKILL'); // no-op once it has exited
     }
   });
 
@@ -227,7 +241,7 @@ describe('cancellation and shutdown (npm start)', () => {
       expect(await exitWithin(service, 20_000)).toBe(0);
       expect(await labelledContainers(instance)).toEqual([]);
     } finally {
-      service.child.kill('SIGKILL');
+      service.child.kill('SIGKILL'); // no-op once it has exited
     }
   });
 });
