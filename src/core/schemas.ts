@@ -76,7 +76,7 @@ export const ExecutionRequest = z.strictObject({
       z.json(),
     )
     .optional(),
-  timeoutMs: z.int().min(MIN_TIMEOUT_MS, `must be at least ${MIN_TIMEOUT_MS} (ms): a shorter limit could only ever time out`).max(86_400_000).optional(),
+  timeoutMs: z.int().min(MIN_TIMEOUT_MS, `must be at least ${MIN_TIMEOUT_MS} (ms): the shortest a run can be sure to meet`).max(86_400_000).optional(),
   memoryMb: z.int().min(MIN_MEMORY_MB, `must be at least ${MIN_MEMORY_MB} (MB), the memory a sandbox needs to run at all`).max(1_048_576).optional(),
   cpus: z.number().min(MIN_CPUS, `must be at least ${MIN_CPUS} (CPUs), the share a sandbox needs to start in time`).max(1024).optional(),
 });
