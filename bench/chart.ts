@@ -19,7 +19,12 @@ export function renderSvg(rows: Row[], machine: { cpus: number; cpuModel: string
     .map((r, i) => {
       const y = top + i * rowH;
       const w = Math.max(2, x(r.p50));
-      const color = r.name.startsWith('baseline') ? '#888' : r.name.startsWith('docker') ? '#c66' : r.name.includes('warm') ? '#2a7' : '#47a';
+      const color =
+        r.name.startsWith('baseline') ? '#888'
+        : r.name.startsWith('docker') ? '#c66'
+        : r.name.includes('back-to-back') ? '#d80'
+        : r.name.includes('warm') || r.name.includes('paced') ? '#2a7'
+        : '#47a';
       return (
         `<text x="${labelW - 8}" y="${y + 17}" text-anchor="end">${esc(r.name)}</text>` +
         `<rect x="${labelW}" y="${y + 4}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${color}"/>` +

@@ -1,50 +1,60 @@
-// `npm run bench`: every scenario side by side in one run, on this machine, now. Prints a table of
-// medians, p95, p99 and ratios to the unsandboxed baseline, writes bench/results/latest.json and
-// draws bench/results/latest.svg. Figures on shared machines are noisy: compare within one run.
+// `npm run bench`: every scenario side by side in one run, on this machine, now, under each
+// runtime the engine offers. Prints a table (medians, p95, p99, ratios to the baselines measured in
+// the same run) and a breakdown of where a run's time goes, writes bench/results/latest.json and
+// draws bench/results/latest.svg. `--help` lists the flags (scenarios, runtimes, counts).
+// Figures on shared machines are noisy: compare within one run, and read the warning line.
 import { serve } from '@hono/node-server';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
-import { composePybox, type Pybox } from '../src/compose.ts';
+import { composePybox, systemClock, type Pybox } from '../src/compose.ts';
 import { ConfigSchema, type Config } from '../src/config/schema.ts';
 import { silentLogger } from '../src/core/logger.ts';
 import type { RuntimeName } from '../src/core/schemas.ts';
+import { DistinctUids } from '../src/engine/distinct-uids.ts';
+import { DockerEngine, dockerConnection } from '../src/engine/docker-engine.ts';
 import { imageTags } from '../src/engine/image.ts';
+import { OnDemandSource, SandboxRunner } from '../src/engine/run-sandbox.ts';
+import { SandboxFactory } from '../src/engine/sandbox.ts';
+import type { SandboxJob } from '../src/core/sandbox.ts';
+import { WarmPool } from '../src/pool/warm-pool.ts';
+import { ArgsError, parseArgs, USAGE, type BenchOptions, type Scenario } from './args.ts';
+import { PHASE_MEANING, summarizePhases, TimedEngine, type PhaseSummary } from './breakdown.ts';
 import { renderSvg } from './chart.ts';
-import { summarize, type Row } from './stats.ts';
+import { clients, paced, sequential, type Task } from './measure.ts';
+import { busyMs, busyShare, parseProcStat, quietnessWarning, round1, round2, summarize, type CpuTicks, type Row } from './stats.ts';
 
 const root = join(import.meta.dirname, '..');
 const image = imageTags(join(root, 'images')).sandbox;
 const docker = new Docker();
-const quick = process.argv.includes('--quick');
-const N = quick ? 8 : 25;
 const PRINT = 'print(1)';
-const SCIENCE = 'import numpy as np, pandas as pd\nprint(int(np.arange(10).sum()), len(pd.DataFrame({"a": [1, 2]})))';
-const rows: Row[] = [];
+/** A small DataFrame job, as a model writes them: build, group, summarise. */
+const SCIENCE = [
+  'import numpy as np, pandas as pd',
+  'df = pd.DataFrame({"g": np.arange(200) % 4, "x": np.arange(200, dtype=float)})',
+  'print(df.groupby("g")["x"].mean().round(1).to_dict())',
+].join('\n');
+const BENCH_LABEL = 'pybox.bench';
 const log = (s: string) => process.stderr.write(s + '\n');
+const cpuNow = (): CpuTicks => parseProcStat(readFileSync('/proc/stat', 'utf8'));
 
-function run(cmd: string, args: string[], input?: string): Promise<number> {
+function run(cmd: string, args: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'ignore'] });
-    if (input !== undefined) child.stdin?.end(input);
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'ignore'] });
     child.on('error', reject);
     child.on('exit', (code) => resolve(code ?? -1));
   });
 }
 
-async function timeIt(n: number, once: () => Promise<unknown>, between?: () => Promise<void>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    if (between) await between();
-    const t = performance.now();
-    await once();
-    out.push(performance.now() - t);
-  }
-  return out;
+/** Runs `f` and answers the machine's busy CPU milliseconds it took, with its result. */
+async function withCpu<T>(f: () => Promise<T>): Promise<{ value: T; cpuMs: number }> {
+  const before = cpuNow();
+  const value = await f();
+  return { value, cpuMs: busyMs(before, cpuNow()) };
 }
 
 /**
@@ -63,11 +73,11 @@ async function baseline(code: string, n: number): Promise<number[]> {
   const python = hostPython();
   const dir = mkdtempSync(join(tmpdir(), 'pybox-bench-'));
   try {
-    return await timeIt(n, async () => {
+    return await sequential(n, async () => {
       const file = join(dir, `m${Math.random().toString(36).slice(2)}.py`);
       writeFileSync(file, code);
-      const code_ = await run(python, [file]);
-      if (code_ !== 0) throw new Error('baseline failed');
+      const status = await run(python, [file]);
+      if (status !== 0) throw new Error('baseline failed');
       rmSync(file);
     });
   } finally {
@@ -75,256 +85,493 @@ async function baseline(code: string, n: number): Promise<number[]> {
   }
 }
 
-async function dockerRun(code: string, n: number, runtime: RuntimeName): Promise<number[]> {
-  return timeIt(n, async () => {
-    const status = await run('docker', ['run', '--rm', '-i', '--network', 'none', `--runtime=${runtime}`, '--entrypoint', 'python3', image, '-c', code]);
+function dockerRun(code: string, n: number, runtime: RuntimeName): Promise<number[]> {
+  return sequential(n, async () => {
+    const args = ['run', '--rm', '--label', `${BENCH_LABEL}=1`, '--network', 'none', `--runtime=${runtime}`, '--entrypoint', 'python3', image, '-c', code];
+    const status = await run('docker', args);
     if (status !== 0) throw new Error(`docker run failed (${status})`);
   });
 }
 
-interface Served {
-  pybox: Pybox;
-  url: string;
-  close(): Promise<void>;
-}
-
-async function servePybox(runtime: RuntimeName, overrides: Record<string, unknown>, storeDir: string): Promise<Served> {
-  const config: Config = ConfigSchema.parse({
-    ...overrides,
-    engine: { runtime, instance: `bench-${runtime}-${Date.now()}` },
-    store: { path: join(storeDir, `${runtime}-${Date.now()}.db`) },
-    log: { level: 'silent' },
-  });
-  const pybox = await composePybox(config, { logger: silentLogger, imagesDir: join(root, 'images') });
-  const server = await new Promise<Server>((resolve) => {
-    const s = serve({ fetch: pybox.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s as Server)) as Server;
-  });
-  const { port } = server.address() as AddressInfo;
-  return {
-    pybox,
-    url: `http://127.0.0.1:${port}`,
-    async close() {
-      await new Promise((r) => server.close(r));
-      await pybox.close();
-    },
-  };
-}
-
-async function execute(url: string, code: string): Promise<{ status: number; body: { status?: string } }> {
-  const res = await fetch(`${url}/v1/executions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code }) });
-  return { status: res.status, body: (await res.json()) as { status?: string } };
-}
-
-async function executeOk(url: string, code: string): Promise<void> {
-  const r = await execute(url, code);
-  if (r.status !== 200 || r.body.status !== 'completed') throw new Error(`execution failed: ${JSON.stringify(r.body).slice(0, 300)}`);
-}
-
-async function pyboxLatency(s: Served, code: string, n: number, warm: boolean): Promise<number[]> {
-  // Warm: a sandbox is waiting when the request arrives (the pool has refilled since the last
-  // one). Cold: the pool is off, so every request creates and starts its container.
-  // Between cold samples, a pause lets the previous container's removal finish first.
-  const between = warm ? () => s.pybox.pool.filled() : () => new Promise<void>((r) => setTimeout(r, 150));
-  await executeOk(s.url, code); // first use: the service's own warm-up (JIT, first connections)
-  return timeIt(n, () => executeOk(s.url, code), between);
-}
-
-/** Runs `task` `total` times, `parallel` at a time; answers the rate per second and each latency. */
-async function inParallel(total: number, parallel: number, task: () => Promise<void>): Promise<{ perSecond: number; latencies: number[] }> {
-  const latencies: number[] = [];
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: parallel }, async () => {
-      while (next < total) {
-        next++;
-        const t = performance.now();
-        await task();
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  return { perSecond: total / ((performance.now() - t0) / 1000), latencies };
-}
-
-/** Sustained throughput: `total` requests, `concurrency` at a time. */
-const throughput = (url: string, code: string, concurrency: number, total: number) => inParallel(total, concurrency, () => executeOk(url, code));
-
 /** The engine's own ceiling: full create → start → wait → remove lifecycles, `parallel` at a time. */
-async function engineCeiling(total: number, parallel: number, runtime: RuntimeName): Promise<number> {
-  const { perSecond } = await inParallel(total, parallel, async () => {
+function engineLifecycle(runtime: RuntimeName): Task {
+  return async () => {
     const c = await docker.createContainer({
       Image: image,
       Entrypoint: ['python3', '-c', PRINT],
       HostConfig: { NetworkMode: 'none', Runtime: runtime, LogConfig: { Type: 'none', Config: {} } },
-      Labels: { 'pybox.bench': '1' },
+      Labels: { [BENCH_LABEL]: '1' },
     });
     await c.start();
     await c.wait();
     await c.remove({ force: true });
-  });
-  return perSecond;
+  };
 }
 
-/** 500 requests at concurrency 64 against a service in its own process, whose memory we read. */
-async function burst(storeDir: string): Promise<Record<string, number | string>> {
-  const port = 18000 + Math.floor(Math.random() * 1000);
-  const instance = `bench-burst-${Date.now()}`;
-  const cfgPath = join(storeDir, 'burst.yaml');
-  writeFileSync(cfgPath, `engine:\n  runtime: runc\n  instance: ${instance}\nlog:\n  level: warn\n`);
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: root,
-    env: { ...process.env, PYBOX_CONFIG: cfgPath, PYBOX_PORT: String(port), PYBOX_DB: join(storeDir, 'burst.db') },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`${url}/readyz`)).ok) break;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 100));
+interface Served {
+  pybox: Pybox;
+  config: Config;
+  url: string;
+  close(): Promise<void>;
+}
+
+class Bench {
+  readonly rows: Row[] = [];
+  readonly breakdowns: Record<string, unknown> = {};
+  /** pybox instances this run started: whatever they leave is removed at the end. */
+  readonly instances: string[] = [];
+  readonly storeDir = mkdtempSync(join(tmpdir(), 'pybox-bench-store-'));
+  burst: Record<string, number | string> | null = null;
+
+  constructor(readonly opts: BenchOptions) {}
+
+  get counts() {
+    return this.opts.counts;
   }
-  const total = quick ? 100 : 500;
-  const concurrency = 64;
-  const latencies: number[] = [];
-  let ok = 0;
-  let refused = 0;
-  let refusedWithoutRetryAfter = 0;
-  let other = 0;
-  let next = 0;
-  let peakRssKb = 0;
-  const sampler = setInterval(() => {
-    try {
-      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
-      peakRssKb = Math.max(peakRssKb, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0));
-    } catch {
-      /* gone */
+
+  has(s: Scenario): boolean {
+    return this.opts.scenarios.includes(s);
+  }
+
+  row(name: string, scenario: Scenario, runtime: RuntimeName | undefined, samples: number[], extra: Partial<Row> = {}): Row {
+    const r: Row = { ...summarize(name, samples), scenario, ...(runtime ? { runtime } : {}), ...extra };
+    this.rows.push(r);
+    return r;
+  }
+
+  find(scenario: Scenario, runtime: RuntimeName): Row | undefined {
+    return this.rows.find((r) => r.scenario === scenario && r.runtime === runtime);
+  }
+
+  config(runtime: RuntimeName, overrides: Record<string, unknown>): Config {
+    const instance = `bench-${runtime}-${Date.now()}-${this.instances.length}`;
+    this.instances.push(instance);
+    const size = this.opts.poolSize;
+    return ConfigSchema.parse({
+      ...(size === null ? {} : { pool: { size: { runc: size, runsc: size } } }),
+      ...overrides,
+      engine: { runtime, instance },
+      store: { path: join(this.storeDir, `${instance}.db`) },
+      log: { level: 'silent' },
+    });
+  }
+
+  async serve(runtime: RuntimeName, overrides: Record<string, unknown>): Promise<Served> {
+    const config = this.config(runtime, overrides);
+    const pybox = await composePybox(config, { logger: silentLogger, imagesDir: join(root, 'images') });
+    const server = await new Promise<Server>((resolve) => {
+      const s = serve({ fetch: pybox.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s as Server)) as Server;
+    });
+    const { port } = server.address() as AddressInfo;
+    return {
+      pybox,
+      config,
+      url: `http://127.0.0.1:${port}`,
+      async close() {
+        await new Promise((r) => server.close(r));
+        await pybox.close();
+      },
+    };
+  }
+
+  async runtimeScenarios(runtime: RuntimeName): Promise<void> {
+    const c = this.counts;
+    // back-to-back is read against docker run, sustained against the engine ceiling: measured here too.
+    if (this.has('docker-run') || this.has('back-to-back')) {
+      log(`docker run --rm (${runtime})`);
+      this.row(`docker run --rm, print(1) (${runtime})`, 'docker-run', runtime, await dockerRun(PRINT, c.dockerRun, runtime));
+      if (this.has('docker-run') && this.has('science') && !this.opts.quick) {
+        this.row(`docker run --rm, numpy+pandas (${runtime})`, 'docker-run', runtime, await dockerRun(SCIENCE, Math.max(2, Math.ceil(c.dockerRun / 2)), runtime));
+      }
     }
-  }, 50);
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < total) {
-        next++;
-        const t = performance.now();
+    if (this.has('ceiling') || this.has('sustained')) {
+      log(`engine ceiling: ${c.ceilingTotal} create/start/wait/remove lifecycles, ${c.ceilingParallel} at a time (${runtime})`);
+      const { value, cpuMs } = await withCpu(() => clients(c.ceilingTotal, c.ceilingParallel, engineLifecycle(runtime)));
+      this.row(`engine ceiling, ${c.ceilingParallel} parallel lifecycles (${runtime})`, 'ceiling', runtime, value.latencies, {
+        perSecond: round1(value.perSecond),
+        cpuMsPerRun: Math.round(cpuMs / c.ceilingTotal),
+      });
+    }
+    if (this.has('cold')) {
+      log(`pybox cold, pool off (${runtime})`);
+      const s = await this.serve(runtime, { pool: { enabled: false } });
+      try {
+        await this.execute(s.url, PRINT); // the service's own warm-up (JIT, first connections)
+        // A pause between samples lets the previous container's removal finish first.
+        const samples = await sequential(c.samples, () => this.execute(s.url, PRINT), () => new Promise((r) => setTimeout(r, 200)));
+        this.row(`pybox cold, pool off, print(1) (${runtime})`, 'cold', runtime, samples);
+      } finally {
+        await s.close();
+      }
+    }
+    if (this.has('paced') || this.has('science') || this.has('back-to-back') || this.has('sustained')) {
+      const s = await this.serve(runtime, {});
+      try {
+        await this.served(s, runtime);
+      } finally {
+        await s.close();
+      }
+    }
+    if (this.has('breakdown')) await this.breakdown(runtime);
+  }
+
+  /** The scenarios that share one service with its default settings (pool on, default preloads). */
+  async served(s: Served, runtime: RuntimeName): Promise<void> {
+    const c = this.counts;
+    const pool = s.pybox.pool;
+    await this.execute(s.url, PRINT);
+    if (this.has('paced')) {
+      log(`paced: print(1) every ${this.opts.pacedIntervalMs} ms, warm (${runtime})`);
+      await pool.filled();
+      this.row(`pybox paced, print(1) every ${this.opts.pacedIntervalMs} ms (${runtime})`, 'paced', runtime, await paced(c.paced, this.opts.pacedIntervalMs, () => this.execute(s.url, PRINT)));
+    }
+    if (this.has('science')) {
+      log(`numpy+pandas every ${this.opts.scienceIntervalMs} ms, warm (${runtime})`);
+      await pool.filled();
+      await this.execute(s.url, SCIENCE);
+      await pool.filled();
+      this.row(
+        `pybox paced, numpy+pandas every ${this.opts.scienceIntervalMs} ms (${runtime})`,
+        'science',
+        runtime,
+        await paced(c.science, this.opts.scienceIntervalMs, () => this.execute(s.url, SCIENCE)),
+      );
+    }
+    if (this.has('back-to-back')) {
+      // The first runs are served from the pool's stock; the steady state is what such a client
+      // sees, so the stock (and one more) is used up before the timed runs.
+      const stock = s.config.pool.enabled ? s.config.pool.size[runtime] + 1 : 0;
+      log(`back-to-back: print(1), the next as soon as one returns; ${stock} untimed first (${runtime})`);
+      await pool.filled();
+      await sequential(stock, () => this.execute(s.url, PRINT));
+      const { value, cpuMs } = await withCpu(() => sequential(c.samples, () => this.execute(s.url, PRINT)));
+      const ref = this.find('docker-run', runtime);
+      const r = this.row(`pybox back-to-back, print(1) (${runtime})`, 'back-to-back', runtime, value, { cpuMsPerRun: Math.round(cpuMs / c.samples) });
+      if (ref) r.versus = { name: ref.name, ratio: round2(r.p50 / ref.p50), meanRatio: round2(r.mean / ref.mean) };
+    }
+    if (this.has('sustained')) {
+      log(`sustained: ${c.clients} clients without pause, ${c.sustainedTotal} print(1) (${runtime})`);
+      await pool.filled();
+      const { value, cpuMs } = await withCpu(() => clients(c.sustainedTotal, c.clients, () => this.execute(s.url, PRINT)));
+      const ref = this.find('ceiling', runtime);
+      const r = this.row(`pybox sustained, ${c.clients} clients, print(1) (${runtime})`, 'sustained', runtime, value.latencies, {
+        perSecond: round1(value.perSecond),
+        cpuMsPerRun: Math.round(cpuMs / c.sustainedTotal),
+      });
+      if (ref?.perSecond) r.versus = { name: ref.name, ratio: round2(value.perSecond / ref.perSecond) };
+    }
+  }
+
+  async execute(url: string, code: string): Promise<void> {
+    const res = await fetch(`${url}/v1/executions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code }) });
+    const body = (await res.json()) as { status?: string };
+    if (res.status !== 200 || body.status !== 'completed') throw new Error(`execution failed (${res.status}): ${JSON.stringify(body).slice(0, 300)}`);
+  }
+
+  /**
+   * pybox's own sandbox code (SandboxRunner, and WarmPool for the loaded case) over an engine that
+   * timestamps each call: cold runs one at a time, then runs `maxConcurrent` at a time with the
+   * pool on, as the service runs them under sustained load (its gate admits that many).
+   */
+  async breakdown(runtime: RuntimeName): Promise<void> {
+    const c = this.counts;
+    const config = this.config(runtime, {});
+    const docker = new DockerEngine(dockerConnection(undefined, config.engine.socketPath), config.engine.apiTimeoutMs);
+    const job = (code: string): SandboxJob => ({
+      id: `bench-${Math.random().toString(36).slice(2)}`,
+      image,
+      runtime,
+      code,
+      stdin: '',
+      args: [],
+      env: {},
+      context: {},
+      files: [],
+      limits: { timeoutMs: config.limits.defaults.timeoutMs, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus },
+    });
+    const factoryOver = (timed: TimedEngine) => {
+      const [uid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
+      return new SandboxFactory(
+        new DistinctUids(timed, uid, gid, config.sandbox.uids),
+        {
+          instance: config.engine.instance,
+          sandbox: config.sandbox,
+          outputBytes: config.limits.outputBytes,
+          floodBytes: config.limits.floodBytes,
+          outputFilesMax: config.limits.outputFilesMax,
+          outputFilesMaxBytes: config.limits.outputFilesMaxBytes,
+          startTimeoutMs: config.engine.startTimeoutMs,
+        },
+        silentLogger,
+        systemClock,
+      );
+    };
+    try {
+      log(`breakdown: ${c.breakdown} cold runs one at a time (${runtime})`);
+      const coldEngine = new TimedEngine(docker);
+      const coldFactory = factoryOver(coldEngine);
+      const cold = new SandboxRunner(coldFactory, new OnDemandSource(coldFactory), systemClock);
+      const totals: number[] = [];
+      const answers: number[] = [];
+      await cold.run(job(PRINT)); // warm-up, not counted
+      await cold.drain();
+      coldEngine.timelines.length = 0;
+      for (let i = 0; i < c.breakdown; i++) {
+        const t0 = performance.now();
+        const outcome = await cold.run(job(PRINT));
+        const t1 = performance.now();
+        if (outcome.kind !== 'finished') throw new Error(`breakdown run ended ${outcome.kind}: ${outcome.failure ?? ''}`);
+        totals.push(t1 - t0);
+        const t = coldEngine.timelines.at(-1);
+        if (t?.report !== undefined) answers.push(t1 - t.report);
+        await cold.drain(); // removal measured alone, off the next run
+      }
+      const coldSummary = summarizePhases(coldEngine.timelines);
+      const tail = summarize('answer', answers);
+      const total = summarize('total', totals);
+
+      const loadedRuns = Math.max(8, Math.ceil(c.sustainedTotal / 2));
+      const parallel = config.concurrency.maxConcurrent;
+      log(`breakdown: ${loadedRuns} runs, ${parallel} at a time, pool on (${runtime})`);
+      const loadedEngine = new TimedEngine(docker);
+      const loadedFactory = factoryOver(loadedEngine);
+      const pool = new WarmPool(loadedFactory, config.pool, silentLogger, systemClock);
+      const loaded = new SandboxRunner(loadedFactory, pool, systemClock);
+      const sandboxConfig = { image, runtime, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus, preload: [] };
+      pool.warm(sandboxConfig);
+      let loadedResult: { perSecond: number; latencies: number[] };
+      let loadedCpuMs: number;
+      try {
+        await pool.filled();
+        loadedEngine.timelines.length = 0;
+        const measured = await withCpu(() => clients(loadedRuns, parallel, () => loaded.run(job(PRINT))));
+        loadedResult = measured.value;
+        loadedCpuMs = measured.cpuMs;
+      } finally {
+        await pool.drain();
+        await loaded.drain();
+      }
+      // Only the containers that served a run (the pool's last ones were discarded unused).
+      const served = loadedEngine.timelines.filter((t) => t.payloadSent !== undefined);
+      const waited = served.filter((t) => t.ready !== undefined && t.payloadSent! - t.ready < 2).length;
+      this.breakdowns[runtime] = {
+        cold: {
+          runs: c.breakdown,
+          totalP50Ms: total.p50,
+          totalP95Ms: total.p95,
+          reportToResultP50Ms: tail.p50,
+          phases: coldSummary,
+        },
+        loaded: {
+          runs: loadedRuns,
+          parallel,
+          perSecond: round1(loadedResult.perSecond),
+          cpuMsPerRun: Math.round(loadedCpuMs / loadedRuns),
+          latencyP50Ms: summarize('l', loadedResult.latencies).p50,
+          latencyP95Ms: summarize('l', loadedResult.latencies).p95,
+          runsThatWaitedForABoot: waited,
+          phases: summarizePhases(served),
+        },
+      };
+    } finally {
+      docker.close();
+    }
+  }
+
+  /** `total` requests at concurrency 64 against a service in its own process, whose memory we read. */
+  async runBurst(runtime: RuntimeName): Promise<void> {
+    const port = 18000 + Math.floor(Math.random() * 1000);
+    const instance = `bench-burst-${Date.now()}`;
+    this.instances.push(instance);
+    const cfgPath = join(this.storeDir, 'burst.yaml');
+    writeFileSync(cfgPath, `engine:\n  runtime: ${runtime}\n  instance: ${instance}\nlog:\n  level: warn\n`);
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      cwd: root,
+      env: { ...process.env, PYBOX_CONFIG: cfgPath, PYBOX_PORT: String(port), PYBOX_DB: join(this.storeDir, 'burst.db') },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      for (let i = 0; i < 200; i++) {
+        try {
+          if ((await fetch(`${url}/readyz`)).ok) break;
+        } catch {
+          /* not up yet */
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const total = this.counts.burstTotal;
+      const concurrency = 64;
+      let ok = 0;
+      let refused = 0;
+      let refusedWithoutRetryAfter = 0;
+      let other = 0;
+      let peakRssKb = 0;
+      const sampler = setInterval(() => {
+        try {
+          const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+          peakRssKb = Math.max(peakRssKb, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0));
+        } catch {
+          /* gone */
+        }
+      }, 50);
+      const result = await clients(total, concurrency, async () => {
         const res = await fetch(`${url}/v1/executions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: PRINT }) });
         await res.arrayBuffer();
-        latencies.push(performance.now() - t);
         if (res.status === 200) ok++;
         else if (res.status === 503) {
           refused++;
           if (!res.headers.get('retry-after')) refusedWithoutRetryAfter++;
         } else other++;
-      }
-    }),
-  );
-  const seconds = (performance.now() - t0) / 1000;
-  clearInterval(sampler);
-  child.kill('SIGTERM');
-  await new Promise((r) => child.on('exit', r));
-  const left = await docker.listContainers({ all: true, filters: { label: [`pybox.instance=${instance}`] } });
-  const s = summarize('burst', latencies);
-  if (other > 0) log(stderr.slice(-2000));
-  return {
-    requests: total,
-    concurrency,
-    completed: ok,
-    refused503: refused,
-    refusedWithoutRetryAfter,
-    otherStatus: other,
-    p50Ms: s.p50,
-    p99Ms: s.p99,
-    seconds: Math.round(seconds * 10) / 10,
-    containersLeft: left.length,
-    servicePeakRssMb: Math.round(peakRssKb / 1024),
-  };
+      });
+      clearInterval(sampler);
+      if (other > 0) log(stderr.slice(-2000));
+      const s = summarize('burst', result.latencies);
+      this.burst = {
+        runtime,
+        requests: total,
+        concurrency,
+        completed: ok,
+        refused503: refused,
+        refusedWithoutRetryAfter,
+        otherStatus: other,
+        p50Ms: s.p50,
+        p99Ms: s.p99,
+        seconds: round1(result.seconds),
+        servicePeakRssMb: Math.round(peakRssKb / 1024),
+      };
+    } finally {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await new Promise((r) => child.on('exit', r));
+      const left = await docker.listContainers({ all: true, filters: { label: [`pybox.instance=${instance}`] } });
+      if (this.burst) this.burst.containersLeft = left.length;
+    }
+  }
+
+  /** Removes whatever this run's containers left (there should be none) and the temp store. */
+  async cleanUp(): Promise<number> {
+    rmSync(this.storeDir, { recursive: true, force: true });
+    const labels = [[`${BENCH_LABEL}`], ...this.instances.map((i) => [`pybox.instance=${i}`])];
+    let removed = 0;
+    for (const label of labels) {
+      const stray = await docker.listContainers({ all: true, filters: { label } });
+      await Promise.all(stray.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).then(() => removed++, () => {})));
+    }
+    return removed;
+  }
+}
+
+/** Load average and how busy the CPU is over a short idle window, before anything starts. */
+async function quietness(): Promise<{ load1: number; load5: number; busyShareIdle: number; warning: string | null }> {
+  const before = cpuNow();
+  await new Promise((r) => setTimeout(r, 2000));
+  const share = busyShare(before, cpuNow());
+  const [load1 = 0, load5 = 0] = loadavg();
+  return { load1: round2(load1), load5: round2(load5), busyShareIdle: round2(share), warning: quietnessWarning(load1, cpus().length, share) };
+}
+
+function printTable(rows: Row[]): void {
+  const cols: Array<[string, number, (r: Row) => string]> = [
+    ['scenario', 58, (r) => r.name],
+    ['n', 5, (r) => String(r.samples)],
+    ['p50 ms', 9, (r) => r.p50.toFixed(1)],
+    ['p95 ms', 9, (r) => r.p95.toFixed(1)],
+    ['p99 ms', 9, (r) => r.p99.toFixed(1)],
+    ['mean ms', 9, (r) => r.mean.toFixed(1)],
+    ['x base', 8, (r) => (r.ratio === undefined ? '' : r.ratio.toFixed(1))],
+    ['runs/s', 8, (r) => (r.perSecond === undefined ? '' : r.perSecond.toFixed(1))],
+    ['CPU ms/run', 11, (r) => (r.cpuMsPerRun === undefined ? '' : String(r.cpuMsPerRun))],
+    ['vs (p50, or runs/s)', 40, (r) => (r.versus ? `${r.versus.ratio}x${r.versus.meanRatio === undefined ? '' : ` (mean ${r.versus.meanRatio}x)`} ${r.versus.name.replace(/ \((runc|runsc)\)$/, '')}` : '')],
+  ];
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 || i === cells.length - 1 ? c.padEnd(cols[i]![1]) : c.padStart(cols[i]![1]))).join(' ').trimEnd();
+  console.log('\n' + line(cols.map((c) => c[0])));
+  for (const r of rows) console.log(line(cols.map((c) => c[2](r))));
+}
+
+function printBreakdown(runtime: string, b: { cold: { phases: PhaseSummary[] } & Record<string, unknown>; loaded: { phases: PhaseSummary[] } & Record<string, unknown> }): void {
+  for (const [what, part] of [['cold, one at a time', b.cold], ['under load, pool on', b.loaded]] as const) {
+    const { phases, ...rest } = part;
+    console.log(`\nwhere the time goes (${runtime}, ${what}): ${JSON.stringify(rest)}`);
+    for (const p of phases) {
+      console.log(`  ${p.phase.padEnd(8)} p50 ${p.p50.toFixed(1).padStart(7)}  p95 ${p.p95.toFixed(1).padStart(7)}  mean ${p.mean.toFixed(1).padStart(7)} ms  (${PHASE_MEANING[p.phase]})`);
+    }
+  }
 }
 
 async function main(): Promise<void> {
-  const storeDir = mkdtempSync(join(tmpdir(), 'pybox-bench-store-'));
-  const started = new Date();
+  let opts: BenchOptions;
   try {
-    log(`pybox bench (${quick ? 'quick' : 'full'}): ${N} samples per latency scenario`);
-    const engineRuntimes = Object.keys(((await docker.info()) as { Runtimes?: object }).Runtimes ?? {});
-    const runtimes: RuntimeName[] = engineRuntimes.includes('runsc') ? ['runc', 'runsc'] : ['runc'];
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    if (e instanceof ArgsError) {
+      process.stderr.write(`${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  if (opts.help) {
+    console.log(USAGE);
+    return;
+  }
+  const bench = new Bench(opts);
+  const started = new Date();
+  const t0 = performance.now();
+  try {
+    const quiet = await quietness();
+    log(`pybox bench (${opts.quick ? 'quick' : 'full'}): ${opts.scenarios.join(', ')}`);
+    log(`load average ${quiet.load1} / ${quiet.load5}, ${Math.round(quiet.busyShareIdle * 100)} % CPU busy before start`);
+    if (quiet.warning) log(quiet.warning);
+    const offered = Object.keys(((await docker.info()) as { Runtimes?: object }).Runtimes ?? {});
+    const wanted = opts.runtimes ?? (['runc', 'runsc'] as RuntimeName[]);
+    const runtimes = wanted.filter((r) => offered.includes(r));
+    for (const r of wanted) if (!runtimes.includes(r)) log(`(runtime ${r} skipped: the engine does not offer it)`);
 
-    log('baseline: python3 subprocess on the host');
-    rows.push(summarize('baseline: python3 subprocess (host, no sandbox)', await baseline(PRINT, N)));
-    if ((await run(hostPython(), ['-c', 'import numpy, pandas'])) === 0) {
-      rows.push(summarize('baseline: numpy+pandas, python3 subprocess', await baseline(SCIENCE, Math.ceil(N / 2))));
-    } else {
-      log('  (numpy+pandas baseline skipped: the host python3 has no numpy/pandas)');
+    if (opts.scenarios.includes('baseline')) {
+      log('baseline: python3 subprocess on the host');
+      bench.row('baseline: python3 subprocess, print(1) (host, no sandbox)', 'baseline', undefined, await baseline(PRINT, opts.counts.samples));
+      if ((await run(hostPython(), ['-c', 'import numpy, pandas'])) === 0) {
+        bench.row('baseline: python3 subprocess, numpy+pandas (host)', 'baseline', undefined, await baseline(SCIENCE, opts.counts.science));
+      } else {
+        log('  (numpy+pandas baseline skipped: the host python3 has no numpy/pandas)');
+      }
+    }
+    for (const runtime of runtimes) await bench.runtimeScenarios(runtime);
+    if (opts.scenarios.includes('burst')) {
+      const runtime = runtimes[0] ?? 'runc';
+      log(`burst: ${opts.counts.burstTotal} requests at concurrency 64 (${runtime}, service in its own process)`);
+      await bench.runBurst(runtime);
     }
 
-    for (const runtime of runtimes) {
-      log(`docker run --rm (${runtime})`);
-      rows.push(summarize(`docker run --rm (${runtime})`, await dockerRun(PRINT, Math.ceil(N / 2), runtime)));
-
-      log(`pybox cold (${runtime})`);
-      const cold = await servePybox(runtime, { pool: { enabled: false } }, storeDir);
-      rows.push(summarize(`pybox cold, pool off (${runtime})`, await pyboxLatency(cold, PRINT, N, false)));
-      await cold.close();
-
-      log(`pybox warm (${runtime})`);
-      const warm = await servePybox(runtime, {}, storeDir);
-      rows.push(summarize(`pybox warm (${runtime})`, await pyboxLatency(warm, PRINT, N, true)));
-      rows.push(summarize(`pybox warm, numpy+pandas (${runtime})`, await pyboxLatency(warm, SCIENCE, Math.ceil(N / 2), true)));
-      await warm.close();
-    }
-
-    log('pybox warm (runc), numpy+pandas without preloading');
-    const noPreload = await servePybox('runc', { pool: { preload: { runc: [], runsc: [] } } }, storeDir);
-    rows.push(summarize('pybox warm, numpy+pandas, no preload (runc)', await pyboxLatency(noPreload, SCIENCE, Math.ceil(N / 2), true)));
-    await noPreload.close();
-
-    log('concurrency 1, 8, 32 (runc, pool on)');
-    const throughputs: Record<string, number> = {};
-    const conc = await servePybox('runc', { concurrency: { maxConcurrent: 8, maxQueue: 64 } }, storeDir);
-    for (const c of [1, 8, 32]) {
-      const t = await throughput(conc.url, PRINT, c, quick ? 16 : 48);
-      throughputs[`c${c}`] = Math.round(t.perSecond * 10) / 10;
-      rows.push({ ...summarize(`pybox throughput, concurrency ${c} (runc)`, t.latencies), perSecond: throughputs[`c${c}`] });
-    }
-    await conc.close();
-
-    log('engine ceiling: create/start/wait/remove, 8 in parallel (runc)');
-    const ceiling = await engineCeiling(quick ? 16 : 48, 8, 'runc');
-
-    log('burst: 500 requests at concurrency 64');
-    const burstResult = await burst(storeDir);
-
-    const base = rows[0]!.p50;
-    for (const r of rows) r.ratio = Math.round((r.p50 / base) * 10) / 10;
-    const best = Math.max(...Object.values(throughputs));
+    const base = bench.rows.find((r) => r.scenario === 'baseline');
+    if (base) for (const r of bench.rows) r.ratio = round1(r.p50 / base.p50);
+    const after = loadavg();
     const result = {
       startedAt: started.toISOString(),
+      seconds: Math.round((performance.now() - t0) / 1000),
       machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
-      samples: N,
-      rows,
-      throughput: { ...throughputs, engineCeilingPerSecond: Math.round(ceiling * 10) / 10, ratioToCeiling: Math.round((best / ceiling) * 100) / 100 },
-      burst: burstResult,
+      runsc: spawnSync('runsc', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0] ?? null,
+      quietness: { ...quiet, load1AtEnd: round2(after[0] ?? 0) },
+      options: { quick: opts.quick, scenarios: opts.scenarios, runtimes, counts: opts.counts, pacedIntervalMs: opts.pacedIntervalMs, scienceIntervalMs: opts.scienceIntervalMs, poolSize: opts.poolSize },
+      rows: bench.rows,
+      breakdown: bench.breakdowns,
+      burst: bench.burst,
     };
-
     const resultsDir = join(root, 'bench', 'results');
     mkdirSync(resultsDir, { recursive: true });
     writeFileSync(join(resultsDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
-    writeFileSync(join(resultsDir, 'latest.svg'), renderSvg(rows, result.machine));
+    writeFileSync(join(resultsDir, 'latest.svg'), renderSvg(bench.rows, result.machine));
 
-    const pad = (s: string, n: number) => s.padEnd(n);
-    const num = (v: number) => v.toFixed(1).padStart(8);
-    console.log(`\n${pad('scenario', 48)}${'p50 ms'.padStart(8)}${'p95 ms'.padStart(8)}${'p99 ms'.padStart(8)}${'x base'.padStart(8)}`);
-    for (const r of rows) console.log(`${pad(r.name, 48)}${num(r.p50)}${num(r.p95)}${num(r.p99)}${num(r.ratio ?? 0)}`);
-    console.log(`\nthroughput (executions/s): ${JSON.stringify(result.throughput)}`);
-    console.log(`burst: ${JSON.stringify(burstResult)}`);
+    if (quiet.warning) console.log(quiet.warning);
+    console.log(`load average at start ${quiet.load1}, at end ${round2(after[0] ?? 0)}; ${result.runsc ?? 'no runsc'}; ${result.seconds} s`);
+    printTable(bench.rows);
+    for (const [runtime, b] of Object.entries(bench.breakdowns)) printBreakdown(runtime, b as Parameters<typeof printBreakdown>[1]);
+    if (bench.burst) console.log(`\nburst: ${JSON.stringify(bench.burst)}`);
     console.log(`\nwrote bench/results/latest.json and bench/results/latest.svg`);
   } finally {
-    rmSync(storeDir, { recursive: true, force: true });
-    const stray = await docker.listContainers({ all: true, filters: { label: ['pybox.bench'] } });
-    await Promise.all(stray.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
+    const removed = await bench.cleanUp();
+    if (removed > 0) log(`removed ${removed} containers left by this run`);
   }
 }
 
@@ -332,3 +579,4 @@ main().catch((e: unknown) => {
   process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exit(1);
 });
+

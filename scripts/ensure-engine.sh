@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Makes sure a Docker engine answers, and that gVisor (runsc) is registered with it when we own it.
-# Idempotent: when the engine already answers and runsc is known, it returns in well under a second.
+# Idempotent: when the engine already answers and runsc is in place, it returns in well under a
+# second without calling apt.
 #
 # Order of preference:
 #   1. DOCKER_HOST, or the default socket, already answers  -> use it as it is (we never reconfigure
-#      an engine someone else started, except to register runsc when we can do so safely).
+#      an engine someone else started, except to install and register runsc when we can do so safely).
 #   2. Debian host, running as root                          -> install docker.io (+ runsc) from the
 #      OS package sources, register runsc, start dockerd in the background, wait until it answers.
 #   3. Anything else                                         -> stop with a message saying what to do.
+#
+# runsc comes from the release's backports suite (Debian 12: 20240729 against the release's
+# 20221219), added for that one package with the mirror the host's apt sources already use; when
+# backports cannot be had, from the release itself. PYBOX_RUNSC_BACKPORTS=0 keeps the release's.
 set -euo pipefail
 
 log() { printf 'pybox setup: %s\n' "$*" >&2; }
@@ -17,6 +22,12 @@ SOCK=/var/run/docker.sock
 DAEMON_JSON=/etc/docker/daemon.json
 DOCKERD_LOG=/var/log/pybox-dockerd.log
 WANT_RUNSC=${PYBOX_INSTALL_RUNSC:-1}
+# gVisor from the release's backports suite (20 months newer than the release's own), unless 0.
+WANT_BACKPORTS=${PYBOX_RUNSC_BACKPORTS:-1}
+BACKPORTS_LIST=/etc/apt/sources.list.d/pybox-backports.sources
+BACKPORTS_PIN=/etc/apt/preferences.d/pybox-backports
+# Present when backports could not be had: the release's own runsc is then accepted without asking apt again.
+BACKPORTS_MISSING=/var/lib/pybox/runsc-backports-unavailable
 
 engine_answers() { timeout 5 docker info >/dev/null 2>&1; }
 engine_has_runsc() { timeout 5 docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; }
@@ -60,6 +71,85 @@ if runtimes.get("runsc") != want:
 PY
 }
 
+# The first Debian archive URI the host's own apt sources name (as images/base/build-offline.sh reads it).
+debian_mirror() {
+  local f
+  {
+    for f in /etc/apt/sources.list.d/*.sources; do
+      [ -f "$f" ] && [ "$f" != "$BACKPORTS_LIST" ] && awk '/^URIs:/ {for (i=2;i<=NF;i++) print $i}' "$f"
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+      [ -f "$f" ] && awk '$1=="deb" {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; break}}' "$f"
+    done
+  } | grep -v -e security -e '-updates' | head -n 1 || true
+}
+
+runsc_version() { dpkg-query -W -f='${Version}' runsc 2>/dev/null || true; }
+
+# True when runsc needs no apt call: the backports build is installed, or backports was tried and
+# could not be had (the release's own is then kept), or backports is not wanted and runsc is there.
+runsc_settled() {
+  local v
+  v=$(runsc_version)
+  [ -n "$v" ] || return 1
+  case "$v" in *bpo*) return 0 ;; esac
+  [ "$WANT_BACKPORTS" != 1 ] || [ -f "$BACKPORTS_MISSING" ]
+}
+
+# Adds the backports suite of this release for the runsc package only: every other package keeps
+# coming from the release (backports is NotAutomatic; the pin says so explicitly as well).
+add_backports_suite() {
+  local mirror codename
+  mirror=$(debian_mirror)
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  [ -n "$mirror" ] && [ -n "$codename" ] || return 1
+  cat >"$BACKPORTS_LIST" <<EOF
+# Added by pybox (scripts/ensure-engine.sh) for gVisor (runsc) only.
+Types: deb
+URIs: $mirror
+Suites: $codename-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  mkdir -p /etc/apt/preferences.d
+  cat >"$BACKPORTS_PIN" <<EOF
+# Added by pybox (scripts/ensure-engine.sh): from $codename-backports, runsc only.
+Package: *
+Pin: release n=$codename-backports
+Pin-Priority: 1
+
+Package: runsc
+Pin: release n=$codename-backports
+Pin-Priority: 500
+EOF
+  echo "$codename"
+}
+
+# Installs the newest runsc the OS packages offer: the backports build, else the release's own.
+# Prints "changed" when the installed version changed.
+ensure_runsc() {
+  runsc_settled && return 0
+  local before codename
+  before=$(runsc_version)
+  if [ "$WANT_BACKPORTS" = 1 ] && codename=$(add_backports_suite); then
+    log "apt-get update (with $codename-backports, for runsc)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+    apt_updated=1
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t "$codename-backports" runsc >/dev/null 2>&1 &&
+      case "$(runsc_version)" in *bpo*) true ;; *) false ;; esac; then
+      log "runsc $(runsc_version) installed from $codename-backports"
+    else
+      log "runsc could not be had from $codename-backports; using the release's own"
+      rm -f "$BACKPORTS_LIST" "$BACKPORTS_PIN"
+      mkdir -p "$(dirname "$BACKPORTS_MISSING")"
+      : >"$BACKPORTS_MISSING"
+      apt_updated=0
+    fi
+  fi
+  apt_install runsc
+  [ "$(runsc_version)" = "$before" ] || echo changed
+}
+
 wait_for_engine() {
   for _ in $(seq 1 120); do
     engine_answers && return 0
@@ -72,9 +162,11 @@ wait_for_engine() {
 if is_debian_root; then apt_install docker-compose || log "docker-compose could not be installed (only the deployment-file check needs it)"; fi
 
 if engine_answers; then
-  if [ "$WANT_RUNSC" = 1 ] && ! engine_has_runsc && is_debian_root && [ -z "${DOCKER_HOST:-}" ] && pgrep -x dockerd >/dev/null; then
-    apt_install runsc
-    if [ "$(register_runsc)" = changed ] || ! engine_has_runsc; then
+  if [ "$WANT_RUNSC" = 1 ] && is_debian_root && [ -z "${DOCKER_HOST:-}" ] && pgrep -x dockerd >/dev/null; then
+    # Each new container runs /usr/bin/runsc afresh, so a new build applies to new containers at
+    # once; the SIGHUP re-reads daemon.json (registration) and is harmless otherwise.
+    replaced=$(ensure_runsc)
+    if [ "$(register_runsc)" = changed ] || [ "$replaced" = changed ] || ! engine_has_runsc; then
       log "registering runsc with the running engine (SIGHUP)"
       pkill -HUP -x dockerd || true
       sleep 1
@@ -91,10 +183,11 @@ if ! is_debian_root; then
   die "no Docker engine answers at $SOCK. Install and start Docker (https://docs.docker.com/engine/install/), make sure your user can reach the socket, then run this again."
 fi
 
-pkgs=(docker.io)
-[ "$WANT_RUNSC" = 1 ] && pkgs+=(runsc)
-apt_install "${pkgs[@]}"
-[ "$WANT_RUNSC" = 1 ] && register_runsc >/dev/null
+apt_install docker.io
+if [ "$WANT_RUNSC" = 1 ]; then
+  ensure_runsc >/dev/null
+  register_runsc >/dev/null
+fi
 
 if ! pgrep -x dockerd >/dev/null; then
   log "starting dockerd (log: $DOCKERD_LOG)"

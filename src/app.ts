@@ -1,6 +1,9 @@
 // The HTTP application: route groups over one ExecutionService, one place where errors become
-// responses. Everything it uses is handed in, so tests build it with a fake service.
-import { Hono } from 'hono';
+// responses. Everything it uses is handed in, so tests build it with a fake service. Route groups
+// are OpenAPIHono apps whose routes are served through http/route.ts, so each one is in the
+// OpenAPI document the moment it is served.
+import { OpenAPIHono } from '@hono/zod-openapi';
+import type { BlankEnv } from 'hono/types';
 import pkg from '../package.json' with { type: 'json' };
 import { PyboxError } from './core/errors.ts';
 import type { ExecutionService, Logger } from './core/ports.ts';
@@ -19,6 +22,9 @@ import { mcpRoutes, toolListRoutes } from './http/routes/agent-tools.ts';
 import { DEFAULT_TOOLS, type ToolSelection } from './adapters/tools.ts';
 import type { Doctor } from './doctor/doctor.ts';
 import { doctorRoutes } from './http/routes/doctor.ts';
+import { guardBrowsers } from './http/guard.ts';
+import { MCP_OPERATIONS, TOOL_LIST_OPERATIONS } from './http/agent-tools-doc.ts';
+import { describeServed } from './http/route.ts';
 
 export interface AppDeps {
   service: ExecutionService;
@@ -33,14 +39,20 @@ export interface AppDeps {
   /** Tools offered at /v1/tools and /mcp (config tools.enabled); the defaults when absent. */
   tools?: ToolSelection;
   /** The live self-test behind GET /v1/doctor; the route is absent without it. */
-  doctor?: Doctor;
+  doctor?: Pick<Doctor, 'run'>;
+  /** Host names answered in local mode besides loopback (config server.allowedHosts); none when absent. */
+  allowedHosts?: readonly string[];
+  /** Origins whose browser pages may call pybox (config server.allowedOrigins); none when absent. */
+  allowedOrigins?: readonly string[];
 }
 
-export function createApp(deps: AppDeps): Hono {
+export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   const { service, logger } = deps;
-  const app = new Hono();
+  const app = new OpenAPIHono<BlankEnv>();
 
   app.use(wrapNonErrors());
+  // Before authentication: a page the operator visits must not get to ask, with or without a key.
+  app.use(guardBrowsers({ keysRequired: () => deps.auth.required(), allowedHosts: deps.allowedHosts ?? [], allowedOrigins: deps.allowedOrigins ?? [] }));
   // Before anything else reads the request: who is calling, and whether it may call now. As
   // app-level middleware it covers every route, including ones mounted later and unknown paths.
   app.use(authenticate(deps.auth));
@@ -49,16 +61,19 @@ export function createApp(deps: AppDeps): Hono {
   app.use(limitBody(deps.bodyLimitBytes));
 
   app.route('/', healthRoutes(service));
-  app.route('/', docsRoutes(deps.version ?? pkg.version));
+  const documented = () => app.openAPIRegistry.definitions.flatMap((d) => (d.type === 'route' ? [d.route] : []));
+  app.route('/', docsRoutes(deps.version ?? pkg.version, documented));
   app.route('/v1/executions', executionRoutes(service));
   app.route('/v1', serviceInfoRoutes(service));
   app.route('/api', legacyRoutes(service));
   app.route('/v1', usageRoutes(service));
   if (deps.doctor) app.route('/v1', doctorRoutes(deps.doctor));
-  // /mcp's tool calls come back into this app in-process, through its middleware and routes.
-  const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, fetch: async (url: string, init: RequestInit) => app.request(url, init) };
+  // /mcp's tools call the service in-process, for the caller authenticated above.
+  const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, service, logger };
   app.route('/v1', toolListRoutes(agentTools));
+  describeServed(app, TOOL_LIST_OPERATIONS);
   app.route('/mcp', mcpRoutes(agentTools));
+  describeServed(app, MCP_OPERATIONS);
 
   app.notFound((c) => {
     const { status, body } = errorReply(new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`), logger, { method: c.req.method, path: c.req.path });

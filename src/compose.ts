@@ -14,8 +14,8 @@ import { DockerEngine, dockerConnection } from './engine/docker-engine.ts';
 import { DistinctUids } from './engine/distinct-uids.ts';
 import { Doctor } from './doctor/doctor.ts';
 import { imageTags } from './engine/image.ts';
-import { reapLeftovers } from './engine/reaper.ts';
 import { SandboxRunner } from './engine/run-sandbox.ts';
+import { SandboxFactory } from './engine/sandbox.ts';
 import { WarmPool } from './pool/warm-pool.ts';
 import { knownRuntimes, resolveRuntime } from './engine/runtime.ts';
 import { openDatabase } from './store/db.ts';
@@ -87,13 +87,13 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
   if (!(await engine.imageExists(image))) {
     throw new Error(`the sandbox image ${image} is missing: run \`npm run setup\` to build it`);
   }
-  await reapLeftovers(engine, config.engine.instance, logger);
+  await engine.reapLeftovers('start-up');
 
   const db = openDatabase(config.store.path);
   const store = new SqliteExecutionStore({ db, maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, clock });
   // Every live sandbox runs as a uid of its own, so per-user kernel limits are never shared.
   const [baseUid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
-  const sandboxes = new SandboxRunner(
+  const factory = new SandboxFactory(
     new DistinctUids(engine, baseUid, gid, config.sandbox.uids),
     {
       instance: config.engine.instance,
@@ -107,8 +107,9 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     logger,
     clock,
   );
-  const pool = new WarmPool(sandboxes, config.pool, logger, clock);
-  sandboxes.useWarmSource(pool);
+  // With the pool disabled it starts a sandbox for each run.
+  const pool = new WarmPool(factory, config.pool, logger, clock);
+  const sandboxes = new SandboxRunner(factory, pool, clock);
   // The configuration most requests use (the defaults) is warmed now; others once first asked for.
   pool.warm({ image, runtime, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus, preload: [] });
   const gate = new ConcurrencyGate(config.concurrency.maxConcurrent, config.concurrency.maxQueue, config.concurrency.retryAfterS);
@@ -145,6 +146,8 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     doctor,
     logger,
     bodyLimitBytes: config.server.bodyLimitBytes,
+    allowedHosts: config.server.allowedHosts,
+    allowedOrigins: config.server.allowedOrigins,
     auth: new Authenticator(tenants),
     rateLimiter: new RateLimiter(clock),
     tools: config.tools.enabled,

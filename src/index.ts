@@ -28,4 +28,7 @@ export {
   type ToolName,
   type ToolOutcome,
   type ToolSelection,
+  type ToolBackend,
+  type ToolRequest,
+  type ToolCallOptions,
 } from './adapters/tools.ts';

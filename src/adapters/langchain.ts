@@ -1,15 +1,16 @@
 // pybox as LangChain.js tools. The tool named `execute_python_code` takes the reference design's
 // inputs (code, timeout in seconds, context) and returns the feedback text. Called for a model's
 // tool call it answers a ToolMessage with status 'error' when the run failed, and with
-// `artifact: true` the ExecutionResult rides along as its artifact. Everything goes through the client.
+// `artifact: true` the ExecutionResult rides along as its artifact. Calls go through a ToolBackend,
+// the typed client by default.
 import { ToolMessage } from '@langchain/core/messages';
 import { DynamicStructuredTool, type ToolRunnableConfig } from '@langchain/core/tools';
-import { clientFromEnv, type PyboxClient } from '../client/client.ts';
-import { selectTools, type PyboxTool, type ToolSelection } from './tools.ts';
+import { clientFromEnv } from '../client/client.ts';
+import { selectTools, type PyboxTool, type ToolBackend, type ToolSelection } from './tools.ts';
 
 export interface LangChainToolOptions {
-  /** The client to use; by default one for PYBOX_URL and PYBOX_API_KEY of `env`. */
-  client?: PyboxClient;
+  /** Where the tools run: a PyboxClient (by default one for PYBOX_URL and PYBOX_API_KEY of `env`) or any ToolBackend. */
+  client?: ToolBackend;
   /** Where PYBOX_URL and PYBOX_API_KEY are read when no client is given; process.env by default. */
   env?: Record<string, string | undefined>;
   /**
@@ -19,7 +20,7 @@ export interface LangChainToolOptions {
   artifact?: boolean;
 }
 
-function toLangChain(tool: PyboxTool, client: PyboxClient, artifact: boolean): DynamicStructuredTool {
+function toLangChain(tool: PyboxTool, client: ToolBackend, artifact: boolean): DynamicStructuredTool {
   return new DynamicStructuredTool({
     name: tool.name,
     description: tool.description,

@@ -1,52 +1,83 @@
-// The tools pybox offers to agents, defined once: name, description, input schema and what a call
-// does through the typed client. The LangChain tool, the MCP servers (stdio and /mcp) and
+// The tools pybox offers to agents, defined once: name, description, input and output schemas and
+// what a call does against a ToolBackend. The LangChain tool, the MCP servers (stdio and /mcp) and
 // GET /v1/tools are all derived from these definitions, so every surface says the same thing.
 //
-// A call never throws: a failed run, bad arguments or an unreachable service all come back as a
-// text the model can read, with `isError` set.
+// A call never throws for a failure a model should read: a failed run, bad arguments or a service
+// that is busy, away or refusing come back as a text the model can read, with `isError` set.
 import { z } from 'zod';
-import type { PyboxClient } from '../client/client.ts';
 import { InvalidRequestError, PyboxClientError, QueueFullError, RateLimitError, ServiceUnavailableError } from '../client/errors.ts';
-import type { ExecutionRequest, ExecutionResult, ToolList } from '../core/schemas.ts';
+import { isPyboxError, type ErrorCode } from '../core/errors.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
+import { CONTEXT_NAME_RULE, ContextName } from '../core/python-names.ts';
+import { ExecutionResult, RuntimeInfo, type ExecutionRequest, type ToolList } from '../core/schemas.ts';
 
 export const TOOL_NAMES = ['execute_python_code', 'sandbox_info', 'get_execution'] as const;
 export type ToolName = (typeof TOOL_NAMES)[number];
 
-/** What a tool call gives back: the text for the model, whether it failed, and the raw result. */
+/** What a tool asks the backend to run: the HTTP API's request, before defaults are applied. */
+export type ToolRequest = z.input<typeof ExecutionRequest>;
+
+export interface ToolCallOptions {
+  /** Aborts the call; for `execute`, cancels the execution (it ends `cancelled`). */
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * Where the tools run: the typed client over HTTP (stdio MCP, LangChain, callTool), or the
+ * execution service in-process with an already authenticated caller (the server's own /mcp). A
+ * fault of the service is thrown (a PyboxClientError, or a core PyboxError in-process); what the
+ * user's code did is the result's status.
+ */
+export interface ToolBackend {
+  execute(request: ToolRequest, opts?: ToolCallOptions): Promise<ExecutionResult>;
+  get(id: string, opts?: ToolCallOptions): Promise<ExecutionResult>;
+  runtimes(opts?: ToolCallOptions): Promise<RuntimeInfo>;
+}
+
+/** What a tool call gives back: the text for the model, whether it failed, and the typed result. */
 export interface ToolOutcome {
   text: string;
   isError: boolean;
   /** The execution result, for tools that run or fetch one. */
   result?: ExecutionResult;
+  /** The value matching the tool's `output` schema (MCP's structuredContent), when there is one. */
+  structured?: ExecutionResult | RuntimeInfo;
 }
 
 export interface PyboxTool {
   name: ToolName;
   title: string;
   description: string;
-  /** Validates the model's arguments; its JSON Schema is what the model sees. */
+  /** Validates the model's arguments; its JSON Schema is what the model sees. Unknown arguments are refused. */
   input: z.ZodObject;
+  /** The shape of `structured` in a successful outcome (MCP's outputSchema). */
+  output: z.ZodObject;
   /** Read-only and idempotent hints for MCP hosts. */
   annotations: { readOnlyHint: boolean; idempotentHint: boolean; openWorldHint: boolean };
   /** Runs the tool. `args` is validated here, so every surface gets the same checks. */
-  call(client: PyboxClient, args: unknown, opts?: { signal?: AbortSignal | undefined }): Promise<ToolOutcome>;
+  call(backend: ToolBackend, args: unknown, opts?: ToolCallOptions): Promise<ToolOutcome>;
 }
 
 export type ToolSelection = Partial<Record<ToolName, boolean>>;
 
 /** The reference design's inputs: code, timeout in seconds (1..300), an optional context. */
-export const ExecutePythonInput = z.object({
+export const ExecutePythonInput = z.strictObject({
   code: z.string().min(1).max(1_000_000).describe('Python 3 source code, run as a script (main.py). Print what you want to see.'),
   timeout: z
     .number()
     .min(1)
     .max(300)
     .optional()
-    .describe("Seconds the code may run, 1 to 300. Omit for the server's default (usually 30)."),
+    .describe("Seconds the code may run, a number from 1 to 300. Omit for the server's default (usually 30)."),
+  // Values are checked as JSON by the service; here only the names, so that no recursive check
+  // runs before the depth limit has been applied to the arguments.
   context: z
-    .looseObject({})
+    .record(ContextName, z.unknown())
     .optional()
-    .describe('Variables for the code: each key becomes a global variable of the program holding its JSON value.'),
+    .describe(
+      'Variables for the code: each key becomes a global variable of the program holding its JSON value. ' +
+        `Each key must be ${CONTEXT_NAME_RULE}. Values may nest at most ${MAX_JSON_DEPTH - 2} levels deep.`,
+    ),
 });
 export type ExecutePythonInput = z.infer<typeof ExecutePythonInput>;
 
@@ -58,31 +89,94 @@ export const EXECUTE_PYTHON_DESCRIPTION =
   'files the code writes under out/ are returned. Use it for calculations, data analysis and for ' +
   'checking code by running it; when a run fails, read the feedback, fix the code and run it again.';
 
-const SandboxInfoInput = z.object({});
-const GetExecutionInput = z.object({
-  id: z.string().min(1).max(100).describe('The execution id an earlier execute_python_code result named.'),
-});
+/** A name the model sent, shown back to it: quoted when odd, and never at any length. */
+function shownName(name: string): string {
+  const clipped = name.length > 64 ? `${name.slice(0, 64)}…` : name;
+  return /^[\p{L}\p{N}_ ]+$/u.test(clipped) ? clipped : JSON.stringify(clipped);
+}
 
-/** Turns bad arguments into a message the model can act on. */
-function argumentError(tool: string, error: z.ZodError): ToolOutcome {
-  const issues = error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(arguments)'}: ${i.message}`);
+function issuePath(path: ReadonlyArray<PropertyKey>): string {
+  return path.length > 0 ? path.map((k) => (typeof k === 'number' ? String(k) : shownName(String(k)))).join('.') : '(arguments)';
+}
+
+/** Turns bad arguments into a message the model can act on: each problem at its argument, unknown ones by name. */
+function argumentError(tool: PyboxTool['name'], input: z.ZodObject, error: z.ZodError): ToolOutcome {
+  const known = Object.keys(input.shape);
+  const issues = error.issues.flatMap((i) => {
+    if (i.code === 'unrecognized_keys') {
+      const allowed = known.length > 0 ? `the arguments are ${known.join(', ')}` : 'it takes no arguments';
+      return i.keys.map((key) => `${issuePath([...i.path, key])}: unknown argument (${allowed})`);
+    }
+    if (i.code === 'invalid_key') return [`${issuePath(i.path)}: invalid name: ${i.issues.map((k) => k.message).join('; ')}`];
+    return [`${issuePath(i.path)}: ${i.message}`];
+  });
   return { text: `Invalid arguments for ${tool}: ${issues.join('; ')}. Fix them and call the tool again.`, isError: true };
+}
+
+/**
+ * Checks a model's arguments against a tool's input: the depth first, without recursing, so a
+ * deeply nested value never reaches a check (or a serialiser) that recurses.
+ */
+function parseArguments<S extends z.ZodObject>(tool: PyboxTool['name'], input: S, args: unknown): { ok: true; data: z.output<S> } | { ok: false; outcome: ToolOutcome } {
+  if (nestsDeeperThan(args, MAX_JSON_DEPTH)) {
+    return {
+      ok: false,
+      outcome: {
+        text: `Invalid arguments for ${tool}: the arguments nest deeper than ${MAX_JSON_DEPTH} levels (the arguments object is level 1). Send flatter data and call the tool again.`,
+        isError: true,
+      },
+    };
+  }
+  const parsed = input.safeParse(args);
+  return parsed.success ? { ok: true, data: parsed.data } : { ok: false, outcome: argumentError(tool, input, parsed.error) };
+}
+
+type FaultKind = 'busy' | 'unavailable' | 'refused' | 'other';
+
+const KIND_BY_CODE: Partial<Record<ErrorCode, FaultKind>> = {
+  queue_full: 'busy',
+  rate_limited: 'busy',
+  engine_unavailable: 'unavailable',
+  image_missing: 'unavailable',
+  store_unavailable: 'unavailable',
+  shutting_down: 'unavailable',
+  invalid_request: 'refused',
+  payload_too_large: 'refused',
+  unsupported_media_type: 'refused',
+};
+
+/** A fault of the service, from either backend, as what the tools need of it. */
+function faultOf(e: unknown): { kind: FaultKind; code: string; message: string; retryAfterS: number | undefined } | null {
+  if (e instanceof PyboxClientError) {
+    const kind: FaultKind =
+      e instanceof QueueFullError || e instanceof RateLimitError
+        ? 'busy'
+        : e instanceof ServiceUnavailableError
+          ? 'unavailable'
+          : e instanceof InvalidRequestError
+            ? 'refused'
+            : 'other';
+    return { kind, code: e.code, message: e.message, retryAfterS: e.retryAfterS };
+  }
+  if (isPyboxError(e)) return { kind: KIND_BY_CODE[e.code] ?? 'other', code: e.code, message: e.message, retryAfterS: e.retryAfterS };
+  return null;
 }
 
 /** Turns a fault of the service (not of the code) into a message the model can act on. */
 function serviceFailure(e: unknown): ToolOutcome {
-  if (!(e instanceof PyboxClientError)) throw e; // a bug of ours: let it surface
-  const retry = e.retryAfterS === undefined ? '' : ` Retry in about ${e.retryAfterS} s.`;
-  if (e instanceof QueueFullError || e instanceof RateLimitError) {
-    return { text: `The sandbox service is busy and did not run the code: ${e.message}.${retry}`, isError: true };
+  const fault = faultOf(e);
+  if (!fault) throw e; // a bug of ours (or the caller's own abort): let it surface
+  const retry = fault.retryAfterS === undefined ? '' : ` Retry in about ${fault.retryAfterS} s.`;
+  switch (fault.kind) {
+    case 'busy':
+      return { text: `The sandbox service is busy and did not run the code: ${fault.message}.${retry}`, isError: true };
+    case 'unavailable':
+      return { text: `The sandbox service is unavailable and did not run the code: ${fault.message}.${retry}`, isError: true };
+    case 'refused':
+      return { text: `The sandbox service refused the arguments: ${fault.message}. Fix them and call the tool again.`, isError: true };
+    default:
+      return { text: `The sandbox service could not run the call (${fault.code}): ${fault.message}`, isError: true };
   }
-  if (e instanceof ServiceUnavailableError) {
-    return { text: `The sandbox service is unavailable and did not run the code: ${e.message}.${retry}`, isError: true };
-  }
-  if (e instanceof InvalidRequestError) {
-    return { text: `The sandbox service refused the arguments: ${e.message}. Fix them and call the tool again.`, isError: true };
-  }
-  return { text: `The sandbox service could not run the call (${e.code}): ${e.message}`, isError: true };
 }
 
 /** The tool result's text for an execution: its feedback, plus its id when it can be fetched later. */
@@ -96,23 +190,29 @@ function executePython(withIds: boolean): PyboxTool {
     title: 'Execute Python code',
     description: EXECUTE_PYTHON_DESCRIPTION,
     input: ExecutePythonInput,
+    output: ExecutionResult,
     annotations: { readOnlyHint: false, idempotentHint: false, openWorldHint: false },
-    async call(client, args, opts = {}) {
-      const parsed = ExecutePythonInput.safeParse(args);
-      if (!parsed.success) return argumentError('execute_python_code', parsed.error);
+    async call(backend, args, opts = {}) {
+      const parsed = parseArguments('execute_python_code', ExecutePythonInput, args);
+      if (!parsed.ok) return parsed.outcome;
       const { code, timeout, context } = parsed.data;
-      const request: z.input<typeof ExecutionRequest> = { code };
+      const request: ToolRequest = { code };
       if (timeout !== undefined) request.timeoutMs = Math.round(timeout * 1000);
-      if (context !== undefined) request.context = context as NonNullable<typeof request.context>;
+      if (context !== undefined) request.context = context as NonNullable<ToolRequest['context']>;
       try {
-        const result = await client.execute(request, { signal: opts.signal });
-        return { text: executionText(result, withIds), isError: !result.success, result };
+        const result = await backend.execute(request, { signal: opts.signal });
+        return { text: executionText(result, withIds), isError: !result.success, result, structured: result };
       } catch (e) {
         return serviceFailure(e);
       }
     },
   };
 }
+
+const SandboxInfoInput = z.strictObject({});
+const GetExecutionInput = z.strictObject({
+  id: z.string().min(1).max(100).describe('The execution id an earlier execute_python_code result named.'),
+});
 
 const sandboxInfo: PyboxTool = {
   name: 'sandbox_info',
@@ -121,12 +221,13 @@ const sandboxInfo: PyboxTool = {
     'Describe the Python sandbox that execute_python_code uses: the Python version, the installed packages, ' +
     'and the default and maximum time and memory limits. Call it before writing code that depends on them.',
   input: SandboxInfoInput,
+  output: RuntimeInfo,
   annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
-  async call(client, args) {
-    const parsed = SandboxInfoInput.safeParse(args ?? {});
-    if (!parsed.success) return argumentError('sandbox_info', parsed.error);
+  async call(backend, args, opts = {}) {
+    const parsed = parseArguments('sandbox_info', SandboxInfoInput, args ?? {});
+    if (!parsed.ok) return parsed.outcome;
     try {
-      const info = await client.runtimes();
+      const info = await backend.runtimes({ signal: opts.signal });
       const packages = Object.entries(info.packages).map(([name, version]) => `${name} ${version}`);
       const { defaults, max } = info.limits;
       const text = [
@@ -137,7 +238,7 @@ const sandboxInfo: PyboxTool = {
         `Output: the first ${info.limits.outputBytes.toLocaleString('en-US')} bytes of stdout and of stderr are kept.`,
         'Files the code writes under out/ are returned with the result. Nothing persists between runs.',
       ].join('\n');
-      return { text, isError: false };
+      return { text, isError: false, structured: info };
     } catch (e) {
       return serviceFailure(e);
     }
@@ -149,13 +250,14 @@ const getExecution: PyboxTool = {
   title: 'Fetch an earlier execution',
   description: 'Fetch the result of an earlier execute_python_code run by its execution id: its feedback text and status.',
   input: GetExecutionInput,
+  output: ExecutionResult,
   annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
-  async call(client, args) {
-    const parsed = GetExecutionInput.safeParse(args);
-    if (!parsed.success) return argumentError('get_execution', parsed.error);
+  async call(backend, args, opts = {}) {
+    const parsed = parseArguments('get_execution', GetExecutionInput, args);
+    if (!parsed.ok) return parsed.outcome;
     try {
-      const result = await client.get(parsed.data.id);
-      return { text: `Status: ${result.status}\n\n${result.feedback}`, isError: false, result };
+      const result = await backend.get(parsed.data.id, { signal: opts.signal });
+      return { text: `Status: ${result.status}\n\n${result.feedback}`, isError: false, result, structured: result };
     } catch (e) {
       return serviceFailure(e);
     }
@@ -178,10 +280,10 @@ export function selectTools(selection: ToolSelection = DEFAULT_TOOLS): PyboxTool
 /** Runs a named tool with arguments as a model sent them (an object, or a JSON string as OpenAI sends). */
 export async function callTool(
   tools: readonly PyboxTool[],
-  client: PyboxClient,
+  backend: ToolBackend,
   name: string,
   args: unknown,
-  opts: { signal?: AbortSignal | undefined } = {},
+  opts: ToolCallOptions = {},
 ): Promise<ToolOutcome> {
   const tool = tools.find((t) => t.name === name);
   if (!tool) return { text: `There is no tool named ${name}. Available tools: ${tools.map((t) => t.name).join(', ')}.`, isError: true };
@@ -193,18 +295,30 @@ export async function callTool(
       return { text: `The arguments for ${name} are not valid JSON. Send a JSON object.`, isError: true };
     }
   }
-  return tool.call(client, value, opts);
+  return tool.call(backend, value, opts);
 }
 
-// --- Function-calling schemas (GET /v1/tools) ---------------------------------------------------
+// --- JSON Schemas (GET /v1/tools, MCP tools/list) --------------------------------------------------
 
-type JsonSchema = Record<string, unknown>;
+export type JsonSchema = Record<string, unknown>;
 
+/**
+ * A zod schema as plain JSON Schema draft 7 without a $schema key: what both function-calling
+ * vendors take, and what MCP hosts validate with (the SDK's client uses a draft-7 validator).
+ */
+function jsonSchemaOf(schema: z.ZodType, io: 'input' | 'output'): JsonSchema {
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { io, target: 'draft-7' }) as JsonSchema;
+  return rest;
+}
 
-/** A tool's input as plain JSON Schema (no $schema key), which both vendors accept. */
-function inputJsonSchema(tool: PyboxTool): JsonSchema {
-  const { $schema: _dialect, ...schema } = z.toJSONSchema(tool.input, { io: 'input' }) as JsonSchema;
-  return schema;
+/** A tool's arguments as JSON Schema: what /v1/tools and MCP's tools/list both show. */
+export function inputJsonSchema(tool: PyboxTool): JsonSchema {
+  return jsonSchemaOf(tool.input, 'input');
+}
+
+/** The JSON Schema of a tool's structured result (MCP's outputSchema). */
+export function outputJsonSchema(tool: PyboxTool): JsonSchema {
+  return jsonSchemaOf(tool.output, 'output');
 }
 
 /** The tools as OpenAI and Anthropic function-calling definitions. */

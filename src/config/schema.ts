@@ -40,6 +40,23 @@ export const ConfigSchema = z.strictObject({
       /** How long a client may take to send a whole request. */
       requestTimeoutMs: z.int().min(1000).max(3_600_000).default(30_000),
       shutdownGraceMs: z.int().min(0).max(600_000).default(10_000),
+      /**
+       * Host names answered in local mode (no API keys) besides localhost, 127.0.0.1 and [::1]: a
+       * request addressed to any other name is refused, so a web page cannot reach pybox by DNS
+       * rebinding. No port: any port of a listed name is answered.
+       */
+      allowedHosts: z
+        .array(z.string().regex(/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?)+$|^\[[0-9A-Fa-f:.]+\]$/, 'must be a host name or a bracketed IPv6 address, without a port'))
+        .max(64)
+        .default([]),
+      /**
+       * Origins (scheme://host[:port]) whose web pages may call pybox from a browser, keys or not.
+       * A request carrying any other Origin than pybox's own is refused.
+       */
+      allowedOrigins: z
+        .array(z.string().regex(/^https?:\/\/(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/, 'must be an origin: http(s)://host[:port], without a path'))
+        .max(64)
+        .default([]),
     })
     .prefault({}),
   engine: z
@@ -113,6 +130,13 @@ export const ConfigSchema = z.strictObject({
       size: z
         .strictObject({ runc: z.int().min(0).max(256).default(2), runsc: z.int().min(0).max(256).default(2) })
         .prefault({}),
+      /**
+       * Sandboxes kept (ready or starting) per configuration while demand outruns the pool, by
+       * runtime: that many starts run at once instead of one per run. Never below `size`.
+       */
+      pressedSize: z
+        .strictObject({ runc: z.int().min(0).max(256).default(4), runsc: z.int().min(0).max(256).default(4) })
+        .prefault({}),
       /** A configuration unused for this long is emptied. */
       idleMs: z.int().min(1000).max(86_400_000).default(300_000),
       /** Most configurations (runtime, memory, CPUs) kept warm at once. */
@@ -121,6 +145,8 @@ export const ConfigSchema = z.strictObject({
       preload: z
         .strictObject({ runc: PreloadList.default(['numpy', 'pandas']), runsc: PreloadList.default(['numpy', 'pandas']) })
         .prefault({}),
+      /** Preloaded modules count against the run's memory: only configurations with at least this much preload. */
+      preloadMinMemoryMb: z.int().min(0).max(1_048_576).default(192),
     })
     .prefault({}),
   store: z

@@ -7,6 +7,8 @@ export const ERROR_CODES = [
   'unsupported_media_type', // not application/json
   'payload_too_large', // body over the limit
   'not_found',
+  'host_not_allowed', // local mode: the Host header names neither loopback nor server.allowedHosts (DNS rebinding)
+  'origin_not_allowed', // a browser's cross-origin request from an origin not in server.allowedOrigins
   'rate_limited', // the tenant is over its request rate or its concurrency
   'queue_full', // every execution slot is busy and the queue is full
   'engine_unavailable', // the Docker engine does not answer

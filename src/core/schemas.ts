@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { TENANT_NAME } from './caller.ts';
 import { ERROR_CODES } from './errors.ts';
 import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from './limits.ts';
+import { CONTEXT_NAME_RULE, ContextName } from './python-names.ts';
 
 export const EXECUTION_STATUSES = [
   'completed',
@@ -23,12 +24,6 @@ export const RuntimeName = z.enum(RUNTIMES);
 export type RuntimeName = z.infer<typeof RuntimeName>;
 
 const noNul = (s: string) => !s.includes('\0');
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const PY_KEYWORDS = new Set(
-  ('False None True and as assert async await break class continue def del elif else except finally ' +
-    'for from global if import in is lambda nonlocal not or pass raise return try while with yield')
-    .split(' '),
-);
 
 /** A path of an input file, relative to the work directory. Checked again inside the sandbox. */
 export const FilePath = z
@@ -68,14 +63,9 @@ export const ExecutionRequest = z.strictObject({
     .optional(),
   files: z.array(InputFile).max(64).optional(),
   context: z
-    .record(
-      z
-        .string()
-        .regex(IDENTIFIER, 'must be a Python identifier')
-        .refine((k) => !PY_KEYWORDS.has(k) && !k.startsWith('__'), 'must not be a keyword or a dunder name'),
-      z.json(),
-    )
-    .optional(),
+    .record(ContextName, z.json())
+    .optional()
+    .describe(`Global variables of the program, each holding its JSON value. Each name must be ${CONTEXT_NAME_RULE}.`),
   timeoutMs: z.int().min(MIN_TIMEOUT_MS, `must be at least ${MIN_TIMEOUT_MS} (ms): the shortest a run can be sure to meet`).max(86_400_000).optional(),
   memoryMb: z.int().min(MIN_MEMORY_MB, `must be at least ${MIN_MEMORY_MB} (MB), the memory a sandbox needs to run at all`).max(1_048_576).optional(),
   cpus: z.number().min(MIN_CPUS, `must be at least ${MIN_CPUS} (CPUs), the share a sandbox needs to start in time`).max(1024).optional(),

@@ -14,6 +14,7 @@ import type Docker from 'dockerode';
 import { withUser } from './container-spec.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
 import type { Duplex } from 'node:stream';
+import type { LabelledContainer } from './reaper.ts';
 
 export class DistinctUids implements ContainerEngine {
   /** Containers alive per uid offset; normally 0 or 1, more only when the range is exhausted. */
@@ -45,7 +46,7 @@ export class DistinctUids implements ContainerEngine {
     return this.inner.imageExists(image);
   }
 
-  listLabelled(instance: string): Promise<string[]> {
+  listLabelled(instance: string): Promise<LabelledContainer[]> {
     return this.inner.listLabelled(instance);
   }
 
@@ -115,7 +116,7 @@ class UidContainer implements SandboxContainer {
     try {
       await this.inner.remove();
     } finally {
-      // Given back even when removal failed (the engine away): the engine's recovery removes the
+      // Given back even when removal failed (the engine away): the reaper removes the
       // container soon, and a uid kept for ever would shrink the range for the process's life.
       if (!this.released) {
         this.released = true;

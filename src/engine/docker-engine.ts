@@ -3,13 +3,15 @@
 //
 // It also survives the engine going away: a call that cannot reach the engine fails with
 // engine_unavailable (503), and from then on the engine is pinged until it answers again. Once it
-// does, every container of this instance that pybox no longer holds (its removal failed while the
-// engine was away, or a create's answer was lost) is removed, without a restart.
+// does, the reaper (reaper.ts, the same one that runs at start-up) removes every container of this
+// instance that pybox no longer holds (its removal failed while the engine was away, or a create's
+// answer was lost), without a restart.
 import Docker from 'dockerode';
 import type { Duplex } from 'node:stream';
 import { PyboxError } from '../core/errors.ts';
 import type { Logger } from '../core/ports.ts';
 import { EXECUTION_LABEL, INSTANCE_LABEL } from './container-spec.ts';
+import { Reaper, type LabelledContainer } from './reaper.ts';
 
 export interface ContainerState {
   running: boolean;
@@ -39,8 +41,8 @@ export interface ContainerEngine {
   runtimes(): Promise<string[]>;
   imageExists(image: string): Promise<boolean>;
   create(spec: Docker.ContainerCreateOptions): Promise<SandboxContainer>;
-  /** Ids of every sandbox container of this instance, running or not. */
-  listLabelled(instance: string): Promise<string[]>;
+  /** Every sandbox container of this instance, running or not. */
+  listLabelled(instance: string): Promise<LabelledContainer[]>;
   removeById(id: string): Promise<void>;
 }
 
@@ -89,7 +91,7 @@ const isGone = (e: unknown) => {
 const isUnavailable = (e: unknown) => e instanceof PyboxError && e.code === 'engine_unavailable';
 
 export interface RecoveryOptions {
-  /** This deployment's instance label: recovery removes only its own containers. */
+  /** This deployment's instance label: the reaper removes only its own containers. */
   instance: string;
   logger: Logger;
   /** How often an engine that went away is pinged. */
@@ -104,6 +106,7 @@ export class DockerEngine implements ContainerEngine {
   private closed = false;
   /** Recovery starts only for an engine that answered once (not when pybox starts without one). */
   private answered = false;
+  private readonly reaper: Reaper | null;
 
   constructor(
     conn: DockerConnection,
@@ -111,6 +114,15 @@ export class DockerEngine implements ContainerEngine {
     private readonly recovery?: RecoveryOptions,
   ) {
     this.docker = new Docker({ ...conn, timeout: apiTimeoutMs });
+    this.reaper = recovery ? new Reaper(this, recovery.instance, recovery.logger, (name) => this.held.has(name)) : null;
+  }
+
+  /**
+   * Removes every container of this instance that this process does not hold: at start-up, the
+   * leftovers of an earlier process; after the engine came back, what was left meanwhile.
+   */
+  reapLeftovers(occasion: 'start-up' | 'engine back' = 'start-up'): Promise<number> {
+    return this.reaper ? this.reaper.reap(occasion) : Promise.resolve(0);
   }
 
   async ping(): Promise<boolean> {
@@ -162,11 +174,11 @@ export class DockerEngine implements ContainerEngine {
     }
   }
 
-  async listLabelled(instance: string): Promise<string[]> {
+  async listLabelled(instance: string): Promise<LabelledContainer[]> {
     try {
       const filters = { label: [EXECUTION_LABEL, `${INSTANCE_LABEL}=${instance}`] };
       const list = await this.docker.listContainers({ all: true, filters });
-      return list.map((c) => c.Id);
+      return list.map((c) => ({ id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, '') }));
     } catch (e) {
       throw this.fault(e, 'list');
     }
@@ -181,21 +193,6 @@ export class DockerEngine implements ContainerEngine {
     this.closed = true;
     if (this.recovering) clearTimeout(this.recovering);
     this.recovering = null;
-  }
-
-  /**
-   * Removes every container of this instance that pybox does not hold. Run once the engine is back;
-   * returns how many were removed.
-   */
-  async sweep(): Promise<number> {
-    if (!this.recovery) return 0;
-    const filters = { label: [EXECUTION_LABEL, `${INSTANCE_LABEL}=${this.recovery.instance}`] };
-    const list = await this.docker.listContainers({ all: true, filters });
-    const stray = list.filter((c) => !c.Names.some((n) => this.held.has(n.replace(/^\//, ''))));
-    const results = await Promise.allSettled(stray.map((c) => this.removeContainer(this.docker.getContainer(c.Id))));
-    const removed = results.filter((r) => r.status === 'fulfilled').length;
-    if (stray.length > 0) this.recovery.logger.info('removed sandboxes left while the engine was away', { removed, failed: stray.length - removed });
-    return removed;
   }
 
   /** @internal Turns a failure into engine_unavailable when the engine cannot be reached, and notes it. */
@@ -215,7 +212,7 @@ export class DockerEngine implements ContainerEngine {
     }
   }
 
-  /** The engine did not answer: ping it until it does, then sweep. */
+  /** The engine did not answer: ping it until it does, then reap what it still holds of ours. */
   private lost(): void {
     if (!this.recovery || this.recovering || this.closed || !this.answered) return;
     const { logger, intervalMs = 1000 } = this.recovery;
@@ -227,7 +224,7 @@ export class DockerEngine implements ContainerEngine {
           .then(async () => {
             this.recovering = null;
             logger.info('the Docker engine answers again');
-            await this.sweep().catch((e: unknown) => {
+            await this.reapLeftovers('engine back').catch((e: unknown) => {
               logger.warn('could not remove the sandboxes left while the engine was away', { error: e });
               this.lost(); // gone again, or failing: keep trying
             });

@@ -1,13 +1,50 @@
-// Removes containers a previous pybox process left behind (a crash, a kill -9, a power cut). Every
-// sandbox carries the pybox.execution label and its deployment's pybox.instance label, so they are
-// found by label, never by name, and another deployment on the same engine is left alone.
+// The one reaper: removes sandbox containers of this instance that no live sandbox of this process
+// holds. It runs at start-up (leftovers of an earlier process: a crash, a kill -9, a power cut,
+// a worker restarted later) and again each time the engine answers after it went away (a removal
+// that failed meanwhile, or a create whose answer was lost). Containers are found by their labels,
+// never by name: another deployment (another instance label) on the same engine is left alone.
 import type { Logger } from '../core/ports.ts';
-import type { ContainerEngine } from './docker-engine.ts';
 
-export async function reapLeftovers(engine: ContainerEngine, instance: string, logger: Logger): Promise<number> {
-  const ids = await engine.listLabelled(instance);
-  const results = await Promise.allSettled(ids.map((id) => engine.removeById(id)));
-  const failed = results.filter((r) => r.status === 'rejected').length;
-  if (ids.length > 0) logger.info('removed sandboxes left by an earlier process', { removed: ids.length - failed, failed });
-  return ids.length - failed;
+export interface LabelledContainer {
+  id: string;
+  /** The container's name, without Docker's leading slash. */
+  name: string;
+}
+
+/** What the reaper needs of the engine. */
+export interface ReapableEngine {
+  /** Every sandbox container of this instance, running or not. */
+  listLabelled(instance: string): Promise<LabelledContainer[]>;
+  removeById(id: string): Promise<void>;
+}
+
+export class Reaper {
+  private running: Promise<number> | null = null;
+
+  constructor(
+    private readonly engine: ReapableEngine,
+    private readonly instance: string,
+    private readonly logger: Logger,
+    /** Whether this process holds the container of that name (it is alive, or being created). */
+    private readonly held: (name: string) => boolean,
+  ) {}
+
+  /** Removes every unheld container of this instance; resolves with how many were removed. */
+  reap(occasion: 'start-up' | 'engine back'): Promise<number> {
+    // One pass at a time: a second caller shares the pass under way.
+    this.running ??= this.pass(occasion).finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async pass(occasion: string): Promise<number> {
+    const stray = (await this.engine.listLabelled(this.instance)).filter((c) => !this.held(c.name));
+    const results = await Promise.allSettled(stray.map((c) => this.engine.removeById(c.id)));
+    const removed = results.filter((r) => r.status === 'fulfilled').length;
+    if (stray.length > 0) {
+      this.logger.info('removed sandboxes this process does not hold', { occasion, removed, failed: stray.length - removed });
+    }
+    return removed;
+  }
 }

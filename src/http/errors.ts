@@ -1,7 +1,8 @@
 // Every fault reaches the client through this file: one table from error code to HTTP status, and
 // one function turning whatever was thrown into the JSON error body.
+import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { isPyboxError, type ErrorCode } from '../core/errors.ts';
+import { isPyboxError, PyboxError, type ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/ports.ts';
 import type { ErrorBody } from '../core/schemas.ts';
 import { rateLimitHeaders } from './rate-limit-headers.ts';
@@ -13,6 +14,8 @@ export const STATUS_BY_CODE: Record<ErrorCode, ContentfulStatusCode> = {
   unsupported_media_type: 415,
   payload_too_large: 413,
   not_found: 404,
+  host_not_allowed: 403,
+  origin_not_allowed: 403,
   rate_limited: 429,
   queue_full: 503,
   engine_unavailable: 503,
@@ -28,8 +31,18 @@ export interface ErrorReply {
   headers: Record<string, string>;
 }
 
+/** What hono's own refusals (its validators, body parsing) mean in this API's codes. */
+const CODE_OF_HTTP_EXCEPTION: Partial<Record<number, { code: ErrorCode; message: string }>> = {
+  400: { code: 'invalid_request', message: 'the request body is not valid JSON' },
+  404: { code: 'not_found', message: 'not found' },
+  413: { code: 'payload_too_large', message: 'the request body is too large' },
+  415: { code: 'unsupported_media_type', message: 'the request body must be application/json' },
+};
+
 /** Turns any thrown value into a reply. Faults we did not raise ourselves are logged and hidden. */
-export function errorReply(err: unknown, logger: Logger, where: { method: string; path: string }): ErrorReply {
+export function errorReply(thrown: unknown, logger: Logger, where: { method: string; path: string }): ErrorReply {
+  const known = thrown instanceof HTTPException ? CODE_OF_HTTP_EXCEPTION[thrown.status] : undefined;
+  const err = known ? new PyboxError(known.code, known.message, { cause: thrown }) : thrown;
   if (isPyboxError(err)) {
     const status = STATUS_BY_CODE[err.code];
     if (status >= 500) logger.warn('request failed', { ...where, code: err.code, message: err.message });

@@ -1,15 +1,36 @@
-// The OpenAPI 3.1 document, generated from the same zod schemas that validate requests, so the
-// description cannot drift from what the server accepts and returns.
+// The OpenAPI 3.1 document, derived from the route definitions the app serves (route.ts registers
+// each in the app's registry as it mounts it), with their zod schemas rendered by zod itself.
+// The library's own generator is not used: it overflows the stack on recursive schemas such as
+// z.json() (the `context` values), which zod's toJSONSchema renders with a $defs reference.
+import type { RouteConfig } from '@hono/zod-openapi';
 import { z } from 'zod';
 import type { ErrorCode } from '../core/errors.ts';
-import { ErrorBody, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, Stats, ToolList, UsageQuery, UsageReport } from '../core/schemas.ts';
+import { ErrorBody, ExecutionRequest, ExecutionResult, HistoryPage, Readiness, RuntimeInfo, RuntimeName, Stats, ToolList, UsageReport } from '../core/schemas.ts';
+import type { DoctorReport as DoctorReportType } from '../doctor/doctor.ts';
+import { OPEN_PATHS } from './auth.ts';
 import { STATUS_BY_CODE } from './errors.ts';
-import { LegacyExecuteRequest, LegacyExecuteResponse, LegacyHistory, LegacyHistoryQuery, LegacyStats } from './legacy-schemas.ts';
+import { JsonRpcBody, JsonRpcErrorResponse, JsonRpcMessage } from './jsonrpc-schemas.ts';
+import { UNGUARDED_PATHS } from './guard.ts';
+import { LegacyExecuteRequest, LegacyExecuteResponse, LegacyHistory, LegacyStats } from './legacy-schemas.ts';
 
 type JsonSchema = Record<string, unknown>;
 type Io = 'input' | 'output';
 
-const Health = z.object({ status: z.literal('ok') });
+export const Health = z.object({ status: z.literal('ok') });
+
+/** GET /v1/doctor's report; `satisfies` keeps it the doctor's own type. */
+export const DoctorReport = z.object({
+  ok: z.boolean(),
+  runtime: RuntimeName,
+  image: z.string(),
+  hostKernel: z.string(),
+  checks: z.array(z.object({ name: z.string(), ok: z.boolean(), detail: z.string() })),
+  startedAt: z.string(),
+  durationMs: z.number(),
+}) satisfies z.ZodType<DoctorReportType>;
+
+/** This document itself, as far as a schema can say without describing OpenAPI. */
+export const OpenApiDocument = z.looseObject({ openapi: z.string(), info: z.looseObject({ title: z.string(), version: z.string() }), paths: z.record(z.string(), z.unknown()) });
 
 /** Component name → schema and which side of it a client sees (input for request bodies). */
 const COMPONENTS = {
@@ -27,6 +48,11 @@ const COMPONENTS = {
   LegacyHistory: { schema: LegacyHistory, io: 'output' },
   LegacyStats: { schema: LegacyStats, io: 'output' },
   ToolList: { schema: ToolList, io: 'output' },
+  DoctorReport: { schema: DoctorReport, io: 'output' },
+  OpenApiDocument: { schema: OpenApiDocument, io: 'output' },
+  JsonRpcBody: { schema: JsonRpcBody, io: 'input' },
+  JsonRpcMessage: { schema: JsonRpcMessage, io: 'output' },
+  JsonRpcErrorResponse: { schema: JsonRpcErrorResponse, io: 'output' },
 } satisfies Record<string, { schema: z.ZodType; io: Io }>;
 type ComponentName = keyof typeof COMPONENTS;
 
@@ -66,38 +92,31 @@ function componentSchemas(): Record<string, JsonSchema> {
   return out;
 }
 
-const jsonContent = (schema: JsonSchema) => ({ 'application/json': { schema } });
-
 /** Error responses for the given codes, grouped by the status the one error table gives them. */
-function errors(...codes: ErrorCode[]): Record<string, unknown> {
+export function errorResponses(...codes: ErrorCode[]): Record<string, { description: string; content: { 'application/json': { schema: typeof ErrorBody } }; headers?: Record<string, HeaderObject> }> {
   const byStatus = new Map<number, ErrorCode[]>();
   for (const code of codes) byStatus.set(STATUS_BY_CODE[code], [...(byStatus.get(STATUS_BY_CODE[code]) ?? []), code]);
   return Object.fromEntries(
     [...byStatus].map(([status, cs]) => {
-      const retry = cs.some((c) => c === 'queue_full' || c === 'engine_unavailable' || c === 'rate_limited');
-      const response: Record<string, unknown> = { description: `error: ${cs.join(', ')}`, content: jsonContent(ref('ErrorBody')) };
-      const headers: Record<string, unknown> = {};
-      if (retry) headers['Retry-After'] = { description: 'Seconds after which a retry may succeed', schema: { type: 'integer' } };
+      const headers: Record<string, HeaderObject> = {};
+      if (cs.some((c) => c === 'queue_full' || c === 'engine_unavailable' || c === 'rate_limited')) {
+        headers['Retry-After'] = { description: 'Seconds after which a retry may succeed', schema: { type: 'integer' } };
+      }
       if (cs.includes('rate_limited')) Object.assign(headers, RATE_LIMIT_HEADERS);
       if (cs.includes('unauthorized')) headers['WWW-Authenticate'] = { description: 'Bearer realm="pybox"', schema: { type: 'string' } };
-      if (Object.keys(headers).length > 0) response.headers = headers;
-      return [String(status), response];
+      const response = { description: `error: ${cs.join(', ')}`, content: { 'application/json': { schema: ErrorBody } } };
+      return [String(status), Object.keys(headers).length > 0 ? { ...response, headers } : response];
     }),
   );
 }
 
-const ok = (schema: JsonSchema, description = 'OK') => ({ '200': { description, content: jsonContent(schema) } });
-
-function queryParameters(schema: z.ZodType): JsonSchema[] {
-  const json = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input' }) as { properties?: Record<string, JsonSchema>; required?: string[] };
-  return Object.entries(json.properties ?? {}).map(([name, s]) => ({ name, in: 'query', required: json.required?.includes(name) ?? false, schema: s }));
+interface HeaderObject {
+  description: string;
+  schema: JsonSchema;
 }
 
-const BODY_ERRORS: ErrorCode[] = ['invalid_request', 'unsupported_media_type', 'payload_too_large'];
-const RUN_ERRORS: ErrorCode[] = ['queue_full', 'engine_unavailable', 'image_missing', 'shutting_down', 'internal'];
-
 /** The IETF draft's RateLimit fields, sent on every answer to a rate-limited tenant and on each 429. */
-const RATE_LIMIT_HEADERS: Record<string, unknown> = {
+const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
   'RateLimit-Policy': { description: 'The quota policy, e.g. `"requests";q=60;w=60` or `"concurrency";q=4`', schema: { type: 'string' } },
   RateLimit: { description: 'What is left of it, e.g. `"requests";r=0;t=2`', schema: { type: 'string' } },
   'RateLimit-Limit': { description: 'Quota units of the policy', schema: { type: 'integer' } },
@@ -105,100 +124,80 @@ const RATE_LIMIT_HEADERS: Record<string, unknown> = {
   'RateLimit-Reset': { description: 'Seconds until the quota is back', schema: { type: 'integer' } },
 };
 
-/** Paths any client may call without a key; every other operation needs one once any key exists. */
-const OPEN_PATHS = new Set(['/healthz', '/readyz']);
+/** The error codes of a request body that validate.ts refuses, before the handler runs. */
+export const BODY_ERRORS: ErrorCode[] = ['invalid_request', 'unsupported_media_type', 'payload_too_large'];
+/** What running code may fail with, besides the code's own outcome (which is a 200). */
+export const RUN_ERRORS: ErrorCode[] = ['queue_full', 'engine_unavailable', 'image_missing', 'shutting_down', 'internal'];
 
-/** Adds the bearer requirement and the 401 and 429 answers to every operation that needs a key. */
-function withAuth<P extends Record<string, Record<string, unknown>>>(paths: P): P {
-  for (const [path, ops] of Object.entries(paths)) {
-    if (OPEN_PATHS.has(path)) continue;
-    for (const op of Object.values(ops) as Array<{ responses?: Record<string, unknown>; security?: unknown }>) {
-      op.security = [{ apiKey: [] }];
-      op.responses = { ...op.responses, ...errors('unauthorized', 'rate_limited') };
-    }
-  }
-  return paths;
+const isZod = (s: unknown): s is z.ZodType => typeof s === 'object' && s !== null && typeof (s as { safeParse?: unknown }).safeParse === 'function';
+
+/** A component reference for a zod schema of the table; a schema given as JSON Schema as it is. */
+function schemaFor(schema: unknown, io: Io, where: string): JsonSchema {
+  if (!isZod(schema)) return schema as JsonSchema;
+  const entries: [string, { schema: z.ZodType; io: Io }][] = Object.entries(COMPONENTS);
+  const found = entries.find(([, c]) => (c.schema as unknown) === schema && c.io === io) ?? entries.find(([, c]) => (c.schema as unknown) === schema);
+  // Every schema a route uses is named, so the document has one definition of each.
+  if (!found) throw new Error(`openapi: ${where} uses a zod schema that is not in COMPONENTS`);
+  return ref(found[0] as ComponentName);
 }
 
-export function buildOpenApi(version: string) {
+type Content = Record<string, { schema?: unknown } & Record<string, unknown>>;
+
+function contentFor(content: Content | undefined, io: Io, where: string): Record<string, unknown> | undefined {
+  if (!content) return undefined;
+  return Object.fromEntries(Object.entries(content).map(([media, m]) => [media, m.schema === undefined ? m : { ...m, schema: schemaFor(m.schema, io, `${where} ${media}`) }]));
+}
+
+function parametersOf(schema: unknown, where: 'query' | 'path'): JsonSchema[] {
+  if (!isZod(schema)) return [];
+  const json = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input' }) as { properties?: Record<string, JsonSchema>; required?: string[] };
+  return Object.entries(json.properties ?? {}).map(([name, s]) => ({ name, in: where, required: where === 'path' || (json.required?.includes(name) ?? false), schema: s }));
+}
+
+type Responses = Record<string, Record<string, unknown>>;
+
+function operationOf(route: RouteConfig): Record<string, unknown> {
+  const where = `${route.method.toUpperCase()} ${route.path}`;
+  const { method: _m, path, request, responses, ...rest } = route;
+  const op: Record<string, unknown> = { ...rest };
+  const parameters = [...parametersOf(request?.params, 'path'), ...parametersOf(request?.query, 'query')];
+  if (parameters.length > 0) op.parameters = parameters;
+  if (request?.body) {
+    const { content, required, ...body } = request.body;
+    op.requestBody = { ...body, required: required ?? true, content: contentFor(content as Content, 'input', where) };
+  }
+  const out: Responses = {};
+  for (const [status, r] of Object.entries(responses)) {
+    const { content, ...response } = r as Record<string, unknown> & { content?: Content };
+    const mapped = contentFor(content, 'output', `${where} ${status}`);
+    out[status] = mapped ? { ...response, content: mapped } : response;
+  }
+  // What the app-level middleware may answer on this path, before the route itself runs.
+  const added: Responses = {};
+  if (!UNGUARDED_PATHS.has(path)) Object.assign(added, errorResponses('host_not_allowed', 'origin_not_allowed'));
+  if (!OPEN_PATHS.has(path)) {
+    op.security = [{ apiKey: [] }];
+    Object.assign(added, errorResponses('unauthorized', 'rate_limited'));
+  }
+  for (const [status, r] of Object.entries(added)) out[status] ??= { ...r, content: contentFor(r.content as Content, 'output', where) };
+  op.responses = out;
+  return op;
+}
+
+export type OpenApiDoc = ReturnType<typeof buildOpenApi>;
+
+/** The document for the routes registered in an app's registry, in registration order. */
+export function buildOpenApi(routes: readonly RouteConfig[], version: string) {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const route of routes) {
+    const item = (paths[route.path] ??= {});
+    if (item[route.method]) throw new Error(`openapi: ${route.method.toUpperCase()} ${route.path} is defined twice`);
+    item[route.method] = operationOf(route);
+  }
   return {
-    openapi: '3.1.0',
+    openapi: '3.1.0' as const,
     info: { title: 'pybox', version, description: 'Runs untrusted Python in hardened, short-lived containers.' },
-    paths: withAuth({
-      '/v1/executions': {
-        post: {
-          operationId: 'execute',
-          summary: 'Run code and wait for its result',
-          requestBody: { required: true, content: jsonContent(ref('ExecutionRequest')) },
-          responses: { ...ok(ref('ExecutionResult'), 'The run finished; `status` says how'), ...errors(...BODY_ERRORS, ...RUN_ERRORS) },
-        },
-        get: {
-          operationId: 'listExecutions',
-          summary: 'Past executions, newest first',
-          parameters: queryParameters(HistoryQuery),
-          responses: { ...ok(ref('HistoryPage')), ...errors('invalid_request', 'store_unavailable', 'internal') },
-        },
-      },
-      '/v1/executions/{id}': {
-        get: {
-          operationId: 'getExecution',
-          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string', maxLength: 100 } }],
-          responses: { ...ok(ref('ExecutionResult')), ...errors('not_found', 'internal') },
-        },
-      },
-      '/v1/stats': { get: { operationId: 'stats', responses: { ...ok(ref('Stats')), ...errors('internal') } } },
-      '/v1/runtimes': { get: { operationId: 'runtimes', responses: { ...ok(ref('RuntimeInfo')), ...errors('engine_unavailable', 'internal') } } },
-      '/healthz': { get: { operationId: 'health', summary: 'Liveness: the process answers', responses: ok(ref('Health')) } },
-      '/readyz': {
-        get: {
-          operationId: 'ready',
-          summary: 'Readiness: engine, image and store are usable',
-          responses: { ...ok(ref('Readiness'), 'Ready'), '503': { description: 'Not ready', content: jsonContent(ref('Readiness')) } },
-        },
-      },
-      '/openapi.json': { get: { operationId: 'openapi', responses: ok({ type: 'object' }, 'This document') } },
-      '/api/execute-code': {
-        post: {
-          operationId: 'legacyExecute',
-          summary: 'Reference-design compatible execution (times in seconds; 200 even when the code fails)',
-          requestBody: { required: true, content: jsonContent(ref('LegacyExecuteRequest')) },
-          responses: { ...ok(ref('LegacyExecuteResponse')), ...errors(...BODY_ERRORS, ...RUN_ERRORS) },
-        },
-      },
-      '/api/code-history': {
-        get: {
-          operationId: 'legacyHistory',
-          parameters: queryParameters(LegacyHistoryQuery),
-          responses: { ...ok(ref('LegacyHistory')), ...errors('invalid_request', 'internal') },
-        },
-      },
-      '/v1/tools': {
-        get: {
-          operationId: 'tools',
-          summary: 'The enabled tools (config tools.enabled) as OpenAI and Anthropic function-calling schemas',
-          responses: { ...ok(ref('ToolList')), ...errors('internal') },
-        },
-      },
-      '/mcp': {
-        post: {
-          operationId: 'mcp',
-          summary: 'The same tools over MCP Streamable HTTP: stateless, one JSON-RPC message in, its JSON answer out',
-          requestBody: { required: true, content: jsonContent({ type: 'object', description: 'A JSON-RPC 2.0 request or notification' }) },
-          responses: { ...ok({ type: 'object', description: 'The JSON-RPC 2.0 response' }), '202': { description: 'A notification, accepted' } },
-        },
-        get: { operationId: 'mcpStream', summary: 'Not offered: the endpoint keeps no sessions', responses: { '405': { description: 'Method not allowed' } } },
-        delete: { operationId: 'mcpEndSession', summary: 'Not offered: the endpoint keeps no sessions', responses: { '405': { description: 'Method not allowed' } } },
-      },
-      '/api/code-stats': { get: { operationId: 'legacyStats', responses: { ...ok(ref('LegacyStats')), ...errors('internal') } } },
-      '/v1/usage': {
-        get: {
-          operationId: 'usage',
-          summary: "The caller's usage (every tenant's for an admin key): executions by status, wall and CPU time, output bytes",
-          parameters: queryParameters(UsageQuery),
-          responses: { ...ok(ref('UsageReport')), ...errors('invalid_request', 'not_found', 'internal') },
-        },
-      },
-    }),
+    paths,
     components: {
       schemas: componentSchemas(),
       securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key from `pybox keys create`; not needed in local mode (no keys exist)' } },

@@ -3,6 +3,7 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
 import { PyboxError } from '../core/errors.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
 
 export interface IssueDetail {
   path: string;
@@ -18,19 +19,24 @@ function formatPath(path: ReadonlyArray<PropertyKey>): string {
   }, '');
 }
 
-function validated<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
+/** The invalid_request error for a failed zod parse of `what` ('request body', 'query'). */
+export function invalidRequest(error: z.ZodError, what: string): PyboxError {
   // An unknown field is reported at its own path, so a client sees which one to drop; a bad key
   // of a record (a context variable's name) with the reason the key was refused.
-  const details: IssueDetail[] = parsed.error.issues.flatMap((i) => {
+  const details: IssueDetail[] = error.issues.flatMap((i) => {
     if (i.code === 'unrecognized_keys') return i.keys.map((key) => ({ path: formatPath([...i.path, key]), message: 'unknown field' }));
     if (i.code === 'invalid_key') return [{ path: formatPath(i.path), message: `invalid name: ${i.issues.map((k) => k.message).join('; ')}` }];
     return [{ path: formatPath(i.path), message: i.message }];
   });
   const first = details[0];
   const summary = first ? `${first.path || what}: ${first.message}` : 'invalid';
-  throw new PyboxError('invalid_request', `invalid ${what}: ${summary}`, { details });
+  return new PyboxError('invalid_request', `invalid ${what}: ${summary}`, { details });
+}
+
+function validated<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  throw invalidRequest(parsed.error, what);
 }
 
 function isJsonMediaType(header: string | undefined): boolean {
@@ -38,25 +44,54 @@ function isJsonMediaType(header: string | undefined): boolean {
   return type === 'application/json';
 }
 
-/**
- * How deep a request body may nest. JSON.parse copes with any depth, but validating, serialising and
- * the sandbox's own JSON reader recurse: a body of a few kilobytes nested 5,000 deep overflowed the
- * stack (a 500). Nothing a caller sends needs more than a few levels; 64 leaves room.
- */
-export const MAX_JSON_DEPTH = 64;
+// Shared with the agent tools, which count a tool's arguments as this counts a body.
+export { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
 
-/** Whether a parsed JSON value nests deeper than `max` (arrays and objects), without recursing. */
-export function nestsDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
+/**
+ * A lone surrogate: with the `u` flag a well-formed pair is one code point, so only an unpaired
+ * half (from a `\ud800` escape in the JSON; Node decodes raw bytes with replacement characters) is
+ * in the surrogate category. The same test as String.prototype.isWellFormed, which ES2023's
+ * typings lack.
+ */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+interface Visit {
+  value: unknown;
+  key: string | number | undefined;
+  parent: Visit | undefined;
+}
+
+function pathOf(v: Visit): string {
+  const keys: Array<string | number> = [];
+  for (let at: Visit | undefined = v; at?.key !== undefined; at = at.parent) keys.unshift(at.key);
+  return formatPath(keys);
+}
+
+/**
+ * The path of a string (value or key, anywhere) that is not well-formed UTF-16, or
+ * undefined. Such a string cannot be encoded as UTF-8 for the sandbox: it reached the runner as a
+ * fault reported as the code's own (exit code 70), so it is refused at the edge. Iterative, like
+ * nestsDeeperThan; run that first, so the depth is bounded.
+ */
+export function illFormedStringAt(value: unknown): string | undefined {
+  const stack: Visit[] = [{ value, key: undefined, parent: undefined }];
   while (stack.length > 0) {
-    const [v, depth] = stack.pop() as [unknown, number];
-    if (v === null || typeof v !== 'object') continue;
-    if (depth >= max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) {
-      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    const v = stack.pop() as Visit;
+    if (typeof v.value === 'string') {
+      if (LONE_SURROGATE.test(v.value)) return pathOf(v);
+      continue;
+    }
+    if (v.value === null || typeof v.value !== 'object') continue;
+    if (Array.isArray(v.value)) {
+      v.value.forEach((child, i) => stack.push({ value: child, key: i, parent: v }));
+      continue;
+    }
+    for (const [key, child] of Object.entries(v.value)) {
+      if (LONE_SURROGATE.test(key)) return pathOf({ value: child, key, parent: v });
+      stack.push({ value: child, key, parent: v });
     }
   }
-  return false;
+  return undefined;
 }
 
 /** Reads the body as JSON and checks it against `schema`. The size limit runs earlier, as middleware. */
@@ -73,6 +108,12 @@ export async function readJson<S extends z.ZodType>(c: Context, schema: S): Prom
   }
   if (nestsDeeperThan(value, MAX_JSON_DEPTH)) {
     throw new PyboxError('invalid_request', `the request body nests deeper than ${MAX_JSON_DEPTH} levels`);
+  }
+  const illFormed = illFormedStringAt(value);
+  if (illFormed !== undefined) {
+    const message = 'must be well-formed Unicode: it holds a lone surrogate (an unpaired \\ud800-\\udfff escape)';
+    const where = illFormed === '' ? 'request body' : illFormed;
+    throw new PyboxError('invalid_request', `invalid request body: ${where}: ${message}`, { details: [{ path: illFormed, message }] });
   }
   return validated(schema, value, 'request body');
 }

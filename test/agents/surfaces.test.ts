@@ -5,13 +5,15 @@ import { ToolMessage } from '@langchain/core/messages';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createExecutePythonTool, createPyboxTools } from '../../src/adapters/langchain.ts';
 import { EXECUTE_PYTHON_DESCRIPTION } from '../../src/adapters/tools.ts';
 import { PyboxClient } from '../../src/client/client.ts';
 import { ConnectionError, InvalidRequestError, NotFoundError } from '../../src/client/errors.ts';
-import { realPybox, type RealPybox } from '../support/real.ts';
+import { PYTHON_BUILTINS, PYTHON_KEYWORDS } from '../../src/core/python-names.ts';
+import { labelledContainers, realPybox, type RealPybox } from '../support/real.ts';
 import { serveApp, type Served } from '../support/serve.ts';
 
 const root = join(import.meta.dirname, '../..');
@@ -30,7 +32,7 @@ afterAll(async () => {
   await pybox?.dispose();
 });
 
-type ToolResult = { content: Array<{ type: string; text?: string }>; isError?: boolean; _meta?: Record<string, unknown> };
+type ToolResult = { content: Array<{ type: string; text?: string }>; isError?: boolean; structuredContent?: Record<string, unknown>; _meta?: Record<string, unknown> };
 const textOf = (r: unknown) =>
   (r as ToolResult).content
     .filter((c) => c.type === 'text')
@@ -55,6 +57,21 @@ describe('the typed client', () => {
     expect(r.status).toBe('error');
     expect(r.error).toMatchObject({ type: 'ZeroDivisionError', line: 2 });
     expect((await client.history({ status: 'error', limit: 5 })).items[0]?.id).toBe(r.id);
+  });
+
+  it("names the sandbox Python's keywords and builtins as core/python-names.ts lists them", async () => {
+    const r = await client.execute({
+      code: 'import builtins, json, keyword\nprint(json.dumps([keyword.kwlist, sorted(n for n in dir(builtins) if not n.startswith("__"))]))',
+    });
+    expect(r.status).toBe('completed');
+    const [keywords, builtins] = JSON.parse(r.stdout) as [string[], string[]];
+    expect(new Set(keywords)).toEqual(PYTHON_KEYWORDS);
+    expect(new Set(builtins)).toEqual(PYTHON_BUILTINS);
+  });
+
+  it('gives non-ASCII context names to the code as Python reads them', async () => {
+    const r = await client.execute({ code: 'print(café + π)', context: { café: 1, π: 2 } });
+    expect(r).toMatchObject({ status: 'completed', stdout: '3\n' });
   });
 
   it('describes the runtime', async () => {
@@ -118,7 +135,37 @@ describe('MCP over Streamable HTTP at /mcp', () => {
     expect(execute.description).toBe(EXECUTE_PYTHON_DESCRIPTION);
     expect(execute.inputSchema).toMatchObject({ type: 'object', required: ['code'] });
     expect(Object.keys(execute.inputSchema.properties ?? {})).toEqual(['code', 'timeout', 'context']);
+    expect(execute.inputSchema).toMatchObject({ additionalProperties: false, properties: { timeout: { type: 'number' }, context: { propertyNames: { pattern: expect.stringContaining('XID_Start') } } } });
+    expect(tools.map((t) => t.outputSchema?.type)).toEqual(['object', 'object', 'object']);
     expect(mcp.getInstructions()).toContain('execute_python_code');
+  });
+
+  it('returns structuredContent valid against the outputSchema, for a run that worked and one that failed', async () => {
+    const { tools } = await mcp.listTools();
+    const validate = new AjvJsonSchemaValidator().getValidator(tools[0]!.outputSchema!);
+    for (const code of ['print(6 * 7)', 'raise ValueError("no")']) {
+      const r = (await mcp.callTool({ name: 'execute_python_code', arguments: { code } })) as ToolResult;
+      expect(r.structuredContent, code).toMatchObject({ status: code.startsWith('print') ? 'completed' : 'error' });
+      expect(validate(r.structuredContent), code).toMatchObject({ valid: true });
+      expect(textOf(r)).toContain(String(r.structuredContent!.feedback));
+    }
+    const info = (await mcp.callTool({ name: 'sandbox_info', arguments: {} })) as ToolResult;
+    expect(new AjvJsonSchemaValidator().getValidator(tools[1]!.outputSchema!)(info.structuredContent)).toMatchObject({ valid: true });
+    expect(info.structuredContent).toMatchObject({ runtime: 'runc', python: expect.stringMatching(/^3\./) });
+  });
+
+  it('refuses unknown arguments, bad context names and a deep context with readable errors, never an internal address', async () => {
+    const extra = await mcp.callTool({ name: 'execute_python_code', arguments: { code: 'print(1)', language: 'python' } });
+    expect(extra.isError).toBe(true);
+    expect(textOf(extra)).toContain('language: unknown argument (the arguments are code, timeout, context)');
+    const builtin = await mcp.callTool({ name: 'execute_python_code', arguments: { code: 'print(1)', context: { print: 1 } } });
+    expect(textOf(builtin)).toContain('context.print: invalid name: is the name of the Python builtin print');
+    let deep: unknown = 1;
+    for (let i = 0; i < 1000; i++) deep = { a: deep };
+    const tooDeep = await mcp.callTool({ name: 'execute_python_code', arguments: { code: 'print(1)', context: { deep } } });
+    expect(tooDeep.isError).toBe(true);
+    expect(textOf(tooDeep)).toContain('the arguments nest deeper than 64 levels');
+    for (const r of [extra, builtin, tooDeep]) expect(textOf(r)).not.toMatch(/pybox\.internal|call stack|connection_failed/);
   });
 
   it('runs code and returns the feedback text', async () => {

@@ -1,34 +1,12 @@
 // API keys at the HTTP edge: local mode without keys, one identical 401 for every failure, open
 // health probes, the caller handed to the service, and the request-rate limit with its headers.
 import { describe, expect, it } from 'vitest';
-import { NO_TENANT_LIMITS, type TenantLimits } from '../../src/core/caller.ts';
+import { NO_TENANT_LIMITS } from '../../src/core/caller.ts';
+import type { StoredApiKey } from '../../src/core/ports.ts';
+import { newApiKey } from '../../src/tenancy/keys.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import type { ApiKeyLookup, StoredApiKey } from '../../src/core/ports.ts';
-import { hashApiKey, newApiKey } from '../../src/tenancy/keys.ts';
 import { ManualClock } from '../unit/fakes.ts';
-import { harness, type ErrorJson } from './fake-service.ts';
-
-class Keys implements ApiKeyLookup {
-  readonly rows: StoredApiKey[] = [];
-  add(tenant: string, opts: { admin?: boolean; revoked?: boolean; limits?: Partial<TenantLimits> } = {}): string {
-    const key = newApiKey();
-    this.rows.push({
-      id: `key_${String(this.rows.length).padStart(12, '0')}`,
-      tenant,
-      admin: opts.admin ?? false,
-      hash: hashApiKey(key),
-      revokedAt: opts.revoked ? '2025-01-01T00:00:00.000Z' : null,
-      limits: { ...NO_TENANT_LIMITS, ...opts.limits },
-    });
-    return key;
-  }
-  hasKeys(): boolean {
-    return this.rows.length > 0;
-  }
-  findKeyByHash(hash: Buffer): StoredApiKey | undefined {
-    return this.rows.find((r) => r.hash.equals(hash));
-  }
-}
+import { FakeKeys as Keys, harness, type ErrorJson } from './fake-service.ts';
 
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 

@@ -10,6 +10,8 @@ const EXPECTED: Record<ErrorCode, number> = {
   unsupported_media_type: 415,
   payload_too_large: 413,
   not_found: 404,
+  host_not_allowed: 403,
+  origin_not_allowed: 403,
   rate_limited: 429,
   queue_full: 503,
   engine_unavailable: 503,

@@ -175,6 +175,6 @@ describe('context variable names', () => {
     });
     expect(res.status).toBe(400);
     const body = (await res.json()) as { error: { details: Array<{ path: string; message: string }> } };
-    expect(body.error.details).toContainEqual({ path: 'context.not valid', message: 'invalid name: must be a Python identifier' });
+    expect(body.error.details).toContainEqual({ path: 'context.not valid', message: 'invalid name: must be a Python identifier (a letter or _, then letters, digits or _)' });
   });
 });

@@ -1,9 +1,10 @@
 // A stand-in ExecutionService for the HTTP tests: records what it was asked, answers with canned,
 // schema-valid values, and throws whatever a test sets in `failWith`.
-import { createApp } from '../../src/app.ts';
+import { createApp, type AppDeps } from '../../src/app.ts';
 import { EXECUTION_STATUSES, type ExecutionStatus } from '../../src/core/schemas.ts';
-import type { Caller } from '../../src/core/caller.ts';
-import type { ApiKeyLookup, Clock, ExecutionService, Logger, Readiness, RuntimeInfo } from '../../src/core/ports.ts';
+import { NO_TENANT_LIMITS, type Caller, type TenantLimits } from '../../src/core/caller.ts';
+import type { ApiKeyLookup, Clock, ExecutionService, Logger, Readiness, RuntimeInfo, StoredApiKey } from '../../src/core/ports.ts';
+import { hashApiKey, newApiKey } from '../../src/tenancy/keys.ts';
 import { ExecutionResult, Stats, type ExecutionRequest, type HistoryPage, type HistoryQuery, type UsageQuery, type UsageReport } from '../../src/core/schemas.ts';
 import { Authenticator } from '../../src/tenancy/authenticator.ts';
 import { RateLimiter } from '../../src/tenancy/rate-limiter.ts';
@@ -135,10 +136,33 @@ export function recordingLogger(): Logger & { entries: LogEntry[] } {
 
 export const TEST_BODY_LIMIT = 4096;
 
+/** API keys in memory: `add` returns a new key for a tenant. */
+export class FakeKeys implements ApiKeyLookup {
+  readonly rows: StoredApiKey[] = [];
+  add(tenant: string, opts: { admin?: boolean; revoked?: boolean; limits?: Partial<TenantLimits> } = {}): string {
+    const key = newApiKey();
+    this.rows.push({
+      id: `key_${String(this.rows.length).padStart(12, '0')}`,
+      tenant,
+      admin: opts.admin ?? false,
+      hash: hashApiKey(key),
+      revokedAt: opts.revoked ? '2025-01-01T00:00:00.000Z' : null,
+      limits: { ...NO_TENANT_LIMITS, ...opts.limits },
+    });
+    return key;
+  }
+  hasKeys(): boolean {
+    return this.rows.length > 0;
+  }
+  findKeyByHash(hash: Buffer): StoredApiKey | undefined {
+    return this.rows.find((r) => r.hash.equals(hash));
+  }
+}
+
 /** No keys at all: local mode. */
 export const NO_KEYS: ApiKeyLookup = { hasKeys: () => false, findKeyByHash: () => undefined };
 
-export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock } = {}) {
+export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock; doctor?: AppDeps['doctor']; allowedHosts?: string[]; allowedOrigins?: string[] } = {}) {
   const service = new FakeExecutionService();
   const logger = recordingLogger();
   const app = createApp({
@@ -148,6 +172,9 @@ export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock } = {}) {
     version: '9.9.9-test',
     auth: new Authenticator(opts.keys ?? NO_KEYS),
     rateLimiter: new RateLimiter(opts.clock ?? { now: () => Date.now() }),
+    ...(opts.doctor ? { doctor: opts.doctor } : {}),
+    ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts } : {}),
+    ...(opts.allowedOrigins ? { allowedOrigins: opts.allowedOrigins } : {}),
   });
   const post = (path: string, body: unknown, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
     app.request(path, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) });

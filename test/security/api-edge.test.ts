@@ -147,11 +147,11 @@ describe.each(runtimes)('the API edge under %s', (runtime) => {
   sec('a body over the limit is refused with 413 before it is read, with or without a length', async ({ url, pybox }) => {
     const limit = pybox.config.server.bodyLimitBytes;
     // Announces 1 GB and sends nothing: the answer comes at once, the body is never awaited.
-    const announced = await rawHttp(url, [`POST /v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${1 << 30}\r\n\r\n`], { deadlineMs: 5000 });
+    const announced = await rawHttp(url, [`POST /v1/executions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${1 << 30}\r\n\r\n`], { deadlineMs: 5000 });
     expect(statusOf(announced.text)).toBe(413);
     // Chunked, without a length: cut off once the limit is passed.
     const chunk = Buffer.alloc(1 << 20, 0x61);
-    const parts: Array<string | Buffer> = [`POST /v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`];
+    const parts: Array<string | Buffer> = [`POST /v1/executions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`];
     for (let sent = 0; sent <= limit + (1 << 20); sent += chunk.length) parts.push(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));
     const chunked = await rawHttp(url, parts, { deadlineMs: 20_000 });
     expect(statusOf(chunked.text)).toBe(413);
@@ -173,8 +173,8 @@ describe.each(runtimes)('the API edge under %s', (runtime) => {
   }, { config: { concurrency: { maxConcurrent: 2, maxQueue: 4, retryAfterS: 2 } } });
 
   sec('a client that sends its headers slowly, or never finishes them, is cut off at the header timeout', async ({ url, request }) => {
-    const silent = rawHttp(url, ['POST /v1/executions HTTP/1.1\r\nHost: x\r\n'], { deadlineMs: 8000 });
-    const dripping = rawHttp(url, ['GET /healthz HTTP/1.1\r\n', 'Host: x\r\n', 'X-A: 1\r\n', 'X-B: 2\r\n', 'X-C: 3\r\n', 'X-D: 4\r\n', 'X-E: 5\r\n', 'X-F: 6\r\n'], { gapMs: 400, deadlineMs: 8000 });
+    const silent = rawHttp(url, ['POST /v1/executions HTTP/1.1\r\nHost: 127.0.0.1\r\n'], { deadlineMs: 8000 });
+    const dripping = rawHttp(url, ['GET /healthz HTTP/1.1\r\n', 'Host: 127.0.0.1\r\n', 'X-A: 1\r\n', 'X-B: 2\r\n', 'X-C: 3\r\n', 'X-D: 4\r\n', 'X-E: 5\r\n', 'X-F: 6\r\n'], { gapMs: 400, deadlineMs: 8000 });
     // Meanwhile the service answers everyone else.
     expect((await request('/healthz')).status).toBe(200);
     for (const raw of [await silent, await dripping]) {
@@ -185,18 +185,18 @@ describe.each(runtimes)('the API edge under %s', (runtime) => {
   }, { config: { server: { headersTimeoutMs: 1000, requestTimeoutMs: 2000 } } });
 
   sec('a client that trickles its body is cut off at the request timeout', async ({ url }) => {
-    const head = 'POST /v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
+    const head = 'POST /v1/executions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
     const raw = await rawHttp(url, [head, '{', '"', 'c', 'o', 'd', 'e', '"', ':', '"', 'p', 'r', 'i', 'n', 't'], { gapMs: 300, deadlineMs: 8000 });
     expect(statusOf(raw.text)).toBe(408);
     expect(raw.closedAfterMs ?? 99_999).toBeLessThan(2000 + 1500);
   }, { config: { server: { headersTimeoutMs: 1000, requestTimeoutMs: 2000 } } });
 
   sec('oversized headers get 431, and a request with both a length and chunking (smuggling) gets 400', async ({ url }) => {
-    const big = await rawHttp(url, [`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`], { deadlineMs: 5000 });
+    const big = await rawHttp(url, [`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`], { deadlineMs: 5000 });
     expect(statusOf(big.text)).toBe(431);
     const smuggle = await rawHttp(
       url,
-      ['POST /v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/stats HTTP/1.1\r\nHost: x\r\n\r\n'],
+      ['POST /v1/executions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'],
       { deadlineMs: 5000 },
     );
     expect(statusOf(smuggle.text)).toBe(400);
@@ -224,9 +224,23 @@ describe.each(runtimes)('the API edge under %s', (runtime) => {
     }
   });
 
+  sec('strings that are not Unicode (lone surrogates, in values or keys) are refused with 400 at their path, and start no sandbox', async ({ request, containers }) => {
+    for (const [body, path] of [
+      ['{"code":"print(1)","env":{"A":"\\ud800"}}', 'env.A'],
+      ['{"code":"print(1)","context":{"\\udc00":1}}', 'context.\udc00'],
+      ['{"code":"print(\'\\ud83d\')"}', 'code'],
+    ] as const) {
+      const res = await request('/v1/executions', { method: 'POST', body });
+      expect(res.status, body).toBe(400);
+      expect((res.json as ErrorJson).error.code).toBe('invalid_request');
+      expect((res.json as ErrorJson).error.details?.[0]?.path).toBe(path);
+    }
+    expect(containers()).toEqual([]);
+  });
+
   sec('invalid UTF-8 and NUL bytes in a request are handled, never a 500', async ({ url, run }) => {
     const body = Buffer.concat([Buffer.from('{"code":"print(\'a'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('b\')"}')]);
-    const raw = await rawHttp(url, [`POST /v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`, body], { deadlineMs: 15_000 });
+    const raw = await rawHttp(url, [`POST /v1/executions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`, body], { deadlineMs: 15_000 });
     expect(statusOf(raw.text)).toBe(200);
     const nul = await run({ code: 'print(1)\u0000' });
     expect(nul.status).toBe('validation_failed');

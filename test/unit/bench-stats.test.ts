@@ -1,7 +1,7 @@
 // The benchmark's arithmetic: nearest-rank percentiles, and a chart that shows every latency row.
 import { describe, expect, it } from 'vitest';
 import { renderSvg } from '../../bench/chart.ts';
-import { percentile, summarize } from '../../bench/stats.ts';
+import { busyMs, busyShare, parseProcStat, percentile, quietnessWarning, summarize } from '../../bench/stats.ts';
 
 describe('bench statistics', () => {
   it('uses nearest-rank percentiles', () => {
@@ -13,15 +13,17 @@ describe('bench statistics', () => {
   });
 
   it('summarizes unsorted samples, rounded to 0.1 ms', () => {
-    expect(summarize('x', [30.04, 10.06, 20.01])).toEqual({ name: 'x', samples: 3, p50: 20, p95: 30, p99: 30 });
+    expect(summarize('x', [30.04, 10.06, 20.01])).toEqual({ name: 'x', samples: 3, p50: 20, p95: 30, p99: 30, mean: 20 });
+    // Bimodal, as back-to-back runs are: the mean shows what the median hides.
+    expect(summarize('y', [40, 40, 40, 400, 400])).toMatchObject({ p50: 40, mean: 184 });
   });
 
   it('draws one bar per latency row, escaping names, and leaves throughput rows out', () => {
     const svg = renderSvg(
       [
-        { name: 'baseline <host>', samples: 3, p50: 10, p95: 12, p99: 13, ratio: 1 },
-        { name: 'pybox warm (runc)', samples: 3, p50: 12, p95: 15, p99: 16, ratio: 1.2 },
-        { name: 'throughput', samples: 3, p50: 100, p95: 150, p99: 160, perSecond: 8 },
+        { name: 'baseline <host>', samples: 3, p50: 10, p95: 12, p99: 13, mean: 11, ratio: 1 },
+        { name: 'pybox warm (runc)', samples: 3, p50: 12, p95: 15, p99: 16, mean: 13, ratio: 1.2 },
+        { name: 'throughput', samples: 3, p50: 100, p95: 150, p99: 160, mean: 120, perSecond: 8 },
       ],
       { cpus: 2, cpuModel: 'test cpu', memoryGiB: 24 },
     );
@@ -29,5 +31,27 @@ describe('bench statistics', () => {
     expect(svg).toContain('baseline &lt;host&gt;');
     expect(svg).toContain('12.0 ms (1.2×)');
     expect(svg).not.toContain('throughput');
+  });
+
+  it('reads busy and total ticks from /proc/stat, counting iowait as idle', () => {
+    const text = 'cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nintr 1 2 3\n';
+    expect(parseProcStat(text)).toEqual({ busy: 160, total: 1180 });
+    expect(() => parseProcStat('intr 1 2\n')).toThrow(/no aggregate cpu line/);
+    expect(() => parseProcStat('cpu  a b c d\n')).toThrow(/malformed/);
+  });
+
+  it('turns two readings into busy milliseconds and a busy share', () => {
+    const a = { busy: 100, total: 1000 };
+    const b = { busy: 150, total: 1200 };
+    expect(busyMs(a, b)).toBe(500);
+    expect(busyShare(a, b)).toBe(0.25);
+    expect(busyShare(a, a)).toBe(0);
+  });
+
+  it('warns when the machine is not quiet, and says why', () => {
+    expect(quietnessWarning(0.3, 2, 0.05)).toBeNull();
+    expect(quietnessWarning(2.71, 2, 0.05)).toMatch(/not quiet \(load average 2.71 on 2 cores\)/);
+    expect(quietnessWarning(0.1, 2, 0.71)).toMatch(/71 % of the CPU busy/);
+    expect(quietnessWarning(3, 2, 0.5)).toMatch(/load average 3.00 on 2 cores; 50 %/);
   });
 });

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { containerSpec } from '../../src/engine/container-spec.ts';
 import { FRAME_STDERR, FRAME_STDOUT } from '../../src/engine/protocol.ts';
 import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
-import { SandboxRunner, type SandboxSettings } from '../../src/engine/run-sandbox.ts';
+import { OnDemandSource, SandboxRunner } from '../../src/engine/run-sandbox.ts';
+import { SandboxFactory, type SandboxSettings } from '../../src/engine/sandbox.ts';
 import {
   defaultConfig,
   deferred,
@@ -52,6 +53,7 @@ interface Harness {
   engine: FakeEngine;
   clock: ManualClock;
   logger: RecordingLogger;
+  factory: SandboxFactory;
   runner: SandboxRunner;
 }
 
@@ -59,7 +61,8 @@ function harness(options: (clock: ManualClock) => FakeContainerOptions = () => (
   const clock = new ManualClock();
   const engine = new FakeEngine(options(clock));
   const logger = new RecordingLogger();
-  return { engine, clock, logger, runner: new SandboxRunner(engine, settings, logger, clock) };
+  const factory = new SandboxFactory(engine, settings, logger, clock);
+  return { engine, clock, logger, factory, runner: new SandboxRunner(factory, new OnDemandSource(factory), clock) };
 }
 
 interface Running {
@@ -394,11 +397,10 @@ describe('SandboxRunner: a stream that ends without a report', () => {
 });
 
 describe('SandboxRunner: a container that stops before start() has returned', () => {
-  // Regression test (src/engine/run-sandbox.ts, drive(), `container.start().then(...)`): settleAfterExit()
-  // clears the timeout because "a timeout can no longer apply", but when the attach stream ends
-  // before start() resolves (a runner that dies at once), the then() arms the timer afterwards: it
-  // checks `settled` only, not `exiting`. If reading the final state takes longer than timeoutMs,
-  // the run is reported as a timeout of the user's code instead of failed/oom.
+  // Regression test: when the attach stream ends before start() resolves (a runner that dies at
+  // once), the sandbox is exiting (src/engine/sandbox.ts); no deadline may be armed afterwards. If
+  // reading the final state takes longer than timeoutMs, the run must still be reported from that
+  // state (failed/oom), not as a timeout of the user's code.
   it('is reported from the final state, not as a timeout', async () => {
     const waitGate = deferred<void>();
     const waitCalled = deferred<void>();

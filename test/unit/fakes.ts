@@ -6,6 +6,7 @@ import { ConfigSchema, type Config } from '../../src/config/schema.ts';
 import type { Clock, ExecutionMeter, ExecutionStore, Logger } from '../../src/core/ports.ts';
 import { EXECUTION_STATUSES, type ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats, type TenantUsage } from '../../src/core/schemas.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from '../../src/engine/docker-engine.ts';
+import type { LabelledContainer } from '../../src/engine/reaper.ts';
 import { CappedCapture } from '../../src/engine/output.ts';
 import { FRAME_READY, type RunnerReport } from '../../src/engine/protocol.ts';
 import type { OutcomeKind, SandboxOutcome } from '../../src/core/sandbox.ts';
@@ -153,6 +154,8 @@ export interface FakeContainerOptions {
   onStart?: () => void;
   /** The runner never says it is ready (a hung start). */
   neverReady?: boolean;
+  /** The sandbox dies as it starts, before its runner is ready (its stream ends). */
+  dieAtStart?: boolean;
   /** start() does not resolve before this promise does. */
   startGate?: Promise<void>;
   /** wait() does not resolve before this promise does. */
@@ -168,7 +171,12 @@ export class FakeContainer implements SandboxContainer {
   readonly calls: string[] = [];
   readonly waitTimeouts: number[] = [];
 
-  constructor(id: string, private readonly opts: FakeContainerOptions = {}) {
+  constructor(
+    id: string,
+    private readonly opts: FakeContainerOptions = {},
+    /** The container's name, from its spec. */
+    readonly name = id,
+  ) {
     this.id = id;
   }
 
@@ -187,6 +195,10 @@ export class FakeContainer implements SandboxContainer {
     this.opts.onStart?.();
     if (this.opts.startGate) await this.opts.startGate;
     if (this.opts.startError) throw this.opts.startError;
+    if (this.opts.dieAtStart) {
+      this.socket.finish();
+      return;
+    }
     // As the real runner does once it waits for its payload.
     if (!this.opts.neverReady && !this.socket.finished) this.socket.send(onStdout(runnerFrame(FRAME_READY, '')));
   }
@@ -221,6 +233,8 @@ export class FakeEngine implements ContainerEngine {
   images = new Set<string>();
   /** Resolves with the first container created. */
   readonly created = deferred<FakeContainer>();
+  /** Options for the next container created only (then back to the engine's own). */
+  nextOptions: FakeContainerOptions | undefined;
 
   constructor(private readonly containerOptions: FakeContainerOptions = {}) {}
 
@@ -242,15 +256,20 @@ export class FakeEngine implements ContainerEngine {
   async create(spec: Docker.ContainerCreateOptions): Promise<SandboxContainer> {
     this.specs.push(spec);
     if (this.createError) throw this.createError;
-    const c = new FakeContainer(`c${this.containers.length + 1}`, this.containerOptions);
+    const c = new FakeContainer(`c${this.containers.length + 1}`, this.nextOptions ?? this.containerOptions, spec.name);
+    this.nextOptions = undefined;
     this.containers.push(c);
     this.created.resolve(c);
     return c;
   }
-  async listLabelled(_instance: string): Promise<string[]> {
-    return this.containers.map((c) => c.id);
+  /** Containers the reaper removed, by id. */
+  readonly removedById: string[] = [];
+  async listLabelled(_instance: string): Promise<LabelledContainer[]> {
+    return this.containers.filter((c) => !this.removedById.includes(c.id) && !c.calls.includes('removed')).map((c) => ({ id: c.id, name: c.name }));
   }
-  async removeById(): Promise<void> {}
+  async removeById(id: string): Promise<void> {
+    this.removedById.push(id);
+  }
 }
 
 // ---- core fakes ---------------------------------------------------------------------------------

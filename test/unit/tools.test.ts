@@ -1,13 +1,18 @@
 // The tool definitions every agent surface derives from: selection by config, the function-calling
-// schemas, argument handling, and that no call ever throws for a failure a model should read.
+// and output schemas, argument handling, and that no call ever throws for a failure a model should
+// read, whichever backend (the typed client, or the service in-process) the tools run against.
 import { describe, expect, it } from 'vitest';
-import { callTool, functionSchemas, selectTools, EXECUTE_PYTHON_DESCRIPTION, type PyboxTool } from '../../src/adapters/tools.ts';
+import { serviceBackend } from '../../src/adapters/service-backend.ts';
+import { callTool, functionSchemas, outputJsonSchema, selectTools, EXECUTE_PYTHON_DESCRIPTION, type PyboxTool, type ToolBackend } from '../../src/adapters/tools.ts';
 import type { ExecuteRequest, PyboxClient } from '../../src/client/client.ts';
 import { ConnectionError, InvalidRequestError, QueueFullError } from '../../src/client/errors.ts';
+import { LOCAL_CALLER } from '../../src/core/caller.ts';
+import { PyboxError } from '../../src/core/errors.ts';
+import { CONTEXT_NAME_PATTERN } from '../../src/core/python-names.ts';
 import type { ExecutionResult } from '../../src/core/schemas.ts';
-import { sampleResult, sampleRuntimes } from '../http/fake-service.ts';
+import { FakeExecutionService, recordingLogger, sampleResult, sampleRuntimes } from '../http/fake-service.ts';
 
-class FakeClient {
+class FakeClient implements ToolBackend {
   executed: Array<{ request: ExecuteRequest; signal: AbortSignal | undefined }> = [];
   next: ExecutionResult | Error = sampleResult();
 
@@ -39,7 +44,7 @@ describe('selectTools', () => {
 });
 
 describe('functionSchemas', () => {
-  it('gives OpenAI and Anthropic definitions with the same JSON Schema', () => {
+  it('gives OpenAI and Anthropic definitions with the same JSON Schema: strict, typed, context names by pattern', () => {
     const { openai, anthropic } = functionSchemas(selectTools());
     expect(openai[0]).toEqual({
       type: 'function',
@@ -51,15 +56,32 @@ describe('functionSchemas', () => {
           properties: {
             code: { type: 'string', minLength: 1, maxLength: 1_000_000, description: expect.stringContaining('Python 3 source code') },
             timeout: { type: 'number', minimum: 1, maximum: 300, description: expect.stringContaining('Seconds the code may run') },
-            context: { type: 'object', properties: {}, additionalProperties: {}, description: expect.stringContaining('global variable') },
+            context: {
+              type: 'object',
+              propertyNames: { type: 'string', pattern: CONTEXT_NAME_PATTERN.source, maxLength: 128 },
+              additionalProperties: {},
+              description: expect.stringMatching(/global variable.*not a keyword, not the name of a Python builtin \(print, len/),
+            },
           },
           required: ['code'],
+          additionalProperties: false,
         },
       },
     });
     expect(anthropic.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info']);
     expect(anthropic[0]!.input_schema).toEqual(openai[0]!.function.parameters);
-    expect(anthropic[1]!.input_schema).toEqual({ type: 'object', properties: {} });
+    expect(anthropic[1]!.input_schema).toEqual({ type: 'object', properties: {}, additionalProperties: false });
+    expect(JSON.stringify(openai)).not.toContain('$schema');
+  });
+
+  it('derives the output schemas from the result types', () => {
+    const [execute, info] = selectTools();
+    expect(outputJsonSchema(execute!)).toMatchObject({
+      type: 'object',
+      properties: { status: { type: 'string', enum: expect.arrayContaining(['completed', 'cancelled']) }, feedback: { type: 'string' } },
+      required: expect.arrayContaining(['id', 'status', 'success', 'feedback']),
+    });
+    expect(outputJsonSchema(info!)).toMatchObject({ type: 'object', properties: { runtime: { enum: ['runc', 'runsc'] } } });
   });
 });
 
@@ -69,7 +91,7 @@ describe('execute_python_code', () => {
     const signal = new AbortController().signal;
     const out = await byName(tools, 'execute_python_code').call(client, { code: 'print(x)', timeout: 2.5, context: { x: [1] } }, { signal });
     expect(fake.executed).toEqual([{ request: { code: 'print(x)', timeoutMs: 2500, context: { x: [1] } }, signal }]);
-    expect(out).toEqual({ text: sampleResult().feedback, isError: false, result: sampleResult() });
+    expect(out).toEqual({ text: sampleResult().feedback, isError: false, result: sampleResult(), structured: sampleResult() });
   });
 
   it('marks a failed run isError and names the execution id only when get_execution is on', async () => {
@@ -86,13 +108,51 @@ describe('execute_python_code', () => {
   it('answers bad arguments with a readable error and runs nothing', async () => {
     const { fake, client, tools } = setup();
     const tool = byName(tools, 'execute_python_code');
-    for (const args of [{ code: 'x', timeout: 0 }, { code: 'x', timeout: 301 }, {}, { code: 42 }, null]) {
+    const bad = [
+      { code: 'x', timeout: 0 },
+      { code: 'x', timeout: 301 },
+      { code: 'x', timeout: '5' },
+      {},
+      { code: 42 },
+      null,
+      { code: 'x', extra: 1 },
+      { code: 'x', context: { print: 1 } },
+      { code: 'x', context: { 'a-b': 1 } },
+      { code: 'x', context: [1] },
+    ];
+    for (const args of bad) {
       const out = await tool.call(client, args);
       expect(out.isError, JSON.stringify(args)).toBe(true);
-      expect(out.text).toMatch(/^Invalid arguments for execute_python_code: .+\. Fix them and call the tool again\.$/);
+      expect(out.text).toMatch(/^Invalid arguments for execute_python_code: .+\. Fix them and call the tool again\.$/s);
     }
     expect((await tool.call(client, { code: 'x', timeout: 301 })).text).toContain('timeout: Too big');
+    expect((await tool.call(client, { code: 'x', timeout: '5' })).text).toContain('timeout: Invalid input: expected number, received string');
+    expect((await tool.call(client, { code: 'x', extra: 1 })).text).toContain('extra: unknown argument (the arguments are code, timeout, context)');
+    expect((await tool.call(client, { code: 'x', context: { 'a-b': 1 } })).text).toContain('context."a-b": invalid name: must be a Python identifier');
+    // A name of any length is shown clipped.
+    const long = (await tool.call(client, { code: 'x', context: { ['é'.repeat(500)]: 1 } })).text;
+    expect(long).toContain(`context."${'é'.repeat(64)}…": invalid name: must be at most 128 characters long`);
     expect(fake.executed).toEqual([]);
+  });
+
+  it('refuses arguments nested deeper than the HTTP API allows a body, before any other check', async () => {
+    const { fake, client, tools } = setup();
+    const tool = byName(tools, 'execute_python_code');
+    const nest = (levels: number) => {
+      let v: unknown = 0;
+      for (let i = 0; i < levels; i++) v = [v];
+      return v;
+    };
+    // The arguments are level 1 and context level 2, so a value may hold 62 levels.
+    expect((await tool.call(client, { code: 'x', context: { v: nest(62) } })).isError).toBe(false);
+    for (const levels of [63, 100_000]) {
+      const out = await tool.call(client, { code: 'x', context: { v: nest(levels), 'not a name': 1 } });
+      expect(out).toEqual({
+        text: 'Invalid arguments for execute_python_code: the arguments nest deeper than 64 levels (the arguments object is level 1). Send flatter data and call the tool again.',
+        isError: true,
+      });
+    }
+    expect(fake.executed).toHaveLength(1);
   });
 
   it('turns faults of the service into texts a model can act on', async () => {
@@ -111,6 +171,50 @@ describe('execute_python_code', () => {
     expect((await tool.call(client, { code: 'x' })).text).toBe('The sandbox service could not run the call (connection_failed): cannot reach pybox at http://127.0.0.1:1: refused');
     fake.next = new TypeError('a bug');
     await expect(tool.call(client, { code: 'x' })).rejects.toThrow('a bug');
+  });
+});
+
+describe('the in-process backend (the service, for an authenticated caller)', () => {
+  const inProcess = () => {
+    const service = new FakeExecutionService();
+    const logger = recordingLogger();
+    return { service, logger, backend: serviceBackend({ service, caller: LOCAL_CALLER, logger }) };
+  };
+
+  it('runs through the service with the caller and the signal, and returns the documented shape only', async () => {
+    const { service, backend } = inProcess();
+    service.result = { ...sampleResult(), internalNote: 'not for callers' } as ExecutionResult;
+    const signal = new AbortController().signal;
+    const [tool] = selectTools();
+    const out = await tool!.call(backend, { code: 'print(x)', context: { x: 1 }, timeout: 1 }, { signal });
+    expect(out.structured).toEqual(sampleResult());
+    expect(service.calls.execute).toEqual([{ request: { code: 'print(x)', context: { x: 1 }, timeoutMs: 1000 }, signal }]);
+    expect(service.calls.callers[0]!.caller).toBe(LOCAL_CALLER);
+  });
+
+  it('checks a request as the HTTP API does, for callers that did not come through a tool', async () => {
+    const { service, backend } = inProcess();
+    await expect(backend.execute({ code: 'x', context: { print: 1 } })).rejects.toMatchObject({ code: 'invalid_request', message: expect.stringContaining('context.print') });
+    await expect(backend.execute({ code: 'x', memoryMb: 0.5 })).rejects.toMatchObject({ code: 'invalid_request' });
+    let deep: unknown = 1;
+    for (let i = 0; i < 100_000; i++) deep = { a: deep };
+    await expect(backend.execute({ code: 'x', context: { deep: deep as number } })).rejects.toMatchObject({ code: 'invalid_request', message: 'the request nests deeper than 64 levels' });
+    expect(service.calls.execute).toEqual([]);
+  });
+
+  it("words the service's faults as the client's, and hides a bug's message from the model (logging it)", async () => {
+    const { service, logger, backend } = inProcess();
+    const [tool] = selectTools();
+    service.failWith.execute = new PyboxError('rate_limited', 'this tenant may run 2 executions at once', { retryAfterS: 1 });
+    expect((await tool!.call(backend, { code: 'x' })).text).toBe('The sandbox service is busy and did not run the code: this tenant may run 2 executions at once. Retry in about 1 s.');
+    service.failWith.execute = new PyboxError('shutting_down', 'the service is shutting down');
+    expect((await tool!.call(backend, { code: 'x' })).text).toBe('The sandbox service is unavailable and did not run the code: the service is shutting down.');
+    service.failWith.execute = new Error('ENOENT /var/lib/pybox/secret');
+    expect(await tool!.call(backend, { code: 'x' })).toEqual({ text: 'The sandbox service could not run the call (internal): internal server error', isError: true });
+    expect(logger.entries).toEqual([expect.objectContaining({ level: 'error', fields: expect.objectContaining({ error: 'ENOENT /var/lib/pybox/secret' }) })]);
+    service.failWith.get = new PyboxError('not_found', 'no execution with that id');
+    const [, , get] = selectTools({ execute_python_code: true, sandbox_info: true, get_execution: true });
+    expect((await get!.call(backend, { id: 'nope' })).text).toBe('The sandbox service could not run the call (not_found): no execution with that id');
   });
 });
 

@@ -36,6 +36,6 @@ export function registerMcp(program: Command, ctx: CliContext): void {
       }
       // stdout is the protocol's: diagnostics go to stderr only.
       const { serveMcpStdio } = await import('../../adapters/mcp.ts');
-      await serveMcpStdio({ client, tools: selectTools(selection) });
+      await serveMcpStdio({ backend: client, tools: selectTools(selection) });
     });
 }

@@ -1,42 +1,44 @@
 // The agent surfaces of the HTTP server: GET /v1/tools (function-calling schemas) and /mcp (the
-// same tools over MCP's Streamable HTTP). /mcp reaches pybox through the typed client over this very
-// app, in-process: a tool call passes the same authentication, quotas and validation as any
-// POST /v1/executions, with the caller's own credentials.
+// same tools over MCP's Streamable HTTP). /mcp's tools call the execution service in-process for
+// the caller the app's middleware has authenticated: one request, one charge of the tenant's rate,
+// and the call's abort signal (the client cancelling, or hanging up) reaches the execution.
 import { Hono } from 'hono';
-import { PyboxClient, type FetchLike } from '../../client/client.ts';
-import { handleMcpHttp } from '../../adapters/mcp.ts';
+import { handleMcpHttp, InFlightCalls } from '../../adapters/mcp.ts';
+import { serviceBackend } from '../../adapters/service-backend.ts';
 import { functionSchemas, selectTools, type ToolSelection } from '../../adapters/tools.ts';
+import type { Caller } from '../../core/caller.ts';
+import type { ExecutionService, Logger } from '../../core/ports.ts';
+import { callerOf } from '../auth.ts';
 
-export interface AgentToolsDeps {
+export interface ToolListDeps {
   tools: ToolSelection;
-  /** The app's own fetch, for the in-process client. */
-  fetch: FetchLike;
+}
+
+export interface McpDeps extends ToolListDeps {
+  service: ExecutionService;
+  logger: Logger;
   bodyLimitBytes: number;
 }
 
-/** Headers of the MCP request that the inner API calls carry on: who is calling. */
-const FORWARDED = ['authorization', 'x-api-key'];
-
-export function toolListRoutes(deps: AgentToolsDeps): Hono {
+export function toolListRoutes(deps: ToolListDeps): Hono {
   const routes = new Hono();
   const list = functionSchemas(selectTools(deps.tools));
   routes.get('/tools', (c) => c.json(list, 200));
   return routes;
 }
 
-export function mcpRoutes(deps: AgentToolsDeps): Hono {
+/** Whose calls a cancellation may reach: the same API key's (the local operator's in local mode). */
+const ownerOf = (caller: Caller) => `${caller.tenant}\u0000${caller.keyId ?? ''}`;
+
+export function mcpRoutes(deps: McpDeps): Hono {
   const routes = new Hono();
   const tools = selectTools(deps.tools);
+  const inFlight = new InFlightCalls();
 
   routes.post('/', async (c) => {
-    const headers: Record<string, string> = {};
-    for (const name of FORWARDED) {
-      const value = c.req.header(name);
-      if (value !== undefined) headers[name] = value;
-    }
-    // Retries are the MCP client's to decide: a busy server answers the tool call with isError.
-    const client = new PyboxClient({ baseUrl: 'http://pybox.internal', fetch: deps.fetch, headers, retries: 0 });
-    return handleMcpHttp(c.req.raw, { client, tools, maxBodyBytes: deps.bodyLimitBytes });
+    const caller = callerOf(c);
+    const backend = serviceBackend({ service: deps.service, caller, logger: deps.logger });
+    return handleMcpHttp(c.req.raw, { backend, tools, maxBodyBytes: deps.bodyLimitBytes, inFlight: { calls: inFlight, owner: ownerOf(caller) } });
   });
 
   // Stateless: no server-initiated stream to open (GET) and no session to end (DELETE).

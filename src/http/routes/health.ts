@@ -1,16 +1,39 @@
 // Probes for orchestrators: liveness says the process answers, readiness says it can run code.
-import { Hono } from 'hono';
+import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { ExecutionService } from '../../core/ports.ts';
+import { Readiness } from '../../core/schemas.ts';
+import { errorResponses, Health } from '../openapi.ts';
+import { routeGroup, serve } from '../route.ts';
 
-export function healthRoutes(service: ExecutionService): Hono {
-  const routes = new Hono();
+const health = createRoute({
+  method: 'get',
+  path: '/healthz',
+  operationId: 'health',
+  summary: 'Liveness: the process answers',
+  responses: { 200: { description: 'OK', content: { 'application/json': { schema: Health } } } },
+});
+
+const ready = createRoute({
+  method: 'get',
+  path: '/readyz',
+  operationId: 'ready',
+  summary: 'Readiness: engine, image and store are usable',
+  responses: {
+    200: { description: 'Ready', content: { 'application/json': { schema: Readiness } } },
+    503: { description: 'Not ready', content: { 'application/json': { schema: Readiness } } },
+    ...errorResponses('internal'),
+  },
+});
+
+export function healthRoutes(service: ExecutionService): OpenAPIHono {
+  const routes = routeGroup();
 
   // Deliberately touches nothing: a failing dependency must not get a live process restarted.
-  routes.get('/healthz', (c) => c.json({ status: 'ok' }, 200));
+  serve(routes, health, (c) => c.json({ status: 'ok' as const }, 200));
 
-  routes.get('/readyz', async (c) => {
+  serve(routes, ready, async (c) => {
     const readiness = await service.readiness();
-    return c.json(readiness, readiness.ready ? 200 : 503);
+    return readiness.ready ? c.json(readiness, 200) : c.json(readiness, 503);
   });
 
   return routes;

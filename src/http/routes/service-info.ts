@@ -1,14 +1,33 @@
 // What the service has done and what it runs on.
-import { Hono } from 'hono';
+import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { ExecutionService } from '../../core/ports.ts';
+import { RuntimeInfo, Stats } from '../../core/schemas.ts';
 import { callerOf } from '../auth.ts';
+import { errorResponses } from '../openapi.ts';
+import { routeGroup, serve } from '../route.ts';
 
-export function serviceInfoRoutes(service: ExecutionService): Hono {
-  const routes = new Hono();
+const stats = createRoute({
+  method: 'get',
+  path: '/stats',
+  operationId: 'stats',
+  summary: "The caller's executions by status, success rate and durations",
+  responses: { 200: { description: 'OK', content: { 'application/json': { schema: Stats } } }, ...errorResponses('store_unavailable', 'internal') },
+});
 
-  routes.get('/stats', (c) => c.json(service.stats(callerOf(c)), 200));
+const runtimes = createRoute({
+  method: 'get',
+  path: '/runtimes',
+  operationId: 'runtimes',
+  summary: 'The sandbox runtime, image, Python packages and limits',
+  responses: { 200: { description: 'OK', content: { 'application/json': { schema: RuntimeInfo } } }, ...errorResponses('engine_unavailable', 'internal') },
+});
 
-  routes.get('/runtimes', async (c) => c.json(await service.runtimes(callerOf(c)), 200));
+export function serviceInfoRoutes(service: ExecutionService): OpenAPIHono {
+  const routes = routeGroup();
+
+  serve(routes, stats, (c) => c.json(service.stats(callerOf(c)), 200));
+
+  serve(routes, runtimes, async (c) => c.json(await service.runtimes(callerOf(c)), 200));
 
   return routes;
 }

@@ -1,14 +1,24 @@
 // What a tenant used: executions by status, wall and CPU time, output. An admin key sees every tenant.
-import { Hono } from 'hono';
+import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { ExecutionService } from '../../core/ports.ts';
-import { UsageQuery } from '../../core/schemas.ts';
+import { UsageQuery, UsageReport } from '../../core/schemas.ts';
 import { callerOf } from '../auth.ts';
-import { readQuery } from '../validate.ts';
+import { errorResponses } from '../openapi.ts';
+import { routeGroup, serve } from '../route.ts';
 
-export function usageRoutes(service: ExecutionService): Hono {
-  const routes = new Hono();
+const usage = createRoute({
+  method: 'get',
+  path: '/usage',
+  operationId: 'usage',
+  summary: "The caller's usage (every tenant's for an admin key): executions by status, wall and CPU time, output bytes",
+  request: { query: UsageQuery },
+  responses: { 200: { description: 'OK', content: { 'application/json': { schema: UsageReport } } }, ...errorResponses('invalid_request', 'not_found', 'store_unavailable', 'internal') },
+});
 
-  routes.get('/usage', (c) => c.json(service.usage(callerOf(c), readQuery(c, UsageQuery)), 200));
+export function usageRoutes(service: ExecutionService): OpenAPIHono {
+  const routes = routeGroup();
+
+  serve(routes, usage, (c) => c.json(service.usage(callerOf(c), c.req.valid('query')), 200));
 
   return routes;
 }

@@ -1,0 +1,53 @@
+// How requests are sent: one after another, at a fixed pace, or by several clients at once. The
+// task is a parameter, so the same drivers time HTTP requests, docker runs and engine lifecycles.
+
+export type Task = () => Promise<unknown>;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
+
+/** n runs one after another, each timed; `between` runs untimed before each. */
+export async function sequential(n: number, once: Task, between?: () => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (between) await between();
+    const t = performance.now();
+    await once();
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+
+/**
+ * n runs by one client that starts run i at i × intervalMs (an agent's pace), or as soon as run
+ * i − 1 returns when that is later.
+ */
+export async function paced(n: number, intervalMs: number, once: Task): Promise<number[]> {
+  const out: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    await sleep(t0 + i * intervalMs - performance.now());
+    const t = performance.now();
+    await once();
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+
+/** `total` runs by `clients` clients that each send the next as soon as theirs returns. */
+export async function clients(total: number, count: number, task: Task): Promise<{ perSecond: number; seconds: number; latencies: number[] }> {
+  const latencies: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: Math.min(count, total) }, async () => {
+      while (next < total) {
+        next++;
+        const t = performance.now();
+        await task();
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  return { perSecond: total / seconds, seconds, latencies };
+}

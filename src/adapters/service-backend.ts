@@ -1,0 +1,63 @@
+// The tools' backend inside the server: the execution service itself, for a caller the HTTP layer
+// has already authenticated (and charged one request of its rate). No HTTP round trip, so nothing
+// is charged twice, the abort signal reaches the service, and no internal address exists to leak.
+import type { Caller } from '../core/caller.ts';
+import { isPyboxError, PyboxError } from '../core/errors.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
+import type { ExecutionService, Logger } from '../core/ports.ts';
+import { ExecutionRequest, ExecutionResult, RuntimeInfo } from '../core/schemas.ts';
+import type { ToolBackend, ToolCallOptions, ToolRequest } from './tools.ts';
+
+export interface ServiceBackendOptions {
+  service: ExecutionService;
+  caller: Caller;
+  logger: Logger;
+}
+
+/** `path: message` for the first problems, as the HTTP API words its invalid_request. */
+function describeIssues(error: { issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }> }): string {
+  return error.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.map(String).join('.') || '(request)'}: ${i.message}`)
+    .join('; ');
+}
+
+export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
+  const { service, caller, logger } = opts;
+
+  /**
+   * Faults of the service pass as they are; anything else is a bug whose message may expose
+   * internals: logged here, and only "internal" goes to the model (as the HTTP layer does).
+   */
+  async function guarded<T>(what: string, run: () => T | Promise<T>, signal?: AbortSignal): Promise<T> {
+    try {
+      return await run();
+    } catch (e) {
+      // A cancelled call is the caller's own doing, not a fault to log.
+      if (isPyboxError(e) || signal?.aborted) throw e;
+      logger.error('tool call failed', { what, tenant: caller.tenant, error: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined });
+      throw new PyboxError('internal', 'internal server error');
+    }
+  }
+
+  return {
+    execute(request: ToolRequest, callOpts: ToolCallOptions = {}) {
+      return guarded('execute', async () => {
+        // The same checks a POST /v1/executions body gets: a direct caller of this backend may
+        // not have come through a tool's own argument checks.
+        if (nestsDeeperThan(request, MAX_JSON_DEPTH)) throw new PyboxError('invalid_request', `the request nests deeper than ${MAX_JSON_DEPTH} levels`);
+        const parsed = ExecutionRequest.safeParse(request);
+        if (!parsed.success) throw new PyboxError('invalid_request', `invalid request: ${describeIssues(parsed.error)}`, { details: parsed.error.issues });
+        const result = await service.execute(caller, parsed.data, callOpts.signal ? { signal: callOpts.signal } : {});
+        // Exactly the documented shape, as the typed client would have parsed it from the wire.
+        return ExecutionResult.parse(result);
+      }, callOpts.signal);
+    },
+    get(id: string) {
+      return guarded('get', () => ExecutionResult.parse(service.get(caller, id)));
+    },
+    runtimes() {
+      return guarded('runtimes', async () => RuntimeInfo.parse(await service.runtimes(caller)));
+    },
+  };
+}

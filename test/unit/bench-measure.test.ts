@@ -1,0 +1,58 @@
+// The bench's drivers: how many runs each starts, in what order, and how many at once.
+import { describe, expect, it } from 'vitest';
+import { clients, paced, sequential } from '../../bench/measure.ts';
+
+describe('bench drivers', () => {
+  it('sequential runs n times, one at a time, with the untimed step before each', async () => {
+    const events: string[] = [];
+    let i = 0;
+    const out = await sequential(3, async () => events.push(`run${i++}`), async () => events.push('between'));
+    expect(out).toHaveLength(3);
+    expect(events).toEqual(['between', 'run0', 'between', 'run1', 'between', 'run2']);
+    expect(out.every((v) => v >= 0)).toBe(true);
+  });
+
+  it('paced runs n times and never two at once', async () => {
+    let running = 0;
+    let most = 0;
+    const out = await paced(4, 1, async () => {
+      most = Math.max(most, ++running);
+      await new Promise((r) => setTimeout(r, 2));
+      running--;
+    });
+    expect(out).toHaveLength(4);
+    expect(most).toBe(1);
+  });
+
+  it('clients runs exactly total tasks with at most count at once', async () => {
+    let running = 0;
+    let most = 0;
+    let runs = 0;
+    const r = await clients(10, 3, async () => {
+      runs++;
+      most = Math.max(most, ++running);
+      await new Promise((res) => setTimeout(res, 1));
+      running--;
+    });
+    expect(runs).toBe(10);
+    expect(r.latencies).toHaveLength(10);
+    expect(most).toBe(3);
+    expect(r.perSecond).toBeGreaterThan(0);
+  });
+
+  it('clients starts no more workers than there are tasks', async () => {
+    let most = 0;
+    let running = 0;
+    await clients(2, 16, async () => {
+      most = Math.max(most, ++running);
+      await new Promise((res) => setTimeout(res, 1));
+      running--;
+    });
+    expect(most).toBe(2);
+  });
+
+  it('a failing task fails the driver', async () => {
+    await expect(clients(3, 2, async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    await expect(sequential(2, async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+  });
+});
