@@ -176,6 +176,7 @@ export class DefaultExecutionService implements ExecutionService {
       throw new PyboxError('shutting_down', 'the service is shutting down and takes no new executions; retry shortly', { retryAfterS: SHUTDOWN_RETRY_S });
     }
     const files = this.decodeFiles(req.files ?? []);
+    assertFloors(req);
     const limits = this.clampLimits(req, caller.limits);
     const id = this.deps.newId();
     const createdAt = this.deps.clock.now();
@@ -512,6 +513,21 @@ export class DefaultExecutionService implements ExecutionService {
       files.push({ path: f.path, size, contentBase64: f.base64 });
     }
     return { files, dropped };
+  }
+}
+
+/**
+ * The request schema refuses limits below the floors; this holds for callers that build a request
+ * in-process (adapters translating their own units) the same way, with the same message.
+ */
+function assertFloors(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cpus'>): void {
+  const floors = [
+    ['timeoutMs', req.timeoutMs, MIN_TIMEOUT_MS, 'ms'],
+    ['memoryMb', req.memoryMb, MIN_MEMORY_MB, 'MB'],
+    ['cpus', req.cpus, MIN_CPUS, 'CPUs'],
+  ] as const;
+  for (const [path, value, floor, unit] of floors) {
+    if (value !== undefined && !(value >= floor)) throw invalid(path, `must be at least ${floor} (${unit})`);
   }
 }
 

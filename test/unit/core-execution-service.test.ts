@@ -132,6 +132,24 @@ describe('clampLimits', () => {
   });
 });
 
+describe('execute: limits below the floors from an in-process caller', () => {
+  it('refuses them with invalid_request naming the floor, and runs nothing', async () => {
+    for (const [field, value, floor] of [
+      ['timeoutMs', 1, MIN_TIMEOUT_MS],
+      ['memoryMb', 32, MIN_MEMORY_MB],
+      ['cpus', 0.01, MIN_CPUS],
+    ] as const) {
+      const s = setup();
+      // Built past the schema, as an adapter converting its own units might.
+      const e = await rejection(s.service.execute(LOCAL_CALLER, { code: 'print(1)', [field]: value }));
+      expect(e.code).toBe('invalid_request');
+      expect(e.message).toBe(`${field} must be at least ${floor} (${field === 'timeoutMs' ? 'ms' : field === 'memoryMb' ? 'MB' : 'CPUs'})`);
+      expect(s.sandboxes.jobs).toHaveLength(0);
+      expect(s.store.saved).toHaveLength(0);
+    }
+  });
+});
+
 describe('request schema: limits at their floors', () => {
   const issue = (body: Record<string, unknown>) => {
     const r = ExecutionRequest.safeParse({ code: 'print(1)', ...body });
