@@ -237,6 +237,11 @@ describe('cancellation and shutdown (npm start)', () => {
       const history = (await (await fetch(`${url}/v1/executions?status=cancelled&limit=100`)).json()) as { items: ExecutionResult[] };
       expect(history.items.length).toBeGreaterThan(0);
       for (const r of history.items) expect(r).toMatchObject({ status: 'cancelled', durationMs: 0, stdout: '' });
+      // ...and counted in the stats and the tenant's usage.
+      const stats = (await (await fetch(`${url}/v1/stats`)).json()) as { byStatus: Record<string, number> };
+      expect(stats.byStatus.cancelled).toBe(history.items.length);
+      const usage = (await (await fetch(`${url}/v1/usage`)).json()) as { tenants: Array<{ byStatus: Record<string, number> }> };
+      expect(usage.tenants[0]?.byStatus.cancelled).toBe(history.items.length);
       service.child.kill('SIGTERM');
       expect(await exitWithin(service, 20_000)).toBe(0);
       expect(await labelledContainers(instance)).toEqual([]);
