@@ -431,7 +431,8 @@ export class DefaultExecutionService implements ExecutionService {
     switch (o.kind) {
       case 'timeout':
         status = 'timeout';
-        signal = 'SIGKILL';
+        // With durationMs 0 the budget ran out while the sandbox was still starting: nothing was killed.
+        signal = o.durationMs > 0 ? 'SIGKILL' : null;
         break;
       case 'oom':
         status = 'oom';

@@ -81,8 +81,13 @@ function headline(r: FeedbackInput, opts: FeedbackOptions, messageChars: number)
       return `The code exited with code ${r.exitCode ?? 'unknown'} (non-zero means failure).`;
     }
     case 'timeout': {
+      // The time limit is the caller's whole budget, the sandbox's start included (engine/run-sandbox.ts).
+      if (r.durationMs === 0) {
+        return `Nothing ran: the time limit of ${seconds(limits.timeoutMs)} ran out while the sandbox was still starting (the service is busy, or the CPU limit is very low). This says nothing about the code: run it again, with a longer time limit or more CPU.`;
+      }
+      const started = r.durationMs < limits.timeoutMs * 0.9 ? ` Starting the sandbox took part of that time; the code itself ran ${seconds(r.durationMs)}.` : '';
       const shown = r.stdout.length > 0 || r.stderr.length > 0 ? 'Output printed before that is shown below.' : 'It printed nothing before that.';
-      return `The code was stopped because it ran longer than the time limit of ${seconds(limits.timeoutMs)}. ${shown} Make it faster, or look for an infinite loop or a blocking call such as input() or a sleep.`;
+      return `The code was stopped because it ran longer than the time limit of ${seconds(limits.timeoutMs)}.${started} ${shown} Make it faster, or look for an infinite loop or a blocking call such as input() or a sleep.`;
     }
     case 'oom':
       return `The code was killed because it used more than the memory limit of ${limits.memoryMb} MB. Use less memory: process data in chunks, avoid building huge lists or arrays.`;

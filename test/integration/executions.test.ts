@@ -117,6 +117,8 @@ describe.each(runtimes)('executions under %s', (runtime) => {
   });
 
   it('kills a run at its timeout and keeps the output produced so far', async () => {
+    // The time limit also bounds the wait for a sandbox: from a ready one, all of it is the code's.
+    await pybox.pool.filled();
     const r = await run({ code: 'import time\nprint("working", flush=True)\nwhile True:\n    time.sleep(0.05)\n', timeoutMs: 1500 });
     expect(r.status).toBe('timeout');
     expect(r.stdout).toBe('working\n');
