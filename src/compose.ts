@@ -7,6 +7,7 @@ import { createApp } from './app.ts';
 import type { Config } from './config/schema.ts';
 import { ConcurrencyGate } from './core/concurrency.ts';
 import { DefaultExecutionService } from './core/execution-service.ts';
+import { shutdown } from './core/shutdown.ts';
 import type { Clock, Logger } from './core/ports.ts';
 import type { RuntimeName } from './core/schemas.ts';
 import { DockerEngine, dockerConnection } from './engine/docker-engine.ts';
@@ -37,7 +38,13 @@ export interface Pybox {
   /** The live self-test of the isolation (GET /v1/doctor, `pybox doctor`). */
   doctor: Doctor;
   image: string;
-  /** Waits for running executions and background removals, then closes the store. */
+  /**
+   * Shuts down (core/shutdown.ts): refuses new executions at once, gives running ones `graceMs` to
+   * finish, cancels the rest, closes `listener` (the HTTP server, when serving), removes every
+   * sandbox and closes the store. Safe to call more than once: later calls wait for the first.
+   */
+  shutdown(graceMs: number, listener?: { close(): Promise<void> }): Promise<void>;
+  /** shutdown() letting running executions finish however long they take. */
   close(): Promise<void>;
 }
 
@@ -51,6 +58,15 @@ export interface ComposeOptions {
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
+
+/** How long shutdown waits for runs that went through the gate without the service (the doctor's). */
+const DOCTOR_WAIT_MS = 5000;
+
+async function idleWithin(gate: ConcurrencyGate, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([gate.idle(), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
 
 export async function composePybox(config: Config, opts: ComposeOptions): Promise<Pybox> {
   const { logger } = opts;
@@ -137,6 +153,24 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     tools: config.tools.enabled,
   });
 
+  let stopping: Promise<void> | undefined;
+  const stop = (graceMs: number, listener?: { close(): Promise<void> }): Promise<void> =>
+    (stopping ??= shutdown(
+      {
+        service,
+        listener,
+        drains: [
+          // The doctor's runs go through the gate but not the service: they are waited for, briefly.
+          () => idleWithin(gate, DOCTOR_WAIT_MS),
+          () => pool.drain(),
+          () => sandboxes.drain(),
+        ],
+        closers: [() => engine.close(), () => store.close()],
+        logger,
+      },
+      graceMs,
+    ));
+
   return {
     app,
     pool,
@@ -147,12 +181,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     availableRuntimes,
     doctor,
     image,
-    async close() {
-      await gate.idle();
-      await pool.drain();
-      await sandboxes.drain();
-      engine.close();
-      store.close();
-    },
+    shutdown: stop,
+    close: () => stop(Number.POSITIVE_INFINITY),
   };
 }

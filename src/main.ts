@@ -4,9 +4,12 @@ import { composePybox } from './compose.ts';
 import { loadConfig } from './config/load.ts';
 import { createLogger } from './core/logger.ts';
 import { runtimeSummary } from './engine/runtime.ts';
-import { listen } from './server.ts';
+import { closeServer, listen } from './server.ts';
 import { storeHasKeys } from './store/tenant-store.ts';
 import { checkListenAddress, LOCAL_MODE_MESSAGE } from './tenancy/listen.ts';
+
+/** Time after the grace period for cancelling, removing sandboxes and closing, before exit(1). */
+const FORCE_EXIT_AFTER_GRACE_MS = 15_000;
 
 async function main(): Promise<void> {
   const env = process.env;
@@ -33,13 +36,20 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info('shutting down', { signal });
-    const force = setTimeout(() => process.exit(1), config.server.shutdownGraceMs + 5000);
+    const graceMs = config.server.shutdownGraceMs;
+    logger.info('shutting down', { signal, graceMs });
+    // The sequence bounds itself; this is for an engine that stops answering in the middle of it.
+    const force = setTimeout(() => {
+      logger.error('shutdown did not finish in time; exiting anyway');
+      process.exit(1);
+    }, graceMs + FORCE_EXIT_AFTER_GRACE_MS);
     force.unref();
-    server.close();
     pybox
-      .close()
-      .then(() => process.exit(0))
+      .shutdown(graceMs, { close: () => closeServer(server) })
+      .then(() => {
+        logger.info('shut down');
+        process.exit(0);
+      })
       .catch((e: unknown) => {
         logger.error('shutdown failed', { error: e });
         process.exit(1);

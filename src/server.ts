@@ -1,5 +1,9 @@
 // The HTTP server around the app, with the settings that keep slow or silent clients from holding
 // it: main.ts serves with it, and the security battery tests the same server.
+//
+// A client that disconnects aborts its request's signal (`c.req.raw.signal`): @hono/node-server
+// aborts it when the response closes before it was finished, a half-closed request included. The
+// routes pass it to the service, which cancels the execution (test/integration/lifecycle.test.ts).
 import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Server } from 'node:http';
@@ -37,5 +41,30 @@ export function listen(app: Hono, host: string, port: number, settings: ServerSe
       server.off('error', reject);
       resolve({ server, port: (server.address() as AddressInfo).port });
     });
+  });
+}
+
+/**
+ * Stops listening and ends the server's connections: idle keep-alive ones at once (a client that
+ * holds one open would otherwise keep close() waiting for as long as it likes), busy ones once their
+ * response is out, and whatever is still open after `lingerMs`. Resolves when all are closed.
+ */
+export function closeServer(server: Server, lingerMs = 1000): Promise<void> {
+  return new Promise((resolve) => {
+    let idle: NodeJS.Timeout | undefined;
+    let cut: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearInterval(idle);
+      clearTimeout(cut);
+      resolve();
+    };
+    // Called back once every connection has closed (with an error if it was not listening: same end).
+    server.close(() => done());
+    server.closeIdleConnections();
+    // A connection becomes idle when its last response is written; close() does not watch for that.
+    idle = setInterval(() => server.closeIdleConnections(), 50);
+    idle.unref();
+    cut = setTimeout(() => server.closeAllConnections(), lingerMs);
+    cut.unref();
   });
 }

@@ -1,11 +1,13 @@
 // Every setting of pybox, with its default. config/default.yaml documents each one; load.ts reads
 // that file, lays the environment overrides over it and parses it with this schema (fail fast).
 import { z } from 'zod';
+import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from '../core/limits.ts';
 
+/** Defaults and maxima alike must allow a run to work: at least the floors a sandbox needs. */
 const Limits = z.strictObject({
-  timeoutMs: z.int().min(100).max(3_600_000),
-  memoryMb: z.int().min(32).max(65_536),
-  cpus: z.number().min(0.05).max(64),
+  timeoutMs: z.int().min(MIN_TIMEOUT_MS, `must be at least ${MIN_TIMEOUT_MS} (ms), the shortest limit a run can meet`).max(3_600_000),
+  memoryMb: z.int().min(MIN_MEMORY_MB, `must be at least ${MIN_MEMORY_MB} (MB), the memory a sandbox needs to run at all`).max(65_536),
+  cpus: z.number().min(MIN_CPUS, `must be at least ${MIN_CPUS} (CPUs), the share a sandbox needs to start in time`).max(64),
 });
 
 /** A dotted Python module name, as written after `import`. */

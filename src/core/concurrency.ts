@@ -12,6 +12,9 @@
 //   requests displaces the newest waiter of the tenant with the most (who gets the 503 instead), so
 //   a flood cannot lock others out of the queue either.
 // - A tenant may have a ceiling on its executions in flight (running or waiting); over it, 429.
+//
+// A waiter whose signal aborts (its client went away, the service is shutting down) leaves the
+// queue at once: its place and its share of the tenant's ceiling are free for the next request.
 import { PyboxError } from './errors.ts';
 
 export interface GateTicket {
@@ -19,6 +22,16 @@ export interface GateTicket {
   tenant?: string;
   /** The tenant's most executions in flight (running or waiting); null or absent for no ceiling. */
   maxInFlight?: number | null;
+  /** Aborted when nobody wants the result any more: a waiter then leaves the queue (WaitCancelled). */
+  signal?: AbortSignal | undefined;
+}
+
+/** Thrown by run() when the ticket's signal aborted before the task got a slot: the task never ran. */
+export class WaitCancelled extends Error {
+  constructor(readonly reason: unknown) {
+    super('cancelled while waiting for an execution slot');
+    this.name = 'WaitCancelled';
+  }
 }
 
 interface Waiter {
@@ -66,7 +79,9 @@ export class ConcurrencyGate {
 
   async run<T>(task: () => Promise<T>, ticket: GateTicket = {}): Promise<T> {
     const tenant = ticket.tenant ?? '';
-    await this.acquire(tenant, ticket.maxInFlight ?? null);
+    const { signal } = ticket;
+    if (signal?.aborted) throw new WaitCancelled(signal.reason);
+    await this.acquire(tenant, ticket.maxInFlight ?? null, signal);
     try {
       return await task();
     } finally {
@@ -92,7 +107,7 @@ export class ConcurrencyGate {
     return new PyboxError('queue_full', message, { retryAfterS: this.retryAfterS });
   }
 
-  private acquire(tenant: string, maxInFlight: number | null): Promise<void> {
+  private acquire(tenant: string, maxInFlight: number | null, signal: AbortSignal | undefined): Promise<void> {
     const t = this.slotsOf(tenant);
     if (maxInFlight !== null && t.running + t.waiting.length >= maxInFlight) {
       this.forgetIfIdle(tenant);
@@ -123,9 +138,39 @@ export class ConcurrencyGate {
       displaced.reject(this.queueFull(`all ${this.maxConcurrent} execution slots are busy and the queue is full; this tenant had the most requests waiting`));
     }
     return new Promise<void>((resolve, reject) => {
-      t.waiting.push({ seq: this.arrivals++, resolve, reject });
+      if (!signal) {
+        t.waiting.push({ seq: this.arrivals++, resolve, reject });
+        this.queued++;
+        return;
+      }
+      const onAbort = () => this.leave(tenant, waiter, new WaitCancelled(signal.reason));
+      // Whichever way it leaves the queue (a slot, a displacement), the listener goes with it.
+      const waiter: Waiter = {
+        seq: this.arrivals++,
+        resolve: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject: (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      };
+      t.waiting.push(waiter);
       this.queued++;
+      signal.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /** Takes a waiter out of its tenant's queue (its signal aborted) and rejects it. */
+  private leave(tenant: string, waiter: Waiter, why: unknown): void {
+    const t = this.tenants.get(tenant);
+    const i = t ? t.waiting.indexOf(waiter) : -1;
+    if (!t || i < 0) return; // already granted or displaced
+    t.waiting.splice(i, 1);
+    this.queued--;
+    this.forgetIfIdle(tenant);
+    waiter.reject(why);
   }
 
   private release(tenant: string): void {

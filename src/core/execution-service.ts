@@ -1,13 +1,19 @@
 // The one use case of pybox: take a validated request, clamp it to the server's limits, run it in
 // a fresh sandbox, turn what happened into a result (status, output, parsed error, feedback), keep
 // it in the store and return it.
+//
+// Every execution can be cancelled: by its caller's signal (the client went away) or by shutdown.
+// One still waiting for a slot leaves the queue at once; a running one passes the signal to the
+// sandbox side, which stops it. Either way it is recorded (status cancelled) and metered, and the
+// caller gets that result, whether or not anybody still listens.
 import { constants } from 'node:os';
 import type { Config, ImportPolicy } from '../config/schema.ts';
 import type { SandboxJob, SandboxOutcome, SandboxReport } from './sandbox.ts';
 import { visibleTenant, type Caller, type TenantLimits } from './caller.ts';
-import type { ConcurrencyGate } from './concurrency.ts';
+import { WaitCancelled, type ConcurrencyGate } from './concurrency.ts';
 import { PyboxError } from './errors.ts';
-import { renderFeedback, type FeedbackInput } from './feedback.ts';
+import { renderFeedback, type Cancellation, type FeedbackInput } from './feedback.ts';
+import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from './limits.ts';
 import type { Clock, EngineProbe, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo, Sandboxes } from './ports.ts';
 import {
   EXECUTION_STATUSES,
@@ -62,6 +68,27 @@ print(json.dumps({"python": sys.version.split()[0], "packages": pk}))`;
 
 /** How long after a failed store write a run is refused before the store is tried again, in seconds. */
 const STORE_RETRY_S = 5;
+/** Retry-After of a run refused because the service is shutting down: time for a restart or another replica. */
+const SHUTDOWN_RETRY_S = 5;
+/** The abort reason of the service's own signals, telling a shutdown from a client that went away. */
+const SHUTDOWN = Symbol('pybox shutdown');
+
+/** A signal aborted as soon as any of its sources is; dispose() unhooks it from them (they outlive it). */
+function linkedSignal(sources: ReadonlyArray<AbortSignal | undefined>): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const hooks: Array<() => void> = [];
+  for (const source of sources) {
+    if (!source) continue;
+    if (source.aborted) {
+      controller.abort(source.reason);
+      break;
+    }
+    const onAbort = () => controller.abort(source.reason);
+    source.addEventListener('abort', onAbort, { once: true });
+    hooks.push(() => source.removeEventListener('abort', onAbort));
+  }
+  return { signal: controller.signal, dispose: () => hooks.forEach((h) => h()) };
+}
 
 export class DefaultExecutionService implements ExecutionService {
   private probe: Promise<{ python: string | null; packages: Record<string, string> }> | undefined;
@@ -69,17 +96,26 @@ export class DefaultExecutionService implements ExecutionService {
   private storeFault: string | null = null;
   /** When the store was last tried while faulty: a locked database makes each try wait (busy_timeout). */
   private storeProbedAt = Number.NEGATIVE_INFINITY;
+  /** Aborted when shutdown begins: executions still waiting for a slot leave the queue. */
+  private readonly stopWaiting = new AbortController();
+  /** Aborted when shutdown's grace is over: executions still running are stopped. */
+  private readonly stopRunning = new AbortController();
+  /** Executions accepted and not yet recorded; settled() waits for none. */
+  private inFlight = 0;
+  private settledWaiters: Array<() => void> = [];
 
   constructor(private readonly deps: ExecutionServiceDeps) {}
 
   /** The server's maxima lowered to a tenant's, and the defaults kept within them. */
   effectiveLimits(tenant?: TenantLimits): { defaults: LimitSet; max: LimitSet } {
     const server = this.deps.limits;
-    const lower = (serverMax: number, tenantMax: number | null | undefined) => (tenantMax == null ? serverMax : Math.min(serverMax, tenantMax));
+    // A tenant's ceiling below a floor would leave nothing that can run: the floor holds instead.
+    const lower = (serverMax: number, tenantMax: number | null | undefined, floor: number) =>
+      tenantMax == null ? serverMax : Math.min(serverMax, Math.max(tenantMax, floor));
     const max: LimitSet = {
-      timeoutMs: lower(server.max.timeoutMs, tenant?.maxTimeoutMs),
-      memoryMb: lower(server.max.memoryMb, tenant?.maxMemoryMb),
-      cpus: lower(server.max.cpus, tenant?.maxCpus),
+      timeoutMs: lower(server.max.timeoutMs, tenant?.maxTimeoutMs, MIN_TIMEOUT_MS),
+      memoryMb: lower(server.max.memoryMb, tenant?.maxMemoryMb, MIN_MEMORY_MB),
+      cpus: lower(server.max.cpus, tenant?.maxCpus, MIN_CPUS),
     };
     const defaults: LimitSet = {
       timeoutMs: Math.min(server.defaults.timeoutMs, max.timeoutMs),
@@ -89,20 +125,58 @@ export class DefaultExecutionService implements ExecutionService {
     return { defaults, max };
   }
 
-  /** The request's limits, each defaulted and then clamped to the tenant's maximum, itself within the server's. */
+  /**
+   * The request's limits, each defaulted and then clamped to the tenant's maximum, itself within the
+   * server's. Never raised: the request schema refuses values below the floors, and the config's
+   * defaults and maxima are at least the floors.
+   */
   clampLimits(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cpus'>, tenant?: TenantLimits): AppliedLimits {
     const { defaults, max } = this.effectiveLimits(tenant);
     const { outputBytes } = this.deps.limits;
     return {
       timeoutMs: Math.min(req.timeoutMs ?? defaults.timeoutMs, max.timeoutMs),
-      memoryMb: Math.min(Math.max(req.memoryMb ?? defaults.memoryMb, 32), max.memoryMb),
+      memoryMb: Math.min(req.memoryMb ?? defaults.memoryMb, max.memoryMb),
       cpus: Math.min(req.cpus ?? defaults.cpus, max.cpus),
       outputBytes,
     };
   }
 
-  async execute(caller: Caller, req: ExecutionRequest): Promise<ExecutionResult> {
+  /** Whether new executions are taken (false once shutdown has begun). */
+  get accepting(): boolean {
+    return !this.stopWaiting.signal.aborted;
+  }
+
+  /** Executions accepted and not yet recorded (waiting or running). */
+  get pending(): number {
+    return this.inFlight;
+  }
+
+  /**
+   * Shutdown begins: new executions are refused (shutting_down, 503) and those still waiting for a
+   * slot are cancelled; running ones go on.
+   */
+  stopAccepting(): void {
+    if (!this.stopWaiting.signal.aborted) this.stopWaiting.abort(SHUTDOWN);
+  }
+
+  /** Shutdown's grace is over: every execution still running is stopped and recorded as cancelled. */
+  cancelRunning(): void {
+    this.stopAccepting();
+    if (!this.stopRunning.signal.aborted) this.stopRunning.abort(SHUTDOWN);
+  }
+
+  /** Resolves once every execution accepted so far has been recorded. */
+  settled(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settledWaiters.push(resolve));
+  }
+
+  async execute(caller: Caller, req: ExecutionRequest, opts: { signal?: AbortSignal | undefined } = {}): Promise<ExecutionResult> {
+    if (!this.accepting) {
+      throw new PyboxError('shutting_down', 'the service is shutting down and takes no new executions; retry shortly', { retryAfterS: SHUTDOWN_RETRY_S });
+    }
     const files = this.decodeFiles(req.files ?? []);
+    assertFloors(req);
     const limits = this.clampLimits(req, caller.limits);
     const id = this.deps.newId();
     const createdAt = this.deps.clock.now();
@@ -123,9 +197,55 @@ export class DefaultExecutionService implements ExecutionService {
       job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
     }
     this.assertStoreWritable();
-    const outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job), { tenant: caller.tenant, maxInFlight: caller.limits.maxConcurrency });
-    const result = this.toResult(id, req.code, limits, outcome, createdAt);
+    this.inFlight++;
+    try {
+      return await this.runAndRecord(caller, job, limits, req.code, createdAt, opts.signal);
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0) {
+        const waiters = this.settledWaiters;
+        this.settledWaiters = [];
+        for (const w of waiters) w();
+      }
+    }
+  }
+
+  private async runAndRecord(
+    caller: Caller,
+    job: SandboxJob,
+    limits: AppliedLimits,
+    code: string,
+    createdAt: number,
+    signal: AbortSignal | undefined,
+  ): Promise<ExecutionResult> {
+    const { id } = job;
+    // Waiting ends with shutdown's start; running, with its grace. The caller's signal ends either.
+    const waiting = linkedSignal([signal, this.stopWaiting.signal]);
+    const running = linkedSignal([signal, this.stopRunning.signal]);
+    job.signal = running.signal;
+    let outcome: SandboxOutcome;
+    let cancellation: Cancellation | undefined;
+    try {
+      outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job), {
+        tenant: caller.tenant,
+        maxInFlight: caller.limits.maxConcurrency,
+        signal: waiting.signal,
+      });
+      if (outcome.kind === 'cancelled') {
+        // The sandbox side reports the code's own time: 0 when the payload never reached the runner.
+        cancellation = { by: running.signal.reason === SHUTDOWN ? 'shutdown' : 'client', started: outcome.durationMs > 0 };
+      }
+    } catch (e) {
+      if (!(e instanceof WaitCancelled)) throw e;
+      outcome = notRun();
+      cancellation = { by: e.reason === SHUTDOWN ? 'shutdown' : 'client', started: false };
+    } finally {
+      waiting.dispose();
+      running.dispose();
+    }
+    const result = this.toResult(id, code, limits, outcome, createdAt, cancellation);
     if (result.status === 'internal_error') this.deps.logger.error('execution failed on our side', { id, why: result.error?.message });
+    if (cancellation) this.deps.logger.info('execution cancelled', { id, by: cancellation.by, started: cancellation.started });
     try {
       this.deps.store.save(result, { tenant: caller.tenant, outputBytes: outcome.stdout.totalBytes + outcome.stderr.totalBytes });
       this.storeFault = null;
@@ -207,6 +327,10 @@ export class DefaultExecutionService implements ExecutionService {
   }
 
   async readiness(): Promise<Readiness> {
+    if (!this.accepting) {
+      // Orchestrators stop routing here; nothing is probed, the engine and store are being closed.
+      return { ready: false, checks: { engine: false, image: false, store: false }, runtime: this.deps.runtime, image: this.deps.image, message: 'the service is shutting down' };
+    }
     const engine = await this.deps.engine.ping();
     const image = engine ? await this.deps.engine.imageExists(this.deps.image).catch(() => false) : false;
     const store = this.deps.store.healthy();
@@ -225,19 +349,22 @@ export class DefaultExecutionService implements ExecutionService {
 
   private async probePython(): Promise<{ python: string | null; packages: Record<string, string> }> {
     const limits = this.clampLimits({ timeoutMs: 30_000 });
-    const outcome = await this.deps.gate.run(() =>
-      this.deps.sandboxes.run({
-        id: `probe-${this.deps.newId()}`,
-        image: this.deps.image,
-        runtime: this.deps.runtime,
-        code: PROBE_CODE,
-        stdin: '',
-        args: [],
-        env: {},
-        context: {},
-        files: [],
-        limits,
-      }),
+    const outcome = await this.deps.gate.run(
+      () =>
+        this.deps.sandboxes.run({
+          id: `probe-${this.deps.newId()}`,
+          image: this.deps.image,
+          runtime: this.deps.runtime,
+          code: PROBE_CODE,
+          stdin: '',
+          args: [],
+          env: {},
+          context: {},
+          files: [],
+          limits,
+          signal: this.stopRunning.signal,
+        }),
+      { signal: this.stopWaiting.signal },
     );
     const text = outcome.stdout.text().trim();
     const parsed = JSON.parse(text) as { python?: unknown; packages?: unknown };
@@ -276,7 +403,7 @@ export class DefaultExecutionService implements ExecutionService {
     return out;
   }
 
-  private toResult(id: string, code: string, limits: AppliedLimits, o: SandboxOutcome, createdAtMs: number): ExecutionResult {
+  private toResult(id: string, code: string, limits: AppliedLimits, o: SandboxOutcome, createdAtMs: number, cancellation?: Cancellation): ExecutionResult {
     const base = {
       stdout: o.stdout.text(),
       stderr: o.stderr.text(),
@@ -304,7 +431,8 @@ export class DefaultExecutionService implements ExecutionService {
     switch (o.kind) {
       case 'timeout':
         status = 'timeout';
-        signal = 'SIGKILL';
+        // With durationMs 0 the budget ran out while the sandbox was still starting: nothing was killed.
+        signal = o.durationMs > 0 ? 'SIGKILL' : null;
         break;
       case 'oom':
         status = 'oom';
@@ -359,6 +487,7 @@ export class DefaultExecutionService implements ExecutionService {
         budgetChars: this.deps.feedbackBudgetChars,
         floodBytes: this.deps.limits.floodBytes,
         flaggedImports: runReport?.flaggedImports ?? [],
+        ...(cancellation ? { cancellation } : {}),
       }),
       createdAt: new Date(createdAtMs).toISOString(),
       finishedAt: new Date(finishedAt).toISOString(),
@@ -386,6 +515,27 @@ export class DefaultExecutionService implements ExecutionService {
     }
     return { files, dropped };
   }
+}
+
+/**
+ * The request schema refuses limits below the floors; this holds for callers that build a request
+ * in-process (adapters translating their own units) the same way, with the same message.
+ */
+function assertFloors(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cpus'>): void {
+  const floors = [
+    ['timeoutMs', req.timeoutMs, MIN_TIMEOUT_MS, 'ms'],
+    ['memoryMb', req.memoryMb, MIN_MEMORY_MB, 'MB'],
+    ['cpus', req.cpus, MIN_CPUS, 'CPUs'],
+  ] as const;
+  for (const [path, value, floor, unit] of floors) {
+    if (value !== undefined && !(value >= floor)) throw invalid(path, `must be at least ${floor} (${unit})`);
+  }
+}
+
+/** The outcome of an execution cancelled before it got a slot: nothing ran, nothing was printed. */
+function notRun(): SandboxOutcome {
+  const empty = { totalBytes: 0, truncated: false, text: () => '' };
+  return { kind: 'cancelled', report: null, stdout: empty, stderr: empty, durationMs: 0 };
 }
 
 function noUsage(tenant: string): TenantUsage {

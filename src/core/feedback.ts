@@ -14,12 +14,22 @@ export interface FlaggedImport {
   line: number | null;
 }
 
+/** Why a run was cancelled, and whether the code had started by then. */
+export interface Cancellation {
+  /** Its caller went away (a closed connection, a cancelled tool call), or the service shut down. */
+  by: 'client' | 'shutdown';
+  /** The code had begun to run (it may have printed, written files or used time). */
+  started: boolean;
+}
+
 export interface FeedbackOptions {
   /** The text never exceeds this many characters. */
   budgetChars?: number;
   /** Bytes one stream may produce before the run is stopped (output_limit), to name that limit. */
   floodBytes?: number;
   flaggedImports?: readonly FlaggedImport[];
+  /** For a cancelled run: who cancelled it and when. */
+  cancellation?: Cancellation;
 }
 
 /** The error type of a run the import policy blocked (status validation_failed); set by the runner. */
@@ -71,8 +81,13 @@ function headline(r: FeedbackInput, opts: FeedbackOptions, messageChars: number)
       return `The code exited with code ${r.exitCode ?? 'unknown'} (non-zero means failure).`;
     }
     case 'timeout': {
+      // The time limit is the caller's whole budget, the sandbox's start included (engine/run-sandbox.ts).
+      if (r.durationMs === 0) {
+        return `Nothing ran: the time limit of ${seconds(limits.timeoutMs)} ran out while the sandbox was still starting (the service is busy, or the CPU limit is very low). This says nothing about the code: run it again, with a longer time limit or more CPU.`;
+      }
+      const started = r.durationMs < limits.timeoutMs * 0.9 ? ` Starting the sandbox took part of that time; the code itself ran ${seconds(r.durationMs)}.` : '';
       const shown = r.stdout.length > 0 || r.stderr.length > 0 ? 'Output printed before that is shown below.' : 'It printed nothing before that.';
-      return `The code was stopped because it ran longer than the time limit of ${seconds(limits.timeoutMs)}. ${shown} Make it faster, or look for an infinite loop or a blocking call such as input() or a sleep.`;
+      return `The code was stopped because it ran longer than the time limit of ${seconds(limits.timeoutMs)}.${started} ${shown} Make it faster, or look for an infinite loop or a blocking call such as input() or a sleep.`;
     }
     case 'oom':
       return `The code was killed because it used more than the memory limit of ${limits.memoryMb} MB. Use less memory: process data in chunks, avoid building huge lists or arrays.`;
@@ -88,10 +103,23 @@ function headline(r: FeedbackInput, opts: FeedbackOptions, messageChars: number)
         ? `The code was not run: it has ${article(r.error.type)} ${r.error.type} at line ${r.error.line ?? '?'}${r.error.column ? `, column ${r.error.column}` : ''}: ${message}`
         : 'The code was not run: it did not pass validation.';
     case 'cancelled':
-      return 'The run was cancelled before it finished: the caller went away or the service shut down. It says nothing about the code; run it again if you still need the result.';
+      return cancelledHeadline(r, opts.cancellation);
     case 'internal_error':
       return `The sandbox service failed to run the code; this is not a fault of the code itself. You may retry.${r.error ? ` (${message})` : ''}`;
   }
+}
+
+function cancelledHeadline(r: FeedbackInput, c: Cancellation | undefined): string {
+  const who =
+    c?.by === 'shutdown' ? 'the sandbox service was shutting down' : c?.by === 'client' ? 'the caller went away (the request was closed or cancelled)' : 'the caller went away or the service shut down';
+  const printed = r.stdout.length > 0 || r.stderr.length > 0;
+  const when =
+    c === undefined
+      ? ''
+      : c.started
+        ? ` The code had been running for ${seconds(r.durationMs)} and was stopped${printed ? '; what it printed until then is shown below' : ''}.`
+        : ' The code had not started: nothing of it ran.';
+  return `The run was cancelled because ${who}.${when} This says nothing about the code itself; run it again if you still need the result.`;
 }
 
 function pointer(r: FeedbackInput, code: string): string | null {

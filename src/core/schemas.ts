@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { TENANT_NAME } from './caller.ts';
 import { ERROR_CODES } from './errors.ts';
+import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from './limits.ts';
 import { CONTEXT_NAME_RULE, ContextName } from './python-names.ts';
 
 export const EXECUTION_STATUSES = [
@@ -44,8 +45,10 @@ export const InputFile = z.strictObject({
 export type InputFile = z.infer<typeof InputFile>;
 
 /**
- * A request to run code. Every bound here is a sanity range; the service then clamps the limits
- * to the server's maxima, so no request value ever reaches the engine unclamped.
+ * A request to run code. The limits' lower bounds are the floors a sandbox needs to run at all
+ * (core/limits.ts): below them a request is refused naming the floor, never silently raised. Their
+ * upper bounds are a sanity range; the service then clamps them to the server's maxima, so no
+ * request value ever reaches the engine unclamped.
  */
 export const ExecutionRequest = z.strictObject({
   code: z.string().min(1).max(1_000_000),
@@ -63,13 +66,13 @@ export const ExecutionRequest = z.strictObject({
     .record(ContextName, z.json())
     .optional()
     .describe(`Global variables of the program, each holding its JSON value. Each name must be ${CONTEXT_NAME_RULE}.`),
-  timeoutMs: z.int().min(1).max(86_400_000).optional(),
-  memoryMb: z.int().min(1).max(1_048_576).optional(),
-  cpus: z.number().min(0.01).max(1024).optional(),
+  timeoutMs: z.int().min(MIN_TIMEOUT_MS, `must be at least ${MIN_TIMEOUT_MS} (ms): the shortest a run can be sure to meet`).max(86_400_000).optional(),
+  memoryMb: z.int().min(MIN_MEMORY_MB, `must be at least ${MIN_MEMORY_MB} (MB), the memory a sandbox needs to run at all`).max(1_048_576).optional(),
+  cpus: z.number().min(MIN_CPUS, `must be at least ${MIN_CPUS} (CPUs), the share a sandbox needs to start in time`).max(1024).optional(),
 });
 export type ExecutionRequest = z.infer<typeof ExecutionRequest>;
 
-/** Limits actually applied to a run, after clamping. */
+/** Limits actually applied to a run: the request's (or the defaults), lowered to the caller's maxima. */
 export const AppliedLimits = z.object({
   timeoutMs: z.int(),
   memoryMb: z.int(),

@@ -35,11 +35,19 @@ export const MCP_OPERATIONS: readonly RouteConfig[] = [
     description:
       'The client must accept both `application/json` and `text/event-stream` (else 406). A request is answered as an event stream whose `message` events carry ' +
       'JSON-RPC messages (progress notifications, then the response); notifications and responses alone are accepted with 202. Tool calls run as the caller, ' +
-      'with the same authentication, quotas and limits as POST /v1/executions.',
+      'with the same authentication, quotas and limits as POST /v1/executions; a call cancelled by its client (a cancellation notification, or a closed stream) ends its execution as `cancelled`.',
     request: { body: { required: true, content: { 'application/json': { schema: JsonRpcBody } } } },
     responses: {
       200: {
         description: 'The answer to the request(s)',
+        headers: {
+          'Mcp-Session-Id': {
+            description:
+              'On the answer to `initialize` only: a name for this client, nothing stored. Sent back on later requests, it tells a cancellation ' +
+              '(`notifications/cancelled`, which arrives in a request of its own) which of the key\'s calls it means.',
+            schema: { type: 'string' as const },
+          },
+        },
         content: {
           'text/event-stream': { schema: { type: 'string' as const, description: 'Server-sent events; the data of each `message` event is one JSON-RPC message (JsonRpcMessage)' } },
           'application/json': { schema: JsonRpcMessage },

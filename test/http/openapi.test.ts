@@ -4,6 +4,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../src/doctor/doctor.ts';
 import { harness } from './fake-service.ts';
+import { MIN_TIMEOUT_MS } from '../../src/core/limits.ts';
 
 interface Operation {
   operationId?: string;
@@ -126,7 +127,7 @@ describe('GET /openapi.json', () => {
     const request = doc.components.schemas.ExecutionRequest as { additionalProperties: unknown; required: string[]; properties: Record<string, Record<string, unknown>> };
     expect(request.additionalProperties).toBe(false);
     expect(request.required).toEqual(['code']);
-    expect(request.properties.timeoutMs).toMatchObject({ type: 'integer', minimum: 1 });
+    expect(request.properties.timeoutMs).toMatchObject({ type: 'integer', minimum: MIN_TIMEOUT_MS });
     expect(doc.components.schemas.HistoryPage).toMatchObject({ properties: { items: { items: { $ref: '#/components/schemas/ExecutionResult' } } } });
     const post = doc.paths['/v1/executions']?.post;
     expect(post?.requestBody).toMatchObject({ required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/ExecutionRequest' } } } });

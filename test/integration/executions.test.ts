@@ -1,6 +1,7 @@
 // Real executions through the real service and the real engine, under every runtime it offers.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecutionResult } from '../../src/core/schemas.ts';
+import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from '../../src/core/limits.ts';
 import { postJson, realPybox, runtimesUnderTest, type RealPybox } from '../support/real.ts';
 
 const runtimes = await runtimesUnderTest();
@@ -20,6 +21,28 @@ describe.each(runtimes)('executions under %s', (runtime) => {
     expect(res.status, res.text).toBe(200);
     return ExecutionResult.parse(res.json);
   };
+
+  it('runs print(1) at the smallest limits a request may ask for, and says they were applied', async () => {
+    const small = await run({ code: 'print(1)', memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS, timeoutMs: 60_000 });
+    expect(small).toMatchObject({ status: 'completed', stdout: '1\n', limits: { memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS, timeoutMs: 60_000 } });
+    // The shortest time limit, on a sandbox of the default configuration the pool has ready.
+    await pybox.pool.filled();
+    const quick = await run({ code: 'print(1)', timeoutMs: MIN_TIMEOUT_MS });
+    expect(quick).toMatchObject({ status: 'completed', stdout: '1\n', limits: { timeoutMs: MIN_TIMEOUT_MS } });
+  });
+
+  it('refuses limits below the floors with 400 invalid_request naming the floor', async () => {
+    for (const [field, value, floor] of [
+      ['memoryMb', 32, MIN_MEMORY_MB],
+      ['cpus', 0.01, MIN_CPUS],
+      ['timeoutMs', 1, MIN_TIMEOUT_MS],
+    ] as const) {
+      const res = await postJson(pybox.app, '/v1/executions', { code: 'print(1)', [field]: value });
+      expect(res.status).toBe(400);
+      expect(res.json).toMatchObject({ error: { code: 'invalid_request' } });
+      expect(res.text).toContain(`${field}: must be at least ${floor}`);
+    }
+  });
 
   it('runs code and reports a completed result', async () => {
     const r = await run({ code: 'print("hello from pybox")' });
@@ -94,6 +117,8 @@ describe.each(runtimes)('executions under %s', (runtime) => {
   });
 
   it('kills a run at its timeout and keeps the output produced so far', async () => {
+    // The time limit also bounds the wait for a sandbox: from a ready one, all of it is the code's.
+    await pybox.pool.filled();
     const r = await run({ code: 'import time\nprint("working", flush=True)\nwhile True:\n    time.sleep(0.05)\n', timeoutMs: 1500 });
     expect(r.status).toBe('timeout');
     expect(r.stdout).toBe('working\n');

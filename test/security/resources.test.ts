@@ -57,7 +57,7 @@ out["count"] = len(kids)`),
       expect(['timeout', 'oom', 'internal_error']).toContain(r.status);
       if (r.status === 'internal_error') expect(r.error?.message).toMatch(/^gVisor stopped the sandbox/);
     }
-  });
+  }, { warm: true });
 
   sec('a thread bomb is stopped by the process limit (runc) or costs gVisor no host threads', async ({ run, pybox }) => {
     const r = await run({
@@ -168,7 +168,7 @@ out["child"] = p.returncode`),
     expect(r.durationMs).toBeGreaterThanOrEqual(2000 - 5); // a timer may fire a millisecond early
     expect(r.durationMs).toBeLessThan(2000 + 5000);
     expect(r.feedback).toContain('time limit of 2.00 s');
-  });
+  }, { warm: true });
 
   sec('ignoring SIGTERM, SIGINT and SIGHUP does not outlive the time limit', async ({ run }) => {
     const r = await run({
@@ -178,19 +178,19 @@ out["child"] = p.returncode`),
     expect(r.status).toBe('timeout');
     expect(r.signal).toBe('SIGKILL');
     expect(r.durationMs).toBeLessThan(2000 + 5000);
-  });
+  }, { warm: true });
 
   sec('a program that stops itself (SIGSTOP) ends at the time limit', async ({ run }) => {
     const r = await run({ code: 'import os, signal\nprint("stopping", flush=True)\nos.kill(os.getpid(), signal.SIGSTOP)\nprint("never")', timeoutMs: 2000 });
     expect(r).toMatchObject({ status: 'timeout', stdout: 'stopping\n' });
     expect(r.durationMs).toBeLessThan(2000 + 5000);
-  });
+  }, { warm: true });
 
   sec('a program that stops the runner (its parent) ends at the time limit', async ({ run }) => {
     const r = await run({ code: 'import os, signal, time\nos.kill(os.getppid(), signal.SIGSTOP)\ntime.sleep(60)', timeoutMs: 2000 });
     expect(r.status).toBe('timeout');
     expect(r.durationMs).toBeLessThan(2000 + 5000);
-  });
+  }, { warm: true });
 
   sec('descriptors run out at the nofile limit (EMFILE)', async ({ run, pybox }) => {
     const r = await run({

@@ -81,6 +81,12 @@ export interface CaseOptions {
   timeoutMs?: number;
   /** false: the case runs alone, not beside the file's other cases. */
   concurrent?: boolean;
+  /**
+   * A warm sandbox of the default configuration is ready before the case starts. The time limit is
+   * the caller's whole budget, a cold start included: a case that checks what the code did up to
+   * its limit wants all of the limit to be the code's.
+   */
+  warm?: boolean;
 }
 
 /** Registers a case for one runtime: `sec(name, body)` inside a describe. Cases run concurrently. */
@@ -98,7 +104,9 @@ export async function runCase(runtime: RuntimeName, body: (c: Case) => Promise<v
   let pybox: RealPybox | undefined;
   let served: { server: Server; port: number } | undefined;
   try {
-    pybox = await realPybox(runtime, merge(batteryConfig(opts.config), { engine: { instance } }) as ConfigOverrides);
+    const warm = opts.warm ? { pool: { enabled: true, size: { runc: 1, runsc: 1 }, preload: { runc: [], runsc: [] } } } : {};
+    pybox = await realPybox(runtime, merge(merge(batteryConfig(opts.config), warm), { engine: { instance } }) as ConfigOverrides);
+    if (opts.warm) await pybox.pool.filled();
     served = await listen(pybox.app, '127.0.0.1', 0, pybox.config.server);
     const url = `http://127.0.0.1:${served.port}`;
     let authorization: string | null = null;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.ts';
 import { ConfigSchema } from '../../src/config/schema.ts';
+import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from '../../src/core/limits.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -85,6 +86,27 @@ describe('loadConfig', () => {
   it('says which environment variable set a value that is out of range', () => {
     expect(loadError('config/default.yaml', { PYBOX_PORT: '70000' })).toMatch(/invalid setting server\.port \(from PYBOX_PORT\): Too big/);
     expect(loadError('config/default.yaml', { PYBOX_RUNTIME: 'kata' })).toMatch(/invalid setting engine\.runtime \(from PYBOX_RUNTIME\)/);
+  });
+
+  it('stops start-up on a default or maximum below the floors a sandbox needs, naming the setting and the floor', () => {
+    const message = loadError(
+      file(`limits:\n  defaults:\n    timeoutMs: 50\n    memoryMb: 32\n    cpus: 0.05\n  max:\n    timeoutMs: 1000\n    memoryMb: ${MIN_MEMORY_MB - 1}\n    cpus: 0.09\n`),
+    );
+    expect(message).toContain(`invalid setting limits.defaults.timeoutMs: must be at least ${MIN_TIMEOUT_MS}`);
+    expect(message).toContain(`invalid setting limits.defaults.memoryMb: must be at least ${MIN_MEMORY_MB}`);
+    expect(message).toContain(`invalid setting limits.defaults.cpus: must be at least ${MIN_CPUS}`);
+    expect(message).toContain(`invalid setting limits.max.memoryMb: must be at least ${MIN_MEMORY_MB}`);
+    expect(message).toContain(`invalid setting limits.max.cpus: must be at least ${MIN_CPUS}`);
+  });
+
+  it('accepts limits exactly at the floors', () => {
+    const floors = `    timeoutMs: ${MIN_TIMEOUT_MS}\n    memoryMb: ${MIN_MEMORY_MB}\n    cpus: ${MIN_CPUS}\n`;
+    const config = loadConfig({ path: file(`limits:\n  defaults:\n${floors}  max:\n${floors}`), env: {} });
+    expect(config.limits.max).toEqual({ timeoutMs: MIN_TIMEOUT_MS, memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS });
+  });
+
+  it('preloads numpy and pandas in warm sandboxes under both runtimes by default', () => {
+    expect(ConfigSchema.parse({}).pool.preload).toEqual({ runc: ['numpy', 'pandas'], runsc: ['numpy', 'pandas'] });
   });
 
   it('rejects unknown keys, naming them', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConcurrencyGate } from '../../src/core/concurrency.ts';
+import { ConcurrencyGate, WaitCancelled } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
 import { deferred } from './fakes.ts';
 
@@ -299,5 +299,112 @@ describe('ConcurrencyGate across tenants', () => {
     const gate = new ConcurrencyGate(2, 10, 1);
     await Promise.all(['x', 'y', 'z'].map((t) => gate.run(async () => t, as(t))));
     expect((gate as unknown as { tenants: Map<string, unknown> }).tenants.size).toBe(0);
+  });
+});
+
+describe('ConcurrencyGate: cancelled waiters', () => {
+  it('a waiter whose signal aborts leaves the queue at once, its task never runs, and its place is free', async () => {
+    const gate = new ConcurrencyGate(1, 1, 4);
+    const log: string[] = [];
+    const running = blocker(log, 'running', 'r');
+    const first = gate.run(running.task);
+    const abandoned = new AbortController();
+    const waiting = caught(gate.run(async () => log.push('abandoned'), { signal: abandoned.signal }));
+    await tick();
+    expect(gate.stats).toEqual({ running: 1, queued: 1 });
+    abandoned.abort('client gone');
+    const e = (await waiting) as WaitCancelled;
+    expect(e).toBeInstanceOf(WaitCancelled);
+    expect(e.reason).toBe('client gone');
+    expect(gate.stats).toEqual({ running: 1, queued: 0 });
+    // The freed place is taken by a newcomer instead of a queue_full refusal.
+    const next = gate.run(async () => 'next');
+    await tick();
+    expect(gate.stats).toEqual({ running: 1, queued: 1 });
+    running.release();
+    expect(await first).toBe('r');
+    expect(await next).toBe('next');
+    expect(log).toEqual(['running']);
+  });
+
+  it('under a flood of abandoned waiters, later requests are queued and served, not refused', async () => {
+    const gate = new ConcurrencyGate(1, 4, 1);
+    const log: string[] = [];
+    const running = blocker(log, 'running', 'r');
+    const first = gate.run(running.task);
+    for (let i = 0; i < 50; i++) {
+      const c = new AbortController();
+      const p = caught(gate.run(async () => log.push(`flood ${i}`), { signal: c.signal }));
+      await tick();
+      c.abort();
+      expect(await p).toBeInstanceOf(WaitCancelled);
+    }
+    expect(gate.stats).toEqual({ running: 1, queued: 0 });
+    const served = [gate.run(async () => 'a'), gate.run(async () => 'b')];
+    running.release();
+    expect(await Promise.all([first, ...served])).toEqual(['r', 'a', 'b']);
+    expect(log).toEqual(['running']);
+  });
+
+  it('frees the place a cancelled waiter took under its tenant\'s ceiling', async () => {
+    const gate = new ConcurrencyGate(1, 10, 1);
+    const log: string[] = [];
+    const running = blocker(log, 'a1', 'a1');
+    const first = gate.run(running.task, { tenant: 'A', maxInFlight: 2 });
+    const c = new AbortController();
+    const waiting = caught(gate.run(async () => 'a2', { tenant: 'A', maxInFlight: 2, signal: c.signal }));
+    await tick();
+    expect(((await caught(gate.run(async () => 'a3', { tenant: 'A', maxInFlight: 2 }))) as PyboxError).code).toBe('rate_limited');
+    c.abort();
+    expect(await waiting).toBeInstanceOf(WaitCancelled);
+    const third = gate.run(async () => 'a3', { tenant: 'A', maxInFlight: 2 });
+    running.release();
+    expect(await Promise.all([first, third])).toEqual(['a1', 'a3']);
+  });
+
+  it('a signal aborted before the call is refused at once and touches no count', async () => {
+    const gate = new ConcurrencyGate(1, 1, 1);
+    const c = new AbortController();
+    c.abort('early');
+    let ran = false;
+    const e = await caught(gate.run(async () => (ran = true), { tenant: 'A', signal: c.signal }));
+    expect(e).toBeInstanceOf(WaitCancelled);
+    expect(ran).toBe(false);
+    expect(gate.stats).toEqual({ running: 0, queued: 0 });
+    expect((gate as unknown as { tenants: Map<string, unknown> }).tenants.size).toBe(0);
+  });
+
+  it('an abort after the slot was granted does nothing to the gate: the task decides what it means', async () => {
+    const gate = new ConcurrencyGate(1, 1, 1);
+    const c = new AbortController();
+    const log: string[] = [];
+    const task = blocker(log, 't', 't');
+    const run = gate.run(task.task, { signal: c.signal });
+    await tick();
+    c.abort();
+    expect(gate.stats).toEqual({ running: 1, queued: 0 });
+    task.release();
+    expect(await run).toBe('t');
+    expect(gate.stats).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('a waiter granted a slot later and then aborted is not taken out of any queue twice', async () => {
+    const gate = new ConcurrencyGate(1, 2, 1);
+    const log: string[] = [];
+    const a = blocker(log, 'a', 'a');
+    const b = blocker(log, 'b', 'b');
+    const c = new AbortController();
+    const ra = gate.run(a.task);
+    const rb = gate.run(b.task, { signal: c.signal });
+    const rc = gate.run(async () => 'c');
+    await tick();
+    a.release();
+    await ra;
+    await tick();
+    expect(log).toEqual(['a', 'b']);
+    c.abort(); // b runs: its abort must not drop c from the queue
+    expect(gate.stats).toEqual({ running: 1, queued: 1 });
+    b.release();
+    expect(await Promise.all([rb, rc])).toEqual(['b', 'c']);
   });
 });

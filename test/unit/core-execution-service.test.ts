@@ -6,6 +6,7 @@ import { PyboxError } from '../../src/core/errors.ts';
 import { DefaultExecutionService } from '../../src/core/execution-service.ts';
 import type { EngineProbe, Sandboxes } from '../../src/core/ports.ts';
 import { ExecutionRequest, ExecutionResult } from '../../src/core/schemas.ts';
+import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from '../../src/core/limits.ts';
 import type { RunnerReport } from '../../src/engine/protocol.ts';
 import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import { defaultConfig, deferred, ManualClock, MemoryStore, outcome, RecordingLogger, runReport, type RunReport } from './fakes.ts';
@@ -115,17 +116,56 @@ describe('clampLimits', () => {
     expect(service.clampLimits({ cpus: 2.01 }).cpus).toBe(2);
   });
 
-  it('raises memory to a floor of 32 MB', () => {
-    expect(service.clampLimits({ memoryMb: 1 }).memoryMb).toBe(32);
-    expect(service.clampLimits({ memoryMb: 31 }).memoryMb).toBe(32);
-    expect(service.clampLimits({ memoryMb: 33 }).memoryMb).toBe(33);
+  it('applies the smallest values a request may ask for as they are, never raised', () => {
+    expect(service.clampLimits({ timeoutMs: MIN_TIMEOUT_MS, memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS })).toEqual({
+      timeoutMs: MIN_TIMEOUT_MS,
+      memoryMb: MIN_MEMORY_MB,
+      cpus: MIN_CPUS,
+      outputBytes: 50_000,
+    });
   });
 
-  it('never yields a value Docker reads as unlimited', () => {
-    const l = service.clampLimits({ timeoutMs: 1, memoryMb: 1, cpus: 0.01 });
-    expect(l.timeoutMs).toBeGreaterThan(0);
-    expect(l.memoryMb).toBeGreaterThan(0);
-    expect(l.cpus).toBeGreaterThan(0);
+  it('keeps a tenant ceiling below a floor from lowering a run under the floor', () => {
+    const tenant = { maxConcurrency: null, ratePerMinute: null, maxTimeoutMs: 10, maxMemoryMb: 16, maxCpus: 0.01 };
+    expect(service.clampLimits({}, tenant)).toEqual({ timeoutMs: MIN_TIMEOUT_MS, memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS, outputBytes: 50_000 });
+    expect(service.effectiveLimits(tenant).max).toEqual({ timeoutMs: MIN_TIMEOUT_MS, memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS });
+  });
+});
+
+describe('execute: limits below the floors from an in-process caller', () => {
+  it('refuses them with invalid_request naming the floor, and runs nothing', async () => {
+    for (const [field, value, floor] of [
+      ['timeoutMs', 1, MIN_TIMEOUT_MS],
+      ['memoryMb', 32, MIN_MEMORY_MB],
+      ['cpus', 0.01, MIN_CPUS],
+    ] as const) {
+      const s = setup();
+      // Built past the schema, as an adapter converting its own units might.
+      const e = await rejection(s.service.execute(LOCAL_CALLER, { code: 'print(1)', [field]: value }));
+      expect(e.code).toBe('invalid_request');
+      expect(e.message).toBe(`${field} must be at least ${floor} (${field === 'timeoutMs' ? 'ms' : field === 'memoryMb' ? 'MB' : 'CPUs'})`);
+      expect(s.sandboxes.jobs).toHaveLength(0);
+      expect(s.store.saved).toHaveLength(0);
+    }
+  });
+});
+
+describe('request schema: limits at their floors', () => {
+  const issue = (body: Record<string, unknown>) => {
+    const r = ExecutionRequest.safeParse({ code: 'print(1)', ...body });
+    return r.success ? null : (r.error.issues[0]?.message ?? '');
+  };
+
+  it('refuses a value below each floor with a message naming the floor', () => {
+    expect(issue({ memoryMb: MIN_MEMORY_MB - 1 })).toContain(`at least ${MIN_MEMORY_MB}`);
+    expect(issue({ memoryMb: 1 })).toContain(`at least ${MIN_MEMORY_MB}`);
+    expect(issue({ cpus: 0.01 })).toContain(`at least ${MIN_CPUS}`);
+    expect(issue({ cpus: MIN_CPUS - 0.001 })).toContain(`at least ${MIN_CPUS}`);
+    expect(issue({ timeoutMs: 1 })).toContain(`at least ${MIN_TIMEOUT_MS}`);
+  });
+
+  it('accepts each floor itself', () => {
+    expect(issue({ memoryMb: MIN_MEMORY_MB, cpus: MIN_CPUS, timeoutMs: MIN_TIMEOUT_MS })).toBeNull();
   });
 });
 
@@ -229,7 +269,9 @@ describe('execute: input files', () => {
       context: { k: [1, 2] },
       files: undefined,
       limits: { timeoutMs: 30_000, memoryMb: 2048, cpus: 1, outputBytes: 50_000 },
+      signal: expect.any(AbortSignal),
     });
+    expect(job?.signal?.aborted).toBe(false);
   });
 
   it('fills empty defaults for a bare request', async () => {
@@ -583,5 +625,164 @@ describe('runtimes', () => {
     expect(s.logger.at('warn').map((e) => e.msg)).toEqual(['could not probe the sandbox image']);
     expect((await s.service.runtimes()).python).toBe('3.12.7');
     expect(calls).toBe(2);
+  });
+});
+
+describe('execute: cancellation', () => {
+  const tick = () => new Promise<void>((r) => setTimeout(r, 0));
+
+  it('a request still waiting for a slot when its caller goes away is cancelled, recorded and metered, and never runs', async () => {
+    const hold = deferred<SandboxOutcome>();
+    const s = setup(() => hold.promise, { gate: new ConcurrencyGate(1, 4, 1) });
+    const first = s.service.execute(LOCAL_CALLER, request());
+    const client = new AbortController();
+    const waiting = s.service.execute(LOCAL_CALLER, request({ code: 'print(2)' }), { signal: client.signal });
+    await tick();
+    expect(s.gate.stats).toEqual({ running: 1, queued: 1 });
+    client.abort('Client connection prematurely closed.');
+    const r = ExecutionResult.parse(await waiting);
+    expect(r).toMatchObject({ id: 'id-2', status: 'cancelled', success: false, exitCode: null, signal: null, stdout: '', stderr: '', durationMs: 0 });
+    expect(r.feedback).toContain('the caller went away');
+    expect(r.feedback).toContain('had not started');
+    expect(s.gate.stats).toEqual({ running: 1, queued: 0 });
+    expect(s.sandboxes.jobs).toHaveLength(1); // only the first ever reached the sandbox side
+    expect(s.store.saved.map((x) => [x.id, x.status])).toEqual([['id-2', 'cancelled']]);
+    expect(s.store.usage({ tenant: 'local' })[0]?.byStatus.cancelled).toBe(1);
+    expect(s.service.stats(LOCAL_CALLER).byStatus.cancelled).toBe(1);
+    hold.resolve(outcome('finished', { report: runReport() }));
+    expect((await first).status).toBe('completed');
+  });
+
+  it('a caller signal already aborted is recorded as cancelled without running', async () => {
+    const s = setup();
+    const r = await s.service.execute(LOCAL_CALLER, request(), { signal: AbortSignal.abort() });
+    expect(r.status).toBe('cancelled');
+    expect(s.sandboxes.jobs).toHaveLength(0);
+    expect(s.store.saved).toHaveLength(1);
+  });
+
+  it('a running execution gets the abort through its job signal, and a cancelled outcome keeps its output', async () => {
+    const started = deferred<SandboxJob>();
+    const s = setup(
+      (job) =>
+        new Promise<SandboxOutcome>((resolve) => {
+          started.resolve(job);
+          // As the sandbox side does: stop on abort, report what was printed until then.
+          job.signal?.addEventListener('abort', () => resolve(outcome('cancelled', { stdout: 'step 1\n', durationMs: 1500 })));
+        }),
+    );
+    const client = new AbortController();
+    const running = s.service.execute(LOCAL_CALLER, request(), { signal: client.signal });
+    const job = await started.promise;
+    expect(job.signal?.aborted).toBe(false);
+    client.abort();
+    expect(job.signal?.aborted).toBe(true);
+    const r = await running;
+    expect(r).toMatchObject({ status: 'cancelled', stdout: 'step 1\n', durationMs: 1500, limits: { timeoutMs: 30_000, memoryMb: 256, cpus: 1, outputBytes: 50_000 } });
+    expect(r.feedback).toContain('the caller went away');
+    expect(r.feedback).toContain('had been running for 1.50 s');
+    expect(r.feedback).toContain('step 1');
+    expect(s.store.saved.map((x) => x.status)).toEqual(['cancelled']);
+    expect(s.gate.stats).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('a run that finishes although its caller went away is recorded as what it was', async () => {
+    const client = new AbortController();
+    const s = setup(() => {
+      client.abort();
+      return outcome('finished', { report: runReport() });
+    });
+    expect((await s.service.execute(LOCAL_CALLER, request(), { signal: client.signal })).status).toBe('completed');
+  });
+
+  it('unhooks itself from the caller signal once recorded', async () => {
+    const s = setup();
+    const client = new AbortController();
+    let listeners = 0;
+    const signal = client.signal;
+    const add = signal.addEventListener.bind(signal);
+    const remove = signal.removeEventListener.bind(signal);
+    signal.addEventListener = ((...a: Parameters<typeof add>) => {
+      listeners++;
+      add(...a);
+    }) as typeof add;
+    signal.removeEventListener = ((...a: Parameters<typeof remove>) => {
+      listeners--;
+      remove(...a);
+    }) as typeof remove;
+    await s.service.execute(LOCAL_CALLER, request(), { signal });
+    expect(listeners).toBe(0);
+  });
+});
+
+describe('shutdown', () => {
+  const tick = () => new Promise<void>((r) => setTimeout(r, 0));
+
+  it('refuses new executions with shutting_down and a Retry-After once it stops accepting, recording nothing', async () => {
+    const s = setup();
+    expect(s.service.accepting).toBe(true);
+    s.service.stopAccepting();
+    expect(s.service.accepting).toBe(false);
+    const e = await rejection(s.service.execute(LOCAL_CALLER, request()));
+    expect(e.code).toBe('shutting_down');
+    expect(e.retryAfterS).toBeGreaterThan(0);
+    expect(s.sandboxes.jobs).toHaveLength(0);
+    expect(s.store.saved).toHaveLength(0);
+  });
+
+  it('says it is not ready while shutting down, without probing the engine', async () => {
+    const s = setup();
+    s.service.stopAccepting();
+    const r = await s.service.readiness();
+    expect(r.ready).toBe(false);
+    expect(r.message).toContain('shutting down');
+    expect(s.probe.asked).toEqual([]);
+  });
+
+  it('cancels waiting executions at once and lets running ones go on until cancelRunning()', async () => {
+    const jobs: SandboxJob[] = [];
+    const s = setup(
+      (job) =>
+        new Promise<SandboxOutcome>((resolve) => {
+          jobs.push(job);
+          job.signal?.addEventListener('abort', () => resolve(outcome('cancelled', { durationMs: 700 })));
+        }),
+      { gate: new ConcurrencyGate(1, 4, 1) },
+    );
+    const running = s.service.execute(LOCAL_CALLER, request());
+    const waiting = s.service.execute(LOCAL_CALLER, request());
+    await tick();
+    expect(s.service.pending).toBe(2);
+    s.service.stopAccepting();
+    const w = await waiting;
+    expect(w).toMatchObject({ status: 'cancelled', durationMs: 0 });
+    expect(w.feedback).toContain('shutting down');
+    expect(w.feedback).toContain('had not started');
+    expect(jobs[0]?.signal?.aborted).toBe(false);
+    expect(s.service.pending).toBe(1);
+    let settled = false;
+    const done = s.service.settled().then(() => (settled = true));
+    await tick();
+    expect(settled).toBe(false);
+    s.service.cancelRunning();
+    const r = await running;
+    expect(r.status).toBe('cancelled');
+    expect(r.feedback).toContain('shutting down');
+    expect(r.feedback).toContain('had been running');
+    await done;
+    expect(s.service.pending).toBe(0);
+    expect(s.store.saved.map((x) => x.status)).toEqual(['cancelled', 'cancelled']);
+  });
+
+  it('settled() resolves at once when nothing is in flight', async () => {
+    await setup().service.settled();
+  });
+
+  it('cancels the image probe too', async () => {
+    const s = setup((job) => new Promise<SandboxOutcome>((resolve) => job.signal?.addEventListener('abort', () => resolve(outcome('cancelled')))));
+    const info = s.service.runtimes();
+    await tick();
+    s.service.cancelRunning();
+    expect((await info).python).toBeNull();
   });
 });

@@ -132,6 +132,18 @@ describe('renderFeedback headlines', () => {
     expect(out).toBe('The code exited with code 3 (non-zero means failure).\n\nstderr:\nbad input');
   });
 
+  it('timeout: says nothing ran when the budget ran out while the sandbox was starting', () => {
+    const out = renderFeedback(input('timeout', { durationMs: 0, limits: { timeoutMs: 3000, memoryMb: 256, cpus: 0.1, outputBytes: 50_000 } }), CODE);
+    expect(out).toMatch(/^Nothing ran: the time limit of 3\.00 s ran out while the sandbox was still starting/);
+    expect(out).not.toContain('Make it faster');
+  });
+
+  it('timeout: says how long the code itself ran when the start took part of the budget', () => {
+    const limits = { timeoutMs: 2000, memoryMb: 256, cpus: 1, outputBytes: 50_000 };
+    expect(renderFeedback(input('timeout', { durationMs: 1200, limits }), CODE)).toContain('the code itself ran 1.20 s');
+    expect(renderFeedback(input('timeout', { durationMs: 2000, limits }), CODE)).not.toContain('Starting the sandbox');
+  });
+
   it('timeout: names the time limit in seconds and shows the output so far', () => {
     const out = renderFeedback(input('timeout', { limits: { timeoutMs: 2000, memoryMb: 256, cpus: 1, outputBytes: 50_000 }, stdout: 'tick\ntick\n', signal: 'SIGKILL' }), CODE);
     expect(out.startsWith('The code was stopped because it ran longer than the time limit of 2.00 s.')).toBe(true);

@@ -64,7 +64,7 @@ describe('limits per tenant', () => {
     const { service } = setup();
     const small = tenant('small', { maxTimeoutMs: 2000, maxMemoryMb: 128, maxCpus: 0.5 });
     expect((await service.execute(small, request())).limits).toMatchObject({ timeoutMs: 2000, memoryMb: 128, cpus: 0.5 });
-    expect((await service.execute(small, request({ timeoutMs: 500, memoryMb: 64, cpus: 0.25 }))).limits).toMatchObject({ timeoutMs: 500, memoryMb: 64, cpus: 0.25 });
+    expect((await service.execute(small, request({ timeoutMs: 1500, memoryMb: 64, cpus: 0.25 }))).limits).toMatchObject({ timeoutMs: 1500, memoryMb: 64, cpus: 0.25 });
   });
 
   it("never lets a tenant's maxima exceed the server's", async () => {

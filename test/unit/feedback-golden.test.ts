@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { renderFeedback, type FeedbackInput, type FeedbackOptions } from '../../src/core/feedback.ts';
-import type { ExecutionStatus } from '../../src/core/schemas.ts';
+import { EXECUTION_STATUSES, type ExecutionStatus } from '../../src/core/schemas.ts';
 
 const GOLDEN_DIR = join(import.meta.dirname, '../golden/feedback');
 const LIMITS = { timeoutMs: 30_000, memoryMb: 256, cpus: 1, outputBytes: 50_000 };
@@ -91,6 +91,14 @@ const CASES: Record<string, { r: FeedbackInput; code?: string; opts?: FeedbackOp
     }),
     code: 'import subprocess\nsubprocess.run(["ls"])',
   },
+  'cancelled-client-running': {
+    r: input('cancelled', { stdout: 'epoch 1\nepoch 2\n', durationMs: 4210.7 }),
+    opts: { ...OPTS, cancellation: { by: 'client', started: true } },
+  },
+  'cancelled-shutdown-waiting': {
+    r: input('cancelled', { durationMs: 0 }),
+    opts: { ...OPTS, cancellation: { by: 'shutdown', started: false } },
+  },
   internal_error: { r: input('internal_error', { error: { type: 'InternalError', message: 'the sandbox did not start within 30000 ms', line: null } }) },
   'error-over-budget': {
     r: input('error', {
@@ -120,7 +128,7 @@ describe('feedback golden files', () => {
 
   it('covers every status', () => {
     const statuses = new Set(Object.values(CASES).map((c) => c.r.status));
-    expect([...statuses].sort()).toEqual(['completed', 'error', 'internal_error', 'oom', 'output_limit', 'timeout', 'validation_failed']);
+    expect([...statuses].sort()).toEqual([...EXECUTION_STATUSES].sort());
   });
 });
 
