@@ -436,8 +436,11 @@ export class DefaultExecutionService implements ExecutionService {
         break;
       case 'oom':
         status = 'oom';
-        exitCode = 137;
-        signal = 'SIGKILL';
+        // What the runner saw of the code's end, when it outlived it; else the kernel's SIGKILL.
+        if (!runReport) {
+          exitCode = 137;
+          signal = 'SIGKILL';
+        }
         break;
       case 'output_limit':
         status = 'output_limit';

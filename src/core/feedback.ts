@@ -89,8 +89,10 @@ function headline(r: FeedbackInput, opts: FeedbackOptions, messageChars: number)
       const shown = r.stdout.length > 0 || r.stderr.length > 0 ? 'Output printed before that is shown below.' : 'It printed nothing before that.';
       return `The code was stopped because it ran longer than the time limit of ${seconds(limits.timeoutMs)}.${started} ${shown} Make it faster, or look for an infinite loop or a blocking call such as input() or a sleep.`;
     }
-    case 'oom':
-      return `The code was killed because it used more than the memory limit of ${limits.memoryMb} MB. Use less memory: process data in chunks, avoid building huge lists or arrays.`;
+    case 'oom': {
+      const what = r.signal ? 'was killed because it used' : 'failed because it tried to use';
+      return `The code ${what} more than the memory limit of ${limits.memoryMb} MB. Use less memory: process data in chunks, avoid building huge lists or arrays.`;
+    }
     case 'output_limit': {
       const flood = opts.floodBytes ? ` The output limit is ${bytes(opts.floodBytes)} bytes per stream and this run went past it.` : '';
       return `The code was stopped because it printed far too much output (each stream keeps ${bytes(limits.outputBytes)} bytes).${flood} Print less: summaries, counts or the first few items instead of everything.`;

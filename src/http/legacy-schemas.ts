@@ -2,11 +2,12 @@
 // (seconds, snake_case) are frozen: existing clients parse them unchanged.
 import { z } from 'zod';
 import { ExecutionRequest, HistoryQuery } from '../core/schemas.ts';
+import { MIN_TIMEOUT_MS } from '../core/limits.ts';
 
 export const LegacyExecuteRequest = z.strictObject({
   code: ExecutionRequest.shape.code,
   /** Seconds; the reference accepted fractions. */
-  timeout: z.number().positive().max(300).optional(),
+  timeout: z.number().min(MIN_TIMEOUT_MS / 1000, `must be at least ${MIN_TIMEOUT_MS / 1000} (seconds)`).max(300).optional(),
   context: ExecutionRequest.shape.context,
 });
 

@@ -30,11 +30,14 @@ describe('POST /api/execute-code', () => {
     expect(service.calls.execute[0]?.request).toStrictEqual({ code: 'x' });
   });
 
-  it('never rounds a tiny timeout down to an invalid 0 ms, and accepts 300 s', async () => {
+  it('refuses a timeout under the floor in its own unit (seconds), and accepts 1 s to 300 s', async () => {
     const { service, post } = harness();
-    expect((await post('/api/execute-code', { code: 'x', timeout: 0.0001 })).status).toBe(200);
+    const tiny = await post('/api/execute-code', { code: 'x', timeout: 0.0001 });
+    expect(tiny.status).toBe(400);
+    expect(JSON.stringify(await tiny.json())).toContain('at least 1 (seconds)');
+    expect((await post('/api/execute-code', { code: 'x', timeout: 1 })).status).toBe(200);
     expect((await post('/api/execute-code', { code: 'x', timeout: 300 })).status).toBe(200);
-    expect(service.calls.execute.map((c) => c.request.timeoutMs)).toEqual([1, 300_000]);
+    expect(service.calls.execute.map((c) => c.request.timeoutMs)).toEqual([1000, 300_000]);
   });
 
   it('answers 200 with success false and the exception as the error when the code fails', async () => {

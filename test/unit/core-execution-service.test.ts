@@ -408,6 +408,11 @@ describe('execute: from outcome to result', () => {
     expect(r.files).toEqual([{ path: 'a', size: 1, contentBase64: 'eA==' }]);
   });
 
+  it('oom that the code outlived (gVisor can fail an allocation instead of killing): the exit the runner saw', async () => {
+    const r = await resultOf(outcome('oom', { report: runReport({ exitCode: 1, signal: null }) }));
+    expect([r.status, r.exitCode, r.signal]).toEqual(['oom', 1, null]);
+  });
+
   it('output_limit on the host side: SIGKILL, no exit code', async () => {
     const r = await resultOf(outcome('output_limit', { stdout: 'y'.repeat(30), capBytes: 10 }));
     expect([r.status, r.success, r.exitCode, r.signal]).toEqual(['output_limit', false, null, 'SIGKILL']);

@@ -50,9 +50,8 @@ export function legacyRoutes(service: ExecutionService): OpenAPIHono {
 
   serve(routes, execute, async (c) => {
     const { code, timeout, context } = c.req.valid('json');
-    // At least 1 ms: a tiny positive timeout must not round to the invalid 0.
     const request: ExecutionRequest = { code };
-    if (timeout !== undefined) request.timeoutMs = Math.max(1, Math.round(timeout * 1000));
+    if (timeout !== undefined) request.timeoutMs = Math.round(timeout * 1000);
     if (context !== undefined) request.context = context;
     const result = await service.execute(callerOf(c), request, { signal: c.req.raw.signal });
     return c.json(toLegacy(result), 200);
