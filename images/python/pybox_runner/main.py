@@ -164,6 +164,23 @@ def parse_result(data):
     return None, None
 
 
+def process_cpu_ms(pid):
+    """CPU time a live process has used so far (user + system), from /proc, or None."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_cpu_ms(total, before):
+    """The run's own CPU time: what the code's process used, less its preloading before the job."""
+    if total is None:
+        return None
+    return round(max(0.0, total - (before or 0.0)), 1)
+
+
 def run_report(status, error, flagged, flooded, cpu_ms, files, dropped, memory):
     exit_code = os.waitstatus_to_exitcode(status)
     signum = -exit_code if exit_code < 0 else None
@@ -192,6 +209,7 @@ def main():
     child_mod.set_dumpable(False)
     child = start_child(child_mod.preload_names(os.environ.get("PYBOX_PRELOAD")), isolated)
     memory_before = memory_accounting()  # read while waiting: only the run's own OOM kills count
+    cpu_before = process_cpu_ms(child.pid)  # its preloading is not the code's CPU time
     emit(KIND_READY, b"")
     try:
         # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's
@@ -228,5 +246,5 @@ def main():
         setup_failure("setting up the run failed before the code started: " + failure)
     memory = clamp_counts(since(memory_before, memory_accounting()))
     files, dropped = collect_out_files(OUT_DIR, int(caps.get("maxFiles", 0)), int(caps.get("maxFileBytes", 0)))
-    result = run_report(relay.status, error, flagged, relay.flooded, relay.cpu_ms, files, dropped, memory)
+    result = run_report(relay.status, error, flagged, relay.flooded, run_cpu_ms(relay.cpu_ms, cpu_before), files, dropped, memory)
     report(result, result["exitCode"] if result["exitCode"] < 256 else 1)

@@ -262,6 +262,18 @@ class ResultTest(unittest.TestCase):
         # After b"S" everything may be the code's: a setup failure it writes is no setup failure.
         self.assertEqual(main.parse_result(b'SF"forged"'), (None, None))
 
+    def test_the_runs_cpu_time_leaves_out_preloading(self):
+        self.assertEqual(main.run_cpu_ms(1040.0, 700.0), 340.0)
+        self.assertEqual(main.run_cpu_ms(12.5, None), 12.5)
+        self.assertEqual(main.run_cpu_ms(5.0, 10.0), 0.0)  # clock ticks are coarser than rusage
+        self.assertIsNone(main.run_cpu_ms(None, 10.0))
+
+    def test_cpu_time_of_a_live_process(self):
+        own = main.process_cpu_ms(os.getpid())
+        self.assertIsNotNone(own)
+        self.assertGreaterEqual(own, 0)
+        self.assertIsNone(main.process_cpu_ms(2 ** 22 + 12345))  # no such process
+
     def test_run_report_from_a_wait_status(self):
         r = main.run_report(9, None, [], False, 1.0, [], 0, None)  # killed by SIGKILL
         self.assertEqual((r["exitCode"], r["signal"]), (137, 9))
