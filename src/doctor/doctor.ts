@@ -42,9 +42,9 @@ export interface DoctorDeps {
   newId: () => string;
 }
 
-/** The environment the runner gives the code (images/python/runner.py, BASE_ENV). */
+/** The environment the runner gives the code (images/python/pybox_runner/child.py, BASE_ENV). */
 export const SANDBOX_ENV = ['HOME', 'LANG', 'MPLBACKEND', 'MPLCONFIGDIR', 'PATH', 'PYTHONDONTWRITEBYTECODE', 'PYTHONUNBUFFERED', 'TMPDIR'];
-/** What docker-init may hold: the image's ENV, the hostname, and the warm pool's preload list. */
+/** What the runner (PID 1) may hold: the image's ENV, the hostname, and the warm pool's preload list. */
 const INIT_ENV = new Set(['HOME', 'HOSTNAME', 'LANG', 'PATH', 'PYTHONDONTWRITEBYTECODE', 'PYBOX_PRELOAD']);
 const UNREACHABLE = new Set(['ENETUNREACH', 'EHOSTUNREACH']);
 const MEMORY_PROBE_MB = 128;
