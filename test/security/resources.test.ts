@@ -99,8 +99,10 @@ ev.set()`),
       timeoutMs: 20_000,
     });
     expect(r.status).toBe('oom');
-    expect(r.exitCode).toBe(137);
-    expect(r.signal).toBe('SIGKILL');
+    if (runtime === 'runc') expect([r.exitCode, r.signal]).toEqual([137, 'SIGKILL']);
+    // gVisor's sandbox is either killed whole by the host (137) or outlives the code, whose
+    // allocation failed (exit 1, no traceback): the engine records the OOM either way.
+    else expect([[137, 'SIGKILL'], [1, null]]).toContainEqual([r.exitCode, r.signal]);
     expect(r.limits.memoryMb).toBe(128);
     expect(r.stdout).toBe('allocating\n');
     expect(r.feedback).toContain('memory limit of 128 MB');
