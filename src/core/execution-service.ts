@@ -6,6 +6,7 @@
 // One still waiting for a slot leaves the queue at once; a running one passes the signal to the
 // sandbox side, which stops it. Either way it is recorded (status cancelled) and metered, and the
 // caller gets that result, whether or not anybody still listens.
+import { setMaxListeners } from 'node:events';
 import { constants } from 'node:os';
 import type { Config, ImportPolicy } from '../config/schema.ts';
 import type { SandboxJob, SandboxOutcome, SandboxReport } from './sandbox.ts';
@@ -104,7 +105,11 @@ export class DefaultExecutionService implements ExecutionService {
   private inFlight = 0;
   private settledWaiters: Array<() => void> = [];
 
-  constructor(private readonly deps: ExecutionServiceDeps) {}
+  constructor(private readonly deps: ExecutionServiceDeps) {
+    // Every execution in flight listens to these two (and unhooks when it ends): as many listeners
+    // as executions is the design, not a leak, so Node's warning past 10 does not apply.
+    setMaxListeners(0, this.stopWaiting.signal, this.stopRunning.signal);
+  }
 
   /** The server's maxima lowered to a tenant's, and the defaults kept within them. */
   effectiveLimits(tenant?: TenantLimits): { defaults: LimitSet; max: LimitSet } {
