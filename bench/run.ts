@@ -11,7 +11,7 @@ import type { Server } from 'node:http';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
-import { composePybox, systemClock, type Pybox } from '../src/compose.ts';
+import { composePybox, sandboxSettings, systemClock, type Pybox } from '../src/compose.ts';
 import { ConfigSchema, type Config } from '../src/config/schema.ts';
 import { silentLogger } from '../src/core/logger.ts';
 import type { RuntimeName } from '../src/core/schemas.ts';
@@ -20,7 +20,7 @@ import { DockerEngine, dockerConnection } from '../src/engine/docker-engine.ts';
 import { imageTags } from '../src/engine/image.ts';
 import { OnDemandSource, SandboxRunner } from '../src/engine/run-sandbox.ts';
 import { SandboxFactory } from '../src/engine/sandbox.ts';
-import type { SandboxJob } from '../src/core/sandbox.ts';
+import { codeJob, type SandboxJob } from '../src/core/sandbox.ts';
 import { WarmPool } from '../src/pool/warm-pool.ts';
 import { ArgsError, parseArgs, USAGE, type BenchOptions, type Scenario } from './args.ts';
 import { PHASE_MEANING, summarizePhases, TimedEngine, type PhaseSummary } from './breakdown.ts';
@@ -277,34 +277,11 @@ class Bench {
     const c = this.counts;
     const config = this.config(runtime, {});
     const docker = new DockerEngine(dockerConnection(undefined, config.engine.socketPath), config.engine.apiTimeoutMs);
-    const job = (code: string): SandboxJob => ({
-      id: `bench-${Math.random().toString(36).slice(2)}`,
-      image,
-      runtime,
-      code,
-      stdin: '',
-      args: [],
-      env: {},
-      context: {},
-      files: [],
-      limits: { timeoutMs: config.limits.defaults.timeoutMs, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus },
-    });
+    const job = (code: string): SandboxJob =>
+      codeJob({ id: `bench-${Math.random().toString(36).slice(2)}`, image, runtime, code, limits: { ...config.limits.defaults } });
     const factoryOver = (timed: TimedEngine) => {
       const [uid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
-      return new SandboxFactory(
-        new DistinctUids(timed, uid, gid, config.sandbox.uids),
-        {
-          instance: config.engine.instance,
-          sandbox: config.sandbox,
-          outputBytes: config.limits.outputBytes,
-          floodBytes: config.limits.floodBytes,
-          outputFilesMax: config.limits.outputFilesMax,
-          outputFilesMaxBytes: config.limits.outputFilesMaxBytes,
-          startTimeoutMs: config.engine.startTimeoutMs,
-        },
-        silentLogger,
-        systemClock,
-      );
+      return new SandboxFactory(new DistinctUids(timed, uid, gid, config.sandbox.uids), sandboxSettings(config), silentLogger, systemClock);
     };
     try {
       log(`breakdown: ${c.breakdown} cold runs one at a time (${runtime})`);

@@ -15,7 +15,7 @@ import { DistinctUids } from './engine/distinct-uids.ts';
 import { Doctor } from './doctor/doctor.ts';
 import { imageTags } from './engine/image.ts';
 import { SandboxRunner } from './engine/run-sandbox.ts';
-import { SandboxFactory } from './engine/sandbox.ts';
+import { SandboxFactory, type SandboxSettings } from './engine/sandbox.ts';
 import { WarmPool } from './pool/warm-pool.ts';
 import { knownRuntimes, resolveRuntime } from './engine/runtime.ts';
 import { openDatabase } from './store/db.ts';
@@ -68,6 +68,19 @@ async function idleWithin(gate: ConcurrencyGate, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
+/** What every sandbox of this configuration is made and read with. */
+export function sandboxSettings(config: Config): SandboxSettings {
+  return {
+    instance: config.engine.instance,
+    sandbox: config.sandbox,
+    outputBytes: config.limits.outputBytes,
+    floodBytes: config.limits.floodBytes,
+    outputFilesMax: config.limits.outputFilesMax,
+    outputFilesMaxBytes: config.limits.outputFilesMaxBytes,
+    startTimeoutMs: config.engine.startTimeoutMs,
+  };
+}
+
 export async function composePybox(config: Config, opts: ComposeOptions): Promise<Pybox> {
   const { logger } = opts;
   const clock = opts.clock ?? systemClock;
@@ -93,20 +106,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
   const store = new SqliteExecutionStore({ db, maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, clock });
   // Every live sandbox runs as a uid of its own, so per-user kernel limits are never shared.
   const [baseUid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
-  const factory = new SandboxFactory(
-    new DistinctUids(engine, baseUid, gid, config.sandbox.uids),
-    {
-      instance: config.engine.instance,
-      sandbox: config.sandbox,
-      outputBytes: config.limits.outputBytes,
-      floodBytes: config.limits.floodBytes,
-      outputFilesMax: config.limits.outputFilesMax,
-      outputFilesMaxBytes: config.limits.outputFilesMaxBytes,
-      startTimeoutMs: config.engine.startTimeoutMs,
-    },
-    logger,
-    clock,
-  );
+  const factory = new SandboxFactory(new DistinctUids(engine, baseUid, gid, config.sandbox.uids), sandboxSettings(config), logger, clock);
   // With the pool disabled it starts a sandbox for each run.
   const pool = new WarmPool(factory, config.pool, logger, clock);
   const sandboxes = new SandboxRunner(factory, pool, clock);

@@ -9,7 +9,7 @@
 import { setMaxListeners } from 'node:events';
 import { constants } from 'node:os';
 import type { Config, ImportPolicy } from '../config/schema.ts';
-import type { SandboxJob, SandboxOutcome, SandboxReport } from './sandbox.ts';
+import { codeJob, type SandboxJob, type SandboxOutcome, type SandboxReport } from './sandbox.ts';
 import { visibleTenant, type Caller, type TenantLimits } from './caller.ts';
 import { WaitCancelled, type ConcurrencyGate } from './concurrency.ts';
 import { PyboxError } from './errors.ts';
@@ -356,19 +356,9 @@ export class DefaultExecutionService implements ExecutionService {
     const limits = this.clampLimits({ timeoutMs: 30_000 });
     const outcome = await this.deps.gate.run(
       () =>
-        this.deps.sandboxes.run({
-          id: `probe-${this.deps.newId()}`,
-          image: this.deps.image,
-          runtime: this.deps.runtime,
-          code: PROBE_CODE,
-          stdin: '',
-          args: [],
-          env: {},
-          context: {},
-          files: [],
-          limits,
-          signal: this.stopRunning.signal,
-        }),
+        this.deps.sandboxes.run(
+          codeJob({ id: `probe-${this.deps.newId()}`, image: this.deps.image, runtime: this.deps.runtime, code: PROBE_CODE, limits, signal: this.stopRunning.signal }),
+        ),
       { signal: this.stopWaiting.signal },
     );
     const text = outcome.stdout.text().trim();

@@ -23,6 +23,12 @@ export interface SandboxJob {
   signal?: AbortSignal;
 }
 
+/** A job that runs code alone: no stdin, arguments, environment, context or files. */
+export function codeJob(fields: Pick<SandboxJob, 'id' | 'image' | 'runtime' | 'code' | 'limits'> & { signal?: AbortSignal | undefined }): SandboxJob {
+  const { signal, ...rest } = fields;
+  return { ...rest, stdin: '', args: [], env: {}, context: {}, files: [], ...(signal ? { signal } : {}) };
+}
+
 /** What a container is created with: sandboxes are interchangeable when these are equal. */
 export interface SandboxConfig {
   image: string;

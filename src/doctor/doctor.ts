@@ -9,7 +9,7 @@ import type { Config } from '../config/schema.ts';
 import type { ConcurrencyGate } from '../core/concurrency.ts';
 import type { Clock } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
-import type { SandboxJob, SandboxOutcome } from '../core/sandbox.ts';
+import { codeJob, type SandboxJob, type SandboxOutcome } from '../core/sandbox.ts';
 import { runtimeSummary, type RuntimeChoice } from '../engine/runtime.ts';
 
 export interface DoctorCheck {
@@ -204,18 +204,13 @@ export class Doctor {
 
   private execute(code: string, limits: { timeoutMs: number; memoryMb?: number }): Promise<SandboxOutcome> {
     const { defaults } = this.deps.limits;
-    const job: SandboxJob = {
+    const job = codeJob({
       id: `doctor-${this.deps.newId()}`,
       image: this.deps.image,
       runtime: this.deps.runtime,
       code,
-      stdin: '',
-      args: [],
-      env: {},
-      context: {},
-      files: [],
       limits: { timeoutMs: limits.timeoutMs, memoryMb: limits.memoryMb ?? defaults.memoryMb, cpus: defaults.cpus },
-    };
+    });
     return this.deps.gate.run(() => this.deps.sandboxes.run(job), { tenant: 'pybox-doctor' });
   }
 

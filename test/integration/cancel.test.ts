@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../src/config/schema.ts';
 import { silentLogger } from '../../src/core/logger.ts';
 import type { RuntimeName } from '../../src/core/schemas.ts';
-import type { SandboxConfig, SandboxJob } from '../../src/core/sandbox.ts';
+import { codeJob, type SandboxConfig, type SandboxJob } from '../../src/core/sandbox.ts';
+import { sandboxSettings } from '../../src/compose.ts';
 import { DockerEngine } from '../../src/engine/docker-engine.ts';
 import { imageTags } from '../../src/engine/image.ts';
 import { OnDemandSource, SandboxRunner, type SandboxSource } from '../../src/engine/run-sandbox.ts';
@@ -43,20 +44,7 @@ describe.each(runtimes)('cancellation and deadlines under %s', (runtime: Runtime
 
   beforeAll(() => {
     engine = new DockerEngine({ socketPath: config.engine.socketPath }, config.engine.apiTimeoutMs, { instance, logger: silentLogger });
-    factory = new SandboxFactory(
-      engine,
-      {
-        instance,
-        sandbox: config.sandbox,
-        outputBytes: config.limits.outputBytes,
-        floodBytes: config.limits.floodBytes,
-        outputFilesMax: config.limits.outputFilesMax,
-        outputFilesMaxBytes: config.limits.outputFilesMaxBytes,
-        startTimeoutMs: config.engine.startTimeoutMs,
-      },
-      silentLogger,
-      { now: () => Date.now() },
-    );
+    factory = new SandboxFactory(engine, { ...sandboxSettings(config), instance }, silentLogger, { now: () => Date.now() });
     source = new Watched(new OnDemandSource(factory));
     runner = new SandboxRunner(factory, source, { now: () => Date.now() });
   });
@@ -67,19 +55,8 @@ describe.each(runtimes)('cancellation and deadlines under %s', (runtime: Runtime
     expect(await labelledContainers(instance)).toEqual([]);
   });
 
-  const job = (code: string, limits: SandboxJob['limits'], signal?: AbortSignal): SandboxJob => ({
-    id: `cancel-${randomUUID()}`,
-    image,
-    runtime,
-    code,
-    stdin: '',
-    args: [],
-    env: {},
-    context: {},
-    files: [],
-    limits,
-    ...(signal ? { signal } : {}),
-  });
+  const job = (code: string, limits: SandboxJob['limits'], signal?: AbortSignal): SandboxJob =>
+    codeJob({ id: `cancel-${randomUUID()}`, image, runtime, code, limits, signal });
 
   it('a running time.sleep(30) whose signal aborts ends cancelled at once, with its output, and its container is gone', async () => {
     const ac = new AbortController();
