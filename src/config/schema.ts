@@ -128,7 +128,7 @@ export const ConfigSchema = z.strictObject({
       enabled: z.boolean().default(true),
       /** Warm sandboxes kept per configuration in use, by runtime. */
       size: z
-        .strictObject({ runc: z.int().min(0).max(256).default(2), runsc: z.int().min(0).max(256).default(2) })
+        .strictObject({ runc: z.int().min(0).max(256).default(2), runsc: z.int().min(0).max(256).default(3) })
         .prefault({}),
       /**
        * Sandboxes kept (ready or starting) per configuration while demand outruns the pool, by

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { SandboxConfig, SandboxJob } from '../../src/core/sandbox.ts';
 import { SandboxRunner } from '../../src/engine/run-sandbox.ts';
 import { SandboxFactory } from '../../src/engine/sandbox.ts';
-import { FAILURES_BEFORE_PAUSE, PAUSE_MS, WarmPool, type PoolSettings } from '../../src/pool/warm-pool.ts';
+import { FAILURES_BEFORE_PAUSE, PAUSE_MS, PRESSED_HOLD_MS, WarmPool, type PoolSettings } from '../../src/pool/warm-pool.ts';
 import { defaultConfig, FakeEngine, ManualClock, RecordingLogger, reportFrame, runReport, type FakeContainerOptions } from './fakes.ts';
 
 const config: SandboxConfig = { image: 'img', runtime: 'runc', memoryMb: 256, cpus: 1, preload: [] };
@@ -221,6 +221,24 @@ describe('WarmPool under sustained demand', () => {
     const leanSpecs = h.engine.specs.slice(1).filter((s) => (s.Env ?? []).length === 0);
     expect(leanSpecs.length).toBeGreaterThan(0); // prepared lean while pressed
     // Full again: the next replacement preloads.
+    await runOnce(h, { id: 'c' });
+    await h.pool.filled(1, 2000);
+    expect(h.engine.specs.at(-1)?.Env).toEqual(['PYBOX_PRELOAD=numpy']);
+  });
+});
+
+describe('WarmPool after a burst', () => {
+  it('starts lean after a take found it empty, and preloads again once none has for a while', async () => {
+    const h = setup({ size: { runc: 1, runsc: 1 }, pressedSize: { runc: 1, runsc: 1 } });
+    // The first take finds nothing: pressed, so its replacement starts lean.
+    const first = h.runner.run(job({ id: 'a' }));
+    for (let i = 0; i < 200 && !h.engine.containers.some((c) => c.socket.writes.length > 0); i++) await settle();
+    h.engine.containers.find((c) => c.socket.writes.length > 0)?.socket.send(reportFrame(runReport()));
+    await first;
+    await h.pool.filled(1, 2000);
+    expect(h.engine.specs.at(-1)?.Env).toEqual([]);
+    // No take found it empty for PRESSED_HOLD_MS: replacements preload again.
+    h.clock.advance(PRESSED_HOLD_MS);
     await runOnce(h, { id: 'c' });
     await h.pool.filled(1, 2000);
     expect(h.engine.specs.at(-1)?.Env).toEqual(['PYBOX_PRELOAD=numpy']);
