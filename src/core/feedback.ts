@@ -134,6 +134,13 @@ function pointer(r: FeedbackInput, code: string): string | null {
   return source === undefined ? null : `The error points at line ${e.line} of the code:\n    ${trimMiddle(source.trim(), SOURCE_LINE_CHARS)}`;
 }
 
+/** out/ exists before the code runs: code that creates it without exist_ok fails, and should hear why. */
+function outDirNote(r: FeedbackInput): string | null {
+  const e = r.error;
+  if (r.status !== 'error' || e?.type !== 'FileExistsError' || !/'(\.\/)?out\/?'/.test(e.message)) return null;
+  return "Note: out/ already exists when the code starts (files written there are returned). Create it with os.makedirs('out', exist_ok=True), or just write into it.";
+}
+
 function importNote(flagged: readonly FlaggedImport[]): string | null {
   if (flagged.length === 0) return null;
   const named = flagged.slice(0, FLAGGED_SHOWN).map((f) => `${f.module.slice(0, 100)}${f.line == null ? '' : ` (line ${f.line})`}`);
@@ -153,7 +160,7 @@ export function renderFeedback(r: FeedbackInput, code: string, opts: FeedbackOpt
   if (r.status === 'error' && r.error?.traceback) {
     parts.push(`Traceback:\n${trimMiddle(r.error.traceback.trimEnd(), Math.floor(budget / 3))}`);
   }
-  const note = importNote(opts.flaggedImports ?? []);
+  const note = [importNote(opts.flaggedImports ?? []), outDirNote(r)].filter((n) => n !== null).join('\n\n') || null;
   const fixedLength = parts.join('\n\n').length + (note ? note.length + 2 : 0);
   const room = budget - fixedLength;
   const streams: string[] = [];

@@ -132,6 +132,15 @@ describe('renderFeedback headlines', () => {
     expect(out).toBe('The code exited with code 3 (non-zero means failure).\n\nstderr:\nbad input');
   });
 
+  it('error: a FileExistsError for out/ says that out/ exists before the code starts', () => {
+    const error = (message: string) => ({ type: 'FileExistsError', message, line: 1, traceback: `FileExistsError: ${message}\n` });
+    const out = renderFeedback(input('error', { exitCode: 1, error: error("[Errno 17] File exists: 'out'") }), CODE);
+    expect(out).toContain("out/ already exists when the code starts");
+    expect(out).toContain("exist_ok=True");
+    const other = renderFeedback(input('error', { exitCode: 1, error: error("[Errno 17] File exists: 'outputs'") }), CODE);
+    expect(other).not.toContain('out/ already exists');
+  });
+
   it('timeout: says nothing ran when the budget ran out while the sandbox was starting', () => {
     const out = renderFeedback(input('timeout', { durationMs: 0, limits: { timeoutMs: 3000, memoryMb: 256, cpus: 0.1, outputBytes: 50_000 } }), CODE);
     expect(out).toMatch(/^Nothing ran: the time limit of 3\.00 s ran out while the sandbox was still starting/);
