@@ -27,7 +27,7 @@ afterAll(async () => {
 
 const SLEEPER = 'import time\nprint("started", flush=True)\ntime.sleep(40)\nprint("finished")';
 
-async function poll<T>(what: string, probe: () => Promise<T | undefined>, tries = 150): Promise<T> {
+async function poll<T>(what: string, probe: () => Promise<T | undefined>, tries = 450): Promise<T> {
   for (let i = 0; i < tries; i++) {
     const value = await probe();
     if (value !== undefined) return value;
@@ -38,9 +38,8 @@ async function poll<T>(what: string, probe: () => Promise<T | undefined>, tries 
 
 const sandboxes = () => labelledContainers(pybox.config.engine.instance);
 
-/** Waits for a new sandbox to exist, i.e. the execution has left the queue and started. */
-async function sandboxStarted(): Promise<void> {
-  const before = new Set(await sandboxes());
+/** Waits for a sandbox that was not there `before` (listed before the call) to exist. */
+async function sandboxStarted(before: Set<string>): Promise<void> {
   await poll('a sandbox to start', async () => ((await sandboxes()).some((id) => !before.has(id)) ? true : undefined));
 }
 
@@ -62,9 +61,10 @@ describe('an MCP call cancelled by its client (real service)', () => {
     await mcp.connect(new StreamableHTTPClientTransport(new URL(`${served.url}/mcp`)));
     try {
       const controller = new AbortController();
+      const before = new Set(await sandboxes()); // listed before the call, or its own sandbox could be in it
       const call = mcp.callTool({ name: 'execute_python_code', arguments: { code: SLEEPER, timeout: 60 } }, undefined, { signal: controller.signal });
       call.catch(() => {}); // rejected on abort; looked at below
-      await sandboxStarted();
+      await sandboxStarted(before);
       controller.abort('the user pressed stop');
       await expect(call).rejects.toThrow();
       await cancelledAndRemoved(known);
@@ -76,6 +76,7 @@ describe('an MCP call cancelled by its client (real service)', () => {
   it('ends the execution as cancelled and removes its sandbox: the client hangs up', async () => {
     const known = await knownIds();
     const controller = new AbortController();
+    const before = new Set(await sandboxes());
     const answer = fetch(`${served.url}/mcp`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
@@ -83,7 +84,7 @@ describe('an MCP call cancelled by its client (real service)', () => {
       signal: controller.signal,
     }).then((res) => res.text());
     answer.catch(() => {});
-    await sandboxStarted();
+    await sandboxStarted(before);
     controller.abort();
     await expect(answer).rejects.toThrow();
     await cancelledAndRemoved(known);

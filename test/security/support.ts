@@ -30,7 +30,9 @@ export type ConfigOverrides = DeepPartial<Config>;
 export function batteryConfig(overrides: ConfigOverrides = {}): ConfigOverrides {
   const base: Record<string, unknown> = {
     limits: {
-      defaults: { timeoutMs: 5000, memoryMb: 128, cpus: 1 },
+      // The time limit bounds a cold start too, and the battery's cases start sandboxes side by side
+      // (fork bombs among them): room for a slow gVisor start, so a check sees what the code did.
+      defaults: { timeoutMs: 20_000, memoryMb: 128, cpus: 1 },
       max: { timeoutMs: 30_000, memoryMb: 512, cpus: 2 },
     },
     concurrency: { maxConcurrent: 4, maxQueue: 16, retryAfterS: 2 },
