@@ -49,9 +49,8 @@ interface Group {
   failures: number;
   /** While set (a time), the configuration is not warmed: its sandboxes keep failing to start. */
   pausedUntil: number | null;
-  pressed: boolean;
-  /** When a take last found nothing ready. */
-  pressedAt: number;
+  /** Pressed until this time: PRESSED_HOLD_MS after a take last found nothing ready (0: not pressed). */
+  pressedUntil: number;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -103,8 +102,7 @@ export class WarmPool implements SandboxSource {
     group.lastUsedAt = this.clock.now();
     let index = group.entries.findIndex((s) => s.state === 'ready');
     if (index < 0) {
-      group.pressed = true;
-      group.pressedAt = this.clock.now();
+      group.pressedUntil = this.clock.now() + PRESSED_HOLD_MS;
       index = group.entries.findIndex((s) => s.state === 'preparing');
     }
     const taken = index >= 0 ? (group.entries.splice(index, 1)[0] as Sandbox) : this.cold(group, jobId);
@@ -196,8 +194,7 @@ export class WarmPool implements SandboxSource {
 
   /** Demand outran the group lately: replacements start several at once, and lean. */
   private isPressed(group: Group): boolean {
-    if (group.pressed && this.clock.now() - group.pressedAt >= PRESSED_HOLD_MS) group.pressed = false;
-    return group.pressed;
+    return this.clock.now() < group.pressedUntil;
   }
 
   private group(config: SandboxConfig): Group {
@@ -207,7 +204,7 @@ export class WarmPool implements SandboxSource {
       if (this.groups.size >= this.settings.maxConfigs) this.evictLeastRecentlyUsed();
       // Preloaded modules count against the run's memory limit: too little of it, and none.
       const preload = config.memoryMb >= this.settings.preloadMinMemoryMb ? this.settings.preload[config.runtime] : [];
-      group = { key, config: { ...config, preload }, entries: [], lastUsedAt: this.clock.now(), retryAt: 0, failures: 0, pausedUntil: null, pressed: false, pressedAt: 0 };
+      group = { key, config: { ...config, preload }, entries: [], lastUsedAt: this.clock.now(), retryAt: 0, failures: 0, pausedUntil: null, pressedUntil: 0 };
       this.groups.set(key, group);
     }
     return group;
@@ -277,8 +274,8 @@ export class WarmPool implements SandboxSource {
       this.logger.info('warm pool: a configuration starts again; warming it', { key: group.key });
       this.refill(group);
     }
-    if (group.pressed && group.entries.length >= this.settings.size[group.config.runtime] && group.entries.every((s) => s.state === 'ready')) {
-      group.pressed = false;
+    if (this.isPressed(group) && group.entries.length >= this.settings.size[group.config.runtime] && group.entries.every((s) => s.state === 'ready')) {
+      group.pressedUntil = 0;
     }
   }
 
