@@ -5,7 +5,7 @@
 import type Docker from 'dockerode';
 import type { Duplex } from 'node:stream';
 import type { ContainerEngine, ContainerState, SandboxContainer } from '../src/engine/docker-engine.ts';
-import type { LabelledContainer } from '../src/engine/reaper.ts';
+import { EngineWrapper } from '../src/engine/engine-wrapper.ts';
 import { DockerDemuxer, FRAME_READY, FRAME_REPORT, FrameParser } from '../src/engine/protocol.ts';
 import { percentile, round1 } from './stats.ts';
 
@@ -81,32 +81,14 @@ export function summarizePhases(timelines: Timeline[]): PhaseSummary[] {
 }
 
 /** Wraps an engine (the real one) and records a Timeline for every container created through it. */
-export class TimedEngine implements ContainerEngine {
+export class TimedEngine extends EngineWrapper {
   readonly timelines: Timeline[] = [];
 
   constructor(
-    private readonly inner: ContainerEngine,
+    inner: ContainerEngine,
     private readonly now: () => number = () => performance.now(),
-  ) {}
-
-  ping(): Promise<boolean> {
-    return this.inner.ping();
-  }
-
-  runtimes(): Promise<string[]> {
-    return this.inner.runtimes();
-  }
-
-  imageExists(image: string): Promise<boolean> {
-    return this.inner.imageExists(image);
-  }
-
-  listLabelled(instance: string): Promise<LabelledContainer[]> {
-    return this.inner.listLabelled(instance);
-  }
-
-  removeById(id: string): Promise<void> {
-    return this.inner.removeById(id);
+  ) {
+    super(inner);
   }
 
   async create(spec: Docker.ContainerCreateOptions): Promise<SandboxContainer> {

@@ -14,44 +14,25 @@ import type Docker from 'dockerode';
 import { withUser } from './container-spec.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
 import type { Duplex } from 'node:stream';
-import type { LabelledContainer } from './reaper.ts';
+import { EngineWrapper } from './engine-wrapper.ts';
 
-export class DistinctUids implements ContainerEngine {
+export class DistinctUids extends EngineWrapper {
   /** Containers alive per uid offset; normally 0 or 1, more only when the range is exhausted. */
   private readonly inUse: number[];
 
   constructor(
-    private readonly inner: ContainerEngine,
+    inner: ContainerEngine,
     private readonly baseUid: number,
     private readonly gid: number,
     count: number,
   ) {
+    super(inner);
     this.inUse = new Array<number>(Math.max(1, count)).fill(0);
   }
 
   /** uids taken right now (for tests). */
   get taken(): number {
     return this.inUse.filter((n) => n > 0).length;
-  }
-
-  ping(): Promise<boolean> {
-    return this.inner.ping();
-  }
-
-  runtimes(): Promise<string[]> {
-    return this.inner.runtimes();
-  }
-
-  imageExists(image: string): Promise<boolean> {
-    return this.inner.imageExists(image);
-  }
-
-  listLabelled(instance: string): Promise<LabelledContainer[]> {
-    return this.inner.listLabelled(instance);
-  }
-
-  removeById(id: string): Promise<void> {
-    return this.inner.removeById(id);
   }
 
   async create(spec: Docker.ContainerCreateOptions): Promise<SandboxContainer> {
