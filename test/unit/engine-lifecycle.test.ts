@@ -4,17 +4,9 @@ import { describe, expect, it } from 'vitest';
 import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import { OnDemandSource, SandboxRunner } from '../../src/engine/run-sandbox.ts';
 import { SandboxFactory, type SandboxSettings } from '../../src/engine/sandbox.ts';
-import { defaultConfig, deferred, FakeEngine, ManualClock, onStdout, RecordingLogger, reportFrame, runnerFrame, runReport, userStdout, type FakeContainer, type FakeContainerOptions } from './fakes.ts';
+import { testSandboxSettings, deferred, FakeEngine, ManualClock, onStdout, RecordingLogger, reportFrame, runnerFrame, runReport, userStdout, type FakeContainer, type FakeContainerOptions } from './fakes.ts';
 
-const settings: SandboxSettings = {
-  instance: 'pybox-test',
-  sandbox: defaultConfig().sandbox,
-  outputBytes: 100,
-  floodBytes: 1000,
-  outputFilesMax: 7,
-  outputFilesMaxBytes: 4096,
-  startTimeoutMs: 2000,
-};
+const settings: SandboxSettings = testSandboxSettings({ startTimeoutMs: 2000 });
 
 function job(over: Partial<SandboxJob> = {}): SandboxJob {
   return {

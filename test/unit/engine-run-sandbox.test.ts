@@ -6,7 +6,7 @@ import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import { OnDemandSource, SandboxRunner } from '../../src/engine/run-sandbox.ts';
 import { SandboxFactory, type SandboxSettings } from '../../src/engine/sandbox.ts';
 import {
-  defaultConfig,
+  testSandboxSettings,
   deferred,
   dockerFrame,
   FakeEngine,
@@ -23,15 +23,7 @@ import {
   type FakeContainerOptions,
 } from './fakes.ts';
 
-const settings: SandboxSettings = {
-  instance: 'pybox-test',
-  sandbox: defaultConfig().sandbox,
-  outputBytes: 100,
-  floodBytes: 1000,
-  outputFilesMax: 7,
-  outputFilesMaxBytes: 4096,
-  startTimeoutMs: 500,
-};
+const settings: SandboxSettings = testSandboxSettings();
 
 function job(overrides: Partial<SandboxJob> = {}): SandboxJob {
   return {

@@ -10,9 +10,22 @@ import type { LabelledContainer } from '../../src/engine/reaper.ts';
 import { CappedCapture } from '../../src/engine/output.ts';
 import { FRAME_READY, type RunnerReport } from '../../src/engine/protocol.ts';
 import type { OutcomeKind, SandboxOutcome } from '../../src/core/sandbox.ts';
+import type { SandboxSettings } from '../../src/engine/sandbox.ts';
 
 /** The configuration with every default, as the service would load it from an empty file. */
 export const defaultConfig = (): Config => ConfigSchema.parse({});
+
+/** Sandbox settings for tests of the engine and the pool: small caps, the default sandbox. */
+export const testSandboxSettings = (over: Partial<SandboxSettings> = {}): SandboxSettings => ({
+  instance: 'pybox-test',
+  sandbox: defaultConfig().sandbox,
+  outputBytes: 100,
+  floodBytes: 1000,
+  outputFilesMax: 7,
+  outputFilesMaxBytes: 4096,
+  startTimeoutMs: 500,
+  ...over,
+});
 
 export class ManualClock implements Clock {
   constructor(public t = 1_700_000_000_000) {}

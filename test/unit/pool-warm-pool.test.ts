@@ -5,7 +5,7 @@ import type { SandboxConfig, SandboxJob } from '../../src/core/sandbox.ts';
 import { SandboxRunner } from '../../src/engine/run-sandbox.ts';
 import { SandboxFactory } from '../../src/engine/sandbox.ts';
 import { FAILURES_BEFORE_PAUSE, PAUSE_MS, PRESSED_HOLD_MS, WarmPool, type PoolSettings } from '../../src/pool/warm-pool.ts';
-import { defaultConfig, FakeEngine, ManualClock, RecordingLogger, reportFrame, runReport, type FakeContainerOptions } from './fakes.ts';
+import { testSandboxSettings, FakeEngine, ManualClock, RecordingLogger, reportFrame, runReport, type FakeContainerOptions } from './fakes.ts';
 
 const config: SandboxConfig = { image: 'img', runtime: 'runc', memoryMb: 256, cpus: 1, preload: [] };
 const settings = (over: Partial<PoolSettings> = {}): PoolSettings => ({
@@ -30,15 +30,7 @@ function setup(over: Partial<PoolSettings> = {}, containers: FakeContainerOption
   const logger = new RecordingLogger();
   const factory = new SandboxFactory(
     engine,
-    {
-      instance: 'pool-test',
-      sandbox: defaultConfig().sandbox,
-      outputBytes: 100,
-      floodBytes: 1000,
-      outputFilesMax: 1,
-      outputFilesMaxBytes: 100,
-      startTimeoutMs: 1000,
-    },
+    testSandboxSettings({ instance: 'pool-test', outputFilesMax: 1, outputFilesMaxBytes: 100, startTimeoutMs: 1000 }),
     logger,
     clock,
   );
