@@ -18,6 +18,7 @@ import { authenticate, limitRate } from './http/auth.ts';
 import { usageRoutes } from './http/routes/usage.ts';
 import type { Authenticator } from './tenancy/authenticator.ts';
 import { RateLimiter } from './tenancy/rate-limiter.ts';
+import type { RequestLimiter } from './core/ports.ts';
 import { mcpRoutes, toolListRoutes } from './http/routes/agent-tools.ts';
 import { DEFAULT_TOOLS, type ToolSelection } from './adapters/tools.ts';
 import type { Doctor } from './doctor/doctor.ts';
@@ -33,7 +34,7 @@ export interface AppDeps {
   /** API keys; with none in its store, every request is the local operator (local mode). */
   auth: Authenticator;
   /** Requests per minute per tenant; a fresh one on the system clock when absent. */
-  rateLimiter?: RateLimiter;
+  rateLimiter?: RequestLimiter;
   /** Shown in the OpenAPI document; package.json's by default. */
   version?: string;
   /** Tools offered at /v1/tools and /mcp (config tools.enabled); the defaults when absent. */

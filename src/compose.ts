@@ -7,6 +7,8 @@ import { createApp } from './app.ts';
 import type { Config } from './config/schema.ts';
 import { ConcurrencyGate } from './core/concurrency.ts';
 import { DefaultExecutionService } from './core/execution-service.ts';
+import { LocalBackend } from './core/local-backend.ts';
+import { LocalDispatch } from './core/local-dispatch.ts';
 import { shutdown } from './core/shutdown.ts';
 import type { Clock, Logger } from './core/ports.ts';
 import type { RuntimeName } from './core/schemas.ts';
@@ -113,21 +115,22 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
   // The configuration most requests use (the defaults) is warmed now; others once first asked for.
   pool.warm({ image, runtime, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus, preload: [] });
   const gate = new ConcurrencyGate(config.concurrency.maxConcurrent, config.concurrency.maxQueue, config.concurrency.retryAfterS);
+  const results = { runtime, limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars };
+  // The service learns of failed saves from the dispatch; it is made after, hence the late binding.
+  let onRecorded = (_fault: string | null): void => {};
+  const dispatch = new LocalDispatch({ sandboxes, gate, store, image, results, logger, onRecorded: (f) => onRecorded(f) });
+  const backend = new LocalBackend({ engine, sandboxes, gate, image, runtime, availableRuntimes, defaults: config.limits.defaults, logger, newId: randomUUID });
   const service = new DefaultExecutionService({
-    sandboxes,
-    engine,
+    dispatch,
+    backend,
     store,
-    gate,
     limits: config.limits,
-    image,
-    runtime,
-    availableRuntimes,
     clock,
     logger,
     newId: randomUUID,
-    feedbackBudgetChars: config.feedback.budgetChars,
     importPolicy: config.importPolicy,
   });
+  onRecorded = (f) => service.recorded(f);
   const tenants = new SqliteTenantStore(db, clock);
   const doctor = new Doctor({
     sandboxes,

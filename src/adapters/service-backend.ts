@@ -54,7 +54,7 @@ export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
       }, callOpts.signal);
     },
     get(id: string) {
-      return guarded('get', () => ExecutionResult.parse(service.get(caller, id)));
+      return guarded('get', async () => ExecutionResult.parse(await service.get(caller, id)));
     },
     runtimes() {
       return guarded('runtimes', async () => RuntimeInfo.parse(await service.runtimes(caller)));

@@ -7,15 +7,12 @@
 // sandbox side, which stops it. Either way it is recorded (status cancelled) and metered, and the
 // caller gets that result, whether or not anybody still listens.
 import { setMaxListeners } from 'node:events';
-import { constants } from 'node:os';
-import type { Config, ImportPolicy } from '../config/schema.ts';
-import { codeJob, type SandboxJob, type SandboxOutcome, type SandboxReport } from './sandbox.ts';
+import type { Config, ImportPolicy, LimitSet } from '../config/schema.ts';
 import { visibleTenant, type Caller, type TenantLimits } from './caller.ts';
-import { WaitCancelled, type ConcurrencyGate } from './concurrency.ts';
 import { PyboxError } from './errors.ts';
-import { renderFeedback, type Cancellation, type FeedbackInput } from './feedback.ts';
 import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from './limits.ts';
-import type { Clock, EngineProbe, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo, Sandboxes } from './ports.ts';
+import type { AcceptedExecution, CancelReason, Clock, Dispatch, ExecutionBackend, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo } from './ports.ts';
+import { BASE64 } from './results.ts';
 import {
   EXECUTION_STATUSES,
   type AppliedLimits,
@@ -24,67 +21,48 @@ import {
   type ExecutionStatus,
   type HistoryPage,
   type HistoryQuery,
-  type OutputFile,
-  type RuntimeName,
   type Stats,
   type TenantUsage,
   type UsageQuery,
   type UsageReport,
 } from './schemas.ts';
-import type { LimitSet } from '../config/schema.ts';
 
 export interface ExecutionServiceDeps {
-  sandboxes: Sandboxes;
-  engine: EngineProbe;
+  /** Where accepted executions run and are recorded: this node, or the cluster's workers. */
+  dispatch: Dispatch;
+  /** What the executions get (runtime, image, Python) and whether they can run now. */
+  backend: ExecutionBackend;
   store: ExecutionStore;
-  gate: ConcurrencyGate;
   limits: Config['limits'];
-  image: string;
-  runtime: RuntimeName;
-  availableRuntimes: RuntimeName[];
   clock: Clock;
   logger: Logger;
   newId: () => string;
-  /** Most characters of a result's feedback text; the default budget when absent. */
-  feedbackBudgetChars?: number;
   /** Imports flagged or blocked before the code runs (hygiene for models); off when absent. */
-  importPolicy?: ImportPolicy;
+  importPolicy?: ImportPolicy | undefined;
 }
-
-/** Signal numbers to names; aliases (SIGIOT for 6) come later in the table and are skipped. */
-const SIGNAL_NAMES = new Map<number, string>();
-for (const [name, n] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name);
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-/** Printable, no backslash, at most 1024 characters: returned names end up in logs and feedback. */
-const SAFE_RETURNED_PATH = /^[^\p{Cc}\p{Cf}\\]{1,1024}$/u;
-
-const PROBE_CODE = `import sys, json, importlib.metadata as m
-pk = {}
-for n in ("numpy", "pandas", "matplotlib"):
-    try:
-        pk[n] = m.version(n)
-    except Exception:
-        pass
-print(json.dumps({"python": sys.version.split()[0], "packages": pk}))`;
 
 /** How long after a failed store write a run is refused before the store is tried again, in seconds. */
 const STORE_RETRY_S = 5;
 /** Retry-After of a run refused because the service is shutting down: time for a restart or another replica. */
 const SHUTDOWN_RETRY_S = 5;
 /** The abort reason of the service's own signals, telling a shutdown from a client that went away. */
-const SHUTDOWN = Symbol('pybox shutdown');
+const SHUTDOWN: CancelReason = 'shutdown';
 
-/** A signal aborted as soon as any of its sources is; dispose() unhooks it from them (they outlive it). */
+/**
+ * A signal aborted as soon as any of its sources is, with a CancelReason: 'shutdown' when the
+ * service's own signal aborted, else 'client'. dispose() unhooks it from the sources (they outlive it).
+ */
 function linkedSignal(sources: ReadonlyArray<AbortSignal | undefined>): { signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
   const hooks: Array<() => void> = [];
+  const reasonOf = (source: AbortSignal): CancelReason => (source.reason === SHUTDOWN ? SHUTDOWN : 'client');
   for (const source of sources) {
     if (!source) continue;
     if (source.aborted) {
-      controller.abort(source.reason);
+      controller.abort(reasonOf(source));
       break;
     }
-    const onAbort = () => controller.abort(source.reason);
+    const onAbort = () => controller.abort(reasonOf(source));
     source.addEventListener('abort', onAbort, { once: true });
     hooks.push(() => source.removeEventListener('abort', onAbort));
   }
@@ -92,7 +70,6 @@ function linkedSignal(sources: ReadonlyArray<AbortSignal | undefined>): { signal
 }
 
 export class DefaultExecutionService implements ExecutionService {
-  private probe: Promise<{ python: string | null; packages: Record<string, string> }> | undefined;
   /** Why the last save failed, until a write succeeds again: new runs are refused meanwhile. */
   private storeFault: string | null = null;
   /** When the store was last tried while faulty: a locked database makes each try wait (busy_timeout). */
@@ -184,28 +161,27 @@ export class DefaultExecutionService implements ExecutionService {
     assertFloors(req);
     const limits = this.clampLimits(req, caller.limits);
     const id = this.deps.newId();
-    const createdAt = this.deps.clock.now();
-    const job: SandboxJob = {
-      id,
-      image: this.deps.image,
-      runtime: this.deps.runtime,
-      code: req.code,
-      stdin: req.stdin ?? '',
-      args: req.args ?? [],
-      env: req.env ?? {},
-      context: req.context ?? {},
-      files,
+    const execution: AcceptedExecution = {
+      job: { id, code: req.code, stdin: req.stdin ?? '', args: req.args ?? [], env: req.env ?? {}, context: req.context ?? {}, files, limits },
       limits,
+      tenant: caller.tenant,
+      maxInFlight: caller.limits.maxConcurrency,
+      createdAtMs: this.deps.clock.now(),
     };
     const policy = this.deps.importPolicy;
     if (policy && policy.mode !== 'off') {
-      job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
+      execution.job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
     }
-    this.assertStoreWritable();
+    await this.assertStoreWritable();
     this.inFlight++;
+    // Waiting ends with shutdown's start; running, with its grace. The caller's signal ends either.
+    const waiting = linkedSignal([opts.signal, this.stopWaiting.signal]);
+    const running = linkedSignal([opts.signal, this.stopRunning.signal]);
     try {
-      return await this.runAndRecord(caller, job, limits, req.code, createdAt, opts.signal);
+      return await this.deps.dispatch.submit(execution, { waiting: waiting.signal, running: running.signal });
     } finally {
+      waiting.dispose();
+      running.dispose();
       this.inFlight--;
       if (this.inFlight === 0) {
         const waiters = this.settledWaiters;
@@ -215,69 +191,27 @@ export class DefaultExecutionService implements ExecutionService {
     }
   }
 
-  private async runAndRecord(
-    caller: Caller,
-    job: SandboxJob,
-    limits: AppliedLimits,
-    code: string,
-    createdAt: number,
-    signal: AbortSignal | undefined,
-  ): Promise<ExecutionResult> {
-    const { id } = job;
-    // Waiting ends with shutdown's start; running, with its grace. The caller's signal ends either.
-    const waiting = linkedSignal([signal, this.stopWaiting.signal]);
-    const running = linkedSignal([signal, this.stopRunning.signal]);
-    job.signal = running.signal;
-    let outcome: SandboxOutcome;
-    let cancellation: Cancellation | undefined;
-    try {
-      outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job), {
-        tenant: caller.tenant,
-        maxInFlight: caller.limits.maxConcurrency,
-        signal: waiting.signal,
-      });
-      if (outcome.kind === 'cancelled') {
-        // The sandbox side reports the code's own time: 0 when the payload never reached the runner.
-        cancellation = { by: running.signal.reason === SHUTDOWN ? 'shutdown' : 'client', started: outcome.durationMs > 0 };
-      }
-    } catch (e) {
-      if (!(e instanceof WaitCancelled)) throw e;
-      outcome = notRun();
-      cancellation = { by: e.reason === SHUTDOWN ? 'shutdown' : 'client', started: false };
-    } finally {
-      waiting.dispose();
-      running.dispose();
-    }
-    const result = this.toResult(id, code, limits, outcome, createdAt, cancellation);
-    if (result.status === 'internal_error') this.deps.logger.error('execution failed on our side', { id, why: result.error?.message });
-    if (cancellation) this.deps.logger.info('execution cancelled', { id, by: cancellation.by, started: cancellation.started });
-    try {
-      this.deps.store.save(result, { tenant: caller.tenant, outputBytes: outcome.stdout.totalBytes + outcome.stderr.totalBytes });
-      this.storeFault = null;
-    } catch (e) {
-      this.storeFault = e instanceof Error ? e.message : String(e);
-      // The caller still gets what its code did; only the history entry is lost, and we say so.
-      this.deps.logger.error('could not record an execution in the store', { id, error: e });
-    }
-    return result;
+  /** Told by the dispatch after each save: while saves fail, the service refuses runs (store_unavailable). */
+  recorded(fault: string | null): void {
+    this.storeFault = fault;
   }
 
-  get(caller: Caller, id: string): ExecutionResult {
+  async get(caller: Caller, id: string): Promise<ExecutionResult> {
     // Another tenant's id is looked up in the caller's scope and missed, exactly like an unknown one.
-    const found = this.deps.store.get(id, visibleTenant(caller));
+    const found = await this.deps.store.get(id, visibleTenant(caller));
     if (!found) throw new PyboxError('not_found', `no execution with id ${id}`);
     return found;
   }
 
-  history(caller: Caller, query: HistoryQuery): HistoryPage {
+  history(caller: Caller, query: HistoryQuery): Promise<HistoryPage> {
     return this.deps.store.list({ ...query, tenant: visibleTenant(caller) });
   }
 
-  stats(caller: Caller): Stats {
+  stats(caller: Caller): Promise<Stats> {
     return this.deps.store.stats(visibleTenant(caller));
   }
 
-  usage(caller: Caller, query: UsageQuery): UsageReport {
+  async usage(caller: Caller, query: UsageQuery): Promise<UsageReport> {
     if (query.from !== undefined && query.to !== undefined && query.from > query.to) {
       throw new PyboxError('invalid_request', 'from must not be after to', { details: [{ path: 'from', message: 'must not be after to' }] });
     }
@@ -286,42 +220,30 @@ export class DefaultExecutionService implements ExecutionService {
       throw new PyboxError('not_found', `no usage for tenant ${query.tenant}`);
     }
     const tenant = caller.admin ? query.tenant : caller.tenant;
-    let tenants = this.deps.store.usage({ tenant, from: query.from, to: query.to });
+    let tenants = await this.deps.store.usage({ tenant, from: query.from, to: query.to });
     if (tenant !== undefined && tenants.length === 0) tenants = [noUsage(tenant)];
     return { from: query.from ?? null, to: query.to ?? null, tenants };
   }
 
   async runtimes(caller?: Caller): Promise<RuntimeInfo> {
-    this.probe ??= this.probePython().catch((e: unknown) => {
-      this.probe = undefined; // try again on the next call
-      this.deps.logger.warn('could not probe the sandbox image', { error: e });
-      return { python: null, packages: {} };
-    });
-    const { python, packages } = await this.probe;
+    const info = await this.deps.backend.describe({ signal: this.stopRunning.signal });
     const { outputBytes, floodBytes } = this.deps.limits;
     const { defaults, max } = this.effectiveLimits(caller?.limits);
-    return {
-      runtime: this.deps.runtime,
-      availableRuntimes: this.deps.availableRuntimes,
-      image: this.deps.image,
-      python,
-      packages,
-      limits: { defaults, max, outputBytes, floodBytes },
-    };
+    return { ...info, limits: { defaults, max, outputBytes, floodBytes } };
   }
 
   /**
    * After a save failed, a run is refused (503) until the store takes a write again: a result that
    * cannot be kept cannot be fetched by its id nor counted in its tenant's usage.
    */
-  private assertStoreWritable(): void {
+  private async assertStoreWritable(): Promise<void> {
     if (this.storeFault === null) return;
     const now = this.deps.clock.now();
     // Tried again at most once per Retry-After, not on every request: against a locked database each
     // try blocks the whole process for the store's busy timeout.
     if (now - this.storeProbedAt >= STORE_RETRY_S * 1000) {
       this.storeProbedAt = now;
-      if (this.deps.store.healthy()) {
+      if (await this.deps.store.healthy().catch(() => false)) {
         this.storeFault = null;
         return;
       }
@@ -332,47 +254,24 @@ export class DefaultExecutionService implements ExecutionService {
   }
 
   async readiness(): Promise<Readiness> {
+    const identity = this.deps.backend.identity();
     if (!this.accepting) {
       // Orchestrators stop routing here; nothing is probed, the engine and store are being closed.
-      return { ready: false, checks: { engine: false, image: false, store: false }, runtime: this.deps.runtime, image: this.deps.image, message: 'the service is shutting down' };
+      return { ready: false, checks: { engine: false, image: false, store: false }, ...identity, message: 'the service is shutting down' };
     }
-    const engine = await this.deps.engine.ping();
-    const image = engine ? await this.deps.engine.imageExists(this.deps.image).catch(() => false) : false;
-    const store = this.deps.store.healthy();
+    const [backend, store] = await Promise.all([this.deps.backend.checks(), this.deps.store.healthy().catch(() => false)]);
     if (store) this.storeFault = null;
-    const ready = engine && image && store;
-    const readiness: Readiness = { ready, checks: { engine, image, store }, runtime: this.deps.runtime, image: this.deps.image };
+    const ready = store && Object.values(backend.checks).every(Boolean);
+    const readiness: Readiness = { ready, checks: { ...backend.checks, store }, ...this.deps.backend.identity() };
     if (!ready) {
-      readiness.message = !engine
-        ? 'the Docker engine does not answer'
-        : !image
-          ? `the sandbox image ${this.deps.image} is missing: run \`npm run setup\``
-          : `the history store cannot be written${this.storeFault ? ` (${this.storeFault})` : ''}`;
+      readiness.message = backend.message ?? `the history store cannot be written${this.storeFault ? ` (${this.storeFault})` : ''}`;
     }
     return readiness;
   }
 
-  private async probePython(): Promise<{ python: string | null; packages: Record<string, string> }> {
-    const limits = this.clampLimits({ timeoutMs: 30_000 });
-    const outcome = await this.deps.gate.run(
-      () =>
-        this.deps.sandboxes.run(
-          codeJob({ id: `probe-${this.deps.newId()}`, image: this.deps.image, runtime: this.deps.runtime, code: PROBE_CODE, limits, signal: this.stopRunning.signal }),
-        ),
-      { signal: this.stopWaiting.signal },
-    );
-    const text = outcome.stdout.text().trim();
-    const parsed = JSON.parse(text) as { python?: unknown; packages?: unknown };
-    const packages: Record<string, string> = {};
-    if (parsed.packages && typeof parsed.packages === 'object') {
-      for (const [k, v] of Object.entries(parsed.packages)) if (typeof v === 'string') packages[k] = v;
-    }
-    return { python: typeof parsed.python === 'string' ? parsed.python : null, packages };
-  }
-
-  private decodeFiles(files: NonNullable<ExecutionRequest['files']>): SandboxJob['files'] {
+  private decodeFiles(files: NonNullable<ExecutionRequest['files']>): AcceptedExecution['job']['files'] {
     const seen = new Set<string>();
-    const out: SandboxJob['files'] = [];
+    const out: AcceptedExecution['job']['files'] = [];
     let total = 0;
     for (const [i, f] of files.entries()) {
       if (seen.has(f.path)) throw invalid(`files[${i}].path`, `duplicate path ${f.path}`);
@@ -397,122 +296,6 @@ export class DefaultExecutionService implements ExecutionService {
     }
     return out;
   }
-
-  private toResult(id: string, code: string, limits: AppliedLimits, o: SandboxOutcome, createdAtMs: number, cancellation?: Cancellation): ExecutionResult {
-    const base = {
-      stdout: o.stdout.text(),
-      stderr: o.stderr.text(),
-      truncated: { stdout: o.stdout.truncated, stderr: o.stderr.truncated },
-      durationMs: Math.round(o.durationMs * 10) / 10,
-      runtime: this.deps.runtime,
-      limits,
-    };
-    const r = o.report;
-    let status: ExecutionStatus;
-    let exitCode: number | null = null;
-    let signal: string | null = null;
-    let error: ExecutionResult['error'] = null;
-    let files: OutputFile[] | undefined;
-    let filesDropped: number | undefined;
-    let cpuMs: number | null = null;
-    const runReport = r?.phase === 'run' ? r : null;
-    if (runReport) {
-      exitCode = runReport.exitCode;
-      signal = runReport.signal ? (SIGNAL_NAMES.get(runReport.signal) ?? `SIG${runReport.signal}`) : null;
-      error = runReport.error;
-      cpuMs = runReport.cpuMs ?? null;
-      ({ files, dropped: filesDropped } = this.acceptFiles(runReport));
-    }
-    switch (o.kind) {
-      case 'timeout':
-        status = 'timeout';
-        // With durationMs 0 the budget ran out while the sandbox was still starting: nothing was killed.
-        signal = o.durationMs > 0 ? 'SIGKILL' : null;
-        break;
-      case 'oom':
-        status = 'oom';
-        // What the runner saw of the code's end, when it outlived it; else the kernel's SIGKILL.
-        if (!runReport) {
-          exitCode = 137;
-          signal = 'SIGKILL';
-        }
-        break;
-      case 'output_limit':
-        status = 'output_limit';
-        signal = 'SIGKILL';
-        break;
-      case 'cancelled':
-        status = 'cancelled';
-        break;
-      case 'failed':
-        status = 'internal_error';
-        error = { type: 'InternalError', message: o.failure ?? 'the sandbox failed', line: null };
-        break;
-      case 'finished':
-        if (r?.phase === 'validation') {
-          status = 'validation_failed';
-          error = r.error;
-        } else if (r?.phase === 'setup') {
-          status = 'internal_error';
-          error = { type: 'InternalError', message: r.message, line: null };
-        } else {
-          status = exitCode === 0 ? 'completed' : 'error';
-        }
-        break;
-    }
-    // Keys in reading order: what happened first, then the output, then the details.
-    const partial: FeedbackInput = {
-      status,
-      success: status === 'completed',
-      exitCode,
-      signal,
-      stdout: base.stdout,
-      stderr: base.stderr,
-      truncated: base.truncated,
-      durationMs: base.durationMs,
-      cpuMs,
-      error,
-      runtime: base.runtime,
-      limits: base.limits,
-    };
-    if (files) partial.files = files;
-    if (filesDropped) partial.filesDropped = filesDropped;
-    const finishedAt = this.deps.clock.now();
-    return {
-      id,
-      ...partial,
-      feedback: renderFeedback(partial, code, {
-        budgetChars: this.deps.feedbackBudgetChars,
-        floodBytes: this.deps.limits.floodBytes,
-        flaggedImports: runReport?.flaggedImports ?? [],
-        ...(cancellation ? { cancellation } : {}),
-      }),
-      createdAt: new Date(createdAtMs).toISOString(),
-      finishedAt: new Date(finishedAt).toISOString(),
-    };
-  }
-
-  /** Re-checks files returned from inside the sandbox: their names and sizes are hostile too. */
-  private acceptFiles(report: Extract<SandboxReport, { phase: 'run' }>): { files: OutputFile[]; dropped: number } {
-    const { outputFilesMax, outputFilesMaxBytes } = this.deps.limits;
-    const files: OutputFile[] = [];
-    let dropped = report.filesDropped;
-    let total = 0;
-    for (const f of report.files) {
-      const segments = f.path.split('/');
-      const nameOk =
-        SAFE_RETURNED_PATH.test(f.path) && !f.path.startsWith('/') && segments.every((s) => s !== '' && s !== '.' && s !== '..');
-      const size = Buffer.byteLength(f.base64, 'base64');
-      const b64Ok = f.base64.length % 4 === 0 && BASE64.test(f.base64) && size === f.size;
-      if (!nameOk || !b64Ok || files.length >= outputFilesMax || total + size > outputFilesMaxBytes) {
-        dropped++;
-        continue;
-      }
-      total += size;
-      files.push({ path: f.path, size, contentBase64: f.base64 });
-    }
-    return { files, dropped };
-  }
 }
 
 /**
@@ -528,12 +311,6 @@ function assertFloors(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cp
   for (const [path, value, floor, unit] of floors) {
     if (value !== undefined && !(value >= floor)) throw invalid(path, `must be at least ${floor} (${unit})`);
   }
-}
-
-/** The outcome of an execution cancelled before it got a slot: nothing ran, nothing was printed. */
-function notRun(): SandboxOutcome {
-  const empty = { totalBytes: 0, truncated: false, text: () => '' };
-  return { kind: 'cancelled', report: null, stdout: empty, stderr: empty, durationMs: 0 };
 }
 
 function noUsage(tenant: string): TenantUsage {

@@ -1,8 +1,9 @@
 // The seams between pybox's parts. core depends on these interfaces only; main.ts wires the real
 // implementations (engine/, store/) and tests hand in fakes.
-import type { ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
+import type { AppliedLimits, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
 import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { Caller, TenantLimits } from './caller.ts';
+import type { RateLimitState } from './errors.ts';
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -28,16 +29,16 @@ export interface ExecutionMeter {
  */
 export interface ExecutionStore {
   /** Keeps the result and adds it to its tenant's usage, in one transaction. */
-  save(result: ExecutionResult, meter?: ExecutionMeter): void;
-  get(id: string, tenant?: string): ExecutionResult | undefined;
+  save(result: ExecutionResult, meter?: ExecutionMeter): Promise<void>;
+  get(id: string, tenant?: string): Promise<ExecutionResult | undefined>;
   /** Newest first. */
-  list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined; tenant?: string | undefined }): HistoryPage;
-  stats(tenant?: string): Stats;
+  list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined; tenant?: string | undefined }): Promise<HistoryPage>;
+  stats(tenant?: string): Promise<Stats>;
   /** Usage per tenant over whole UTC days, for tenants that have any; never pruned with history. */
-  usage(query: { tenant?: string | undefined; from?: string | undefined; to?: string | undefined }): TenantUsage[];
+  usage(query: { tenant?: string | undefined; from?: string | undefined; to?: string | undefined }): Promise<TenantUsage[]>;
   /** Whether the store can be written right now. */
-  healthy(): boolean;
-  close(): void;
+  healthy(): Promise<boolean>;
+  close(): Promise<void>;
 }
 
 /** An API key as the store keeps it: its hash (never the key), with its tenant's limits. */
@@ -53,9 +54,59 @@ export interface StoredApiKey {
 /** What authentication needs of the key store. Implemented by store/tenant-store.ts. */
 export interface ApiKeyLookup {
   /** Whether any key was ever created (revoked ones included). */
-  hasKeys(): boolean;
+  hasKeys(): Promise<boolean>;
   /** One indexed lookup by the SHA-256 of a key. */
-  findKeyByHash(hash: Buffer): StoredApiKey | undefined;
+  findKeyByHash(hash: Buffer): Promise<StoredApiKey | undefined>;
+}
+
+export interface TenantRecord {
+  name: string;
+  limits: TenantLimits;
+  createdAt: string;
+}
+
+export interface KeyInfo {
+  id: string;
+  tenant: string;
+  admin: boolean;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+/**
+ * Tenants and their keys, as the `keys` commands manage them. Keys are kept as their SHA-256 hash
+ * only, and revoked, never deleted. Every node reads the same store on every request, so a key
+ * created or revoked anywhere takes effect everywhere at once.
+ */
+export interface TenantStore extends ApiKeyLookup {
+  tenant(name: string): Promise<TenantRecord | undefined>;
+  tenants(): Promise<TenantRecord[]>;
+  /**
+   * Creates a key (by its hash) for a tenant, creating the tenant if it is new. Limits given here
+   * replace the tenant's; limits left out keep their current value (none, for a new tenant).
+   */
+  createKey(opts: { id: string; tenant: string; admin: boolean; hash: Buffer; limits: Partial<TenantLimits> }): Promise<{ key: KeyInfo; tenant: TenantRecord }>;
+  keys(): Promise<KeyInfo[]>;
+  key(id: string): Promise<KeyInfo | undefined>;
+  /** The key's id, by its id or by the key itself (its hash); undefined when there is no such key. */
+  resolveKeyId(idOrHash: { id: string } | { hash: Buffer }): Promise<string | undefined>;
+  /** Revokes a key at once. False if it already was. */
+  revokeKey(id: string): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** What a rate limit decided for one request. */
+export interface RateDecision {
+  allowed: boolean;
+  state: RateLimitState;
+  /** Seconds until one more request is allowed, when this one was not. */
+  retryAfterS: number;
+}
+
+/** Requests per minute per key: in this process (one node) or in Redis (a cluster). */
+export interface RequestLimiter {
+  /** Takes one request from `key`'s bucket if there is one to take. */
+  take(key: string, perMinute: number): Promise<RateDecision>;
 }
 
 export type { Readiness, RuntimeInfo };
@@ -78,12 +129,70 @@ export interface EngineProbe {
 export interface ExecutionService {
   execute(caller: Caller, request: ExecutionRequest, opts?: { signal?: AbortSignal }): Promise<ExecutionResult>;
   /** Throws PyboxError('not_found'), for another tenant's id exactly as for an unknown one. */
-  get(caller: Caller, id: string): ExecutionResult;
-  history(caller: Caller, query: HistoryQuery): HistoryPage;
-  stats(caller: Caller): Stats;
+  get(caller: Caller, id: string): Promise<ExecutionResult>;
+  history(caller: Caller, query: HistoryQuery): Promise<HistoryPage>;
+  stats(caller: Caller): Promise<Stats>;
   /** Throws PyboxError('not_found') when a non-admin names another tenant. */
-  usage(caller: Caller, query: UsageQuery): UsageReport;
+  usage(caller: Caller, query: UsageQuery): Promise<UsageReport>;
   /** The limits shown are the caller's (its tenant's maxima within the server's) when one is given. */
   runtimes(caller?: Caller): Promise<RuntimeInfo>;
   readiness(): Promise<Readiness>;
+}
+
+/**
+ * An execution an API node accepted: validated, clamped and given an id. It is all a node needs to
+ * run and record it, and it travels as it is (files as bytes) to a worker. The image and runtime
+ * are the running node's, not the accepting one's.
+ */
+export interface AcceptedExecution {
+  job: Omit<SandboxJob, 'image' | 'runtime' | 'signal'>;
+  /** The limits as applied (the job's, with the output cap), as the result reports them. */
+  limits: AppliedLimits;
+  tenant: string;
+  /** The tenant's most executions in flight (running or waiting); null for no ceiling. */
+  maxInFlight: number | null;
+  createdAtMs: number;
+}
+
+/** Why an execution was cancelled: the abort reason of the signals handed to Dispatch.submit. */
+export type CancelReason = 'client' | 'shutdown';
+
+/**
+ * Where accepted executions run and are recorded: this node's sandboxes (core/local-dispatch.ts)
+ * or, in a cluster, a queue to the workers (cluster/queue-dispatch.ts).
+ */
+export interface Dispatch {
+  /**
+   * Runs the execution, records its result and resolves with it, cancelled ones included. `waiting`
+   * aborting before the execution started takes it out of the queue; `running` aborting stops it.
+   * Their abort reason is a CancelReason. Rejects with a PyboxError when it cannot be taken
+   * (queue_full, rate_limited for the tenant's concurrency, queue_unavailable).
+   */
+  submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult>;
+}
+
+/** What the executions' side of a node offers: the runtime they get, and whether it is ready. */
+export interface ExecutionBackend {
+  /** The runtime, image and Python the executions get (probed once, then kept). */
+  describe(opts?: { signal?: AbortSignal }): Promise<BackendInfo>;
+  /** The runtime and image as known now, without probing anything (null: no worker seen yet). */
+  identity(): { runtime: RuntimeName | null; image: string };
+  /** Whether executions can run now, part by part; `message` says what is missing. */
+  checks(): Promise<{ checks: BackendChecks; message?: string }>;
+}
+
+export interface BackendInfo {
+  runtime: RuntimeName;
+  availableRuntimes: RuntimeName[];
+  image: string;
+  python: string | null;
+  packages: Record<string, string>;
+}
+
+/** engine and image always; queue and workers on cluster nodes. */
+export interface BackendChecks {
+  engine: boolean;
+  image: boolean;
+  queue?: boolean;
+  workers?: boolean;
 }

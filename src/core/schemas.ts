@@ -214,7 +214,15 @@ export type RuntimeInfo = z.infer<typeof RuntimeInfo>;
 /** GET /readyz: whether engine, image and store are usable, and which is not. */
 export const Readiness = z.object({
   ready: z.boolean(),
-  checks: z.object({ engine: z.boolean(), image: z.boolean(), store: z.boolean() }),
+  checks: z.object({
+    engine: z.boolean(),
+    image: z.boolean(),
+    store: z.boolean(),
+    /** Cluster nodes: Redis, which carries the queue and the limits, answers. */
+    queue: z.boolean().optional(),
+    /** API nodes: at least one worker is alive. */
+    workers: z.boolean().optional(),
+  }),
   runtime: RuntimeName.nullable(),
   image: z.string(),
   message: z.string().optional(),

@@ -5,7 +5,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { LOCAL_CALLER, type Caller } from '../core/caller.ts';
 import { PyboxError } from '../core/errors.ts';
 import type { Authenticator } from '../tenancy/authenticator.ts';
-import type { RateLimiter } from '../tenancy/rate-limiter.ts';
+import type { RequestLimiter } from '../core/ports.ts';
 import { rateLimitHeaders } from './rate-limit-headers.ts';
 
 declare module 'hono' {
@@ -23,11 +23,11 @@ const UNAUTHORIZED = 'a valid API key is required: send it as Authorization: Bea
 export function authenticate(auth: Authenticator): MiddlewareHandler {
   return async function authenticateCaller(c, next) {
     if (OPEN_PATHS.has(c.req.path)) return next();
-    if (!auth.required()) {
+    if (!(await auth.required())) {
       c.set('caller', LOCAL_CALLER);
       return next();
     }
-    const caller = auth.authenticate(c.req.header('authorization'));
+    const caller = await auth.authenticate(c.req.header('authorization'));
     if (!caller) throw new PyboxError('unauthorized', UNAUTHORIZED);
     c.set('caller', caller);
     return next();
@@ -35,12 +35,12 @@ export function authenticate(auth: Authenticator): MiddlewareHandler {
 }
 
 /** Requests per minute per tenant; every answer to a limited tenant carries the RateLimit fields. */
-export function limitRate(limiter: RateLimiter): MiddlewareHandler {
+export function limitRate(limiter: RequestLimiter): MiddlewareHandler {
   return async function limitRequestRate(c, next) {
     const caller = c.get('caller') as Caller | undefined;
     const perMinute = caller?.limits.ratePerMinute;
     if (!caller || perMinute == null) return next();
-    const decision = limiter.take(caller.tenant, perMinute);
+    const decision = await limiter.take(caller.tenant, perMinute);
     if (!decision.allowed) {
       throw new PyboxError('rate_limited', `this tenant may make ${perMinute} requests per minute`, {
         retryAfterS: decision.retryAfterS,

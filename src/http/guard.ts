@@ -22,7 +22,7 @@ export const UNGUARDED_PATHS: ReadonlySet<string> = new Set(['/healthz']);
 
 export interface GuardOptions {
   /** Whether API keys are required (false: local mode). Asked per request: the first key ends local mode. */
-  keysRequired(): boolean;
+  keysRequired(): boolean | Promise<boolean>;
   /** Host names answered in local mode besides loopback (config server.allowedHosts). */
   allowedHosts: readonly string[];
   /** Origins whose pages may call pybox from a browser (config server.allowedOrigins). */
@@ -78,7 +78,7 @@ export function guardBrowsers(opts: GuardOptions): MiddlewareHandler {
   return async function refuseForeignPages(c, next) {
     if (UNGUARDED_PATHS.has(c.req.path)) return next();
     const host = c.req.header('host');
-    if (host !== undefined && !opts.keysRequired()) {
+    if (host !== undefined && !(await opts.keysRequired())) {
       const name = hostName(host);
       if (name === undefined || !(hosts.has(name) || isLoopbackHost(name))) {
         throw new PyboxError(

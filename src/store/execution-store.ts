@@ -148,16 +148,16 @@ export class SqliteExecutionStore implements ExecutionStore {
   }
 
   /** Without a meter (older callers, tests) the run counts toward the local tenant, its kept output as its output. */
-  save(result: ExecutionResult, meter?: ExecutionMeter): void {
+  async save(result: ExecutionResult, meter?: ExecutionMeter): Promise<void> {
     this.saveTx.immediate(result, meter ?? { tenant: LOCAL_TENANT, outputBytes: Buffer.byteLength(result.stdout) + Buffer.byteLength(result.stderr) });
   }
 
-  get(id: string, tenant?: string): ExecutionResult | undefined {
+  async get(id: string, tenant?: string): Promise<ExecutionResult | undefined> {
     const row = tenant === undefined ? this.byId.get(id) : this.byIdOfTenant.get(id, tenant);
     return row === undefined ? undefined : parseStored(row);
   }
 
-  list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined; tenant?: string | undefined }): HistoryPage {
+  async list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined; tenant?: string | undefined }): Promise<HistoryPage> {
     const { limit, status, cursor, tenant } = query;
     if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
     const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
@@ -178,11 +178,11 @@ export class SqliteExecutionStore implements ExecutionStore {
     };
   }
 
-  stats(tenant?: string): Stats {
+  async stats(tenant?: string): Promise<Stats> {
     return this.statsTx(tenant);
   }
 
-  usage(query: { tenant?: string | undefined; from?: string | undefined; to?: string | undefined }): TenantUsage[] {
+  async usage(query: { tenant?: string | undefined; from?: string | undefined; to?: string | undefined }): Promise<TenantUsage[]> {
     const byTenant = new Map<string, TenantUsage>();
     for (const row of this.usageRows.all({ tenant: query.tenant ?? null, from: query.from ?? FIRST_DAY, to: query.to ?? LAST_DAY })) {
       let u = byTenant.get(row.tenant);
@@ -200,7 +200,7 @@ export class SqliteExecutionStore implements ExecutionStore {
   }
 
   /** Proves the database takes writes by rewriting one tiny row; any failure means it does not. */
-  healthy(): boolean {
+  async healthy(): Promise<boolean> {
     try {
       this.probe.run(new Date(this.clock.now()).toISOString());
       return true;
@@ -209,7 +209,7 @@ export class SqliteExecutionStore implements ExecutionStore {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
 

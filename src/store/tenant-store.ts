@@ -2,22 +2,9 @@
 // keys are revoked, never deleted, so "some key exists" never turns back into local mode.
 import type { Statement } from 'better-sqlite3';
 import type { TenantLimits } from '../core/caller.ts';
-import type { ApiKeyLookup, Clock, StoredApiKey } from '../core/ports.ts';
+import type { Clock, KeyInfo, StoredApiKey, TenantRecord, TenantStore } from '../core/ports.ts';
 import { openDatabase, type SqliteDatabase } from './db.ts';
 
-export interface TenantRecord {
-  name: string;
-  limits: TenantLimits;
-  createdAt: string;
-}
-
-export interface KeyInfo {
-  id: string;
-  tenant: string;
-  admin: boolean;
-  createdAt: string;
-  revokedAt: string | null;
-}
 
 interface TenantRow {
   name: string;
@@ -49,7 +36,7 @@ const limitsOf = (r: Omit<TenantRow, 'name' | 'created_at'>): TenantLimits => ({
 
 const keyInfo = (r: KeyRow): KeyInfo => ({ id: r.id, tenant: r.tenant, admin: r.admin === 1, createdAt: r.created_at, revokedAt: r.revoked_at });
 
-export class SqliteTenantStore implements ApiKeyLookup {
+export class SqliteTenantStore implements TenantStore {
   private readonly anyKey: Statement<[], number>;
   private readonly keyByHash: Statement<[Buffer], KeyWithTenantRow>;
   private readonly keyById: Statement<[string], KeyRow>;
@@ -86,22 +73,31 @@ export class SqliteTenantStore implements ApiKeyLookup {
     this.allTenants = db.prepare('SELECT * FROM tenants ORDER BY name');
   }
 
-  hasKeys(): boolean {
+  async hasKeys(): Promise<boolean> {
+    return this.hasKeysNow();
+  }
+
+  /** The same, synchronously: main.ts decides local mode before anything async starts. */
+  hasKeysNow(): boolean {
     return this.anyKey.get() === 1;
   }
 
-  findKeyByHash(hash: Buffer): StoredApiKey | undefined {
+  async findKeyByHash(hash: Buffer): Promise<StoredApiKey | undefined> {
     const r = this.keyByHash.get(hash);
     if (!r) return undefined;
     return { id: r.id, tenant: r.tenant, admin: r.admin === 1, hash: r.hash, revokedAt: r.revoked_at, limits: limitsOf(r) };
   }
 
-  tenant(name: string): TenantRecord | undefined {
+  async tenant(name: string): Promise<TenantRecord | undefined> {
+    return this.tenantNow(name);
+  }
+
+  private tenantNow(name: string): TenantRecord | undefined {
     const r = this.tenantByName.get(name);
     return r && { name: r.name, limits: limitsOf(r), createdAt: r.created_at };
   }
 
-  tenants(): TenantRecord[] {
+  async tenants(): Promise<TenantRecord[]> {
     return this.allTenants.all().map((r) => ({ name: r.name, limits: limitsOf(r), createdAt: r.created_at }));
   }
 
@@ -109,38 +105,43 @@ export class SqliteTenantStore implements ApiKeyLookup {
    * Creates a key (by its hash) for a tenant, creating the tenant if it is new. Limits given here
    * replace the tenant's; limits left out keep their current value (none, for a new tenant).
    */
-  createKey(opts: { id: string; tenant: string; admin: boolean; hash: Buffer; limits: Partial<TenantLimits> }): { key: KeyInfo; tenant: TenantRecord } {
+  async createKey(opts: { id: string; tenant: string; admin: boolean; hash: Buffer; limits: Partial<TenantLimits> }): Promise<{ key: KeyInfo; tenant: TenantRecord }> {
     const createdAt = new Date(this.clock.now()).toISOString();
     const tx = this.db.transaction(() => {
-      const current = this.tenant(opts.tenant);
+      const current = this.tenantNow(opts.tenant);
       const limits: TenantLimits = { ...(current?.limits ?? { maxConcurrency: null, ratePerMinute: null, maxTimeoutMs: null, maxMemoryMb: null, maxCpus: null }) };
       for (const [k, v] of Object.entries(opts.limits) as Array<[keyof TenantLimits, number | null | undefined]>) if (v !== undefined) limits[k] = v;
       const row = { name: opts.tenant, ...limits };
       if (current) this.updateTenant.run(row);
       else this.insertTenant.run({ ...row, createdAt });
       this.insertKey.run({ id: opts.id, tenant: opts.tenant, hash: opts.hash, admin: opts.admin ? 1 : 0, createdAt });
-      return { key: keyInfo(this.keyById.get(opts.id) as KeyRow), tenant: this.tenant(opts.tenant) as TenantRecord };
+      return { key: keyInfo(this.keyById.get(opts.id) as KeyRow), tenant: this.tenantNow(opts.tenant) as TenantRecord };
     });
     return tx.immediate();
   }
 
-  keys(): KeyInfo[] {
+  async keys(): Promise<KeyInfo[]> {
     return this.allKeys.all().map(keyInfo);
   }
 
-  key(id: string): KeyInfo | undefined {
+  async key(id: string): Promise<KeyInfo | undefined> {
     const r = this.keyById.get(id);
     return r && keyInfo(r);
   }
 
   /** The key's id, by its id or by the key itself (its hash); undefined when there is no such key. */
-  resolveKeyId(idOrHash: { id: string } | { hash: Buffer }): string | undefined {
+  async resolveKeyId(idOrHash: { id: string } | { hash: Buffer }): Promise<string | undefined> {
     if ('id' in idOrHash) return this.keyById.get(idOrHash.id)?.id;
     return this.keyByHash.get(idOrHash.hash)?.id;
   }
 
+  /** Closes the database (the execution store may share it: closing twice is harmless). */
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
   /** Revokes a key at once (the server checks the store on every request). False if it already was. */
-  revokeKey(id: string): boolean {
+  async revokeKey(id: string): Promise<boolean> {
     return this.revoke.run(new Date(this.clock.now()).toISOString(), id).changes === 1;
   }
 }
@@ -149,7 +150,7 @@ export class SqliteTenantStore implements ApiKeyLookup {
 export function storeHasKeys(path: string): boolean {
   const db = openDatabase(path);
   try {
-    return new SqliteTenantStore(db).hasKeys();
+    return new SqliteTenantStore(db).hasKeysNow();
   } finally {
     db.close();
   }

@@ -23,17 +23,17 @@ export class Authenticator {
    * deleted, so once true this stays true (and is not asked of the store again); revoking every
    * key locks everyone out rather than falling back to local mode.
    */
-  required(): boolean {
-    if (!this.keysSeen) this.keysSeen = this.keys.hasKeys();
+  async required(): Promise<boolean> {
+    if (!this.keysSeen) this.keysSeen = await this.keys.hasKeys();
     return this.keysSeen;
   }
 
-  authenticate(authorization: string | undefined): Caller | undefined {
+  async authenticate(authorization: string | undefined): Promise<Caller | undefined> {
     const token = (authorization === undefined ? undefined : BEARER.exec(authorization)?.[1]) ?? '';
     const wellFormed = KEY_FORMAT.test(token);
     const presented = hashApiKey(wellFormed ? token : DECOY_KEY);
     // Looking up by hash leaks nothing useful through timing: an attacker controls the key, not its hash.
-    const found = this.keys.findKeyByHash(presented);
+    const found = await this.keys.findKeyByHash(presented);
     const stored = found?.hash.length === presented.length ? found.hash : DECOY_HASH;
     const equal = timingSafeEqual(stored, presented);
     const valid = wellFormed && found !== undefined && equal && found.revokedAt === null;

@@ -1,7 +1,6 @@
 // Requests per minute per tenant, as token buckets: a tenant may burst up to its whole minute's
-// quota at once, and regains one request every 60/N seconds. In memory: one pybox serves one host.
-import type { RateLimitState } from '../core/errors.ts';
-import type { Clock } from '../core/ports.ts';
+// quota at once, and regains one request every 60/N seconds. In memory, for one node; a cluster counts in Redis (cluster/redis-limits.ts).
+import type { Clock, RateDecision, RequestLimiter } from '../core/ports.ts';
 
 interface Bucket {
   tokens: number;
@@ -9,24 +8,22 @@ interface Bucket {
   perMinute: number;
 }
 
-export interface RateDecision {
-  allowed: boolean;
-  state: RateLimitState;
-  /** Seconds until one more request is allowed, when this one was not. */
-  retryAfterS: number;
-}
 
 const WINDOW_S = 60;
 /** Full buckets are dropped when the map grows past this (they carry no state a new one lacks). */
 const SWEEP_AT = 10_000;
 
-export class RateLimiter {
+export class RateLimiter implements RequestLimiter {
   private readonly buckets = new Map<string, Bucket>();
 
   constructor(private readonly clock: Clock) {}
 
   /** Takes one request from `key`'s bucket if there is one to take. */
-  take(key: string, perMinute: number): RateDecision {
+  async take(key: string, perMinute: number): Promise<RateDecision> {
+    return this.takeNow(key, perMinute);
+  }
+
+  takeNow(key: string, perMinute: number): RateDecision {
     const now = this.clock.now();
     const perMs = perMinute / (WINDOW_S * 1000);
     let b = this.buckets.get(key);

@@ -5,8 +5,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { LOCAL_TENANT, TENANT_NAME, type TenantLimits } from '../../core/caller.ts';
 import { loadConfig } from '../../config/load.ts';
-import { openDatabase } from '../../store/db.ts';
-import { SqliteTenantStore, type TenantRecord } from '../../store/tenant-store.ts';
+import type { TenantRecord, TenantStore } from '../../core/ports.ts';
+import { openTenantStore } from '../../store/open.ts';
 import { hashApiKey, KEY_FORMAT, newApiKey, newKeyId } from '../../tenancy/keys.ts';
 import type { CliContext } from '../context.ts';
 
@@ -31,13 +31,13 @@ function tenantName(raw: string): string {
   return raw;
 }
 
-function withStore<T>(ctx: CliContext, fn: (store: SqliteTenantStore) => T): T {
-  const path = loadConfig({ path: ctx.env.PYBOX_CONFIG ?? 'config/default.yaml', env: ctx.env }).store.path;
-  const db = openDatabase(path);
+/** The store the server uses: SQLite at store.path, or the cluster's PostgreSQL when one is configured. */
+async function withStore<T>(ctx: CliContext, fn: (store: TenantStore) => Promise<T>): Promise<T> {
+  const store = await openTenantStore(loadConfig({ path: ctx.env.PYBOX_CONFIG ?? 'config/default.yaml', env: ctx.env }));
   try {
-    return fn(new SqliteTenantStore(db));
+    return await fn(store);
   } finally {
-    db.close();
+    await store.close();
   }
 }
 
@@ -81,9 +81,9 @@ export function registerKeys(program: Command, ctx: CliContext): void {
     .option('--max-memory-mb <mb>', "the tenant's largest memory limit (within the server's)", integer(32, 'max memory'))
     .option('--max-cpus <n>', "the tenant's largest CPU share (within the server's)", cpus)
     .addHelpText('after', "\nLimits given replace the tenant's current ones; limits left out are kept (none for a new tenant).")
-    .action((opts: CreateOptions) => {
+    .action(async (opts: CreateOptions) => {
       const key = newApiKey();
-      const { key: info, tenant } = withStore(ctx, (store) =>
+      const { key: info, tenant } = await withStore(ctx, (store) =>
         store.createKey({
           id: newKeyId(),
           tenant: opts.tenant,
@@ -108,8 +108,8 @@ export function registerKeys(program: Command, ctx: CliContext): void {
     .command('list')
     .description('list keys (never their secrets) and the limits of their tenants')
     .option('--json', 'one JSON document instead of tables')
-    .action((opts: { json?: boolean }) => {
-      const { list, tenants } = withStore(ctx, (store) => ({ list: store.keys(), tenants: store.tenants() }));
+    .action(async (opts: { json?: boolean }) => {
+      const { list, tenants } = await withStore(ctx, async (store) => ({ list: await store.keys(), tenants: await store.tenants() }));
       if (opts.json) {
         ctx.out(JSON.stringify({ keys: list, tenants }, null, 2));
         return;
@@ -128,12 +128,12 @@ export function registerKeys(program: Command, ctx: CliContext): void {
     .command('revoke')
     .description('revoke a key, by its id (key_...) or the key itself; a running server refuses it from its next request')
     .argument('<key-or-id>', 'the key id shown by `keys list`, or the key')
-    .action((keyOrId: string) => {
-      const outcome = withStore(ctx, (store) => {
-        const id = store.resolveKeyId(KEY_FORMAT.test(keyOrId) ? { hash: hashApiKey(keyOrId) } : { id: keyOrId });
+    .action(async (keyOrId: string) => {
+      const outcome = await withStore(ctx, async (store) => {
+        const id = await store.resolveKeyId(KEY_FORMAT.test(keyOrId) ? { hash: hashApiKey(keyOrId) } : { id: keyOrId });
         if (id === undefined) return undefined;
-        const revoked = store.revokeKey(id);
-        return { id, revoked, tenant: store.key(id)?.tenant ?? '?' };
+        const revoked = await store.revokeKey(id);
+        return { id, revoked, tenant: (await store.key(id))?.tenant ?? '?' };
       });
       // Never echo what was given: it may be a key.
       if (!outcome) throw new Error('no such key (give a key id from `pybox keys list`, or the key itself)');

@@ -49,9 +49,9 @@ export function executionRoutes(service: ExecutionService): OpenAPIHono {
     return c.json(result, 200);
   });
 
-  serve(routes, list, (c) => c.json(service.history(callerOf(c), c.req.valid('query')), 200));
+  serve(routes, list, async (c) => c.json(await service.history(callerOf(c), c.req.valid('query')), 200));
 
-  serve(routes, getOne, (c) => c.json(service.get(callerOf(c), c.req.valid('param').id), 200));
+  serve(routes, getOne, async (c) => c.json(await service.get(callerOf(c), c.req.valid('param').id), 200));
 
   return routes;
 }

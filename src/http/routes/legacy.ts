@@ -57,14 +57,14 @@ export function legacyRoutes(service: ExecutionService): OpenAPIHono {
     return c.json(toLegacy(result), 200);
   });
 
-  serve(routes, history, (c) => {
+  serve(routes, history, async (c) => {
     const { limit } = c.req.valid('query');
-    const items: LegacyHistoryItem[] = service.history(callerOf(c), { limit }).items.map((r) => ({ ...toLegacy(r), timestamp: r.createdAt }));
+    const items: LegacyHistoryItem[] = (await service.history(callerOf(c), { limit })).items.map((r) => ({ ...toLegacy(r), timestamp: r.createdAt }));
     return c.json(items, 200);
   });
 
-  serve(routes, stats, (c) => {
-    const s = service.stats(callerOf(c));
+  serve(routes, stats, async (c) => {
+    const s = await service.stats(callerOf(c));
     const successful = s.byStatus.completed ?? 0;
     const body: LegacyStats = {
       total_executions: s.total,

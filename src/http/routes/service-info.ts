@@ -25,7 +25,7 @@ const runtimes = createRoute({
 export function serviceInfoRoutes(service: ExecutionService): OpenAPIHono {
   const routes = routeGroup();
 
-  serve(routes, stats, (c) => c.json(service.stats(callerOf(c)), 200));
+  serve(routes, stats, async (c) => c.json(await service.stats(callerOf(c)), 200));
 
   serve(routes, runtimes, async (c) => c.json(await service.runtimes(callerOf(c)), 200));
 

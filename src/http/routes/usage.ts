@@ -18,7 +18,7 @@ const usage = createRoute({
 export function usageRoutes(service: ExecutionService): OpenAPIHono {
   const routes = routeGroup();
 
-  serve(routes, usage, (c) => c.json(service.usage(callerOf(c), c.req.valid('query')), 200));
+  serve(routes, usage, async (c) => c.json(await service.usage(callerOf(c), c.req.valid('query')), 200));
 
   return routes;
 }

@@ -1,0 +1,78 @@
+// Executions run on this node: through the concurrency gate (the slots and the tenants' fair
+// queues) to this node's sandboxes, then recorded in the store. The all-in-one node dispatches
+// here directly; a cluster worker dispatches here what it takes from the queue.
+import type { ConcurrencyGate } from './concurrency.ts';
+import { WaitCancelled } from './concurrency.ts';
+import type { Cancellation } from './feedback.ts';
+import type { AcceptedExecution, CancelReason, Dispatch, ExecutionStore, Logger, Sandboxes } from './ports.ts';
+import { buildResult, notRun, type ResultDeps } from './results.ts';
+import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
+import type { ExecutionResult } from './schemas.ts';
+
+export interface LocalDispatchDeps {
+  sandboxes: Sandboxes;
+  gate: ConcurrencyGate;
+  store: ExecutionStore;
+  image: string;
+  results: ResultDeps;
+  logger: Logger;
+  /** Told after each save whether it worked: null, or why not (the service refuses runs meanwhile). */
+  onRecorded?: (fault: string | null) => void;
+}
+
+/** The CancelReason an aborted signal carries: the service's own 'shutdown', else its client went. */
+export function cancelReasonOf(signal: AbortSignal): CancelReason {
+  return signal.reason === 'shutdown' ? 'shutdown' : 'client';
+}
+
+export class LocalDispatch implements Dispatch {
+  constructor(private readonly deps: LocalDispatchDeps) {}
+
+  async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult> {
+    const { deps } = this;
+    const job: SandboxJob = { ...execution.job, image: deps.image, runtime: deps.results.runtime, signal: signals.running };
+    let outcome: SandboxOutcome;
+    let cancellation: Cancellation | undefined;
+    try {
+      outcome = await deps.gate.run(() => deps.sandboxes.run(job), {
+        tenant: execution.tenant,
+        maxInFlight: execution.maxInFlight,
+        signal: signals.waiting,
+      });
+      // The sandbox side reports the code's own time: 0 when the payload never reached the runner.
+      if (outcome.kind === 'cancelled') cancellation = { by: cancelReasonOf(signals.running), started: outcome.durationMs > 0 };
+    } catch (e) {
+      if (!(e instanceof WaitCancelled)) throw e;
+      outcome = notRun();
+      cancellation = { by: cancelReasonOf(signals.waiting), started: false };
+    }
+    const result = buildResult(deps.results, {
+      id: job.id,
+      code: job.code,
+      limits: execution.limits,
+      outcome,
+      createdAtMs: execution.createdAtMs,
+      cancellation,
+    });
+    if (result.status === 'internal_error') deps.logger.error('execution failed on our side', { id: job.id, why: result.error?.message });
+    if (cancellation) deps.logger.info('execution cancelled', { id: job.id, by: cancellation.by, started: cancellation.started });
+    await recordResult(deps, execution.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes);
+    return result;
+  }
+}
+
+/** Saves a result; a failed save is logged and reported, never thrown: the caller still gets what its code did. */
+export async function recordResult(
+  deps: Pick<LocalDispatchDeps, 'store' | 'logger' | 'onRecorded'>,
+  tenant: string,
+  result: ExecutionResult,
+  outputBytes: number,
+): Promise<void> {
+  try {
+    await deps.store.save(result, { tenant, outputBytes });
+    deps.onRecorded?.(null);
+  } catch (e) {
+    deps.onRecorded?.(e instanceof Error ? e.message : String(e));
+    deps.logger.error('could not record an execution in the store', { id: result.id, error: e });
+  }
+}
