@@ -28,8 +28,8 @@ answers() { [ -S "$SOCK" ] && DOCKER_HOST=$HOST timeout 10 docker version --form
 # Only a dockerd started with our pid file is ours to stop: never the first engine.
 our_pid() {
   local pid
-  pid=$(live_pid "$PIDFILE")
-  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] &&
+  pid=$(live_pid "$PIDFILE" dockerd)
+  [ -n "$pid" ] &&
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--pidfile $PIDFILE " && echo "$pid"
   return 0
 }

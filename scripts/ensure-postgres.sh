@@ -21,7 +21,7 @@ URL="postgres://pybox:pybox@127.0.0.1:$PORT/pybox"
 
 answers() { pg_isready -q -h 127.0.0.1 -p "$PORT" -t 3 >/dev/null 2>&1; }
 # Our postmaster's pid (postmaster.pid, line 1) when it is alive.
-our_pid() { live_pid "$DATA/postmaster.pid"; }
+our_pid() { live_pid "$DATA/postmaster.pid" postgres; }
 # The port our postmaster listens on (postmaster.pid, line 4).
 our_port() { sed -n 4p "$DATA/postmaster.pid" 2>/dev/null | tr -dc 0-9; }
 ours_answers() { [ -n "$(our_pid)" ] && [ "$(our_port)" = "$PORT" ] && answers; }

@@ -23,7 +23,7 @@ URL="redis://127.0.0.1:$PORT"
 
 cli() { timeout 5 redis-cli -h 127.0.0.1 -p "$PORT" "$@" 2>/dev/null; }
 answers() { command -v redis-cli >/dev/null && [ "$(cli ping)" = PONG ]; }
-our_pid() { live_pid "$PIDFILE"; }
+our_pid() { live_pid "$PIDFILE" redis-server; }
 # The server on the port is ours when its own process id is the one in our pid file.
 ours_answers() {
   local pid served
@@ -36,7 +36,7 @@ ours_answers() {
 if [ "${1:-}" = stop ]; then
   [ "$(id -u)" = 0 ] || die "stopping needs root"
   pid=$(our_pid)
-  if [ -z "$pid" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != redis-server ]; then
+  if [ -z "$pid" ]; then
     log "not running"
     exit 0
   fi
@@ -61,6 +61,10 @@ if ours_answers; then
 fi
 if answers; then
   die "something else answers on 127.0.0.1:$PORT; set PYBOX_REDIS_PORT to a free port"
+fi
+# Two servers on one data directory would each overwrite the other's append-only file.
+if [ -n "$(our_pid)" ]; then
+  die "our Redis (pid $(our_pid)) runs but does not answer on 127.0.0.1:$PORT (another port, or hung); run '$0 stop' first"
 fi
 
 apt_install redis-server

@@ -49,11 +49,12 @@ alive() {
   [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
-# A process id read from a pid file, when that process is alive; empty otherwise.
+# The process id in pid file $1 when that process is alive and its name is $2; empty otherwise
+# (a pid file left by a crash may name a pid since reused by something else).
 live_pid() {
   local pid
   pid=$(head -n 1 "$1" 2>/dev/null | tr -dc 0-9) || true
-  if [ -n "$pid" ] && alive "$pid"; then echo "$pid"; fi
+  if [ -n "$pid" ] && alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; then echo "$pid"; fi
   return 0
 }
 
