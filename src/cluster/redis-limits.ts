@@ -106,8 +106,13 @@ function integers(reply: unknown, n: number, what: string): number[] {
   return reply as number[];
 }
 
-function positive(v: number, what: string): void {
-  if (!Number.isFinite(v) || v <= 0) throw new RangeError(`${what} must be a positive number, not ${v}`);
+/** Leases are short and renewed; a bound keeps every score and expiry a plain integer for Redis. */
+const MAX_LEASE_MS = 86_400_000;
+
+// Checked before a script runs: a script that fails half-way keeps its writes, so nothing it is
+// given may make Redis refuse a later command in it.
+function whole(v: number, what: string, max = Number.MAX_SAFE_INTEGER): void {
+  if (!Number.isSafeInteger(v) || v < 1 || v > max) throw new RangeError(`${what} must be a whole number from 1 to ${max}, not ${v}`);
 }
 
 /** Requests per minute per key, one token bucket per key in Redis, shared by every API node. */
@@ -122,7 +127,7 @@ export class RedisRateLimiter implements RequestLimiter {
   }
 
   async take(key: string, perMinute: number): Promise<RateDecision> {
-    positive(perMinute, 'perMinute');
+    whole(perMinute, 'perMinute');
     const [allowed, remaining, resetS, retryAfterS] = integers(await this.takeScript(`${this.prefix}:rate:${key}`, perMinute), 4, 'a rate limit') as [number, number, number, number];
     return {
       allowed: allowed === 1,
@@ -166,8 +171,8 @@ export class RedisAdmission {
     if (a.maxInFlight !== null && !(Number.isSafeInteger(a.maxInFlight) && a.maxInFlight >= 0)) {
       throw new RangeError(`maxInFlight must be a whole number >= 0 or null, not ${a.maxInFlight}`);
     }
-    positive(a.leaseMs, 'leaseMs');
-    const reply = await this.admitScript(this.key(a.tenant), a.id, a.maxInFlight ?? -1, Math.ceil(a.leaseMs));
+    whole(a.leaseMs, 'leaseMs', MAX_LEASE_MS);
+    const reply = await this.admitScript(this.key(a.tenant), a.id, a.maxInFlight ?? -1, a.leaseMs);
     const [admitted, inFlight] = integers(reply, 2, 'an admission') as [number, number];
     return { admitted: admitted === 1, inFlight };
   }
@@ -178,8 +183,8 @@ export class RedisAdmission {
 
   /** Extends a held place's lease to `leaseMs` from now. False when it was no longer held. */
   async renew(tenant: string, id: string, leaseMs: number): Promise<boolean> {
-    positive(leaseMs, 'leaseMs');
-    return (await this.renewScript(this.key(tenant), id, Math.ceil(leaseMs))) === 1;
+    whole(leaseMs, 'leaseMs', MAX_LEASE_MS);
+    return (await this.renewScript(this.key(tenant), id, leaseMs)) === 1;
   }
 
   /** The tenant's executions in flight now (live leases). */
