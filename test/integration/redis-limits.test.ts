@@ -190,9 +190,10 @@ describe('Redis limits', () => {
       const { a } = await redis();
       const admission = new RedisAdmission(a, prefix);
       const t = tenant();
-      expect(await admission.admit({ tenant: t, id: 'dead-node', maxInFlight: 1, leaseMs: 200 })).toEqual({ admitted: true, inFlight: 1 });
-      expect(await admission.admit({ tenant: t, id: 'next', maxInFlight: 1, leaseMs: 200 })).toEqual({ admitted: false, inFlight: 1 });
-      await sleep(300);
+      // Leases of half a second: long enough for the next call to come while it holds, on a busy machine.
+      expect(await admission.admit({ tenant: t, id: 'dead-node', maxInFlight: 1, leaseMs: 500 })).toEqual({ admitted: true, inFlight: 1 });
+      expect(await admission.admit({ tenant: t, id: 'next', maxInFlight: 1, leaseMs: 500 })).toEqual({ admitted: false, inFlight: 1 });
+      await sleep(600);
       expect(await admission.inFlight(t)).toBe(0);
       expect(await a.exists(`${prefix}:inflight:${t}`)).toBe(0);
       expect(await admission.admit({ tenant: t, id: 'next', maxInFlight: 1, leaseMs: 60_000 })).toEqual({ admitted: true, inFlight: 1 });
@@ -204,9 +205,9 @@ describe('Redis limits', () => {
       const { a } = await redis();
       const admission = new RedisAdmission(a, prefix);
       const t = tenant();
-      expect((await admission.admit({ tenant: t, id: 'long', maxInFlight: 1, leaseMs: 200 })).admitted).toBe(true);
+      expect((await admission.admit({ tenant: t, id: 'long', maxInFlight: 1, leaseMs: 500 })).admitted).toBe(true);
       expect(await admission.renew(t, 'long', 60_000)).toBe(true);
-      await sleep(300);
+      await sleep(600);
       expect(await admission.inFlight(t)).toBe(1);
       expect((await admission.admit({ tenant: t, id: 'other', maxInFlight: 1, leaseMs: 60_000 })).admitted).toBe(false);
       expect(await admission.renew(t, 'other', 60_000)).toBe(false);
