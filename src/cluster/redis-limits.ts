@@ -42,7 +42,7 @@ if retry < 1 then retry = 1 end
 return { allowed, math.floor(tokens), math.ceil(msToFull / 1000), retry }
 `;
 
-// Every script drops the tenant's expired leases first (score = lease expiry, server ms), and
+// Admission and renewal drop the tenant's expired leases first (score = lease expiry, server ms) and
 // keeps the set itself no longer than its last lease: a dead node's places free themselves.
 const SWEEP = `
 local t = redis.call('TIME')
