@@ -43,7 +43,7 @@ return { allowed, math.floor(tokens), math.ceil(msToFull / 1000), retry }
 `;
 
 // Admission and renewal drop the tenant's expired leases first (score = lease expiry, server ms) and
-// keeps the set itself no longer than its last lease: a dead node's places free themselves.
+// keep the set itself no longer than its last lease: a dead node's places free themselves.
 const SWEEP = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
