@@ -53,3 +53,15 @@ export class PyboxError extends Error {
 }
 
 export const isPyboxError = (e: unknown): e is PyboxError => e instanceof PyboxError;
+
+/**
+ * The 429 for a tenant at its ceiling of executions in flight (running or waiting). One builder,
+ * so a single node (core/concurrency.ts) and a cluster (cluster/redis-limits.ts) refuse alike.
+ */
+export function tenantLimitError(maxInFlight: number, retryAfterS: number): PyboxError {
+  return new PyboxError('rate_limited', `this tenant already has ${maxInFlight} execution(s) running or waiting, its limit`, {
+    retryAfterS,
+    details: { limit: 'concurrency', maxConcurrency: maxInFlight },
+    rateLimit: { policy: 'concurrency', quota: maxInFlight, remaining: 0, resetS: retryAfterS },
+  });
+}
