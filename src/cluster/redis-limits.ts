@@ -5,6 +5,7 @@
 //
 // Same semantics as the single-node versions (tenancy/rate-limiter.ts, core/concurrency.ts).
 import type { Redis } from 'ioredis';
+import { PyboxError } from '../core/errors.ts';
 import type { RateDecision, RequestLimiter } from '../core/ports.ts';
 export { tenantLimitError } from '../core/errors.ts';
 
@@ -128,7 +129,7 @@ export class RedisRateLimiter implements RequestLimiter {
 
   async take(key: string, perMinute: number): Promise<RateDecision> {
     whole(perMinute, 'perMinute');
-    const [allowed, remaining, resetS, retryAfterS] = integers(await this.takeScript(`${this.prefix}:rate:${key}`, perMinute), 4, 'a rate limit') as [number, number, number, number];
+    const [allowed, remaining, resetS, retryAfterS] = integers(await away(this.takeScript(`${this.prefix}:rate:${key}`, perMinute)), 4, 'a rate limit') as [number, number, number, number];
     return {
       allowed: allowed === 1,
       retryAfterS,
@@ -172,7 +173,7 @@ export class RedisAdmission {
       throw new RangeError(`maxInFlight must be a whole number >= 0 or null, not ${a.maxInFlight}`);
     }
     whole(a.leaseMs, 'leaseMs', MAX_LEASE_MS);
-    const reply = await this.admitScript(this.key(a.tenant), a.id, a.maxInFlight ?? -1, a.leaseMs);
+    const reply = await away(this.admitScript(this.key(a.tenant), a.id, a.maxInFlight ?? -1, a.leaseMs));
     const [admitted, inFlight] = integers(reply, 2, 'an admission') as [number, number];
     return { admitted: admitted === 1, inFlight };
   }
@@ -192,5 +193,18 @@ export class RedisAdmission {
     const n = await this.countScript(this.key(tenant));
     if (!Number.isSafeInteger(n)) throw new Error('unexpected reply from Redis for a count');
     return n as number;
+  }
+}
+
+/** Retry-After while Redis is away: a restart or a failover takes seconds. */
+export const REDIS_RETRY_S = 2;
+
+/** A Redis command whose failure is Redis being away: the request gets 503 queue_unavailable, not 500. */
+export async function away<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    if (e instanceof RangeError || e instanceof PyboxError) throw e;
+    throw new PyboxError('queue_unavailable', 'the cluster\'s Redis (queue and limits) does not answer; retry shortly', { retryAfterS: REDIS_RETRY_S, cause: e });
   }
 }
