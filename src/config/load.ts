@@ -17,6 +17,11 @@ const ENV_OVERRIDES: readonly Override[] = [
   { env: 'PYBOX_IMAGE', section: 'engine', key: 'image', integer: false },
   { env: 'PYBOX_MAX_CONCURRENT', section: 'concurrency', key: 'maxConcurrent', integer: true },
   { env: 'PYBOX_LOG_LEVEL', section: 'log', key: 'level', integer: false },
+  { env: 'PYBOX_ROLE', section: 'cluster', key: 'role', integer: false },
+  { env: 'PYBOX_POSTGRES_URL', section: 'cluster', key: 'postgresUrl', integer: false },
+  { env: 'PYBOX_REDIS_URL', section: 'cluster', key: 'redisUrl', integer: false },
+  { env: 'PYBOX_NODE_ID', section: 'cluster', key: 'nodeId', integer: false },
+  { env: 'PYBOX_WORKER_SLOTS', section: 'cluster', key: 'workerSlots', integer: true },
 ];
 
 export function loadConfig(opts: { path: string; env: Record<string, string | undefined> }): Config {

@@ -158,6 +158,41 @@ export const ConfigSchema = z.strictObject({
       maxAgeDays: z.int().min(0).max(36_500).default(30),
     })
     .prefault({}),
+  /**
+   * Past one host. With no URLs this node is the embedded all-in-one (SQLite, limits and queue in
+   * memory). With both, history and keys live in PostgreSQL, limits and the queue in Redis, and
+   * the node takes the role given: api (HTTP, no engine), worker (an engine, no HTTP) or both.
+   */
+  cluster: z
+    .strictObject({
+      role: z.enum(['all', 'api', 'worker']).default('all'),
+      /** postgres://user:password@host:port/database (PYBOX_POSTGRES_URL). */
+      postgresUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').nullable().default(null),
+      /** redis://[:password@]host:port[/db] (PYBOX_REDIS_URL). */
+      redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').nullable().default(null),
+      /**
+       * This node's name in GET /v1/cluster, and (on a worker) in its sandboxes' labels, so that a
+       * worker that comes back removes its own leftovers and never another worker's sandboxes.
+       * Keep it stable across restarts. Empty: the host name (worker, all), with the process id (api).
+       */
+      nodeId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$|^$/, 'must be 1-30 letters, digits, _ . -').default(''),
+      /** Prefix of every Redis key pybox writes, so clusters can share a Redis. */
+      prefix: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/, 'must be 1-32 letters, digits, _ . -').default('pybox'),
+      /** Executions a worker runs at once; absent: concurrency.maxConcurrent. */
+      workerSlots: z.int().min(1).max(1024).nullable().default(null),
+      /** Executions waiting in the cluster's queue at most; more get 503 queue_full. */
+      maxQueue: z.int().min(0).max(1_000_000).default(1000),
+      /** How often a node tells the cluster it is alive; three missed beats and it counts as gone. */
+      heartbeatMs: z.int().min(200).max(60_000).default(2000),
+      /**
+       * A worker that stops renewing an execution's lock this long (it was killed, its host went
+       * away) loses it: the execution ends internal_error within this plus one stalled check.
+       */
+      lockMs: z.int().min(1000).max(600_000).default(10_000),
+    })
+    .prefault({})
+    .refine((c) => (c.postgresUrl === null) === (c.redisUrl === null), { message: 'cluster.postgresUrl and cluster.redisUrl go together: set both or neither' })
+    .refine((c) => c.role === 'all' || c.postgresUrl !== null, { message: 'cluster.role api or worker needs cluster.postgresUrl and cluster.redisUrl' }),
   feedback: z
     .strictObject({
       /** Most characters of the `feedback` text written for a language model; long output keeps its head and tail. */
@@ -198,3 +233,4 @@ export type Config = z.infer<typeof ConfigSchema>;
 export type LimitSet = z.infer<typeof Limits>;
 export type ImportPolicy = Config['importPolicy'];
 export type ToolsConfig = Config['tools'];
+export type ClusterConfig = Config['cluster'];
