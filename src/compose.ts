@@ -140,7 +140,7 @@ export async function composeEngineSide(
   const gate = new ConcurrencyGate(opts.slots, config.concurrency.maxQueue, config.concurrency.retryAfterS);
   const results = { runtime, limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars };
   const dispatch = new LocalDispatch({ sandboxes, gate, store, image, results, logger, ...(opts.onRecorded ? { onRecorded: opts.onRecorded } : {}) });
-  const backend = new LocalBackend({ engine, sandboxes, gate, image, runtime, availableRuntimes, defaults: config.limits.defaults, logger, newId: randomUUID });
+  const backend = new LocalBackend({ engine, sandboxes, gate, image, runtime, availableRuntimes, defaults: config.limits.defaults, maxTimeoutMs: config.limits.max.timeoutMs, logger, newId: randomUUID });
   const doctor = new Doctor({
     sandboxes,
     gate,

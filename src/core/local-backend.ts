@@ -16,6 +16,8 @@ for n in ("numpy", "pandas", "matplotlib"):
         pass
 print(json.dumps({"python": sys.version.split()[0], "packages": pk}))`;
 
+const PROBE_TIMEOUT_MS = 30_000;
+
 export interface LocalBackendDeps {
   engine: EngineProbe;
   sandboxes: Sandboxes;
@@ -23,8 +25,9 @@ export interface LocalBackendDeps {
   image: string;
   runtime: RuntimeName;
   availableRuntimes: RuntimeName[];
-  /** The limits the probe runs with (the server's defaults). */
+  /** The limits the probe runs with: the server's defaults, its time within the server's maximum. */
   defaults: LimitSet;
+  maxTimeoutMs: number;
   logger: Logger;
   newId: () => string;
 }
@@ -59,7 +62,7 @@ export class LocalBackend implements ExecutionBackend {
 
   private async probePython(signal: AbortSignal | undefined): Promise<{ python: string | null; packages: Record<string, string> }> {
     const { defaults } = this.deps;
-    const limits = { timeoutMs: 30_000, memoryMb: defaults.memoryMb, cpus: defaults.cpus };
+    const limits = { timeoutMs: Math.min(PROBE_TIMEOUT_MS, this.deps.maxTimeoutMs), memoryMb: defaults.memoryMb, cpus: defaults.cpus };
     const job = codeJob({ id: `probe-${this.deps.newId()}`, image: this.deps.image, runtime: this.deps.runtime, code: PROBE_CODE, limits, signal });
     const outcome = await this.deps.gate.run(() => this.deps.sandboxes.run(job), { signal });
     const parsed = JSON.parse(outcome.stdout.text().trim()) as { python?: unknown; packages?: unknown };

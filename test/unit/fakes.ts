@@ -405,7 +405,7 @@ export function localService(parts: LocalServiceParts): DefaultExecutionService 
   const results = { runtime, limits, clock };
   let onRecorded = (_fault: string | null): void => {};
   const dispatch = new LocalDispatch({ sandboxes, gate, store, image, results, logger, onRecorded: (f) => onRecorded(f) });
-  const backend = new LocalBackend({ engine, sandboxes, gate, image, runtime, availableRuntimes, defaults: limits.defaults, logger, newId });
+  const backend = new LocalBackend({ engine, sandboxes, gate, image, runtime, availableRuntimes, defaults: limits.defaults, maxTimeoutMs: limits.max.timeoutMs, logger, newId });
   const service = new DefaultExecutionService({ dispatch, backend, store, limits, clock, logger, newId });
   onRecorded = (f) => service.recorded(f);
   return service;

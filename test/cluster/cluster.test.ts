@@ -1,0 +1,143 @@
+// The cluster as its users see it: two API nodes and two workers (on two engines where a second
+// one runs), on PostgreSQL and Redis. One history and one set of keys for every node, limits that
+// hold across the API nodes, and fair sharing across tenants when one floods every node.
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClusterInfo, ExecutionResult } from '../../src/core/schemas.ts';
+import { Cluster, execute, ROOT, type NodeProcess } from '../support/cluster.ts';
+import { createTestDatabase, flushPrefix, redisUrl, secondEngineHost, type TestDatabase } from '../support/servers.ts';
+
+let db: TestDatabase;
+let cluster: Cluster;
+let apiA: NodeProcess;
+let apiB: NodeProcess;
+const keys: Record<string, string> = {};
+
+/** `pybox keys …` against the cluster's store (PostgreSQL, from the same settings the nodes use). */
+async function keysCli(args: string[]): Promise<string> {
+  const child = spawn(process.execPath, ['bin/pybox.mjs', 'keys', ...args], { cwd: ROOT, env: { ...process.env, ...cluster.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((r) => child.on('exit', r));
+  if (code !== 0) throw new Error(`pybox keys ${args.join(' ')} exited ${code}: ${err}`);
+  return out.trim().split('\n').at(-1) as string;
+}
+
+const auth = (key: string | undefined): Record<string, string> => (key ? { authorization: `Bearer ${key}` } : {});
+
+async function get(node: NodeProcess, path: string, key?: string): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(`${node.url}${path}`, { headers: auth(key) });
+  return { status: res.status, body: await res.json() };
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  cluster = new Cluster({
+    postgresUrl: db.url,
+    redisUrl: redisUrl(),
+    config: { engine: { runtime: 'runc' }, pool: { size: { runc: 1, runsc: 1 }, preload: { runc: [], runsc: [] } }, cluster: { workerSlots: 1 } },
+  });
+  keys.admin = await keysCli(['create', '--tenant', 'ops', '--admin']);
+  keys.rate = await keysCli(['create', '--tenant', 'metered', '--rate-per-minute', '4']);
+  keys.single = await keysCli(['create', '--tenant', 'single', '--max-concurrency', '1']);
+  keys.flood = await keysCli(['create', '--tenant', 'flood']);
+  keys.other = await keysCli(['create', '--tenant', 'other']);
+  [apiA, apiB] = await Promise.all([
+    cluster.start('api-a', 'api'),
+    cluster.start('api-b', 'api'),
+    cluster.start('worker-a', 'worker'),
+    cluster.start('worker-b', 'worker', { dockerHost: secondEngineHost() }),
+  ]);
+  // Workers join the queue as they listen; the API nodes see them at their next heartbeat.
+  for (let i = 0; i < 100; i++) {
+    const info = ClusterInfo.safeParse((await get(apiA, '/v1/cluster', keys.admin)).body);
+    if (info.success && info.data.nodes.filter((n) => n.role === 'worker' && n.healthy).length === 2) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}, 180_000);
+
+afterAll(async () => {
+  await cluster?.close();
+  await db?.drop();
+  if (cluster) await flushPrefix(redisUrl(), `${cluster.prefix}:`);
+}, 120_000);
+
+describe('a cluster of two API nodes and two workers', () => {
+  it('runs an execution sent to either API node, and either node finds it afterwards', async () => {
+    const a = await execute(apiA.url, { code: 'print("via a")' }, auth(keys.other));
+    const b = await execute(apiB.url, { code: 'print("via b")' }, auth(keys.other));
+    expect(a.status, JSON.stringify(a.body)).toBe(200);
+    expect(b.status, JSON.stringify(b.body)).toBe(200);
+    expect(a.body).toMatchObject({ status: 'completed', stdout: 'via a\n', runtime: 'runc' });
+    expect(b.body).toMatchObject({ status: 'completed', stdout: 'via b\n' });
+    const fetched = await get(apiB, `/v1/executions/${String(a.body.id)}`, keys.other);
+    expect(fetched.status).toBe(200);
+    expect(ExecutionResult.parse(fetched.body)).toEqual(ExecutionResult.parse(a.body));
+    // Another tenant does not see it, on any node.
+    expect((await get(apiA, `/v1/executions/${String(a.body.id)}`, keys.flood)).status).toBe(404);
+  });
+
+  it('lists every node with its role, slots and health in GET /v1/cluster (admins only)', async () => {
+    const res = await get(apiB, '/v1/cluster', keys.admin);
+    expect(res.status).toBe(200);
+    const info = ClusterInfo.parse(res.body);
+    expect(info.mode).toBe('cluster');
+    expect(info.nodes.map((n) => `${n.nodeId}:${n.role}`).sort()).toEqual(['api-a:api', 'api-b:api', 'worker-a:worker', 'worker-b:worker']);
+    for (const n of info.nodes.filter((x) => x.role === 'worker')) expect(n).toMatchObject({ slots: 1, healthy: true, runtime: 'runc' });
+    for (const n of info.nodes.filter((x) => x.role === 'api')) expect(n).toMatchObject({ slots: 0, healthy: null });
+    expect(info.slots).toBe(2);
+    expect((await get(apiB, '/v1/cluster', keys.other)).status).toBe(404);
+  });
+
+  it('takes a key created or revoked through the store into account on every node at once', async () => {
+    const key = await keysCli(['create', '--tenant', 'late']);
+    expect((await get(apiA, '/v1/stats', key)).status).toBe(200);
+    expect((await get(apiB, '/v1/stats', key)).status).toBe(200);
+    await keysCli(['revoke', key]);
+    expect((await get(apiA, '/v1/stats', key)).status).toBe(401);
+    expect((await get(apiB, '/v1/stats', key)).status).toBe(401);
+  });
+
+  it("holds a tenant's request rate across both API nodes: two nodes do not give it twice its quota", async () => {
+    const codes = await Promise.all(Array.from({ length: 10 }, (_, i) => get(i % 2 ? apiA : apiB, '/v1/stats', keys.rate).then((r) => r.status)));
+    expect(codes.filter((c) => c === 200)).toHaveLength(4);
+    expect(codes.filter((c) => c === 429)).toHaveLength(6);
+  });
+
+  it("holds a tenant's concurrency across both API nodes", async () => {
+    const slow = execute(apiA.url, { code: 'import time\ntime.sleep(3)\nprint("slept")' }, auth(keys.single));
+    await new Promise((r) => setTimeout(r, 700));
+    const over = await execute(apiB.url, { code: 'print(1)' }, auth(keys.single));
+    expect(over.status).toBe(429);
+    expect(over.body).toMatchObject({ error: { code: 'rate_limited', details: { limit: 'concurrency', maxConcurrency: 1 } } });
+    expect(over.headers.get('retry-after')).not.toBeNull();
+    const first = await slow;
+    expect(first.body).toMatchObject({ status: 'completed', stdout: 'slept\n' });
+    // Its place is free again, on either node.
+    expect((await execute(apiB.url, { code: 'print(2)' }, auth(keys.single))).status).toBe(200);
+  });
+
+  it("serves a second tenant's runs ahead of a flood that another tenant sends to every API node", async () => {
+    // Two slots in all: the flooding tenant sends 10 one-second runs, half to each API node; the
+    // other tenant then sends two quick ones. First come, first served would finish them last.
+    const finished: string[] = [];
+    const track = (name: string, p: ReturnType<typeof execute>) =>
+      p.then((r) => {
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        finished.push(name);
+      });
+    const flood = Array.from({ length: 10 }, (_, i) => track(`a${i}`, execute(i % 2 ? apiA.url : apiB.url, { code: 'import time\ntime.sleep(1)' }, auth(keys.flood))));
+    for (let i = 0; i < 100; i++) {
+      const info = ClusterInfo.parse((await get(apiA, '/v1/cluster', keys.admin)).body);
+      if (info.waiting >= 7) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const quick = [0, 1].map((i) => track(`b${i}`, execute(i % 2 ? apiA.url : apiB.url, { code: `print("quick ${i}")` }, auth(keys.other))));
+    await Promise.all([...flood, ...quick]);
+    const fifthOfA = finished.filter((n) => n.startsWith('a'))[4] as string;
+    expect(finished.indexOf('b0'), finished.join(' ')).toBeLessThan(finished.indexOf(fifthOfA));
+    expect(finished.indexOf('b1'), finished.join(' ')).toBeLessThan(finished.indexOf(fifthOfA));
+  }, 60_000);
+});
