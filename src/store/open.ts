@@ -1,17 +1,16 @@
 // Which store a node uses: SQLite at store.path (the embedded default), or PostgreSQL when the
 // cluster is configured. The server and the `keys` commands open it the same way.
 import type { Config } from '../config/schema.ts';
-import type { Clock, ExecutionStore, Logger, TenantStore } from '../core/ports.ts';
+import type { Clock, ExecutionStore, TenantStore } from '../core/ports.ts';
 import { openDatabase } from './db.ts';
 import { SqliteExecutionStore } from './execution-store.ts';
-import { connectPostgres, sharePool } from './postgres/connect.ts';
+import { connectPostgres, sharePool, type PostgresConnectOptions } from './postgres/connect.ts';
 import { PostgresExecutionStore } from './postgres/execution-store.ts';
 import { PostgresTenantStore } from './postgres/tenant-store.ts';
 import { SqliteTenantStore } from './tenant-store.ts';
 
-export interface OpenStoreOptions {
-  logger?: Logger;
-}
+/** How a PostgreSQL store connects (pool size, timeouts, logger); SQLite ignores it. */
+export type OpenStoreOptions = PostgresConnectOptions;
 
 /** The tenant store, on a connection (SQLite) or pool (PostgreSQL) of its own that its close() ends. */
 export async function openTenantStore(config: Config, clock?: Clock, opts: OpenStoreOptions = {}): Promise<TenantStore> {
@@ -38,7 +37,8 @@ export async function openExecutionStore(config: Config, clock?: Clock, opts: Op
 
 /**
  * Both stores on one SQLite connection or one PostgreSQL pool, as a node that serves requests
- * uses them. Close both: the connection or pool is ended once the second closes, in either order.
+ * uses them. Close both, when neither is used any more: PostgreSQL's pool ends when the second
+ * closes, SQLite's connection when the first does (closing it again is harmless).
  */
 export async function openStores(config: Config, clock?: Clock, opts: OpenStoreOptions = {}): Promise<{ executions: ExecutionStore; tenants: TenantStore }> {
   const retention = { maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, ...(clock && { clock }) };
@@ -56,5 +56,15 @@ export async function openStores(config: Config, clock?: Clock, opts: OpenStoreO
   } catch (e) {
     await pool.end().catch(() => {});
     throw e;
+  }
+}
+
+/** Whether the configured store holds any API key (what decides local mode), opening it briefly. */
+export async function configuredStoreHasKeys(config: Config, opts: OpenStoreOptions = {}): Promise<boolean> {
+  const store = await openTenantStore(config, undefined, opts);
+  try {
+    return await store.hasKeys();
+  } finally {
+    await store.close();
   }
 }
