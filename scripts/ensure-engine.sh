@@ -29,6 +29,14 @@ BACKPORTS_PIN=/etc/apt/preferences.d/pybox-backports
 # Present when backports could not be had: the release's own runsc is then accepted without asking apt again.
 BACKPORTS_MISSING=/var/lib/pybox/runsc-backports-unavailable
 
+# The engine on the default socket, by its default pid file: a second engine (scripts/ensure-engine-b.sh)
+# is also named dockerd, so a lookup by name would find, signal or wait for the wrong one.
+first_dockerd_pid() {
+  local pid
+  pid=$(head -n 1 /var/run/docker.pid 2>/dev/null | tr -dc 0-9) || true
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] && echo "$pid"
+  return 0
+}
 engine_answers() { timeout 5 docker info >/dev/null 2>&1; }
 engine_has_runsc() { timeout 5 docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; }
 is_debian_root() { [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; }
@@ -162,13 +170,13 @@ wait_for_engine() {
 if is_debian_root; then apt_install docker-compose || log "docker-compose could not be installed (only the deployment-file check needs it)"; fi
 
 if engine_answers; then
-  if [ "$WANT_RUNSC" = 1 ] && is_debian_root && [ -z "${DOCKER_HOST:-}" ] && pgrep -x dockerd >/dev/null; then
+  if [ "$WANT_RUNSC" = 1 ] && is_debian_root && [ -z "${DOCKER_HOST:-}" ] && [ -n "$(first_dockerd_pid)" ]; then
     # Each new container runs /usr/bin/runsc afresh, so a new build applies to new containers at
     # once; the SIGHUP re-reads daemon.json (registration) and is harmless otherwise.
     replaced=$(ensure_runsc)
     if [ "$(register_runsc)" = changed ] || [ "$replaced" = changed ] || ! engine_has_runsc; then
       log "registering runsc with the running engine (SIGHUP)"
-      pkill -HUP -x dockerd || true
+      kill -HUP "$(first_dockerd_pid)" 2>/dev/null || true
       sleep 1
     fi
   fi
@@ -189,7 +197,7 @@ if [ "$WANT_RUNSC" = 1 ]; then
   register_runsc >/dev/null
 fi
 
-if ! pgrep -x dockerd >/dev/null; then
+if [ -z "$(first_dockerd_pid)" ]; then
   log "starting dockerd (log: $DOCKERD_LOG)"
   # setsid + nohup: the engine must outlive this shell, the npm process and the test run.
   setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &

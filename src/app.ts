@@ -6,7 +6,7 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import type { BlankEnv } from 'hono/types';
 import pkg from '../package.json' with { type: 'json' };
 import { PyboxError } from './core/errors.ts';
-import type { ExecutionService, Logger } from './core/ports.ts';
+import type { ClusterStatus, ExecutionService, Logger, RequestLimiter } from './core/ports.ts';
 import { errorReply } from './http/errors.ts';
 import { docsRoutes } from './http/routes/docs.ts';
 import { executionRoutes } from './http/routes/executions.ts';
@@ -18,7 +18,7 @@ import { authenticate, limitRate } from './http/auth.ts';
 import { usageRoutes } from './http/routes/usage.ts';
 import type { Authenticator } from './tenancy/authenticator.ts';
 import { RateLimiter } from './tenancy/rate-limiter.ts';
-import type { RequestLimiter } from './core/ports.ts';
+import { clusterRoutes } from './http/routes/cluster.ts';
 import { mcpRoutes, toolListRoutes } from './http/routes/agent-tools.ts';
 import { DEFAULT_TOOLS, type ToolSelection } from './adapters/tools.ts';
 import type { Doctor } from './doctor/doctor.ts';
@@ -39,6 +39,8 @@ export interface AppDeps {
   version?: string;
   /** Tools offered at /v1/tools and /mcp (config tools.enabled); the defaults when absent. */
   tools?: ToolSelection;
+  /** What the deployment is made of, behind GET /v1/cluster; the route is absent without it. */
+  cluster?: ClusterStatus;
   /** The live self-test behind GET /v1/doctor; the route is absent without it. */
   doctor?: Pick<Doctor, 'run'>;
   /** Host names answered in local mode besides loopback (config server.allowedHosts); none when absent. */
@@ -69,6 +71,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/api', legacyRoutes(service));
   app.route('/v1', usageRoutes(service));
   if (deps.doctor) app.route('/v1', doctorRoutes(deps.doctor));
+  if (deps.cluster) app.route('/v1', clusterRoutes(deps.cluster));
   // /mcp's tools call the service in-process, for the caller authenticated above.
   const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, service, logger };
   app.route('/v1', toolListRoutes(agentTools));

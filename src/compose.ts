@@ -1,6 +1,8 @@
 // Builds a running pybox from a config: engine, sandboxes, store, service and HTTP app, wired
-// together. main.ts serves what this returns; integration tests use it to get the real thing.
+// together. composePybox is the embedded all-in-one node; compose-cluster.ts builds cluster nodes
+// from the same parts. main.ts serves what these return; integration tests use them directly.
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Hono } from 'hono';
 import { createApp } from './app.ts';
@@ -10,7 +12,7 @@ import { DefaultExecutionService } from './core/execution-service.ts';
 import { LocalBackend } from './core/local-backend.ts';
 import { LocalDispatch } from './core/local-dispatch.ts';
 import { shutdown } from './core/shutdown.ts';
-import type { Clock, Logger } from './core/ports.ts';
+import type { Clock, ClusterStatus, ExecutionStore, Logger } from './core/ports.ts';
 import type { RuntimeName } from './core/schemas.ts';
 import { DockerEngine, dockerConnection } from './engine/docker-engine.ts';
 import { DistinctUids } from './engine/distinct-uids.ts';
@@ -83,8 +85,31 @@ export function sandboxSettings(config: Config): SandboxSettings {
   };
 }
 
-export async function composePybox(config: Config, opts: ComposeOptions): Promise<Pybox> {
-  const { logger } = opts;
+/** A node's own engine and what runs on it: sandboxes, pool, gate, the local dispatch and backend. */
+export interface EngineSide {
+  engine: DockerEngine;
+  pool: WarmPool;
+  sandboxes: SandboxRunner;
+  gate: ConcurrencyGate;
+  dispatch: LocalDispatch;
+  backend: LocalBackend;
+  doctor: Doctor;
+  runtime: RuntimeName;
+  availableRuntimes: RuntimeName[];
+  image: string;
+  /** Removes every sandbox (after the executions have ended). */
+  drain(): Promise<void>;
+}
+
+/**
+ * Connects to the engine, checks the image, removes what an earlier run left and starts the pool.
+ * Results are recorded in `store`; `slots` executions run at once (the gate queues the rest).
+ */
+export async function composeEngineSide(
+  config: Config,
+  opts: ComposeOptions & { store: ExecutionStore; slots: number; onRecorded?: (fault: string | null) => void },
+): Promise<EngineSide> {
+  const { logger, store } = opts;
   const clock = opts.clock ?? systemClock;
   // An engine that goes away is pinged until it is back; then what it still holds of ours is removed.
   const engine = new DockerEngine(dockerConnection(opts.dockerHost, config.engine.socketPath), config.engine.apiTimeoutMs, {
@@ -104,8 +129,6 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
   }
   await engine.reapLeftovers('start-up');
 
-  const db = openDatabase(config.store.path);
-  const store = new SqliteExecutionStore({ db, maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, clock });
   // Every live sandbox runs as a uid of its own, so per-user kernel limits are never shared.
   const [baseUid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
   const factory = new SandboxFactory(new DistinctUids(engine, baseUid, gid, config.sandbox.uids), sandboxSettings(config), logger, clock);
@@ -114,24 +137,10 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
   const sandboxes = new SandboxRunner(factory, pool, clock);
   // The configuration most requests use (the defaults) is warmed now; others once first asked for.
   pool.warm({ image, runtime, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus, preload: [] });
-  const gate = new ConcurrencyGate(config.concurrency.maxConcurrent, config.concurrency.maxQueue, config.concurrency.retryAfterS);
+  const gate = new ConcurrencyGate(opts.slots, config.concurrency.maxQueue, config.concurrency.retryAfterS);
   const results = { runtime, limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars };
-  // The service learns of failed saves from the dispatch; it is made after, hence the late binding.
-  let onRecorded = (_fault: string | null): void => {};
-  const dispatch = new LocalDispatch({ sandboxes, gate, store, image, results, logger, onRecorded: (f) => onRecorded(f) });
+  const dispatch = new LocalDispatch({ sandboxes, gate, store, image, results, logger, ...(opts.onRecorded ? { onRecorded: opts.onRecorded } : {}) });
   const backend = new LocalBackend({ engine, sandboxes, gate, image, runtime, availableRuntimes, defaults: config.limits.defaults, logger, newId: randomUUID });
-  const service = new DefaultExecutionService({
-    dispatch,
-    backend,
-    store,
-    limits: config.limits,
-    clock,
-    logger,
-    newId: randomUUID,
-    importPolicy: config.importPolicy,
-  });
-  onRecorded = (f) => service.recorded(f);
-  const tenants = new SqliteTenantStore(db, clock);
   const doctor = new Doctor({
     sandboxes,
     gate,
@@ -144,9 +153,68 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     clock,
     newId: randomUUID,
   });
+  const drain = async () => {
+    // The doctor's runs go through the gate but not the service: they are waited for, briefly.
+    await idleWithin(gate, DOCTOR_WAIT_MS);
+    await pool.drain();
+    await sandboxes.drain();
+  };
+  return { engine, pool, sandboxes, gate, dispatch, backend, doctor, runtime, availableRuntimes, image, drain };
+}
+
+/** The embedded all-in-one node: SQLite, limits and queue in memory, this host's engine. */
+export async function composePybox(config: Config, opts: ComposeOptions): Promise<Pybox> {
+  const { logger } = opts;
+  const clock = opts.clock ?? systemClock;
+  const db = openDatabase(config.store.path);
+  const store = new SqliteExecutionStore({ db, maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, clock });
+  // The service learns of failed saves from the dispatch; it is made after, hence the late binding.
+  let onRecorded = (_fault: string | null): void => {};
+  let side: EngineSide;
+  try {
+    side = await composeEngineSide(config, { ...opts, store, slots: config.concurrency.maxConcurrent, onRecorded: (f) => onRecorded(f) });
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  const { engine, pool, gate, dispatch, backend, doctor, runtime, availableRuntimes, image } = side;
+  const service = new DefaultExecutionService({
+    dispatch,
+    backend,
+    store,
+    limits: config.limits,
+    clock,
+    logger,
+    newId: randomUUID,
+    importPolicy: config.importPolicy,
+  });
+  onRecorded = (f) => service.recorded(f);
+  const tenants = new SqliteTenantStore(db, clock);
+  const startedAt = new Date(clock.now()).toISOString();
+  const cluster: ClusterStatus = {
+    async status() {
+      const { running, queued } = gate.stats;
+      const slots = config.concurrency.maxConcurrent;
+      const healthy = (await backend.checks()).checks;
+      const node = {
+        nodeId: config.cluster.nodeId || `${hostname()}-${process.pid}`,
+        role: 'all' as const,
+        host: hostname(),
+        pid: process.pid,
+        startedAt,
+        seenAt: new Date(clock.now()).toISOString(),
+        slots,
+        running,
+        runtime,
+        healthy: healthy.engine && healthy.image,
+      };
+      return { mode: 'embedded', nodes: [node], slots, running, waiting: queued };
+    },
+  };
   const app = createApp({
     service,
     doctor,
+    cluster,
     logger,
     bodyLimitBytes: config.server.bodyLimitBytes,
     allowedHosts: config.server.allowedHosts,
@@ -162,12 +230,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
       {
         service,
         listener,
-        drains: [
-          // The doctor's runs go through the gate but not the service: they are waited for, briefly.
-          () => idleWithin(gate, DOCTOR_WAIT_MS),
-          () => pool.drain(),
-          () => sandboxes.drain(),
-        ],
+        drains: [() => side.drain()],
         closers: [() => engine.close(), () => store.close()],
         logger,
       },

@@ -170,8 +170,12 @@ export const ConfigSchema = z.strictObject({
       postgresUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').nullable().default(null),
       /** redis://[:password@]host:port[/db] (PYBOX_REDIS_URL). */
       redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').nullable().default(null),
-      /** This node's name in GET /v1/cluster; empty: host name and process id. */
-      nodeId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$|^$/, 'must be 1-64 letters, digits, _ . : -').default(''),
+      /**
+       * This node's name in GET /v1/cluster, and (on a worker) in its sandboxes' labels, so that a
+       * worker that comes back removes its own leftovers and never another worker's sandboxes.
+       * Keep it stable across restarts. Empty: the host name (worker, all), with the process id (api).
+       */
+      nodeId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$|^$/, 'must be 1-30 letters, digits, _ . -').default(''),
       /** Prefix of every Redis key pybox writes, so clusters can share a Redis. */
       prefix: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/, 'must be 1-32 letters, digits, _ . -').default('pybox'),
       /** Executions a worker runs at once; absent: concurrency.maxConcurrent. */

@@ -15,7 +15,7 @@
 //
 // A waiter whose signal aborts (its client went away, the service is shutting down) leaves the
 // queue at once: its place and its share of the tenant's ceiling are free for the next request.
-import { PyboxError } from './errors.ts';
+import { PyboxError, tenantLimitError } from './errors.ts';
 
 export interface GateTicket {
   /** Whose execution this is; one shared queue when absent. */
@@ -111,13 +111,7 @@ export class ConcurrencyGate {
     const t = this.slotsOf(tenant);
     if (maxInFlight !== null && t.running + t.waiting.length >= maxInFlight) {
       this.forgetIfIdle(tenant);
-      return Promise.reject(
-        new PyboxError('rate_limited', `this tenant already has ${maxInFlight} execution(s) running or waiting, its limit`, {
-          retryAfterS: this.retryAfterS,
-          details: { limit: 'concurrency', maxConcurrency: maxInFlight },
-          rateLimit: { policy: 'concurrency', quota: maxInFlight, remaining: 0, resetS: this.retryAfterS },
-        }),
-      );
+      return Promise.reject(tenantLimitError(maxInFlight, this.retryAfterS));
     }
     // A slot is only ever free while nobody waits: release() hands slots over directly.
     if (this.running < this.maxConcurrent) {

@@ -14,6 +14,8 @@ export const ERROR_CODES = [
   'engine_unavailable', // the Docker engine does not answer
   'image_missing', // the sandbox image is not present
   'store_unavailable', // the history store cannot be written
+  'queue_unavailable', // cluster: Redis (the queue and the limits) does not answer
+  'no_workers', // cluster: no worker is alive to run executions
   'shutting_down',
   'internal', // anything else
 ] as const;
@@ -35,7 +37,7 @@ export interface RateLimitState {
 export class PyboxError extends Error {
   readonly code: ErrorCode;
   readonly details: unknown;
-  /** Seconds after which a retry may succeed (for queue_full, rate_limited and engine_unavailable). */
+  /** Seconds after which a retry may succeed (queue_full, rate_limited, and every 503). */
   readonly retryAfterS: number | undefined;
   /** The quota that was exceeded (rate_limited). */
   readonly rateLimit: RateLimitState | undefined;
@@ -51,3 +53,15 @@ export class PyboxError extends Error {
 }
 
 export const isPyboxError = (e: unknown): e is PyboxError => e instanceof PyboxError;
+
+/**
+ * The 429 for a tenant at its ceiling of executions in flight (running or waiting). One builder,
+ * so a single node (core/concurrency.ts) and a cluster (cluster/redis-limits.ts) refuse alike.
+ */
+export function tenantLimitError(maxInFlight: number, retryAfterS: number): PyboxError {
+  return new PyboxError('rate_limited', `this tenant already has ${maxInFlight} execution(s) running or waiting, its limit`, {
+    retryAfterS,
+    details: { limit: 'concurrency', maxConcurrency: maxInFlight },
+    rateLimit: { policy: 'concurrency', quota: maxInFlight, remaining: 0, resetS: retryAfterS },
+  });
+}

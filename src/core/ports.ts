@@ -1,6 +1,6 @@
 // The seams between pybox's parts. core depends on these interfaces only; main.ts wires the real
 // implementations (engine/, store/) and tests hand in fakes.
-import type { AppliedLimits, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
+import type { AppliedLimits, ClusterInfo, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
 import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { Caller, TenantLimits } from './caller.ts';
 import type { RateLimitState } from './errors.ts';
@@ -195,4 +195,9 @@ export interface BackendChecks {
   image: boolean;
   queue?: boolean;
   workers?: boolean;
+}
+
+/** GET /v1/cluster: what the deployment is made of (one embedded node, or the cluster's nodes). */
+export interface ClusterStatus {
+  status(): Promise<ClusterInfo>;
 }

@@ -240,3 +240,34 @@ export const ToolList = z.object({
   anthropic: z.array(z.object({ name: z.string(), description: z.string(), input_schema: z.record(z.string(), z.unknown()) })),
 });
 export type ToolList = z.infer<typeof ToolList>;
+
+/** One node of the deployment, as it last reported itself. */
+export const ClusterNode = z.object({
+  nodeId: z.string(),
+  role: z.enum(['all', 'api', 'worker']),
+  host: z.string(),
+  pid: z.int(),
+  startedAt: z.string(),
+  /** When it last reported; a node silent for three heartbeats is dropped from the list. */
+  seenAt: z.string(),
+  /** Executions it runs at once (0 for an API node). */
+  slots: z.int(),
+  running: z.int(),
+  runtime: RuntimeName.nullable(),
+  /** Its engine answers and has the image (null for an API node). */
+  healthy: z.boolean().nullable(),
+});
+export type ClusterNode = z.infer<typeof ClusterNode>;
+
+/** GET /v1/cluster: the nodes, their slots, and what waits. */
+export const ClusterInfo = z.object({
+  /** embedded: one all-in-one node on SQLite; cluster: nodes on PostgreSQL and Redis. */
+  mode: z.enum(['embedded', 'cluster']),
+  nodes: z.array(ClusterNode),
+  /** Slots of the live nodes that run executions, and how many are busy. */
+  slots: z.int(),
+  running: z.int(),
+  /** Executions accepted and waiting for a slot. */
+  waiting: z.int(),
+});
+export type ClusterInfo = z.infer<typeof ClusterInfo>;

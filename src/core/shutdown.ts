@@ -25,7 +25,7 @@ export interface ShutdownParts {
   /** Run in order once no execution is left: each removes what it still holds. */
   drains: ReadonlyArray<() => Promise<void>>;
   /** Run last, in order. */
-  closers: ReadonlyArray<() => void>;
+  closers: ReadonlyArray<() => void | Promise<void>>;
   logger: Logger;
 }
 
@@ -57,5 +57,5 @@ export async function shutdown(parts: ShutdownParts, graceMs: number): Promise<v
   }
   if (parts.listener) await parts.listener.close();
   for (const drain of parts.drains) await drain();
-  for (const close of parts.closers) close();
+  for (const close of parts.closers) await close();
 }

@@ -21,6 +21,8 @@ export const STATUS_BY_CODE: Record<ErrorCode, ContentfulStatusCode> = {
   engine_unavailable: 503,
   image_missing: 503,
   store_unavailable: 503,
+  queue_unavailable: 503,
+  no_workers: 503,
   shutting_down: 503,
   internal: 500,
 };

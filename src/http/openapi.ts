@@ -99,7 +99,7 @@ export function errorResponses(...codes: ErrorCode[]): Record<string, { descript
   return Object.fromEntries(
     [...byStatus].map(([status, cs]) => {
       const headers: Record<string, HeaderObject> = {};
-      if (cs.some((c) => c === 'queue_full' || c === 'engine_unavailable' || c === 'rate_limited')) {
+      if (cs.some((c) => c === 'rate_limited' || STATUS_BY_CODE[c] === 503)) {
         headers['Retry-After'] = { description: 'Seconds after which a retry may succeed', schema: { type: 'integer' } };
       }
       if (cs.includes('rate_limited')) Object.assign(headers, RATE_LIMIT_HEADERS);
@@ -127,7 +127,7 @@ const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
 /** The error codes of a request body that validate.ts refuses, before the handler runs. */
 export const BODY_ERRORS: ErrorCode[] = ['invalid_request', 'unsupported_media_type', 'payload_too_large'];
 /** What running code may fail with, besides the code's own outcome (which is a 200). */
-export const RUN_ERRORS: ErrorCode[] = ['queue_full', 'engine_unavailable', 'image_missing', 'shutting_down', 'internal'];
+export const RUN_ERRORS: ErrorCode[] = ['queue_full', 'engine_unavailable', 'image_missing', 'store_unavailable', 'queue_unavailable', 'no_workers', 'shutting_down', 'internal'];
 
 const isZod = (s: unknown): s is z.ZodType => typeof s === 'object' && s !== null && typeof (s as { safeParse?: unknown }).safeParse === 'function';
 

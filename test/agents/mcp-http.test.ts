@@ -24,8 +24,8 @@ class Keys implements ApiKeyLookup {
     this.rows.push({ id: `key_${String(this.rows.length).padStart(12, '0')}`, tenant, admin: false, hash: hashApiKey(key), revokedAt: null, limits: { ...NO_TENANT_LIMITS, ...limits } });
     return key;
   }
-  hasKeys = () => this.rows.length > 0;
-  findKeyByHash = (hash: Buffer) => this.rows.find((r) => r.hash.equals(hash));
+  hasKeys = async () => this.rows.length > 0;
+  findKeyByHash = async (hash: Buffer) => this.rows.find((r) => r.hash.equals(hash));
 }
 
 type App = ReturnType<typeof harness>['app'];

@@ -18,6 +18,8 @@ const EXPECTED: Record<ErrorCode, number> = {
   image_missing: 503,
   store_unavailable: 503,
   shutting_down: 503,
+  queue_unavailable: 503,
+  no_workers: 503,
   internal: 500,
 };
 

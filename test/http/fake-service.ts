@@ -82,27 +82,27 @@ export class FakeExecutionService implements ExecutionService {
     return this.result;
   }
 
-  get(caller: Caller, id: string): ExecutionResult {
+  async get(caller: Caller, id: string): Promise<ExecutionResult> {
     this.calls.callers.push({ method: 'get', caller });
     this.calls.get.push(id);
     this.fail('get');
     return { ...this.result, id };
   }
 
-  history(caller: Caller, query: HistoryQuery): HistoryPage {
+  async history(caller: Caller, query: HistoryQuery): Promise<HistoryPage> {
     this.calls.callers.push({ method: 'history', caller });
     this.calls.history.push(query);
     this.fail('history');
     return this.page;
   }
 
-  stats(caller: Caller): Stats {
+  async stats(caller: Caller): Promise<Stats> {
     this.calls.callers.push({ method: 'stats', caller });
     this.fail('stats');
     return this.statsValue;
   }
 
-  usage(caller: Caller, query: UsageQuery): UsageReport {
+  async usage(caller: Caller, query: UsageQuery): Promise<UsageReport> {
     this.calls.callers.push({ method: 'usage', caller });
     this.calls.usage.push(query);
     this.fail('usage');
@@ -151,16 +151,16 @@ export class FakeKeys implements ApiKeyLookup {
     });
     return key;
   }
-  hasKeys(): boolean {
+  async hasKeys(): Promise<boolean> {
     return this.rows.length > 0;
   }
-  findKeyByHash(hash: Buffer): StoredApiKey | undefined {
+  async findKeyByHash(hash: Buffer): Promise<StoredApiKey | undefined> {
     return this.rows.find((r) => r.hash.equals(hash));
   }
 }
 
 /** No keys at all: local mode. */
-export const NO_KEYS: ApiKeyLookup = { hasKeys: () => false, findKeyByHash: () => undefined };
+export const NO_KEYS: ApiKeyLookup = { hasKeys: async () => false, findKeyByHash: async () => undefined };
 
 export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock; doctor?: AppDeps['doctor']; allowedHosts?: string[]; allowedOrigins?: string[] } = {}) {
   const service = new FakeExecutionService();

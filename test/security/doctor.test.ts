@@ -109,8 +109,8 @@ describe.each(runtimes)('GET /v1/doctor under %s', (runtime) => {
   sec('is for an operator: with keys, an admin key gets it, a tenant\'s key is told there is no such route', async (c) => {
     const admin = newApiKey();
     const tenant = newApiKey();
-    c.pybox.tenants.createKey({ id: newKeyId(), tenant: 'ops', admin: true, hash: hashApiKey(admin), limits: {} });
-    c.pybox.tenants.createKey({ id: newKeyId(), tenant: 'alpha', admin: false, hash: hashApiKey(tenant), limits: {} });
+    await c.pybox.tenants.createKey({ id: newKeyId(), tenant: 'ops', admin: true, hash: hashApiKey(admin), limits: {} });
+    await c.pybox.tenants.createKey({ id: newKeyId(), tenant: 'alpha', admin: false, hash: hashApiKey(tenant), limits: {} });
     expect((await c.request('/v1/doctor')).status).toBe(401);
     c.authorize(`Bearer ${tenant}`);
     const hidden = await c.request('/v1/doctor');

@@ -9,9 +9,9 @@ const runtimes = await runtimesUnderTest();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Creates an API key for a tenant in the case's store; returns its Authorization header. */
-function keyFor(c: Case, tenant: string, limits: { maxConcurrency?: number } = {}): string {
+async function keyFor(c: Case, tenant: string, limits: { maxConcurrency?: number } = {}): Promise<string> {
   const key = newApiKey();
-  c.pybox.tenants.createKey({ id: newKeyId(), tenant, admin: false, hash: hashApiKey(key), limits });
+  await c.pybox.tenants.createKey({ id: newKeyId(), tenant, admin: false, hash: hashApiKey(key), limits });
   return `Bearer ${key}`;
 }
 
@@ -131,8 +131,8 @@ out["uid"] = os.getuid()`),
 
   // Tenants, with API keys (src/tenancy): from the moment a key exists every request needs one.
   sec('another tenant\'s execution is a 404, exactly like an unknown id, and absent from its history', async (c) => {
-    const alpha = keyFor(c, 'alpha');
-    const beta = keyFor(c, 'beta');
+    const alpha = await keyFor(c, 'alpha');
+    const beta = await keyFor(c, 'beta');
     c.authorize(alpha);
     const mine = await c.run({ code: `print("alpha's secret")` });
     c.authorize(beta);
@@ -154,7 +154,7 @@ out["uid"] = os.getuid()`),
   });
 
   sec('a missing, malformed, wrong or foreign-scheme key gets the same 401, on every route', async (c) => {
-    const alpha = keyFor(c, 'alpha');
+    const alpha = await keyFor(c, 'alpha');
     const answers = [];
     for (const header of [null, 'Bearer', 'Bearer pbx_short', `Bearer ${newApiKey()}`, `Basic ${Buffer.from('a:b').toString('base64')}`, alpha.toLowerCase()]) {
       c.authorize(header);
@@ -171,8 +171,8 @@ out["uid"] = os.getuid()`),
   });
 
   sec('a tenant over its concurrency gets 429 while another tenant\'s run goes through', async (c) => {
-    const greedy = keyFor(c, 'greedy', { maxConcurrency: 1 });
-    const other = keyFor(c, 'other');
+    const greedy = await keyFor(c, 'greedy', { maxConcurrency: 1 });
+    const other = await keyFor(c, 'other');
     const slow = { code: 'import time\ntime.sleep(3)', timeoutMs: 20_000 };
     const post = (auth: string, body: unknown) => c.request('/v1/executions', { method: 'POST', body, headers: { authorization: auth } });
     const flood = Promise.all([1, 2, 3, 4].map(() => post(greedy, slow)));

@@ -2,14 +2,14 @@ import { describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/schema.ts';
 import { LOCAL_CALLER } from '../../src/core/caller.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
+import type { DefaultExecutionService } from '../../src/core/execution-service.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import { DefaultExecutionService } from '../../src/core/execution-service.ts';
 import type { EngineProbe, Sandboxes } from '../../src/core/ports.ts';
 import { ExecutionRequest, ExecutionResult } from '../../src/core/schemas.ts';
 import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from '../../src/core/limits.ts';
 import type { RunnerReport } from '../../src/engine/protocol.ts';
 import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
-import { defaultConfig, deferred, ManualClock, MemoryStore, outcome, RecordingLogger, runReport, type RunReport } from './fakes.ts';
+import { defaultConfig, deferred, localService, ManualClock, MemoryStore, outcome, RecordingLogger, runReport, type RunReport } from './fakes.ts';
 
 const IMAGE = 'pybox-python:test';
 
@@ -62,7 +62,7 @@ function setup(result: SandboxOutcome | ((job: SandboxJob) => SandboxOutcome | P
   const logger = new RecordingLogger();
   const gate = opts.gate ?? new ConcurrencyGate(2, 10, 3);
   let n = 0;
-  const service = new DefaultExecutionService({
+  const service = localService({
     sandboxes,
     engine: probe,
     store,
@@ -486,7 +486,7 @@ describe('execute: the store', () => {
     const s = setup();
     const r = await s.service.execute(LOCAL_CALLER, request());
     expect(s.store.saved).toEqual([r]);
-    expect(s.service.get(LOCAL_CALLER, 'id-1')).toEqual(r);
+    expect(await s.service.get(LOCAL_CALLER, 'id-1')).toEqual(r);
   });
 
   it('still returns the result when save() throws, and logs it', async () => {
@@ -499,11 +499,11 @@ describe('execute: the store', () => {
     expect(logged[0]?.fields?.['id']).toBe('id-1');
   });
 
-  it('get() of an unknown id throws not_found', () => {
+  it('get() of an unknown id throws not_found', async () => {
     const s = setup();
     let err: unknown;
     try {
-      s.service.get(LOCAL_CALLER, 'nope');
+      await s.service.get(LOCAL_CALLER, 'nope');
     } catch (e) {
       err = e;
     }
@@ -516,8 +516,8 @@ describe('execute: the store', () => {
     const s = setup();
     await s.service.execute(LOCAL_CALLER, request());
     await s.service.execute(LOCAL_CALLER, request());
-    expect(s.service.history(LOCAL_CALLER, { limit: 1 }).items.map((r) => r.id)).toEqual(['id-2']);
-    expect(s.service.stats(LOCAL_CALLER).total).toBe(2);
+    expect((await s.service.history(LOCAL_CALLER, { limit: 1 })).items.map((r) => r.id)).toEqual(['id-2']);
+    expect((await s.service.stats(LOCAL_CALLER)).total).toBe(2);
   });
 });
 
@@ -652,8 +652,8 @@ describe('execute: cancellation', () => {
     expect(s.gate.stats).toEqual({ running: 1, queued: 0 });
     expect(s.sandboxes.jobs).toHaveLength(1); // only the first ever reached the sandbox side
     expect(s.store.saved.map((x) => [x.id, x.status])).toEqual([['id-2', 'cancelled']]);
-    expect(s.store.usage({ tenant: 'local' })[0]?.byStatus.cancelled).toBe(1);
-    expect(s.service.stats(LOCAL_CALLER).byStatus.cancelled).toBe(1);
+    expect((await s.store.usage({ tenant: 'local' }))[0]?.byStatus.cancelled).toBe(1);
+    expect((await s.service.stats(LOCAL_CALLER)).byStatus.cancelled).toBe(1);
     hold.resolve(outcome('finished', { report: runReport() }));
     expect((await first).status).toBe('completed');
   });

@@ -51,7 +51,14 @@ function parts(service: FakeService, log: string[], listener = true): ShutdownPa
         log.push('runner drained');
       },
     ],
-    closers: [() => log.push('engine closed'), () => log.push('store closed')],
+    // The first closer is async: were it not awaited, the store would close before the engine.
+    closers: [
+      async () => {
+        await new Promise((r) => setTimeout(r, 1));
+        log.push('engine closed');
+      },
+      () => void log.push('store closed'),
+    ],
     logger: new RecordingLogger(),
   };
 }

@@ -5,9 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { LOCAL_CALLER } from '../../src/core/caller.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import { DefaultExecutionService } from '../../src/core/execution-service.ts';
 import { ExecutionRequest } from '../../src/core/schemas.ts';
-import { defaultConfig, ManualClock, MemoryStore, outcome, RecordingLogger, runReport } from './fakes.ts';
+import { defaultConfig, localService, ManualClock, MemoryStore, outcome, RecordingLogger, runReport } from './fakes.ts';
 
 function setup() {
   const store = new MemoryStore();
@@ -20,7 +19,7 @@ function setup() {
     return healthy();
   };
   let n = 0;
-  const service = new DefaultExecutionService({
+  const service = localService({
     sandboxes: {
       run: async () => {
         runs++;

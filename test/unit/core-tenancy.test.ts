@@ -4,10 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { LOCAL_CALLER, NO_TENANT_LIMITS, type Caller, type TenantLimits } from '../../src/core/caller.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import { DefaultExecutionService } from '../../src/core/execution-service.ts';
 import { ExecutionRequest } from '../../src/core/schemas.ts';
 import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
-import { defaultConfig, deferred, ManualClock, MemoryStore, outcome, RecordingLogger, runReport } from './fakes.ts';
+import { defaultConfig, deferred, localService, ManualClock, MemoryStore, outcome, RecordingLogger, runReport } from './fakes.ts';
 
 const tenant = (name: string, limits: Partial<TenantLimits> = {}, admin = false): Caller => ({
   tenant: name,
@@ -20,7 +19,7 @@ function setup(run: (job: SandboxJob) => SandboxOutcome | Promise<SandboxOutcome
   const store = new MemoryStore();
   const jobs: SandboxJob[] = [];
   let n = 0;
-  const service = new DefaultExecutionService({
+  const service = localService({
     sandboxes: {
       run: async (job) => {
         jobs.push(job);
@@ -105,18 +104,18 @@ describe('data per tenant', () => {
     const a = tenant('a');
     const b = tenant('b');
     const mine = await service.execute(a, request());
-    expect(service.get(a, mine.id)).toEqual(mine);
-    const theirs = (() => {
+    expect(await service.get(a, mine.id)).toEqual(mine);
+    const theirs = await (async () => {
       try {
-        service.get(b, mine.id);
+        await service.get(b, mine.id);
       } catch (e) {
         return e as PyboxError;
       }
       throw new Error('b read a');
     })();
-    const unknown = (() => {
+    const unknown = await (async () => {
       try {
-        service.get(b, 'id-999');
+        await service.get(b, 'id-999');
       } catch (e) {
         return e as PyboxError;
       }
@@ -135,14 +134,14 @@ describe('data per tenant', () => {
     await service.execute(a, request());
     await service.execute(b, request());
     await service.execute(a, request());
-    expect(service.history(a, { limit: 10 }).items.map((r) => r.id)).toEqual(['id-3', 'id-1']);
-    expect(service.history(b, { limit: 10 }).items.map((r) => r.id)).toEqual(['id-2']);
-    expect(service.history(admin, { limit: 10 }).items.map((r) => r.id)).toEqual(['id-3', 'id-2', 'id-1']);
-    expect(service.stats(a).total).toBe(2);
-    expect(service.stats(b).total).toBe(1);
-    expect(service.stats(admin).total).toBe(3);
-    expect(service.get(admin, 'id-2').id).toBe('id-2');
-    expect(service.stats(LOCAL_CALLER).total).toBe(3); // local mode is the operator
+    expect((await service.history(a, { limit: 10 })).items.map((r) => r.id)).toEqual(['id-3', 'id-1']);
+    expect((await service.history(b, { limit: 10 })).items.map((r) => r.id)).toEqual(['id-2']);
+    expect((await service.history(admin, { limit: 10 })).items.map((r) => r.id)).toEqual(['id-3', 'id-2', 'id-1']);
+    expect((await service.stats(a)).total).toBe(2);
+    expect((await service.stats(b)).total).toBe(1);
+    expect((await service.stats(admin)).total).toBe(3);
+    expect((await service.get(admin, 'id-2')).id).toBe('id-2');
+    expect((await service.stats(LOCAL_CALLER)).total).toBe(3); // local mode is the operator
   });
 });
 
@@ -160,16 +159,16 @@ describe('metering', () => {
     const admin = tenant('ops', {}, true);
     await service.execute(a, request());
     await service.execute(a, request());
-    expect(service.usage(a, {})).toMatchObject({ from: null, to: null, tenants: [{ tenant: 'a', executions: 2, wallMs: 100, cpuMs: 10, outputBytes: 6 }] });
-    expect(service.usage(a, { tenant: 'a' }).tenants).toHaveLength(1);
-    expect(service.usage(tenant('b'), {}).tenants).toMatchObject([{ tenant: 'b', executions: 0, outputBytes: 0 }]);
-    expect(service.usage(admin, {}).tenants.map((t) => t.tenant)).toEqual(['a']);
-    expect(service.usage(admin, { tenant: 'z' }).tenants).toMatchObject([{ tenant: 'z', executions: 0 }]);
+    expect(await service.usage(a, {})).toMatchObject({ from: null, to: null, tenants: [{ tenant: 'a', executions: 2, wallMs: 100, cpuMs: 10, outputBytes: 6 }] });
+    expect((await service.usage(a, { tenant: 'a' })).tenants).toHaveLength(1);
+    expect((await service.usage(tenant('b'), {})).tenants).toMatchObject([{ tenant: 'b', executions: 0, outputBytes: 0 }]);
+    expect((await service.usage(admin, {})).tenants.map((t) => t.tenant)).toEqual(['a']);
+    expect((await service.usage(admin, { tenant: 'z' })).tenants).toMatchObject([{ tenant: 'z', executions: 0 }]);
   });
 
-  it("answers a non-admin asking for another tenant's usage with not_found, and a reversed period as invalid", () => {
+  it("answers a non-admin asking for another tenant's usage with not_found, and a reversed period as invalid", async () => {
     const { service } = setup();
-    expect(() => service.usage(tenant('b'), { tenant: 'a' })).toThrow(expect.objectContaining({ code: 'not_found' }));
-    expect(() => service.usage(tenant('b'), { from: '2025-02-01', to: '2025-01-01' })).toThrow(expect.objectContaining({ code: 'invalid_request' }));
+    await expect(service.usage(tenant('b'), { tenant: 'a' })).rejects.toThrow(expect.objectContaining({ code: 'not_found' }));
+    await expect(service.usage(tenant('b'), { from: '2025-02-01', to: '2025-01-01' })).rejects.toThrow(expect.objectContaining({ code: 'invalid_request' }));
   });
 });

@@ -3,8 +3,12 @@ import { Duplex } from 'node:stream';
 import type Docker from 'dockerode';
 import { extract, type Header } from 'tar-stream';
 import { ConfigSchema, type Config } from '../../src/config/schema.ts';
-import type { Clock, ExecutionMeter, ExecutionStore, Logger } from '../../src/core/ports.ts';
-import { EXECUTION_STATUSES, type ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats, type TenantUsage } from '../../src/core/schemas.ts';
+import type { Clock, EngineProbe, ExecutionMeter, ExecutionStore, Logger, Sandboxes } from '../../src/core/ports.ts';
+import { EXECUTION_STATUSES, type ExecutionResult, type ExecutionStatus, type HistoryPage, type RuntimeName, type Stats, type TenantUsage } from '../../src/core/schemas.ts';
+import type { ConcurrencyGate } from '../../src/core/concurrency.ts';
+import { DefaultExecutionService } from '../../src/core/execution-service.ts';
+import { LocalBackend } from '../../src/core/local-backend.ts';
+import { LocalDispatch } from '../../src/core/local-dispatch.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from '../../src/engine/docker-engine.ts';
 import type { LabelledContainer } from '../../src/engine/reaper.ts';
 import { CappedCapture } from '../../src/engine/output.ts';
@@ -322,7 +326,7 @@ export class MemoryStore implements ExecutionStore {
   saveError: Error | undefined;
   isHealthy = true;
 
-  save(result: ExecutionResult, meter: ExecutionMeter = { tenant: 'local', outputBytes: 0 }): void {
+  async save(result: ExecutionResult, meter: ExecutionMeter = { tenant: 'local', outputBytes: 0 }): Promise<void> {
     if (this.saveError) throw this.saveError;
     this.saved.push(result);
     this.meters.set(result.id, meter);
@@ -330,19 +334,19 @@ export class MemoryStore implements ExecutionStore {
   private visible(tenant: string | undefined): ExecutionResult[] {
     return this.saved.filter((r) => tenant === undefined || this.meters.get(r.id)?.tenant === tenant);
   }
-  get(id: string, tenant?: string): ExecutionResult | undefined {
+  async get(id: string, tenant?: string): Promise<ExecutionResult | undefined> {
     return this.visible(tenant).find((r) => r.id === id);
   }
-  list(query: { limit: number; status?: ExecutionStatus | undefined; tenant?: string | undefined }): HistoryPage {
+  async list(query: { limit: number; status?: ExecutionStatus | undefined; tenant?: string | undefined }): Promise<HistoryPage> {
     const items = [...this.visible(query.tenant)].reverse().filter((r) => !query.status || r.status === query.status);
     return { items: items.slice(0, query.limit), nextCursor: null };
   }
-  stats(tenant?: string): Stats {
+  async stats(tenant?: string): Promise<Stats> {
     const rows = this.visible(tenant);
     const byStatus = Object.fromEntries(EXECUTION_STATUSES.map((st) => [st, rows.filter((r) => r.status === st).length]));
     return { total: rows.length, byStatus: byStatus as Stats['byStatus'], successRate: null, meanDurationMs: null, p50DurationMs: null, p95DurationMs: null };
   }
-  usage(query: { tenant?: string | undefined }): TenantUsage[] {
+  async usage(query: { tenant?: string | undefined }): Promise<TenantUsage[]> {
     const out = new Map<string, TenantUsage>();
     for (const r of this.visible(query.tenant)) {
       const meter = this.meters.get(r.id) as ExecutionMeter;
@@ -359,10 +363,10 @@ export class MemoryStore implements ExecutionStore {
     }
     return [...out.values()];
   }
-  healthy(): boolean {
+  async healthy(): Promise<boolean> {
     return this.isHealthy;
   }
-  close(): void {}
+  async close(): Promise<void> {}
 }
 
 /** A promise with its resolve and reject exposed. */
@@ -374,4 +378,35 @@ export function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; r
     reject = rej;
   });
   return { promise, resolve, reject };
+}
+
+// ---- the execution service as a node composes it ------------------------------------------------
+
+export interface LocalServiceParts {
+  sandboxes: Sandboxes;
+  engine: EngineProbe;
+  store: ExecutionStore;
+  gate: ConcurrencyGate;
+  limits: Config['limits'];
+  image: string;
+  runtime: RuntimeName;
+  availableRuntimes: RuntimeName[];
+  clock: Clock;
+  logger: Logger;
+  newId: () => string;
+}
+
+/**
+ * The service over this node's sandboxes, wired as src/compose.ts wires it (LocalDispatch,
+ * LocalBackend, failed saves reported back to the service), so the core tests exercise that path.
+ */
+export function localService(parts: LocalServiceParts): DefaultExecutionService {
+  const { sandboxes, engine, store, gate, limits, image, runtime, availableRuntimes, clock, logger, newId } = parts;
+  const results = { runtime, limits, clock };
+  let onRecorded = (_fault: string | null): void => {};
+  const dispatch = new LocalDispatch({ sandboxes, gate, store, image, results, logger, onRecorded: (f) => onRecorded(f) });
+  const backend = new LocalBackend({ engine, sandboxes, gate, image, runtime, availableRuntimes, defaults: limits.defaults, logger, newId });
+  const service = new DefaultExecutionService({ dispatch, backend, store, limits, clock, logger, newId });
+  onRecorded = (f) => service.recorded(f);
+  return service;
 }

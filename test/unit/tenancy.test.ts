@@ -19,11 +19,11 @@ class RecordingKeys implements ApiKeyLookup {
     this.rows.set(row.hash.toString('hex'), row);
     return row;
   }
-  hasKeys(): boolean {
+  async hasKeys(): Promise<boolean> {
     this.hasKeysCalls++;
     return this.rows.size > 0;
   }
-  findKeyByHash(hash: Buffer): StoredApiKey | undefined {
+  async findKeyByHash(hash: Buffer): Promise<StoredApiKey | undefined> {
     this.lookups.push(hash);
     return this.rows.get(hash.toString('hex'));
   }
@@ -59,23 +59,23 @@ describe('Authenticator', () => {
     return { keys, row, auth: new Authenticator(keys) };
   };
 
-  it('is not required until a key exists, and then for good (asked of the store until then only)', () => {
+  it('is not required until a key exists, and then for good (asked of the store until then only)', async () => {
     const keys = new RecordingKeys();
     const auth = new Authenticator(keys);
-    expect(auth.required()).toBe(false);
-    expect(auth.required()).toBe(false);
+    expect(await auth.required()).toBe(false);
+    expect(await auth.required()).toBe(false);
     keys.add(newApiKey(), { revokedAt: 'x' }); // even a revoked one: revoking every key must not reopen local mode
-    expect(auth.required()).toBe(true);
+    expect(await auth.required()).toBe(true);
     const calls = keys.hasKeysCalls;
     keys.rows.clear();
-    expect(auth.required()).toBe(true);
+    expect(await auth.required()).toBe(true);
     expect(keys.hasKeysCalls).toBe(calls);
   });
 
-  it('turns a valid bearer key into its tenant, key id, role and limits', () => {
+  it('turns a valid bearer key into its tenant, key id, role and limits', async () => {
     const { auth, row } = setup();
-    expect(auth.authenticate(`Bearer ${good}`)).toEqual({ tenant: 'acme', keyId: row.id, admin: false, limits: { ...NO_TENANT_LIMITS, maxConcurrency: 3 } });
-    expect(auth.authenticate(`bearer   ${good}`)?.tenant).toBe('acme'); // the scheme is case-insensitive
+    expect(await auth.authenticate(`Bearer ${good}`)).toEqual({ tenant: 'acme', keyId: row.id, admin: false, limits: { ...NO_TENANT_LIMITS, maxConcurrency: 3 } });
+    expect((await auth.authenticate(`bearer   ${good}`))?.tenant).toBe('acme'); // the scheme is case-insensitive
   });
 
   const failures: Array<[string, string | undefined]> = [
@@ -91,25 +91,25 @@ describe('Authenticator', () => {
     ['a valid key with trailing junk', `Bearer ${good}x`],
   ];
 
-  it.each(failures)('refuses %s, after hashing and exactly one lookup by a 32-byte hash', (_what, header) => {
+  it.each(failures)('refuses %s, after hashing and exactly one lookup by a 32-byte hash', async (_what, header) => {
     const { auth, keys } = setup();
-    expect(auth.authenticate(header)).toBeUndefined();
+    expect(await auth.authenticate(header)).toBeUndefined();
     expect(keys.lookups).toHaveLength(1);
     expect(keys.lookups[0]).toHaveLength(32);
   });
 
-  it('takes about the same time whatever is wrong', () => {
+  it('takes about the same time whatever is wrong', async () => {
     const { auth } = setup();
     const kinds = failures.filter(([what]) => what !== 'a huge header').map(([, h]) => h);
     const rounds = 400;
     const samples = kinds.map(() => [] as number[]);
     for (let round = 0; round < rounds; round++) {
       // Interleaved, so drift of the machine hits every kind alike.
-      kinds.forEach((header, i) => {
+      for (const [i, header] of kinds.entries()) {
         const t = process.hrtime.bigint();
-        auth.authenticate(header);
+        await auth.authenticate(header);
         samples[i]?.push(Number(process.hrtime.bigint() - t));
-      });
+      }
     }
     const medians = samples.map((s) => s.sort((a, b) => a - b)[Math.floor(s.length / 2)] ?? 0);
     // Each failure hashes once and looks up once: the medians stay within a small factor of each
@@ -119,37 +119,37 @@ describe('Authenticator', () => {
 });
 
 describe('RateLimiter', () => {
-  it('allows a burst of the whole minute, then one more every 60/N seconds, with RateLimit state', () => {
+  it('allows a burst of the whole minute, then one more every 60/N seconds, with RateLimit state', async () => {
     const clock = new ManualClock();
     const limiter = new RateLimiter(clock);
-    const first = limiter.take('a', 3);
+    const first = await limiter.take('a', 3);
     expect(first).toMatchObject({ allowed: true, state: { policy: 'requests', quota: 3, remaining: 2, windowS: 60 } });
     expect(first.state.resetS).toBe(20); // one request used, regained in 20 s
-    expect(limiter.take('a', 3).allowed).toBe(true);
-    expect(limiter.take('a', 3)).toMatchObject({ allowed: true, state: { remaining: 0, resetS: 60 } });
-    const refused = limiter.take('a', 3);
+    expect((await limiter.take('a', 3)).allowed).toBe(true);
+    expect(await limiter.take('a', 3)).toMatchObject({ allowed: true, state: { remaining: 0, resetS: 60 } });
+    const refused = await limiter.take('a', 3);
     expect(refused).toMatchObject({ allowed: false, retryAfterS: 20, state: { remaining: 0 } });
     clock.advance(19_000);
-    expect(limiter.take('a', 3)).toMatchObject({ allowed: false, retryAfterS: 1 });
+    expect(await limiter.take('a', 3)).toMatchObject({ allowed: false, retryAfterS: 1 });
     clock.advance(1_000);
-    expect(limiter.take('a', 3).allowed).toBe(true);
-    expect(limiter.take('a', 3).allowed).toBe(false);
+    expect((await limiter.take('a', 3)).allowed).toBe(true);
+    expect((await limiter.take('a', 3)).allowed).toBe(false);
   });
 
-  it('keeps one bucket per tenant', () => {
+  it('keeps one bucket per tenant', async () => {
     const limiter = new RateLimiter(new ManualClock());
-    expect(limiter.take('a', 1).allowed).toBe(true);
-    expect(limiter.take('a', 1).allowed).toBe(false);
-    expect(limiter.take('b', 1).allowed).toBe(true);
+    expect((await limiter.take('a', 1)).allowed).toBe(true);
+    expect((await limiter.take('a', 1)).allowed).toBe(false);
+    expect((await limiter.take('b', 1)).allowed).toBe(true);
   });
 
-  it('applies a lowered limit at once, and a raised one without a gift of tokens', () => {
+  it('applies a lowered limit at once, and a raised one without a gift of tokens', async () => {
     const clock = new ManualClock();
     const limiter = new RateLimiter(clock);
-    for (let i = 0; i < 5; i++) limiter.take('a', 10); // 5 left of 10
-    expect(limiter.take('a', 2)).toMatchObject({ allowed: true, state: { remaining: 1 } });
-    expect(limiter.take('a', 100)).toMatchObject({ allowed: true, state: { remaining: 0 } });
-    expect(limiter.take('a', 100).allowed).toBe(false);
+    for (let i = 0; i < 5; i++) await limiter.take('a', 10); // 5 left of 10
+    expect(await limiter.take('a', 2)).toMatchObject({ allowed: true, state: { remaining: 1 } });
+    expect(await limiter.take('a', 100)).toMatchObject({ allowed: true, state: { remaining: 0 } });
+    expect((await limiter.take('a', 100)).allowed).toBe(false);
   });
 });
 

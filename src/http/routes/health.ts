@@ -17,7 +17,7 @@ const ready = createRoute({
   method: 'get',
   path: '/readyz',
   operationId: 'ready',
-  summary: 'Readiness: engine, image and store are usable',
+  summary: 'Readiness: engine, image and store are usable (on cluster nodes also Redis, and on API nodes a live worker); checks says which part is away',
   responses: {
     200: { description: 'Ready', content: { 'application/json': { schema: Readiness } } },
     503: { description: 'Not ready', content: { 'application/json': { schema: Readiness } } },
@@ -25,7 +25,8 @@ const ready = createRoute({
   },
 });
 
-export function healthRoutes(service: ExecutionService): OpenAPIHono {
+/** A worker node serves these two alone: it has no API, only a readiness of its own. */
+export function healthRoutes(service: Pick<ExecutionService, 'readiness'>): OpenAPIHono {
   const routes = routeGroup();
 
   // Deliberately touches nothing: a failing dependency must not get a live process restarted.

@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import { PatientStore } from '../../src/cluster/patient-store.ts';
+import type { ExecutionStore } from '../../src/core/ports.ts';
+import type { ExecutionResult } from '../../src/core/schemas.ts';
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+const result = { id: 'r1' } as ExecutionResult;
+
+function failing(times: number): { store: ExecutionStore; saved: string[]; tries: () => number } {
+  let n = 0;
+  const saved: string[] = [];
+  const store = {
+    async save(r: ExecutionResult) {
+      if (n++ < times) throw new Error('connection refused');
+      saved.push(r.id);
+    },
+  } as unknown as ExecutionStore;
+  return { store, saved, tries: () => n };
+}
+
+describe('PatientStore (a worker saving results through a store outage)', () => {
+  it('saves once the store takes writes again, within its patience', async () => {
+    const f = failing(3);
+    const waits: number[] = [];
+    const store = new PatientStore(f.store, { retryMs: 60_000, logger: quiet, sleep: async (ms) => void waits.push(ms) });
+    await store.save(result);
+    expect(f.saved).toEqual(['r1']);
+    expect(waits).toEqual([250, 500, 1000]);
+  });
+
+  it('gives up with the store\'s own error once its patience is spent', async () => {
+    const f = failing(1000);
+    const store = new PatientStore(f.store, { retryMs: 0, logger: quiet, sleep: async () => {} });
+    await expect(store.save(result)).rejects.toThrow('connection refused');
+    expect(f.tries()).toBe(1);
+  });
+});
