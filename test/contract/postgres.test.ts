@@ -1,6 +1,6 @@
 // The store contract against PostgreSQL, and what only PostgreSQL has: migrations that nodes run
 // at once, a pool that survives its connections failing, health on a server that refuses writes.
-// The server comes from scripts/ensure-postgres.sh (PYBOX_TEST_POSTGRES_URL overrides it); without
+// The server comes from scripts/ensure-postgres.sh (test/support/servers.ts: postgresUrl()); without
 // one these tests fail, they do not skip. This file works in a database of its own, dropped at the
 // end, and every store the contract opens gets a schema of its own in it.
 import { randomBytes } from 'node:crypto';
@@ -15,9 +15,10 @@ import { PostgresExecutionStore } from '../../src/store/postgres/execution-store
 import { MIGRATIONS } from '../../src/store/postgres/migrations.ts';
 import { PostgresTenantStore } from '../../src/store/postgres/tenant-store.ts';
 import { hashApiKey, newApiKey } from '../../src/tenancy/keys.ts';
+import { createTestDatabase, postgresUrl, type TestDatabase } from '../support/servers.ts';
 import { describeStoreContract, manualClock, result } from './store-contract.ts';
 
-const SERVER_URL = process.env.PYBOX_TEST_POSTGRES_URL ?? 'postgres://pybox:pybox@127.0.0.1:55432/pybox';
+const SERVER_URL = postgresUrl();
 
 /** The URL of `database` on the test server, optionally with a search_path for every connection. */
 function urlOf(database: string, schema?: string): string {
@@ -27,31 +28,18 @@ function urlOf(database: string, schema?: string): string {
   return u.toString();
 }
 
-/** Runs statements on the server's own database (CREATE/DROP DATABASE cannot run in a pool's transaction). */
-async function onServer<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: SERVER_URL, connectionTimeoutMillis: 5000 });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
-
-const createdDatabases: string[] = [];
+const createdDatabases: TestDatabase[] = [];
 async function freshDatabase(): Promise<string> {
-  const name = `pybox_test_${randomBytes(6).toString('hex')}`;
-  await onServer((c) => c.query(`CREATE DATABASE ${name}`));
-  createdDatabases.push(name);
-  return name;
+  const db = await createTestDatabase();
+  createdDatabases.push(db);
+  return db.name;
 }
 
 // Made by the first test that needs it: without a server, every test fails with the reason.
 let fileDatabase: Promise<string> | undefined;
 const database = (): Promise<string> => (fileDatabase ??= freshDatabase());
 afterAll(async () => {
-  // FORCE: a test that failed half-way may have left a connection open.
-  for (const name of createdDatabases.splice(0)) await onServer((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  for (const db of createdDatabases.splice(0)) await db.drop();
 });
 
 /** A schema of its own in this file's database, migrated, and a pool whose connections use it. */
@@ -248,7 +236,7 @@ describe('PostgreSQL only', () => {
 
     it('keep working, and the process alive, when the server ends idle connections', async () => {
       const { lines, logger } = messages();
-      const { url } = await schemaPool();
+      const { url, pool: other } = await schemaPool();
       const { pool } = await connectPostgres(url, { max: 2, logger });
       const store = new PostgresExecutionStore(pool, { maxExecutions: 100, maxAgeDays: 0 });
       cleanups.push(() => store.close());
@@ -262,7 +250,7 @@ describe('PostgreSQL only', () => {
         }
       }));
       expect(pool.idleCount).toBe(2);
-      await onServer((c) => c.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [pids]));
+      await other.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [pids]);
       for (let i = 0; i < 50 && pool.idleCount > 0; i++) await new Promise((r) => setTimeout(r, 20));
       expect(pool.idleCount).toBe(0);
       expect(lines.filter((l) => l.startsWith('warn postgres: an idle connection failed'))).toHaveLength(2);
