@@ -187,6 +187,22 @@ describe('PostgreSQL only', () => {
       expect((e as PyboxError).message).toMatch(/stored execution a does not match/);
     });
 
+    it('take a save again that already went through (its answer lost) as done, counted once; refuse another result under its id', async () => {
+      const { pool } = await schemaPool();
+      const store = new PostgresExecutionStore(pool, { maxExecutions: 100, maxAgeDays: 0, onClose: keepPool });
+      await store.save(result('a'), { tenant: 't', outputBytes: 5 });
+      await store.save(result('a'), { tenant: 't', outputBytes: 5 });
+      expect((await store.stats()).total).toBe(1);
+      expect(await store.usage({ tenant: 't' })).toMatchObject([{ executions: 1, outputBytes: 5 }]);
+      for (const [other, tenant] of [[result('a', { stdout: 'other' }), 't'], [result('a'), 'u']] as const) {
+        const e = await store.save(other, { tenant, outputBytes: 5 }).catch((err: unknown) => err);
+        expect(e).toBeInstanceOf(PyboxError);
+        expect((e as PyboxError).message).toBe('an execution with id a is already stored');
+      }
+      expect(await store.get('a')).toEqual(result('a'));
+      expect(await store.usage({})).toMatchObject([{ tenant: 't', executions: 1 }]);
+    });
+
     it('keep a key as its hash only', async () => {
       const { pool } = await schemaPool();
       const tenants = new PostgresTenantStore(pool, { onClose: keepPool });

@@ -3,6 +3,7 @@
 // the history, statistics computed in SQL), and the same answers.
 import type { Pool, PoolClient } from 'pg';
 import { LOCAL_TENANT } from '../../core/caller.ts';
+import { PyboxError } from '../../core/errors.ts';
 import type { Clock, ExecutionMeter, ExecutionStore } from '../../core/ports.ts';
 import type { ExecutionResult, ExecutionStatus, HistoryPage, Stats, TenantUsage } from '../../core/schemas.ts';
 import { DAY_MS, FIRST_DAY, LAST_DAY, decodeCursor, encodeCursor, foldUsage, invalid, nearestRank, normalizeIso, parseStored, zeroByStatus } from '../codec.ts';
@@ -13,7 +14,7 @@ import { inTransaction } from './tx.ts';
  * Saves from all nodes run one at a time: a save's seq is drawn after the previous save committed,
  * so seq order is commit order (a reader paging with a cursor never has an older seq appear
  * behind it later), and two saves never prune the same rows in different orders (no deadlocks).
- * A save holds it for three short statements, far less than any execution takes.
+ * A save holds it for a few short statements, far less than any execution takes.
  */
 const SAVE_LOCK = 7_310_402_562;
 
@@ -67,18 +68,31 @@ export class PostgresExecutionStore implements ExecutionStore {
     return store;
   }
 
-  /** Without a meter (older callers, tests) the run counts toward the local tenant, its kept output as its output. */
+  /**
+   * Without a meter (older callers, tests) the run counts toward the local tenant, its kept output
+   * as its output. Saving the very result already stored under its id (same JSON, same tenant) is
+   * a success that changes nothing; another result under a stored id is refused.
+   */
   async save(result: ExecutionResult, meter?: ExecutionMeter): Promise<void> {
     this.assertOpen();
     const m = meter ?? { tenant: LOCAL_TENANT, outputBytes: Buffer.byteLength(result.stdout) + Buffer.byteLength(result.stderr) };
     const finishedAt = normalizeIso(result.finishedAt);
+    const json = JSON.stringify(result);
     await inTransaction(this.pool, 'BEGIN', async (c) => {
       await c.query('SELECT pg_advisory_xact_lock($1)', [SAVE_LOCK]);
       const inserted = await c.query<{ seq: string }>(
         `INSERT INTO executions (id, tenant, status, success, duration_ms, created_at, finished_at, result)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq`,
-        [result.id, m.tenant, result.status, result.success, result.durationMs, normalizeIso(result.createdAt), finishedAt, JSON.stringify(result)],
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING seq`,
+        [result.id, m.tenant, result.status, result.success, result.durationMs, normalizeIso(result.createdAt), finishedAt, json],
       );
+      if (inserted.rows.length === 0) {
+        // A save retried after its COMMIT went through but the answer was lost (the connection
+        // dropped, the server failed over) finds its own result: done already, counted once.
+        const existing = await c.query<{ result: string; tenant: string }>('SELECT result, tenant FROM executions WHERE id = $1', [result.id]);
+        const row = existing.rows[0];
+        if (row !== undefined && row.result === json && row.tenant === m.tenant) return;
+        throw new PyboxError('internal', `an execution with id ${result.id} is already stored`);
+      }
       await c.query(
         `INSERT INTO usage (tenant, day, status, executions, wall_ms, cpu_ms, output_bytes)
          VALUES ($1, $2, $3, 1, $4, $5, $6)
