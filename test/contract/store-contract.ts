@@ -137,6 +137,14 @@ export function describeStoreContract(name: string, makeStores: MakeStores, opts
         expect(await s.get("a' OR '1'='1")).toBeUndefined();
       });
 
+      it('keeps a result whose times are not ISO text, as it was given', async () => {
+        const { executions: s } = await open({ maxAgeDays: 30 });
+        const odd = result('odd', { createdAt: 'yesterday-ish', finishedAt: 'not a time' });
+        await s.save(odd, { tenant: 't', outputBytes: 1 });
+        expect(await s.get('odd')).toEqual(odd);
+        expect((await s.list({ limit: 5, tenant: 't' })).items).toEqual([odd]);
+      });
+
       it('rejects a second result with the same id and keeps the first, uncounted', async () => {
         const { executions: s } = await open();
         await s.save(result('a', { stdout: 'first' }), { tenant: 't', outputBytes: 5 });

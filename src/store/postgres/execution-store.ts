@@ -83,7 +83,7 @@ export class PostgresExecutionStore implements ExecutionStore {
       const inserted = await c.query<{ seq: string }>(
         `INSERT INTO executions (id, tenant, status, success, duration_ms, created_at, finished_at, result)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING seq`,
-        [result.id, m.tenant, result.status, result.success, result.durationMs, normalizeIso(result.createdAt), finishedAt, json],
+        [result.id, m.tenant, result.status, result.success, result.durationMs, this.instant(result.createdAt), this.instant(result.finishedAt), json],
       );
       if (inserted.rows.length === 0) {
         // A save retried after its COMMIT went through but the answer was lost (the connection
@@ -233,6 +233,16 @@ export class PostgresExecutionStore implements ExecutionStore {
   private async pruneIn(c: PoolClient, newestSeq: number): Promise<void> {
     await c.query('DELETE FROM executions WHERE seq <= $1', [newestSeq - this.maxExecutions]);
     if (this.maxAgeMs > 0) await c.query('DELETE FROM executions WHERE created_at < $1', [new Date(this.clock.now() - this.maxAgeMs).toISOString()]);
+  }
+
+  /**
+   * A timestamp for a timestamptz column. Results carry ISO times, but the schema allows any text,
+   * which SQLite keeps as it is: a result is never refused over its time, it is stored as of now
+   * (its JSON keeps the text).
+   */
+  private instant(timestamp: string): string {
+    const ms = Date.parse(timestamp);
+    return new Date(Number.isNaN(ms) ? this.clock.now() : ms).toISOString();
   }
 
   private assertOpen(): void {
