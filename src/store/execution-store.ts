@@ -1,32 +1,13 @@
 // The execution history in SQLite: one row per result, newest-first keyset paging, retention by
 // count and age, and statistics computed in SQL so no request ever loads the whole table.
 import type { Statement, Transaction } from 'better-sqlite3';
-import { PyboxError } from '../core/errors.ts';
 import { LOCAL_TENANT } from '../core/caller.ts';
 import type { Clock, ExecutionMeter, ExecutionStore } from '../core/ports.ts';
-import { EXECUTION_STATUSES, ExecutionResult, type ExecutionStatus, type HistoryPage, type Stats, type TenantUsage } from '../core/schemas.ts';
+import type { ExecutionResult, ExecutionStatus, HistoryPage, Stats, TenantUsage } from '../core/schemas.ts';
 import type { SqliteDatabase } from './db.ts';
+import { DAY_MS, FIRST_DAY, LAST_DAY, type StoredRow as StoredResult, type UsageRow, decodeCursor, encodeCursor, foldUsage, invalid, nearestRank, normalizeIso, parseStored, zeroByStatus } from './codec.ts';
 
-const DAY_MS = 86_400_000;
-
-interface StoredRow {
-  seq: number;
-  id: string;
-  result: string;
-}
-
-interface UsageRow {
-  tenant: string;
-  status: string;
-  executions: number;
-  wallMs: number;
-  cpuMs: number;
-  outputBytes: number;
-}
-
-/** Day bounds that include every day, for a usage query without from or to. */
-const FIRST_DAY = '0000-01-01';
-const LAST_DAY = '9999-12-31';
+type StoredRow = StoredResult & { seq: number };
 
 export interface SqliteExecutionStoreOptions {
   db: SqliteDatabase;
@@ -183,20 +164,7 @@ export class SqliteExecutionStore implements ExecutionStore {
   }
 
   async usage(query: { tenant?: string | undefined; from?: string | undefined; to?: string | undefined }): Promise<TenantUsage[]> {
-    const byTenant = new Map<string, TenantUsage>();
-    for (const row of this.usageRows.all({ tenant: query.tenant ?? null, from: query.from ?? FIRST_DAY, to: query.to ?? LAST_DAY })) {
-      let u = byTenant.get(row.tenant);
-      if (!u) {
-        u = { tenant: row.tenant, executions: 0, byStatus: zeroByStatus(), wallMs: 0, cpuMs: 0, outputBytes: 0 };
-        byTenant.set(row.tenant, u);
-      }
-      if (row.status in u.byStatus) u.byStatus[row.status as ExecutionStatus] += row.executions;
-      u.executions += row.executions;
-      u.wallMs += row.wallMs;
-      u.cpuMs += row.cpuMs;
-      u.outputBytes += row.outputBytes;
-    }
-    return [...byTenant.values()].map((u) => ({ ...u, wallMs: Math.round(u.wallMs * 10) / 10, cpuMs: Math.round(u.cpuMs * 10) / 10 }));
+    return foldUsage(this.usageRows.all({ tenant: query.tenant ?? null, from: query.from ?? FIRST_DAY, to: query.to ?? LAST_DAY }));
   }
 
   /** Proves the database takes writes by rewriting one tiny row; any failure means it does not. */
@@ -246,48 +214,7 @@ export class SqliteExecutionStore implements ExecutionStore {
 
   /** Nearest-rank: the smallest duration with at least p% of all durations at or below it. */
   private percentile(p: number, total: number, tenant: string | undefined): number | null {
-    const rank = Math.max(1, Math.ceil((p * total) / 100)); // p and total are integers: exact
+    const rank = nearestRank(p, total);
     return (tenant === undefined ? this.durationAtRank.get(rank - 1) : this.durationAtRankOfTenant.get(tenant, rank - 1)) ?? null;
   }
-}
-
-function zeroByStatus(): Record<ExecutionStatus, number> {
-  return Object.fromEntries(EXECUTION_STATUSES.map((s) => [s, 0])) as Record<ExecutionStatus, number>;
-}
-
-function parseStored(row: StoredRow): ExecutionResult {
-  let json: unknown;
-  try {
-    json = JSON.parse(row.result);
-  } catch (e) {
-    throw new PyboxError('internal', `stored execution ${row.id} is not valid JSON`, { cause: e });
-  }
-  const parsed = ExecutionResult.safeParse(json);
-  if (!parsed.success) {
-    // Loud on purpose: a result shape that changed needs a migration, not silently missing history.
-    throw new PyboxError('internal', `stored execution ${row.id} does not match the result schema`, { details: parsed.error.issues });
-  }
-  return parsed.data;
-}
-
-/** Age pruning compares ISO strings, which only orders correctly when they all share one form. */
-function normalizeIso(timestamp: string): string {
-  const ms = Date.parse(timestamp);
-  return Number.isNaN(ms) ? timestamp : new Date(ms).toISOString();
-}
-
-function encodeCursor(seq: number): string {
-  return Buffer.from(`s${seq}`, 'utf8').toString('base64url');
-}
-
-function decodeCursor(cursor: string): number {
-  const match = /^s([1-9][0-9]{0,15})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
-  const seq = match ? Number(match[1]) : Number.NaN;
-  // Buffer.from skips characters that are not base64url, so insist on the canonical spelling.
-  if (!Number.isSafeInteger(seq) || encodeCursor(seq) !== cursor) throw invalid('cursor', 'is not a cursor from a previous page');
-  return seq;
-}
-
-function invalid(path: string, message: string): PyboxError {
-  return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
 }

@@ -1,0 +1,112 @@
+// pybox's schema in PostgreSQL, brought up to date when a node connects. Every node of a cluster
+// runs this at start-up, so it has to be safe when several start at once.
+import type { Pool, PoolClient } from 'pg';
+import { inTransaction } from './tx.ts';
+
+/**
+ * Schema changes, in order. Entry i takes the schema from version i to i + 1 (recorded as a row
+ * of pybox_schema_migrations). Never edit an entry that has shipped: append a new one.
+ *
+ * The tables mirror SQLite's (store/db.ts), so both stores answer alike:
+ * - result is the JSON text, not jsonb: jsonb refuses the \u0000 that JSON.stringify writes for a
+ *   NUL byte of output, and would not hand back the text that was saved.
+ * - Text that is compared or ordered (ids, tenants, statuses, days) is COLLATE "C": byte order,
+ *   as SQLite's BINARY, whatever the database's default collation is.
+ * - Times are timestamptz (what pruning by age compares); day is the UTC day a run finished,
+ *   as 'YYYY-MM-DD' text, the form usage queries give their bounds in.
+ * - seq is an identity column: it only grows and is never reused after pruning, so a cursor
+ *   never skips newer rows.
+ */
+export const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE executions (
+     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+     id text COLLATE "C" NOT NULL UNIQUE,
+     tenant text COLLATE "C" NOT NULL,
+     status text COLLATE "C" NOT NULL,
+     success boolean NOT NULL,
+     duration_ms double precision NOT NULL,
+     created_at timestamptz NOT NULL,
+     finished_at timestamptz NOT NULL,
+     result text NOT NULL
+   );
+   CREATE INDEX executions_status_seq ON executions (status, seq);
+   CREATE INDEX executions_created_at ON executions (created_at);
+   -- lets percentiles read the k-th duration by walking an index instead of sorting the table
+   CREATE INDEX executions_duration ON executions (duration_ms);
+   CREATE INDEX executions_tenant_seq ON executions (tenant, seq);
+   CREATE INDEX executions_tenant_status_seq ON executions (tenant, status, seq);
+   CREATE INDEX executions_tenant_duration ON executions (tenant, duration_ms);
+   CREATE TABLE tenants (
+     name text COLLATE "C" PRIMARY KEY,
+     max_concurrency integer,
+     rate_per_minute integer,
+     max_timeout_ms integer,
+     max_memory_mb integer,
+     max_cpus double precision,
+     created_at timestamptz NOT NULL
+   );
+   -- seq keeps the order keys were created in, for listing them
+   CREATE TABLE api_keys (
+     seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+     id text COLLATE "C" PRIMARY KEY,
+     tenant text COLLATE "C" NOT NULL REFERENCES tenants (name),
+     hash bytea NOT NULL UNIQUE CHECK (octet_length(hash) = 32),
+     admin boolean NOT NULL,
+     created_at timestamptz NOT NULL,
+     revoked_at timestamptz
+   );
+   -- per tenant, UTC day and status, apart from the history: pruning executions never loses usage
+   CREATE TABLE usage (
+     tenant text COLLATE "C" NOT NULL,
+     day text COLLATE "C" NOT NULL,
+     status text COLLATE "C" NOT NULL,
+     executions bigint NOT NULL,
+     wall_ms double precision NOT NULL,
+     cpu_ms double precision NOT NULL,
+     output_bytes bigint NOT NULL,
+     PRIMARY KEY (tenant, day, status)
+   );
+   -- a row that the health check rewrites, to prove the database takes writes
+   CREATE TABLE meta (key text COLLATE "C" PRIMARY KEY, value text NOT NULL);`,
+];
+
+/**
+ * The advisory lock migrations run under (any fixed number; advisory locks are per database, so
+ * only pybox nodes of the same database wait on each other).
+ */
+const MIGRATION_LOCK = 7_310_402_561;
+
+/**
+ * Applies the migrations this database lacks, all in one transaction under a transaction-level
+ * advisory lock: nodes starting at once wait for each other instead of racing, the second finds
+ * nothing left to do, and a failure leaves the schema as it was (PostgreSQL's DDL is transactional).
+ * Returns the versions applied.
+ */
+export async function migrate(pool: Pool): Promise<number[]> {
+  // READ COMMITTED whatever the database's default: each statement after the lock must see what
+  // the node that held it before committed.
+  return inTransaction(pool, 'BEGIN ISOLATION LEVEL READ COMMITTED', applyPending);
+}
+
+async function applyPending(client: PoolClient): Promise<number[]> {
+  await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+  // Created under the lock, so two first starts never both try to create it.
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS pybox_schema_migrations (
+       version integer PRIMARY KEY,
+       applied_at timestamptz NOT NULL DEFAULT now()
+     )`,
+  );
+  const { rows } = await client.query<{ version: number | null }>('SELECT max(version) AS version FROM pybox_schema_migrations');
+  const version = rows[0]?.version ?? 0;
+  if (version > MIGRATIONS.length) {
+    throw new Error(`the PostgreSQL store is at schema version ${version}, newer than this pybox knows (${MIGRATIONS.length})`);
+  }
+  const applied: number[] = [];
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    await client.query(MIGRATIONS[v] as string);
+    await client.query('INSERT INTO pybox_schema_migrations (version) VALUES ($1)', [v + 1]);
+    applied.push(v + 1);
+  }
+  return applied;
+}
