@@ -1,6 +1,7 @@
 // A worker's store. A result is saved where its code ran, and nobody else holds it: a save that
 // fails (PostgreSQL restarting or failing over) is tried again for a while before it is given
 // up, so a short outage of the store loses no finished execution. Reads go straight through.
+import { isPyboxError } from '../core/errors.ts';
 import type { ExecutionMeter, ExecutionStore, Logger } from '../core/ports.ts';
 import type { ExecutionResult } from '../core/schemas.ts';
 
@@ -32,7 +33,8 @@ export class PatientStore implements ExecutionStore {
         await this.inner.save(result, meter);
         return;
       } catch (e) {
-        if (Date.now() + wait > deadline) throw e;
+        // Only the store being away is worth waiting out; any other failure would fail again.
+        if (!(isPyboxError(e) && e.code === 'store_unavailable') || Date.now() + wait > deadline) throw e;
         this.opts.logger.warn('could not save a result; trying again', { id: result.id, inMs: wait, error: e instanceof Error ? e.message : String(e) });
         await this.sleep(wait);
       }

@@ -6,6 +6,7 @@ import { openDatabase } from './db.ts';
 import { SqliteExecutionStore } from './execution-store.ts';
 import { connectPostgres, sharePool, type PostgresConnectOptions } from './postgres/connect.ts';
 import { PostgresExecutionStore } from './postgres/execution-store.ts';
+import { reportingOutages } from './postgres/outage.ts';
 import { PostgresTenantStore } from './postgres/tenant-store.ts';
 import { SqliteTenantStore } from './tenant-store.ts';
 
@@ -18,7 +19,7 @@ export async function openTenantStore(config: Config, clock?: Clock, opts: OpenS
   if (url === null) return new SqliteTenantStore(openDatabase(config.store.path), clock);
   // The keys commands make a few queries: a small pool.
   const { pool } = await connectPostgres(url, { max: 2, ...opts });
-  return new PostgresTenantStore(pool, { ...(clock && { clock }) });
+  return reportingOutages(new PostgresTenantStore(pool, { ...(clock && { clock }) }));
 }
 
 /** The execution store, on a connection (SQLite) or pool (PostgreSQL) of its own that its close() ends. */
@@ -28,7 +29,7 @@ export async function openExecutionStore(config: Config, clock?: Clock, opts: Op
   if (url === null) return new SqliteExecutionStore({ db: openDatabase(config.store.path), ...retention });
   const { pool } = await connectPostgres(url, opts);
   try {
-    return await PostgresExecutionStore.open(pool, retention);
+    return reportingOutages(await PostgresExecutionStore.open(pool, retention));
   } catch (e) {
     await pool.end().catch(() => {});
     throw e;
@@ -52,7 +53,9 @@ export async function openStores(config: Config, clock?: Clock, opts: OpenStoreO
   const [executionsShare, tenantsShare] = sharePool(pool, 2) as [() => Promise<void>, () => Promise<void>];
   try {
     const executions = await PostgresExecutionStore.open(pool, { ...retention, onClose: executionsShare });
-    return { executions, tenants: new PostgresTenantStore(pool, { ...(clock && { clock }), onClose: tenantsShare }) };
+    const tenants = new PostgresTenantStore(pool, { ...(clock && { clock }), onClose: tenantsShare });
+    // An outage answers 503 store_unavailable with Retry-After, whichever store met it.
+    return { executions: reportingOutages(executions), tenants: reportingOutages(tenants) };
   } catch (e) {
     await pool.end().catch(() => {});
     throw e;

@@ -1,17 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { PatientStore } from '../../src/cluster/patient-store.ts';
+import { PyboxError } from '../../src/core/errors.ts';
 import type { ExecutionStore } from '../../src/core/ports.ts';
 import type { ExecutionResult } from '../../src/core/schemas.ts';
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const result = { id: 'r1' } as ExecutionResult;
 
-function failing(times: number): { store: ExecutionStore; saved: string[]; tries: () => number } {
+function failing(times: number, error = () => new PyboxError('store_unavailable', 'connection refused')): { store: ExecutionStore; saved: string[]; tries: () => number } {
   let n = 0;
   const saved: string[] = [];
   const store = {
     async save(r: ExecutionResult) {
-      if (n++ < times) throw new Error('connection refused');
+      if (n++ < times) throw error();
       saved.push(r.id);
     },
   } as unknown as ExecutionStore;
@@ -32,6 +33,13 @@ describe('PatientStore (a worker saving results through a store outage)', () => 
     const f = failing(1000);
     const store = new PatientStore(f.store, { retryMs: 0, logger: quiet, sleep: async () => {} });
     await expect(store.save(result)).rejects.toThrow('connection refused');
+    expect(f.tries()).toBe(1);
+  });
+
+  it('does not wait out a failure that is not an outage (a duplicate id, a bad row)', async () => {
+    const f = failing(1000, () => new PyboxError('internal', 'an execution with id r1 is already stored'));
+    const store = new PatientStore(f.store, { retryMs: 60_000, logger: quiet, sleep: async () => {} });
+    await expect(store.save(result)).rejects.toThrow('already stored');
     expect(f.tries()).toBe(1);
   });
 });
