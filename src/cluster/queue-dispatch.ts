@@ -82,13 +82,14 @@ interface Waiter {
 
 export class QueueDispatch implements Dispatch {
   private readonly queue: Queue<ExecutionPayload>;
-  private readonly events: QueueEvents;
+  /** Made once Redis has answered: BullMQ cannot close one that never connected. */
+  private events: QueueEvents | undefined;
   /** Plain commands of its own (cancel messages, locks): BullMQ's client exposes only what BullMQ uses. */
   private readonly commands: Redis;
   private readonly waiters = new Map<string, Waiter>();
   private readonly sweeper: NodeJS.Timeout;
   private sweeping = false;
-  private eventsReady: Promise<unknown> | undefined;
+  private eventsReady: Promise<unknown> = Promise.resolve();
   private workers: { at: number; list: NodeReport[] } | undefined;
   private closed = false;
 
@@ -99,10 +100,6 @@ export class QueueDispatch implements Dispatch {
     this.queue.on('error', (e) => logger.debug('queue connection error', { error: e.message }));
     this.commands = new Redis(fastFailOptions(deps.connection, this.timeoutMs));
     this.commands.on('error', (e: Error) => logger.debug('Redis connection error', { error: e.message }));
-    this.events = new QueueEvents(QUEUE_NAME, { connection: patientOptions(deps.connection), prefix });
-    this.events.on('error', (e) => logger.debug('queue events connection error', { error: e.message }));
-    this.events.on('completed', ({ jobId, returnvalue }) => this.onCompleted(jobId, returnvalue));
-    this.events.on('failed', ({ jobId, failedReason }) => void this.fail(jobId, failedReason));
     this.sweeper = setInterval(() => void this.sweep(), deps.sweepMs ?? 5000);
     this.sweeper.unref();
   }
@@ -131,9 +128,7 @@ export class QueueDispatch implements Dispatch {
     const id = execution.job.id;
     const waiter = this.register(execution);
     try {
-      // The stream is read from when it was first listened to: listen before the first job goes in.
-      this.eventsReady ??= this.events.waitUntilReady();
-      await within(this.eventsReady, this.timeoutMs, 'listening for results');
+      await within(this.listen(), this.timeoutMs, 'listening for results');
       await within(
         this.queue.add(JOB_NAME, toPayload(execution), {
           jobId: id,
@@ -146,7 +141,6 @@ export class QueueDispatch implements Dispatch {
         'queueing the execution',
       );
     } catch (e) {
-      this.eventsReady = undefined;
       this.waiters.delete(id);
       this.release(execution);
       throw this.unavailable(e);
@@ -179,8 +173,24 @@ export class QueueDispatch implements Dispatch {
       w.settled = true;
       w.reject(new PyboxError('shutting_down', 'this node shut down before the result came back; the execution may still run and be recorded', { retryAfterS: this.deps.retryAfterS }));
     }
-    await Promise.allSettled([this.queue.close(), this.events.close()]);
+    const closing = Promise.allSettled([this.queue.close(), this.events?.close()]);
+    await within(closing, 5000, 'closing the queue').catch((e: unknown) => this.deps.logger.warn('the queue did not close cleanly', { error: e instanceof Error ? e.message : String(e) }));
     this.commands.disconnect();
+  }
+
+  /** The shared stream of finished jobs, listened to from before the first job went in. */
+  private listen(): Promise<unknown> {
+    if (!this.events) {
+      // From a minute back rather than from "now": events between connecting and the first read
+      // are not lost, and older ones match no waiter.
+      const events = new QueueEvents(QUEUE_NAME, { connection: patientOptions(this.deps.connection), prefix: this.deps.prefix, lastEventId: `${Date.now() - 60_000}-0` });
+      events.on('error', (e) => this.deps.logger.debug('queue events connection error', { error: e.message }));
+      events.on('completed', ({ jobId, returnvalue }) => this.onCompleted(jobId, returnvalue));
+      events.on('failed', ({ jobId, failedReason }) => void this.fail(jobId, failedReason));
+      this.events = events;
+      this.eventsReady = events.waitUntilReady();
+    }
+    return this.eventsReady;
   }
 
   // ---- before the job goes in ------------------------------------------------------------------
