@@ -284,13 +284,15 @@ export class QueueDispatch implements Dispatch {
     // A worker that died after recording its result, before handing it back, left it in the store.
     const stored = await this.recorded(id);
     if (stored) return this.settle(w, stored);
-    const why = failureText(reason);
+    const stalled = reason?.includes('stalled') ?? false;
+    const why = stalled ? STALLED_WHY : failureText(reason);
     this.deps.logger.error('an execution failed on a worker', { id, reason: why });
+    const what = stalled ? 'the worker running this execution went away' : 'the worker could not finish this execution';
     const result = buildResult(this.resultDeps(), {
       id,
       code: execution.job.code,
       limits: execution.limits,
-      outcome: failedOutcome(`the worker running this execution went away (${why}); it may have run partly; retry is safe`),
+      outcome: failedOutcome(`${what} (${why}); it may have run partly; retry is safe`),
       createdAtMs: execution.createdAtMs,
     });
     await recordResult(this.deps, execution.tenant, result, 0);
@@ -413,7 +415,6 @@ export class QueueDispatch implements Dispatch {
 /** A job's failed reason (hostile: anyone may write it) as a short clause for a model and a log. */
 function failureText(reason: string | undefined): string {
   if (!reason) return 'no reason was given';
-  if (reason.includes('stalled')) return STALLED_WHY;
   const clean = reason.replace(/[\p{Cc}\p{Cf}]+/gu, ' ').trim();
   return clean.length > 300 ? `${clean.slice(0, 300)}…` : clean;
 }

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { Queue } from 'bullmq';
+import { Queue, type QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterBackend } from '../../src/cluster/cluster-backend.ts';
@@ -373,6 +373,23 @@ describe('QueueDispatch and QueueWorker', () => {
       expect(survivor.ids()).not.toContain(e.job.id);
     }, 60_000);
   }
+
+  it('still answers when the completed event is missed: the sweep reads the job itself', async () => {
+    const c = cluster({ sweepMs: 300 });
+    const run = new FakeRun(true);
+    await c.worker(run, { slots: 1 });
+    const e = execution();
+    const pending = c.dispatch.submit(e, clientSignals().signals);
+    await waitFor('it to start', () => run.seen.length === 1);
+    // As if Redis had restarted between the job finishing and its event being read.
+    const events = (c.dispatch as unknown as { events: QueueEvents }).events;
+    events.removeAllListeners('completed');
+    expect(events.listenerCount('completed')).toBe(0);
+    run.release(e.job.id);
+    const result = await pending;
+    expect(result.status).toBe('completed');
+    expect(result.id).toBe(e.job.id);
+  });
 
   it('refuses with queue_full once as many executions wait as the cap allows', async () => {
     // No worker takes anything: the jobs stay queued.
