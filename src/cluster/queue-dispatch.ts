@@ -74,6 +74,8 @@ interface Waiter {
   queued: boolean;
   /** Taking the job out of the queue: true if it was taken out before any worker took it. */
   removal?: Promise<boolean>;
+  /** The removal is under way (the sweep leaves the job alone meanwhile). */
+  removing: boolean;
   /** Sweeps in a row that saw the job active with no worker's lock on it. */
   lockMissing: number;
   /** Sweeps in a row that did not find the job at all. */
@@ -132,7 +134,7 @@ export class QueueDispatch implements Dispatch {
       await within(
         this.queue.add(JOB_NAME, toPayload(execution), {
           jobId: id,
-          priority: Math.min(Math.max(Math.trunc(inFlight), 1), MAX_PRIORITY),
+          priority: Number.isFinite(inFlight) ? Math.min(Math.max(Math.trunc(inFlight), 1), MAX_PRIORITY) : MAX_PRIORITY,
           attempts: 1,
           removeOnComplete: { age: this.deps.keepFinishedS ?? 300, count: 10_000 },
           removeOnFail: { age: this.deps.keepFinishedS ?? 300, count: 10_000 },
@@ -242,7 +244,7 @@ export class QueueDispatch implements Dispatch {
       resolve = res;
       reject = rej;
     });
-    const waiter = { execution, resolve, reject, settled: false, failing: false, queued: false, lockMissing: 0, missing: 0, promise };
+    const waiter = { execution, resolve, reject, settled: false, failing: false, queued: false, removing: false, lockMissing: 0, missing: 0, promise };
     this.waiters.set(execution.job.id, waiter);
     return waiter;
   }
@@ -335,12 +337,15 @@ export class QueueDispatch implements Dispatch {
   private async withdraw(w: Waiter, by: CancelReason): Promise<boolean> {
     const id = w.execution.job.id;
     let removed: number;
+    w.removing = true;
     try {
       // BullMQ refuses to remove a job a worker holds (its lock): that one goes on to the running path.
       removed = await within(this.queue.remove(id), this.timeoutMs, 'withdrawing the execution');
     } catch (e) {
       this.deps.logger.warn('could not withdraw an execution from the queue', { id, error: e instanceof Error ? e.message : String(e) });
       return false;
+    } finally {
+      w.removing = false;
     }
     if (removed !== 1 || w.settled || w.failing) return removed === 1;
     // A job that had already finished is removed too: then its worker recorded it, and that result stands.
@@ -378,7 +383,7 @@ export class QueueDispatch implements Dispatch {
     this.sweeping = true;
     try {
       for (const w of [...this.waiters.values()]) {
-        if (!w.queued || w.settled || w.failing || w.removal) continue;
+        if (!w.queued || w.settled || w.failing || w.removing) continue;
         await this.check(w).catch((e: unknown) => this.deps.logger.debug('could not read a job', { id: w.execution.job.id, error: e instanceof Error ? e.message : String(e) }));
       }
     } finally {

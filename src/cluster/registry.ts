@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Clock, Logger } from '../core/ports.ts';
+import { within } from './connection.ts';
 import { RuntimeName } from '../core/schemas.ts';
 
 export const NODE_ROLES = ['api', 'worker', 'all'] as const;
@@ -89,8 +90,10 @@ export class ClusterRegistry {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.beating;
-    await this.deps.redis.del(this.key).catch((e: unknown) => this.deps.logger?.warn('could not remove this node from the cluster registry', { error: e }));
+    // Bounded: with Redis away, the report expires on its own anyway.
+    const bound = Math.max(1000, this.deps.heartbeatMs);
+    await within(this.beating, bound, 'the last heartbeat').catch(() => {});
+    await within(this.deps.redis.del(this.key), bound, 'removing the node').catch((e: unknown) => this.deps.logger?.warn('could not remove this node from the cluster registry', { error: e }));
   }
 
   /** The nodes alive now (their reports not expired), by node id. Throws when Redis does not answer. */
@@ -127,7 +130,7 @@ export class ClusterRegistry {
         pid: process.pid,
         host: hostname().slice(0, 255),
       };
-      await deps.redis.set(this.key, JSON.stringify(report), 'PX', deps.heartbeatMs * MISSED_BEATS);
+      await within(deps.redis.set(this.key, JSON.stringify(report), 'PX', deps.heartbeatMs * MISSED_BEATS), Math.max(1000, deps.heartbeatMs), 'a heartbeat');
     } catch (e) {
       deps.logger?.warn('could not report this node to the cluster registry', { error: e });
     }
