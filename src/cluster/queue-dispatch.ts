@@ -124,6 +124,8 @@ export class QueueDispatch implements Dispatch {
   async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult> {
     if (this.closed) throw new PyboxError('shutting_down', 'this node is shutting down and takes no new executions; retry shortly', { retryAfterS: this.deps.retryAfterS });
     if (signals.waiting.aborted) return this.recordCancelled(execution, cancelReasonOf(signals.waiting));
+    // Known to be away (its connection lost and retrying): refused at once, not after a timeout.
+    if (this.commands.status === 'reconnecting' || this.commands.status === 'end') throw this.unavailable(new Error(`Redis connection ${this.commands.status}`));
     await this.assertWorkers();
     await this.assertRoom();
     const { inFlight } = await this.admit(execution);

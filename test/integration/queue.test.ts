@@ -429,6 +429,12 @@ describe('QueueDispatch and QueueWorker', () => {
     const refused = await c.dispatch.submit(execution(), clientSignals().signals).catch((e: unknown) => e);
     console.log(`queue_unavailable after ${Date.now() - started} ms (redisTimeoutMs 500)`);
     expect((refused as PyboxError).code).toBe('queue_unavailable');
+    expect((refused as PyboxError).retryAfterS).toBe(2);
+    // Once its connection is known lost, the next one is refused without waiting out a timeout.
+    const again = Date.now();
+    const refusedAgain = await c.dispatch.submit(execution(), clientSignals().signals).catch((e: unknown) => e);
+    console.log(`queue_unavailable again after ${Date.now() - again} ms`);
+    expect((refusedAgain as PyboxError).code).toBe('queue_unavailable');
     expect(c.admission.held.size).toBe(0);
   }, 15_000);
 
