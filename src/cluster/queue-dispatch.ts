@@ -57,6 +57,11 @@ export interface QueueDispatchDeps {
   keepFinishedS?: number | undefined;
 }
 
+/** Events kept in the queue's stream (about): each finished one holds a whole result. */
+export const EVENTS_KEPT = 2000;
+/** Finished jobs kept at most (each holds its result), besides their age. */
+export const FINISHED_KEPT = 1000;
+
 /** An admission outlives its execution's time limit by this, to cover the wait in the queue. */
 export const LEASE_MARGIN_MS = 5 * 60_000;
 
@@ -98,7 +103,13 @@ export class QueueDispatch implements Dispatch {
   constructor(private readonly deps: QueueDispatchDeps) {
     const { prefix, logger } = deps;
     // Commands on a request's path fail fast; the event stream waits out an outage and reconnects.
-    this.queue = new Queue<ExecutionPayload>(QUEUE_NAME, { connection: fastFailOptions(deps.connection, this.timeoutMs), prefix });
+    // Every event of a finished job carries its whole result, and so does the finished job itself:
+    // both are kept short (a result missed there is still in the store, which the sweep reads).
+    this.queue = new Queue<ExecutionPayload>(QUEUE_NAME, {
+      connection: fastFailOptions(deps.connection, this.timeoutMs),
+      prefix,
+      streams: { events: { maxLen: EVENTS_KEPT } },
+    });
     this.queue.on('error', (e) => logger.debug('queue connection error', { error: e.message }));
     this.commands = new Redis(fastFailOptions(deps.connection, this.timeoutMs));
     this.commands.on('error', (e: Error) => logger.debug('Redis connection error', { error: e.message }));
@@ -138,8 +149,8 @@ export class QueueDispatch implements Dispatch {
           jobId: id,
           priority: Number.isFinite(inFlight) ? Math.min(Math.max(Math.trunc(inFlight), 1), MAX_PRIORITY) : MAX_PRIORITY,
           attempts: 1,
-          removeOnComplete: { age: this.deps.keepFinishedS ?? 300, count: 10_000 },
-          removeOnFail: { age: this.deps.keepFinishedS ?? 300, count: 10_000 },
+          removeOnComplete: { age: this.deps.keepFinishedS ?? 300, count: FINISHED_KEPT },
+          removeOnFail: { age: this.deps.keepFinishedS ?? 300, count: FINISHED_KEPT },
         }),
         this.timeoutMs,
         'queueing the execution',
