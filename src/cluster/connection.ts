@@ -5,10 +5,10 @@
 import type { RedisOptions } from 'ioredis';
 
 /** A redis:// or rediss:// URL, or ioredis options. */
-export type RedisConnection = string | RedisOptions;
+export type RedisEndpoint = string | RedisOptions;
 
 /** ioredis options for a redis:// or rediss:// URL ([user[:password]@]host[:port][/db]). */
-export function redisOptionsOf(connection: RedisConnection): RedisOptions {
+export function redisOptionsOf(connection: RedisEndpoint): RedisOptions {
   if (typeof connection !== 'string') return { ...connection };
   const url = new URL(connection);
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new Error('a Redis URL must start with redis:// or rediss://');
@@ -25,12 +25,12 @@ export function redisOptionsOf(connection: RedisConnection): RedisOptions {
 }
 
 /** For commands on a request's path: no queueing while disconnected, one retry, a short connect. */
-export function fastFailOptions(connection: RedisConnection, connectTimeoutMs = 2000): RedisOptions {
+export function fastFailOptions(connection: RedisEndpoint, connectTimeoutMs = 2000): RedisOptions {
   return { ...redisOptionsOf(connection), maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: connectTimeoutMs };
 }
 
 /** For blocking readers and background loops: commands wait for a reconnect rather than fail. */
-export function patientOptions(connection: RedisConnection): RedisOptions {
+export function patientOptions(connection: RedisEndpoint): RedisOptions {
   return { ...redisOptionsOf(connection), maxRetriesPerRequest: null };
 }
 

@@ -15,7 +15,7 @@ import { cancelReasonOf, recordResult } from '../core/local-dispatch.ts';
 import type { AcceptedExecution, CancelReason, Dispatch, ExecutionStore, Logger } from '../core/ports.ts';
 import { buildResult, failedOutcome, notRun, type ResultDeps } from '../core/results.ts';
 import type { ExecutionResult, RuntimeName } from '../core/schemas.ts';
-import { fastFailOptions, patientOptions, within, type RedisConnection } from './connection.ts';
+import { fastFailOptions, patientOptions, within, type RedisEndpoint } from './connection.ts';
 import { runsExecutions, type NodeReport } from './registry.ts';
 import { CANCEL_MARK_MS, JOB_NAME, QUEUE_NAME, cancelChannel, cancelMarkKey, resultFromWire, toPayload, type Admission, type ExecutionPayload } from './wire.ts';
 
@@ -28,7 +28,7 @@ export interface NodeDirectory {
 }
 
 export interface QueueDispatchDeps {
-  connection: RedisConnection;
+  connection: RedisEndpoint;
   prefix: string;
   admission: Admission;
   /** The 429 for a tenant at its ceiling of executions in flight (redis-limits.ts's tenantLimitError). */

@@ -9,11 +9,11 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { AcceptedExecution, CancelReason, Dispatch, Logger } from '../core/ports.ts';
 import type { ExecutionResult } from '../core/schemas.ts';
-import { patientOptions, type RedisConnection } from './connection.ts';
+import { patientOptions, type RedisEndpoint } from './connection.ts';
 import { CancelMessage, QUEUE_NAME, cancelChannel, cancelMarkKey, fromPayload, WireError, type Admission, type ExecutionPayload } from './wire.ts';
 
 export interface QueueWorkerDeps {
-  connection: RedisConnection;
+  connection: RedisEndpoint;
   prefix: string;
   nodeId: string;
   /** Executions run at once (the node's concurrency.maxConcurrent, or cluster.workerSlots). */
