@@ -14,7 +14,10 @@ import { QueueWorker } from '../../src/cluster/queue-worker.ts';
 import { ClusterRegistry, type NodeReport } from '../../src/cluster/registry.ts';
 import { QUEUE_NAME, type Admission } from '../../src/cluster/wire.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import type { AcceptedExecution, Dispatch, ExecutionMeter, ExecutionStore, Logger } from '../../src/core/ports.ts';
+import { ConcurrencyGate } from '../../src/core/concurrency.ts';
+import { LocalDispatch } from '../../src/core/local-dispatch.ts';
+import type { AcceptedExecution, Dispatch, ExecutionMeter, ExecutionStore, Logger, Sandboxes } from '../../src/core/ports.ts';
+import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import type { ExecutionResult, ExecutionStatus, HistoryPage, Stats, TenantUsage } from '../../src/core/schemas.ts';
 
 const REDIS_URL = process.env.PYBOX_TEST_REDIS_URL ?? 'redis://127.0.0.1:56379';
@@ -129,6 +132,28 @@ class FakeRun implements Dispatch {
   }
   ids(): string[] {
     return this.seen.map((s) => s.execution.job.id);
+  }
+}
+
+/** Sandboxes that hold each run until released (exit 0, a line of output) or its signal aborts. */
+class HoldingSandboxes implements Sandboxes {
+  readonly started: string[] = [];
+  private readonly releases = new Map<string, () => void>();
+  async run(job: SandboxJob): Promise<SandboxOutcome> {
+    this.started.push(job.id);
+    const released = await new Promise<boolean>((resolve) => {
+      this.releases.set(job.id, () => resolve(true));
+      if (job.signal?.aborted) resolve(false);
+      job.signal?.addEventListener('abort', () => resolve(false), { once: true });
+    });
+    const text = released ? `hello from ${job.id}\n` : '';
+    const stdout = { totalBytes: Buffer.byteLength(text), truncated: false, text: () => text };
+    const stderr = { totalBytes: 0, truncated: false, text: () => '' };
+    if (!released) return { kind: 'cancelled', report: null, stdout, stderr, durationMs: 3 };
+    return { kind: 'finished', report: { v: 1, phase: 'run', exitCode: 0, signal: null, error: null, files: [], filesDropped: 0, flooded: false }, stdout, stderr, durationMs: 3 };
+  }
+  release(id: string): void {
+    this.releases.get(id)?.();
   }
 }
 
@@ -389,6 +414,45 @@ describe('QueueDispatch and QueueWorker', () => {
     const result = await pending;
     expect(result.status).toBe('completed');
     expect(result.id).toBe(e.job.id);
+  });
+
+  it("runs through a worker's LocalDispatch: the worker records, and a cancel reaches an execution waiting in its gate", async () => {
+    const c = cluster();
+    const workerStore = new RecordingStore();
+    const sandboxes = new HoldingSandboxes();
+    const local = new LocalDispatch({
+      sandboxes,
+      gate: new ConcurrencyGate(1, 10, 2),
+      store: workerStore,
+      image: 'pybox-python:test',
+      results: { runtime: 'runc', limits: { floodBytes: 1_000_000, outputFilesMax: 20, outputFilesMaxBytes: 5_000_000 }, clock },
+      logger: quiet,
+    });
+    // Two jobs taken at once, one sandbox slot: the second waits in the worker's own gate.
+    await c.worker(local, { slots: 2 });
+    const queue = new Queue(QUEUE_NAME, { connection: redisOptionsOf(REDIS_URL), prefix: c.prefix });
+    cleanups.push(() => queue.close());
+    const a = execution();
+    const b = execution();
+    const clientB = clientSignals();
+    const resultA = c.dispatch.submit(a, clientSignals().signals);
+    await waitFor('a to run', () => sandboxes.started.includes(a.job.id));
+    const resultB = c.dispatch.submit(b, clientB.signals);
+    await waitFor('b to be taken by the worker', async () => (await queue.getJobState(b.job.id)) === 'active');
+    clientB.leave();
+    const cancelled = await resultB;
+    expect(cancelled.status).toBe('cancelled');
+    expect(sandboxes.started).not.toContain(b.job.id);
+    sandboxes.release(a.job.id);
+    const completed = await resultA;
+    expect(completed).toMatchObject({ status: 'completed', stdout: `hello from ${a.job.id}\n`, runtime: 'runc' });
+    // Both recorded by the node that ran them, none by the API node.
+    expect(workerStore.saved.map((s) => [s.result.id, s.result.status])).toEqual([
+      [b.job.id, 'cancelled'],
+      [a.job.id, 'completed'],
+    ]);
+    expect(workerStore.saved[1]?.meter).toEqual({ tenant: 'acme', outputBytes: `hello from ${a.job.id}\n`.length });
+    expect(c.store.saved).toHaveLength(0);
   });
 
   it('refuses with queue_full once as many executions wait as the cap allows', async () => {
