@@ -1,0 +1,164 @@
+// What travels through Redis between an API node and a worker: an accepted execution as a BullMQ
+// job's data (JSON, files' bytes as base64), and the worker's result as the job's return value.
+// Both are parsed on the receiving side as strictly as a request: whoever can write to Redis can
+// write these, so the bounds are those an API node itself would have let through.
+import { z } from 'zod';
+import { TENANT_NAME } from '../core/caller.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
+import type { AcceptedExecution } from '../core/ports.ts';
+import { BASE64 } from '../core/results.ts';
+import { ExecutionRequest, ExecutionResult, FilePath } from '../core/schemas.ts';
+
+export const WIRE_VERSION = 1;
+
+/**
+ * An execution's id as a job id: BullMQ refuses ids that are integers or hold ':', and the id ends
+ * up in Redis keys and logs.
+ */
+export const ExecutionId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, 'must be 1-128 letters, digits, _ and -')
+  .refine((id) => !/^\d+$/.test(id), 'must not be a number');
+
+/** Most bytes of all input files together (the most limits.inputFilesMaxBytes allows). */
+export const MAX_INPUT_FILES_BYTES = 256 * 1024 * 1024;
+/** A request's file content is at most 16 Mi characters; as UTF-8 that is at most 48 MiB of bytes. */
+const MAX_FILE_BASE64_CHARS = Math.ceil((48 * 1024 * 1024) / 3) * 4;
+
+const request = ExecutionRequest.shape;
+const positiveInt = z.int().min(1).max(Number.MAX_SAFE_INTEGER);
+const positive = z.number().positive().max(1_000_000);
+
+const WireFile = z.strictObject({
+  path: FilePath,
+  base64: z
+    .string()
+    .max(MAX_FILE_BASE64_CHARS)
+    .refine((s) => s.length % 4 === 0 && BASE64.test(s), 'must be base64'),
+});
+
+const ModuleList = z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/).max(200)).max(1000);
+
+export const ExecutionPayload = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  tenant: z.string().regex(TENANT_NAME),
+  maxInFlight: positiveInt.nullable(),
+  createdAtMs: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
+  limits: z.strictObject({ timeoutMs: positiveInt, memoryMb: positiveInt, cpus: positive, outputBytes: positiveInt }),
+  job: z.strictObject({
+    id: ExecutionId,
+    code: request.code,
+    stdin: request.stdin.unwrap(),
+    args: request.args.unwrap(),
+    env: request.env.unwrap(),
+    context: request.context.unwrap().refine((c) => !nestsDeeperThan(c, MAX_JSON_DEPTH), `must nest at most ${MAX_JSON_DEPTH} levels`),
+    files: z
+      .array(WireFile)
+      .max(64)
+      .refine((fs) => fs.reduce((n, f) => n + (f.base64.length / 4) * 3, 0) <= MAX_INPUT_FILES_BYTES + 64 * 2, 'files too large in all'),
+    limits: z.strictObject({ timeoutMs: positiveInt, memoryMb: positiveInt, cpus: positive }),
+    importPolicy: z.strictObject({ mode: z.enum(['warn', 'block']), dangerous: ModuleList, safe: ModuleList }).optional(),
+  }),
+});
+export type ExecutionPayload = z.infer<typeof ExecutionPayload>;
+
+/** Thrown when what came out of Redis is not what a node of this version writes. */
+export class WireError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WireError';
+  }
+}
+
+/** An accepted execution as a job's data. */
+export function toPayload(e: AcceptedExecution): ExecutionPayload {
+  const { job } = e;
+  const payload: ExecutionPayload = {
+    v: WIRE_VERSION,
+    tenant: e.tenant,
+    maxInFlight: e.maxInFlight,
+    createdAtMs: e.createdAtMs,
+    limits: { ...e.limits },
+    job: {
+      id: job.id,
+      code: job.code,
+      stdin: job.stdin,
+      args: job.args,
+      env: job.env,
+      context: job.context as ExecutionPayload['job']['context'],
+      files: job.files.map((f) => ({ path: f.path, base64: f.data.toString('base64') })),
+      limits: { timeoutMs: job.limits.timeoutMs, memoryMb: job.limits.memoryMb, cpus: job.limits.cpus },
+    },
+  };
+  if (job.importPolicy) payload.job.importPolicy = { mode: job.importPolicy.mode, dangerous: job.importPolicy.dangerous, safe: job.importPolicy.safe };
+  return payload;
+}
+
+/** A job's data back as an accepted execution; WireError saying what is wrong otherwise. */
+export function fromPayload(data: unknown): AcceptedExecution {
+  const parsed = ExecutionPayload.safeParse(data);
+  if (!parsed.success) throw new WireError(`malformed execution payload: ${summarize(parsed.error)}`);
+  const p = parsed.data;
+  const files = p.job.files.map((f) => ({ path: f.path, data: Buffer.from(f.base64, 'base64') }));
+  const execution: AcceptedExecution = {
+    job: { ...p.job, files },
+    limits: p.limits,
+    tenant: p.tenant,
+    maxInFlight: p.maxInFlight,
+    createdAtMs: p.createdAtMs,
+  };
+  if (!p.job.importPolicy) delete execution.job.importPolicy;
+  return execution;
+}
+
+/** A result is plain JSON already; parsed with the API's own schema plus bounds on its collections. */
+const WireResult = ExecutionResult.extend({
+  id: ExecutionId,
+  files: ExecutionResult.shape.files.unwrap().max(1000).optional(),
+});
+
+/** A worker's result, as a job's return value came back; WireError otherwise. */
+export function resultFromWire(value: unknown, expectedId: string): ExecutionResult {
+  const parsed = WireResult.safeParse(value);
+  if (!parsed.success) throw new WireError(`malformed execution result: ${summarize(parsed.error)}`);
+  if (parsed.data.id !== expectedId) throw new WireError('the result is of another execution');
+  return parsed.data;
+}
+
+/** The first few issues, short: enough for a log line and a job's failed reason. */
+function summarize(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+    .join('; ')
+    .slice(0, 500);
+}
+
+// ---- what API nodes and workers share besides the payloads -------------------------------------
+
+/** The BullMQ queue every execution goes through (its keys start with `${prefix}:executions:`). */
+export const QUEUE_NAME = 'executions';
+/** The name of every job on it. */
+export const JOB_NAME = 'run';
+
+/** The pub/sub channel on which API nodes tell workers to stop a running execution. */
+export const cancelChannel = (prefix: string): string => `${prefix}:cancel`;
+/**
+ * A short-lived mark of the same request: a worker that takes the job after the message was
+ * published (it was between taking the job and listening for it) still sees it.
+ */
+export const cancelMarkKey = (prefix: string, id: string): string => `${prefix}:cancel:${id}`;
+export const CANCEL_MARK_MS = 10 * 60_000;
+
+export const CancelMessage = z.strictObject({ id: ExecutionId, reason: z.enum(['client', 'shutdown']) });
+export type CancelMessage = z.infer<typeof CancelMessage>;
+
+/**
+ * A tenant's executions in flight across the cluster, counted in Redis (cluster/redis-limits.ts
+ * implements it). Admitting counts the execution in; release is idempotent (both the API node
+ * and the worker release). A lease ends a count its holders never released (both died).
+ */
+export interface Admission {
+  admit(a: { tenant: string; id: string; maxInFlight: number | null; leaseMs: number }): Promise<{ admitted: boolean; inFlight: number }>;
+  release(tenant: string, id: string): Promise<void>;
+}
