@@ -1,6 +1,11 @@
 // The composition root: read the config and environment once, build pybox, serve it, shut down
 // gracefully. Nothing else in src/ reads process.env.
+import type { Hono } from 'hono';
+import { composeClusterNode } from './compose-cluster.ts';
 import { composePybox } from './compose.ts';
+import type { Config } from './config/schema.ts';
+import type { Logger } from './core/ports.ts';
+import type { RuntimeName } from './core/schemas.ts';
 import { loadConfig } from './config/load.ts';
 import { createLogger } from './core/logger.ts';
 import { runtimeSummary } from './engine/runtime.ts';
@@ -15,22 +20,11 @@ async function main(): Promise<void> {
   const env = process.env;
   const config = loadConfig({ path: env.PYBOX_CONFIG ?? 'config/default.yaml', env });
   const logger = createLogger(config.log.level);
-  // Without a key nobody is authenticated: refuse to serve that beyond loopback, before starting anything.
   const { host, port } = config.server;
-  const mode = checkListenAddress(host, storeHasKeys(config.store.path));
-  const pybox = await composePybox(config, { dockerHost: env.DOCKER_HOST, logger });
-  if (mode === 'local') logger.info(LOCAL_MODE_MESSAGE);
-  else logger.info('API keys required on every route but /healthz and /readyz');
-  const summary = runtimeSummary(config.engine.runtime, pybox.runtime, pybox.availableRuntimes);
-  if (pybox.runtime === 'runsc' || config.engine.runtime !== 'auto') logger.info(`sandboxes run under ${summary}`);
-  else logger.warn(`sandboxes run under ${summary}`);
+  const node = config.cluster.postgresUrl === null ? await embeddedNode(config, logger, env) : await clusterNode(config, logger, env);
   // A slow or silent client must not hold a connection open: header and request timeouts (server.ts).
-  const { server, port: bound } = await listen(pybox.app, host, port, config.server);
-  logger.info(`pybox listening on http://${host.includes(':') ? `[${host}]` : host}:${bound}`, {
-    runtime: pybox.runtime,
-    image: pybox.image,
-    store: config.store.path,
-  });
+  const { server, port: bound } = await listen(node.app, host, port, config.server);
+  logger.info(`pybox${node.what} listening on http://${host.includes(':') ? `[${host}]` : host}:${bound}`, node.fields);
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -44,7 +38,7 @@ async function main(): Promise<void> {
       process.exit(1);
     }, graceMs + FORCE_EXIT_AFTER_GRACE_MS);
     force.unref();
-    pybox
+    node
       .shutdown(graceMs, { close: () => closeServer(server) })
       .then(() => {
         logger.info('shut down');
@@ -57,6 +51,50 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+interface ServedNode {
+  app: Hono;
+  what: string;
+  fields: Record<string, unknown>;
+  shutdown(graceMs: number, listener: { close(): Promise<void> }): Promise<void>;
+}
+
+/** The all-in-one node on SQLite: what `npm start` runs with no cluster settings. */
+async function embeddedNode(config: Config, logger: Logger, env: NodeJS.ProcessEnv): Promise<ServedNode> {
+  // Without a key nobody is authenticated: refuse to serve that beyond loopback, before starting anything.
+  const mode = checkListenAddress(config.server.host, storeHasKeys(config.store.path));
+  const pybox = await composePybox(config, { dockerHost: env.DOCKER_HOST, logger });
+  if (mode === 'local') logger.info(LOCAL_MODE_MESSAGE);
+  else logger.info('API keys required on every route but /healthz and /readyz');
+  logRuntime(config, logger, pybox.runtime, pybox.availableRuntimes);
+  return { app: pybox.app, what: '', fields: { runtime: pybox.runtime, image: pybox.image, store: config.store.path }, shutdown: (g, l) => pybox.shutdown(g, l) };
+}
+
+/** A node of a cluster (api, worker or both) on PostgreSQL and Redis. */
+async function clusterNode(config: Config, logger: Logger, env: NodeJS.ProcessEnv): Promise<ServedNode> {
+  const node = await composeClusterNode(config, { dockerHost: env.DOCKER_HOST, logger });
+  try {
+    // An API node follows the same rule as the embedded one: no keys, loopback only. A worker serves
+    // only its health probes, so it may listen anywhere.
+    if (node.role !== 'worker') {
+      const mode = checkListenAddress(config.server.host, await node.tenants.hasKeys());
+      if (mode === 'local') logger.info(LOCAL_MODE_MESSAGE);
+    }
+  } catch (e) {
+    await node.close();
+    throw e;
+  }
+  if (node.engineSide) logRuntime(config, logger, node.engineSide.runtime, node.engineSide.availableRuntimes);
+  const fields: Record<string, unknown> = { role: node.role, nodeId: node.nodeId };
+  if (node.engineSide) Object.assign(fields, { runtime: node.engineSide.runtime, image: node.engineSide.image });
+  return { app: node.app, what: ` ${node.role === 'all' ? 'cluster' : node.role} node`, fields, shutdown: (g, l) => node.shutdown(g, l) };
+}
+
+function logRuntime(config: Config, logger: Logger, runtime: RuntimeName, available: RuntimeName[]): void {
+  const summary = runtimeSummary(config.engine.runtime, runtime, available);
+  if (runtime === 'runsc' || config.engine.runtime !== 'auto') logger.info(`sandboxes run under ${summary}`);
+  else logger.warn(`sandboxes run under ${summary}`);
 }
 
 main().catch((e: unknown) => {

@@ -1,0 +1,210 @@
+// Builds a cluster node from a config with PostgreSQL and Redis: an API node (HTTP, auth, tenant
+// limits, the store; executions go to the queue), a worker (its engine and pool take executions
+// from the queue and record their results) or both in one process. The same core as the embedded
+// node, with other implementations of its ports.
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { OpenAPIHono } from '@hono/zod-openapi';
+import type { BlankEnv } from 'hono/types';
+import { Redis } from 'ioredis';
+import { createApp } from './app.ts';
+import { ClusterBackend } from './cluster/cluster-backend.ts';
+import { QueueDispatch } from './cluster/queue-dispatch.ts';
+import { QueueWorker } from './cluster/queue-worker.ts';
+import { RedisAdmission, RedisRateLimiter, tenantLimitError } from './cluster/redis-limits.ts';
+import { PatientStore } from './cluster/patient-store.ts';
+import { fastFailOptions } from './cluster/connection.ts';
+import { ClusterRegistry, type NodeStatus } from './cluster/registry.ts';
+import { composeEngineSide, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
+import type { Config } from './config/schema.ts';
+import { DefaultExecutionService } from './core/execution-service.ts';
+import type { ClusterStatus, Readiness, TenantStore } from './core/ports.ts';
+import { shutdown, type Drainable } from './core/shutdown.ts';
+import { healthRoutes } from './http/routes/health.ts';
+import { openStores } from './store/open.ts';
+import { Authenticator } from './tenancy/authenticator.ts';
+
+export interface ClusterNode {
+  role: Config['cluster']['role'];
+  nodeId: string;
+  /** The API (api and all), or only /healthz and /readyz (worker). */
+  app: OpenAPIHono<BlankEnv>;
+  /** The API side's service (api and all). */
+  service: DefaultExecutionService | undefined;
+  /** The worker side's engine parts (worker and all). */
+  engineSide: EngineSide | undefined;
+  tenants: TenantStore;
+  shutdown(graceMs: number, listener?: { close(): Promise<void> }): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** How long a worker keeps trying to save a result while the store is away. */
+const SAVE_PATIENCE_MS = 30_000;
+
+export async function composeClusterNode(config: Config, opts: ComposeOptions): Promise<ClusterNode> {
+  const { logger } = opts;
+  const clock = opts.clock ?? systemClock;
+  const { role, postgresUrl, redisUrl, prefix } = config.cluster;
+  if (postgresUrl === null || redisUrl === null) throw new Error('a cluster node needs cluster.postgresUrl and cluster.redisUrl');
+  const nodeId = config.cluster.nodeId || defaultNodeId(role);
+  const { executions: store, tenants } = await openStores(config, clock, { logger });
+  // Commands on a request's path fail fast while Redis is away (503), instead of waiting in a queue.
+  const redis = new Redis(fastFailOptions(redisUrl));
+  redis.on('error', (e: Error) => logger.debug('redis connection', { error: e.message }));
+  const admission = new RedisAdmission(redis, prefix);
+  const registry = new ClusterRegistry({ redis, prefix, nodeId, role, heartbeatMs: config.cluster.heartbeatMs, clock, logger });
+
+  const closers: Array<() => void | Promise<void>> = [];
+  const drains: Array<() => Promise<void>> = [];
+
+  // The worker side: this host's engine, taking executions from the queue.
+  let engineSide: EngineSide | undefined;
+  let worker: QueueWorker | undefined;
+  const slots = config.cluster.workerSlots ?? config.concurrency.maxConcurrent;
+  if (role !== 'api') {
+    // Its sandboxes carry its own instance name: its start-up reaper then removes its own leftovers
+    // and never the live sandboxes of another worker on a shared engine.
+    const own = { ...config, engine: { ...config.engine, instance: `${config.engine.instance}.${nodeId}`.slice(0, 63) } };
+    // Nobody else holds a result the worker ran: a save failing during a short outage is tried again.
+    const patient = new PatientStore(store, { retryMs: SAVE_PATIENCE_MS, logger });
+    engineSide = await composeEngineSide(own, { ...opts, store: patient, slots });
+    worker = new QueueWorker({ connection: redisUrl, prefix, nodeId, slots, lockMs: config.cluster.lockMs, run: engineSide.dispatch, admission, logger });
+    await worker.start();
+    const side = engineSide;
+    const w = worker;
+    drains.push(() => w.close(config.server.shutdownGraceMs), () => side.drain());
+    closers.push(() => side.engine.close());
+  }
+  let engineHealthy = engineSide ? (await engineSide.backend.checks()).checks : undefined;
+
+  // The API side: HTTP, auth and limits; executions go to the queue.
+  let service: DefaultExecutionService | undefined;
+  let dispatch: QueueDispatch | undefined;
+  let app: OpenAPIHono<BlankEnv>;
+  if (role !== 'worker') {
+    const backend = new ClusterBackend({ registry, redis, retryAfterS: config.concurrency.retryAfterS, logger });
+    dispatch = new QueueDispatch({
+      connection: redisUrl,
+      prefix,
+      admission,
+      tenantLimitError,
+      store,
+      results: { limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars },
+      runtime: () => backend.identity().runtime ?? engineSide?.runtime ?? 'runsc',
+      registry,
+      maxQueue: config.cluster.maxQueue,
+      retryAfterS: config.concurrency.retryAfterS,
+      logger,
+      onRecorded: (f) => service?.recorded(f),
+    });
+    const d = dispatch;
+    closers.unshift(() => d.close());
+    service = new DefaultExecutionService({
+      dispatch,
+      backend,
+      store,
+      limits: config.limits,
+      clock,
+      logger,
+      newId: randomUUID,
+      importPolicy: config.importPolicy,
+    });
+    const status: ClusterStatus = {
+      async status() {
+        const nodes = await registry.nodes();
+        const runners = nodes.filter((n) => n.role !== 'api');
+        return {
+          mode: 'cluster',
+          nodes: nodes.map((n) => ({
+            nodeId: n.nodeId,
+            role: n.role,
+            host: n.host,
+            pid: n.pid,
+            startedAt: n.startedAt,
+            seenAt: n.seenAt,
+            slots: n.slots,
+            running: n.running,
+            runtime: n.runtime ?? null,
+            healthy: n.role === 'api' ? null : n.engine === true && n.imageReady === true,
+          })),
+          slots: runners.reduce((a, n) => a + n.slots, 0),
+          running: runners.reduce((a, n) => a + n.running, 0),
+          waiting: await d.queueDepth(),
+        };
+      },
+    };
+    app = createApp({
+      service,
+      cluster: status,
+      ...(engineSide ? { doctor: engineSide.doctor } : {}),
+      logger,
+      bodyLimitBytes: config.server.bodyLimitBytes,
+      allowedHosts: config.server.allowedHosts,
+      allowedOrigins: config.server.allowedOrigins,
+      auth: new Authenticator(tenants),
+      rateLimiter: new RedisRateLimiter(redis, prefix),
+      tools: config.tools.enabled,
+    });
+  } else {
+    // A worker answers the orchestrator's probes only: it has no API of its own.
+    const side = engineSide as EngineSide;
+    const readiness = async (): Promise<Readiness> => {
+      const [backend, storeOk, queue] = await Promise.all([
+        side.backend.checks(),
+        store.healthy().catch(() => false),
+        redis.ping().then(
+          () => true,
+          () => false,
+        ),
+      ]);
+      const checks = { ...backend.checks, store: storeOk, queue };
+      const ready = Object.values(checks).every(Boolean);
+      const r: Readiness = { ready, checks, ...side.backend.identity() };
+      if (!ready) r.message = backend.message ?? (!storeOk ? 'PostgreSQL does not take writes' : 'Redis does not answer');
+      return r;
+    };
+    app = new OpenAPIHono<BlankEnv>();
+    app.route('/', healthRoutes({ readiness }));
+  }
+
+  // Every beat tells the cluster this node is alive, with its slots and its engine's health.
+  let beats = 0;
+  await registry.start((): NodeStatus => {
+    if (engineSide && ++beats % 5 === 0) {
+      const side = engineSide;
+      void side.backend.checks().then((r) => (engineHealthy = r.checks));
+    }
+    const report: NodeStatus = {
+      slots: engineSide ? slots : 0,
+      running: engineSide ? engineSide.gate.stats.running : 0,
+    };
+    if (engineSide) {
+      report.runtime = engineSide.runtime;
+      report.image = engineSide.image;
+      report.engine = engineHealthy?.engine ?? false;
+      report.imageReady = engineHealthy?.image ?? false;
+    }
+    return report;
+  });
+  closers.push(
+    () => registry.stop(),
+    async () => {
+      await redis.quit().catch(() => redis.disconnect());
+    },
+    () => store.close(),
+    () => tenants.close(),
+  );
+
+  // A worker alone has no service: its worker.close() (a drain) lets its executions finish.
+  const idle: Drainable = { pending: 0, stopAccepting() {}, cancelRunning() {}, settled: async () => {} };
+  let stopping: Promise<void> | undefined;
+  const stop = (graceMs: number, listener?: { close(): Promise<void> }): Promise<void> =>
+    (stopping ??= shutdown({ service: service ?? idle, listener, drains, closers, logger }, graceMs));
+  return { role, nodeId, app, service, engineSide, tenants, shutdown: stop, close: () => stop(Number.POSITIVE_INFINITY) };
+}
+
+/** A worker's name must survive its restarts (it finds its leftovers by it): the host's name. */
+function defaultNodeId(role: Config['cluster']['role']): string {
+  const host = hostname().replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'node';
+  return role === 'api' ? `${host.slice(0, 22)}-${process.pid}` : host.slice(0, 30);
+}
