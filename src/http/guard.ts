@@ -78,7 +78,12 @@ export function guardBrowsers(opts: GuardOptions): MiddlewareHandler {
   return async function refuseForeignPages(c, next) {
     if (UNGUARDED_PATHS.has(c.req.path)) return next();
     const host = c.req.header('host');
-    if (host !== undefined && !(await opts.keysRequired())) {
+    // A store that cannot say whether keys exist counts as "keys exist": authentication then answers
+    // 503 on every path it guards, and /readyz still reports which part is away.
+    const keysRequired = await Promise.resolve()
+      .then(() => opts.keysRequired())
+      .catch(() => true);
+    if (host !== undefined && !keysRequired) {
       const name = hostName(host);
       if (name === undefined || !(hosts.has(name) || isLoopbackHost(name))) {
         throw new PyboxError(

@@ -2,6 +2,8 @@
 // answered, so DNS rebinding reaches nothing; a page of a foreign origin is refused unless
 // server.allowedOrigins lists it, with or without keys; a preflight never reaches a route.
 import { describe, expect, it } from 'vitest';
+import { PyboxError } from '../../src/core/errors.ts';
+import type { ApiKeyLookup } from '../../src/core/ports.ts';
 import { FakeKeys, harness, type ErrorJson } from './fake-service.ts';
 
 const json = { 'content-type': 'application/json' };
@@ -56,6 +58,29 @@ describe('Host in local mode', () => {
     const h = harness({ keys });
     expect((await run(h, { host: 'pybox.example.com', authorization: `Bearer ${key}` })).status).toBe(200);
     expect((await run(h, { host: 'attacker.example' })).status).toBe(401);
+  });
+});
+
+describe('a key store that is away (PostgreSQL stopped)', () => {
+  const away: ApiKeyLookup = {
+    hasKeys: () => Promise.reject(new PyboxError('store_unavailable', 'the store does not answer', { retryAfterS: 5 })),
+    findKeyByHash: () => Promise.reject(new PyboxError('store_unavailable', 'the store does not answer', { retryAfterS: 5 })),
+  };
+
+  it('answers 503 store_unavailable with Retry-After on the API, and runs nothing', async () => {
+    const h = harness({ keys: away });
+    const res = await run(h, { host: 'localhost' });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('5');
+    expect(((await res.json()) as ErrorJson).error.code).toBe('store_unavailable');
+    expect(h.service.calls.execute).toHaveLength(0);
+  });
+
+  it('still answers /readyz, which then says which part is away, and /healthz', async () => {
+    const h = harness({ keys: away });
+    expect((await h.app.request('/healthz', { headers: { host: 'localhost' } })).status).toBe(200);
+    const ready = await h.app.request('/readyz', { headers: { host: 'localhost' } });
+    expect(ready.status).toBe(200); // the fake service's readiness: reached, not refused by the guard
   });
 });
 
