@@ -1,31 +1,80 @@
-// Runs once around the whole suite. After every test file has finished, no container labelled
-// pybox.execution that this run created may exist: the service must never leak one. Containers
-// that were there before the run (another run on the same engine) are not this run's to judge.
+// Runs once around the whole suite. After every test file has finished, nothing this run started
+// may be left: no container labelled pybox.execution on either engine (the default one and the
+// second one the cluster tests use), no pybox server process of this checkout, no private Redis or
+// PostgreSQL of a fault test, and no gVisor process. What was there before the run (another run on
+// the same machine, the shared servers set-up started) is not this run's to judge.
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import Docker from 'dockerode';
+import { SECOND_ENGINE_HOST } from './servers.ts';
 
-async function leftovers(): Promise<Map<string, string>> {
-  const docker = new Docker();
+const ROOT = join(import.meta.dirname, '..', '..');
+
+async function containersOn(docker: Docker): Promise<Map<string, string>> {
   try {
     const list = await docker.listContainers({ all: true, filters: { label: ['pybox.execution'] } });
     return new Map(list.map((c) => [c.Id, `${c.Id.slice(0, 12)} ${c.State} ${c.Labels['pybox.instance'] ?? ''} ${c.Labels['pybox.execution'] ?? ''}`]));
   } catch {
-    return new Map(); // no engine: the integration tests will have failed on their own
+    return new Map(); // no engine: the tests that need it will have failed on their own
   }
 }
 
-let before = new Set<string>();
+async function containers(): Promise<Map<string, string>> {
+  const second = new Docker({ socketPath: SECOND_ENGINE_HOST.replace(/^unix:\/\//, '') });
+  return new Map([...(await containersOn(new Docker())), ...(await containersOn(second))]);
+}
+
+/** Processes a test may start and must stop: this checkout's servers, private servers, gVisor. */
+function processes(): Map<number, string> {
+  const found = new Map<number, string>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+      const cwd = (() => {
+        try {
+          return readlinkSync(`/proc/${pid}/cwd`);
+        } catch {
+          return '';
+        }
+      })();
+      const ours =
+        (cwd === ROOT && (cmd.includes('src/main.ts') || cmd.includes('bin/pybox.mjs') || /[\s/]test\/\S+\.ts\b/.test(cmd))) ||
+        // Redis rewrites its title to "redis-server host:port"; the shared one was there before setup.
+        /^redis-server\b/.test(cmd) ||
+        (/postgres/.test(cmd) && cmd.includes('pybox-pg-')) ||
+        /^runsc(-sandbox|-gofer)?\b|\/runsc\b/.test(cmd);
+      if (ours) found.set(pid, `${pid} ${cmd.slice(0, 160)}`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+let containersBefore = new Set<string>();
+let processesBefore = new Set<number>();
 
 export async function setup(): Promise<void> {
-  before = new Set((await leftovers()).keys());
+  containersBefore = new Set((await containers()).keys());
+  processesBefore = new Set(processes().keys());
 }
 
 export async function teardown(): Promise<void> {
-  const created = async () => [...(await leftovers()).entries()].filter(([id]) => !before.has(id)).map(([, d]) => d);
+  const leftContainers = async () => [...(await containers()).entries()].filter(([id]) => !containersBefore.has(id)).map(([, d]) => d);
+  const leftProcesses = () => [...processes().entries()].filter(([pid]) => !processesBefore.has(pid)).map(([, d]) => d);
   // Removal after a result is returned happens in the background; give it a moment to finish.
   for (let i = 0; i < 50; i++) {
-    if ((await created()).length === 0) return;
+    if ((await leftContainers()).length === 0 && leftProcesses().length === 0) return;
     await new Promise((r) => setTimeout(r, 200));
   }
-  const left = await created();
-  throw new Error(`the test run left ${left.length} container(s) labelled pybox.execution:\n${left.join('\n')}`);
+  const c = await leftContainers();
+  const p = leftProcesses();
+  const lines = [
+    ...(c.length ? [`the test run left ${c.length} container(s) labelled pybox.execution:`, ...c] : []),
+    ...(p.length ? [`the test run left ${p.length} process(es) running:`, ...p] : []),
+  ];
+  throw new Error(lines.join('\n'));
 }
