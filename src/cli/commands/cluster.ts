@@ -55,7 +55,7 @@ export function registerCluster(program: Command, ctx: CliContext): void {
     .option('--database <name>', 'database created on the ensured PostgreSQL (unused when PYBOX_POSTGRES_URL is set)', 'pybox_local')
     .option('--prefix <prefix>', "Redis key prefix and the sandboxes' engine.instance label", 'pybox-local')
     .option('--state-dir <dir>', "where the nodes' config and logs go", join(ROOT, 'data', 'local-cluster'))
-    .option('--start-timeout <s>', 'seconds each node may take to listen', '180')
+    .option('--start-timeout <s>', 'seconds the nodes may take to listen, together', '180')
     .option('--kill-after <s>', 'seconds a stopping node gets before SIGKILL', '30')
     .action(async (opts: UpOptions) => {
       process.exitCode = await up(opts, ctx);
