@@ -6,6 +6,7 @@ import { registerServe } from './commands/serve.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerMcp } from './commands/mcp.ts';
 import { registerDoctor } from './commands/doctor.ts';
+import { registerCluster } from './commands/cluster.ts';
 
 const ctx: CliContext = {
   env: process.env,
@@ -19,6 +20,7 @@ registerServe(program, ctx);
 registerKeys(program, ctx);
 registerMcp(program, ctx);
 registerDoctor(program, ctx);
+registerCluster(program, ctx);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   ctx.err(`pybox: ${e instanceof Error ? e.message : String(e)}`);
