@@ -38,6 +38,8 @@ export interface ClusterNode {
   close(): Promise<void>;
 }
 
+/** How long a node waits for Redis at start-up. */
+const REDIS_CONNECT_MS = 10_000;
 /** How long a worker keeps trying to save a result while the store is away. */
 const SAVE_PATIENCE_MS = 30_000;
 
@@ -51,6 +53,14 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
   // Commands on a request's path fail fast while Redis is away (503), instead of waiting in a queue.
   const redis = new Redis(fastFailOptions(redisUrl));
   redis.on('error', (e: Error) => logger.debug('redis connection', { error: e.message }));
+  // A node that cannot reach Redis at start-up says so and exits; later outages are waited out.
+  try {
+    await connected(redis, REDIS_CONNECT_MS);
+  } catch (e) {
+    redis.disconnect();
+    await Promise.all([store.close(), tenants.close()]);
+    throw new Error(`cannot reach Redis at ${redactRedis(redisUrl)}: ${e instanceof Error ? e.message : String(e)}`);
+  }
   const admission = new RedisAdmission(redis, prefix);
   const registry = new ClusterRegistry({ redis, prefix, nodeId, role, heartbeatMs: config.cluster.heartbeatMs, clock, logger });
 
@@ -207,4 +217,36 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
 function defaultNodeId(role: Config['cluster']['role']): string {
   const host = hostname().replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'node';
   return role === 'api' ? `${host.slice(0, 22)}-${process.pid}` : host.slice(0, 30);
+}
+
+/** Resolves once the connection is ready, or rejects after `ms`. */
+function connected(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    let last = 'no answer';
+    const onError = (e: Error) => (last = e.message);
+    const timer = setTimeout(() => {
+      redis.off('ready', onReady);
+      redis.off('error', onError);
+      reject(new Error(`${last} (for ${ms / 1000} s)`));
+    }, ms);
+    const onReady = () => {
+      clearTimeout(timer);
+      redis.off('error', onError);
+      resolve();
+    };
+    redis.once('ready', onReady);
+    redis.on('error', onError);
+  });
+}
+
+/** The URL without its password, for messages. */
+function redactRedis(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'the configured URL';
+  }
 }

@@ -43,7 +43,10 @@ describe.each(runtimes)('outcomes under %s', (runtime) => {
     }
     expect(id).toBeDefined();
     await new Promise((r) => setTimeout(r, 1500)); // let the code start (its sleep is 30 s)
-    await docker.getContainer(id ?? '').kill();
+    // Every running sandbox of this instance: the one running the code is among them, and a warm
+    // one may have been taken down meanwhile (the pool replaces what it loses).
+    const running = await docker.listContainers({ filters: { label: [`pybox.instance=${pybox.config.engine.instance}`], status: ['running'] } });
+    await Promise.all(running.map((c) => docker.getContainer(c.Id).kill().catch(() => undefined)));
     const r = await pending;
     expect(r.status, JSON.stringify(r)).toBe('internal_error');
     expect(r.error?.message).toMatch(/killed from outside pybox/);

@@ -4,8 +4,7 @@
 // also removes what killed workers left on the engines and drops the database.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
@@ -13,6 +12,16 @@ import { freePort } from './serve.ts';
 
 const run = promisify(execFile);
 export const ROOT = join(import.meta.dirname, '..', '..');
+/**
+ * Where test servers keep their data: not under /tmp, /var/tmp or /dev/shm, which the security
+ * battery watches for files a sandbox might have written to the host.
+ */
+const STATE = '/var/lib/pybox/test';
+
+function stateDir(prefix: string): string {
+  mkdirSync(STATE, { recursive: true });
+  return mkdtempSync(join(STATE, prefix));
+}
 
 export interface NodeProcess {
   name: string;
@@ -43,7 +52,7 @@ export class Cluster {
   /** The engine.instance of every node: workers label their sandboxes with it and their node id. */
   readonly instance = `test-cluster-${randomBytes(4).toString('hex')}`;
   readonly nodes = new Map<string, NodeProcess>();
-  private readonly dir = mkdtempSync(join(tmpdir(), 'pybox-cluster-'));
+  private readonly dir = stateDir('pybox-cluster-');
   private readonly configPath = join(this.dir, 'config.yaml');
   private readonly hosts = new Set<string | undefined>();
 
@@ -154,7 +163,7 @@ export async function labelled(host: string | undefined, instance: string): Prom
 export class PrivateRedis {
   readonly port: number;
   private child: ChildProcess | undefined;
-  private readonly dir = mkdtempSync(join(tmpdir(), 'pybox-redis-'));
+  private readonly dir = stateDir('pybox-redis-');
 
   private constructor(port: number) {
     this.port = port;
@@ -213,7 +222,7 @@ export class PrivatePostgres {
     const { stdout } = await run('bash', ['-c', 'ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1']);
     const bin = stdout.trim();
     if (!bin) throw new Error('PostgreSQL is not installed: run `bash scripts/setup.sh test`');
-    const dir = mkdtempSync(join(tmpdir(), 'pybox-pg-'));
+    const dir = stateDir('pybox-pg-');
     const { stdout: ids } = await run('id', ['-u', 'postgres']);
     const uid = Number(ids.trim());
     const { stdout: gids } = await run('id', ['-g', 'postgres']);
