@@ -163,7 +163,8 @@ describe('cluster faults', () => {
     const clients = [client(0), client(1)];
     for (const name of ['worker-a', 'worker-b', 'api-a', 'api-b']) {
       await new Promise((r) => setTimeout(r, 1500));
-      expect(await cluster.stop(name)).toBe(0);
+      const code = await cluster.stop(name);
+      expect(code, `${name} exited ${code}:\n${node(name).log.slice(-3000)}`).toBe(0);
       await cluster.start(name, name.startsWith('api') ? 'api' : 'worker', name === 'worker-b' ? { dockerHost: engineB } : {});
     }
     await new Promise((r) => setTimeout(r, 1500));
