@@ -414,7 +414,7 @@ class Bench {
       log(`cluster paced: print(1) every ${this.opts.pacedIntervalMs} ms, warm (${runtime})`);
       await filled();
       const pacedRow = this.row(
-        `cluster paced, print(1) every ${this.opts.pacedIntervalMs} ms, 1 API node + 1 worker (${runtime})`,
+        `cluster paced, 1 worker, print(1) every ${this.opts.pacedIntervalMs} ms (${runtime})`,
         'cluster',
         runtime,
         await paced(c.paced, this.opts.pacedIntervalMs, () => this.execute(url, PRINT)),
@@ -440,7 +440,7 @@ class Bench {
           clearInterval(sampler);
         }
         const { value, cpuMs } = measured;
-        const r = this.row(`cluster sustained, ${label}, ${c.clients} clients, print(1) (${runtime})`, 'cluster', runtime, value.latencies, {
+        const r = this.row(`cluster sustained, ${label}, ${c.clients} clients (${runtime})`, 'cluster', runtime, value.latencies, {
           perSecond: round1(value.perSecond),
           cpuMsPerRun: Math.round(cpuMs / Math.max(1, value.latencies.length)),
         });
@@ -453,10 +453,9 @@ class Bench {
       info.oneWorker = { perSecond: one.row.perSecond, busySlots: one.busySlots };
       if (!this.find('sustained', runtime)) log('  (no all-in-one sustained row in this run to read it against: add `sustained` to --only)');
 
-      const where = engineB ? 'the second on engine b' : 'both on one engine, two node ids';
-      log(`cluster: a second worker (${where})`);
+      log(`cluster: a second worker (${engineB ? `on the second engine, ${engineB}` : 'no second engine answers: on the same engine, node id bench-w2'})`);
       workers.push(await startNode('worker', 'bench-w2', engineB));
-      const two = await sustained(`2 workers (${where})`);
+      const two = await sustained(`2 workers (${engineB ? 'engines a + b' : 'one engine'})`);
       info.twoWorkers = { perSecond: two.row.perSecond, busySlots: two.busySlots, engine: engineB ?? 'the default engine' };
       if (one.row.perSecond && two.row.perSecond) info.twoOverOne = round2(two.row.perSecond / one.row.perSecond);
     } finally {
@@ -591,12 +590,14 @@ async function serversAway(postgres: string, redis: string): Promise<string | nu
     await client.end().catch(() => undefined);
   }
   const r = new Redis(redis, { lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
-  r.on('error', () => undefined);
+  // The connection's own error (ECONNREFUSED, auth) says more than the rejected connect's.
+  let first = '';
+  r.on('error', (e: Error) => (first ||= e.message));
   try {
     await r.connect();
     await r.ping();
   } catch (e) {
-    reasons.push(`Redis at ${new URL(redis).host} does not answer (${e instanceof Error ? e.message : String(e)})`);
+    reasons.push(`Redis at ${new URL(redis).host} does not answer (${first || (e instanceof Error ? e.message : String(e))})`);
   } finally {
     r.disconnect();
   }
@@ -623,7 +624,7 @@ async function quietness(): Promise<{ load1: number; load5: number; busyShareIdl
 
 function printTable(rows: Row[]): void {
   const cols: Array<[string, number, (r: Row) => string]> = [
-    ['scenario', 58, (r) => r.name],
+    ['scenario', 64, (r) => r.name],
     ['n', 5, (r) => String(r.samples)],
     ['p50 ms', 9, (r) => r.p50.toFixed(1)],
     ['p95 ms', 9, (r) => r.p95.toFixed(1)],
@@ -690,8 +691,16 @@ async function main(): Promise<void> {
     if (opts.scenarios.includes('cluster')) {
       // gVisor where the engine offers it (engine.runtime auto), unless --runtime leaves it out.
       const runtime = runtimes.includes('runsc') ? 'runsc' : runtimes[0];
-      if (runtime) await bench.runCluster(runtime);
-      else log('cluster: SKIPPED, no runtime to run it under');
+      if (!runtime) log('cluster: SKIPPED, no runtime to run it under');
+      else {
+        // A long run's other rows are kept when the cluster part fails; the failure is reported and fails the exit code.
+        await bench.runCluster(runtime).catch((e: unknown) => {
+          const message = e instanceof Error ? e.message : String(e);
+          log(`cluster: FAILED: ${message}`);
+          bench.cluster = { ...bench.cluster, failed: message };
+          process.exitCode = 1;
+        });
+      }
     }
     if (opts.scenarios.includes('burst')) {
       const runtime = runtimes[0] ?? 'runc';
