@@ -12,6 +12,7 @@ export const SCENARIOS = [
   'back-to-back',
   'sustained',
   'breakdown',
+  'cluster',
   'burst',
 ] as const;
 export type Scenario = (typeof SCENARIOS)[number];
@@ -35,6 +36,8 @@ export interface Counts {
   ceilingParallel: number;
   /** Requests of the burst (its own service process, runc). */
   burstTotal: number;
+  /** Seconds each cluster throughput row sends without pause (`clients` clients). */
+  clusterSeconds: number;
 }
 
 export interface BenchOptions {
@@ -62,6 +65,7 @@ export const QUICK: Counts = {
   ceilingTotal: 12,
   ceilingParallel: 8,
   burstTotal: 100,
+  clusterSeconds: 8,
 };
 
 export const FULL: Counts = {
@@ -75,6 +79,7 @@ export const FULL: Counts = {
   ceilingTotal: 64,
   ceilingParallel: 8,
   burstTotal: 500,
+  clusterSeconds: 30,
 };
 
 /** The burst is slow and runc-only; a quick run leaves it out unless asked for by name. */
@@ -91,13 +96,19 @@ const COUNT_FLAGS: Record<string, keyof Counts> = {
   '--ceiling-total': 'ceilingTotal',
   '--ceiling-parallel': 'ceilingParallel',
   '--burst-total': 'burstTotal',
+  '--cluster-seconds': 'clusterSeconds',
 };
 
 export const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--skip a,b] [--runtime runc,runsc] [counts]
   scenarios: ${SCENARIOS.join(', ')}
   counts:    ${Object.keys(COUNT_FLAGS).join(' N, ')} N
   pacing:    --paced-interval MS (default 500), --science-interval MS (default 1000)
-  service:   --pool-size N (warm sandboxes per configuration, both runtimes; default: the service's)`;
+  service:   --pool-size N (warm sandboxes per configuration, both runtimes; default: the service's)
+  cluster:   one API node and one worker, then two, in this process on PostgreSQL and Redis
+             (\`bash scripts/setup.sh test\` starts them; the scenario is skipped when they do not
+             answer): paced print(1) as the paced row (same count and pace, default runtime), then
+             --clients clients without pause for --cluster-seconds (default 30, quick 8) with one
+             worker and with two (the second on the second engine when it answers)`;
 
 export class ArgsError extends Error {}
 

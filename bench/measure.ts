@@ -51,3 +51,28 @@ export async function clients(total: number, count: number, task: Task): Promise
   const seconds = (performance.now() - t0) / 1000;
   return { perSecond: total / seconds, seconds, latencies };
 }
+
+/**
+ * `count` clients that each send the next run as soon as theirs returns, starting none after
+ * `ms`. The rate counts the runs that returned within the window over the window, so runs still
+ * in flight at its end (awaited, and their latencies kept) neither pad nor dilute it.
+ */
+export async function forDuration(ms: number, count: number, task: Task): Promise<{ perSecond: number; seconds: number; completed: number; latencies: number[] }> {
+  const latencies: number[] = [];
+  let completed = 0;
+  const t0 = performance.now();
+  const end = t0 + ms;
+  await Promise.all(
+    Array.from({ length: count }, async () => {
+      while (performance.now() < end) {
+        const t = performance.now();
+        await task();
+        const done = performance.now();
+        latencies.push(done - t);
+        if (done <= end) completed++;
+      }
+    }),
+  );
+  const seconds = ms / 1000;
+  return { perSecond: completed / seconds, seconds, completed, latencies };
+}

@@ -5,12 +5,16 @@
 // Figures on shared machines are noisy: compare within one run, and read the warning line.
 import { serve } from '@hono/node-server';
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { composeClusterNode, type ClusterNode } from '../src/compose-cluster.ts';
 import { composePybox, sandboxSettings, systemClock, type Pybox } from '../src/compose.ts';
 import { ConfigSchema, type Config } from '../src/config/schema.ts';
 import { silentLogger } from '../src/core/logger.ts';
@@ -25,8 +29,9 @@ import { WarmPool } from '../src/pool/warm-pool.ts';
 import { ArgsError, parseArgs, USAGE, type BenchOptions, type Scenario } from './args.ts';
 import { PHASE_MEANING, summarizePhases, TimedEngine, type PhaseSummary } from './breakdown.ts';
 import { renderSvg } from './chart.ts';
-import { clients, paced, sequential, type Task } from './measure.ts';
-import { busyMs, busyShare, parseProcStat, quietnessWarning, round1, round2, summarize, type CpuTicks, type Row } from './stats.ts';
+import { clients, forDuration, paced, sequential, type Task } from './measure.ts';
+import { busyMs, busyShare, parseProcStat, quietnessWarning, round1, round2, summarize, versusCell, versusLatency, versusRate, type CpuTicks, type Row } from './stats.ts';
+import { createTestDatabase, flushPrefix, postgresUrl, redisUrl, secondEngineHost } from '../test/support/servers.ts';
 
 /** Runs at the science scenario's pace before it is measured, not counted. */
 const WARMUP_RUNS = 5;
@@ -124,6 +129,7 @@ class Bench {
   readonly instances: string[] = [];
   readonly storeDir = mkdtempSync(join(tmpdir(), 'pybox-bench-store-'));
   burst: Record<string, number | string> | null = null;
+  cluster: Record<string, unknown> | null = null;
 
   constructor(readonly opts: BenchOptions) {}
 
@@ -251,7 +257,7 @@ class Bench {
       const { value, cpuMs } = await withCpu(() => sequential(c.samples, () => this.execute(s.url, PRINT)));
       const ref = this.find('docker-run', runtime);
       const r = this.row(`pybox back-to-back, print(1) (${runtime})`, 'back-to-back', runtime, value, { cpuMsPerRun: Math.round(cpuMs / c.samples) });
-      if (ref) r.versus = { name: ref.name, ratio: round2(r.p50 / ref.p50), meanRatio: round2(r.mean / ref.mean) };
+      if (ref) r.versus = versusLatency(r, ref);
     }
     if (this.has('sustained')) {
       log(`sustained: ${c.clients} clients without pause, ${c.sustainedTotal} print(1) (${runtime})`);
@@ -262,7 +268,7 @@ class Bench {
         perSecond: round1(value.perSecond),
         cpuMsPerRun: Math.round(cpuMs / c.sustainedTotal),
       });
-      if (ref?.perSecond) r.versus = { name: ref.name, ratio: round2(value.perSecond / ref.perSecond) };
+      if (ref) r.versus = versusRate(r, ref);
     }
   }
 
@@ -359,6 +365,133 @@ class Bench {
     }
   }
 
+  /**
+   * One API node and one worker, then a second worker, composed in this process on a database and
+   * a Redis prefix of their own: the paced row as the all-in-one one (same count and pace), then
+   * throughput for a fixed time. In this process, as the all-in-one rows are: the client, the
+   * nodes and their event loop are laid out alike on both sides, so the difference is what the
+   * cluster adds (the hop through Redis, PostgreSQL writes), not a process boundary only one side has.
+   */
+  async runCluster(runtime: RuntimeName): Promise<void> {
+    const c = this.counts;
+    const redis = redisUrl();
+    const away = await serversAway(postgresUrl(), redis);
+    if (away) {
+      log(`cluster: SKIPPED, ${away}: \`bash scripts/setup.sh test\` starts PostgreSQL and Redis (or set PYBOX_TEST_POSTGRES_URL / PYBOX_TEST_REDIS_URL)`);
+      this.cluster = { skipped: away };
+      return;
+    }
+    const db = await createTestDatabase();
+    const prefix = `pbxbench${randomBytes(4).toString('hex')}`;
+    const engineB = secondEngineHost();
+    const base = this.config(runtime, { cluster: { postgresUrl: db.url, redisUrl: redis, prefix, heartbeatMs: 500 } });
+    const nodeConfig = (role: 'api' | 'worker', nodeId: string): Config => ({ ...base, cluster: { ...base.cluster, role, nodeId } });
+    const nodes: ClusterNode[] = [];
+    const hosts = new Set<string | undefined>();
+    const startNode = async (role: 'api' | 'worker', nodeId: string, dockerHost?: string) => {
+      if (role === 'worker') hosts.add(dockerHost);
+      const node = await composeClusterNode(nodeConfig(role, nodeId), { dockerHost, logger: silentLogger, imagesDir: join(root, 'images') });
+      nodes.push(node);
+      return node;
+    };
+    const workers: ClusterNode[] = [];
+    let server: Server | undefined;
+    const info: Record<string, unknown> = { database: db.name, prefix, secondEngine: engineB !== undefined };
+    try {
+      log(`cluster: 1 API node + 1 worker in this process (database ${db.name}, prefix ${prefix}, ${runtime})`);
+      workers.push(await startNode('worker', 'bench-w1'));
+      const api = await startNode('api', 'bench-api');
+      const listening = await new Promise<Server>((resolve) => {
+        const s = serve({ fetch: api.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s as Server)) as Server;
+      });
+      server = listening;
+      const url = `http://127.0.0.1:${(listening.address() as AddressInfo).port}`;
+      const ran = workers[0]!.engineSide?.runtime;
+      if (ran !== runtime) throw new Error(`the worker runs ${ran ?? 'nothing'}, not ${runtime}`);
+      await this.firstExecution(url);
+      const filled = () => Promise.all(workers.map((w) => w.engineSide!.pool.filled()));
+
+      log(`cluster paced: print(1) every ${this.opts.pacedIntervalMs} ms, warm (${runtime})`);
+      await filled();
+      const pacedRow = this.row(
+        `cluster paced, 1 worker, print(1) every ${this.opts.pacedIntervalMs} ms (${runtime})`,
+        'cluster',
+        runtime,
+        await paced(c.paced, this.opts.pacedIntervalMs, () => this.execute(url, PRINT)),
+      );
+      const aio = this.find('paced', runtime);
+      if (aio) pacedRow.versus = versusLatency(pacedRow, aio, true);
+      else log('  (no all-in-one paced row in this run to read it against: add `paced` to --only)');
+      info.pacedOverheadMs = pacedRow.versus?.deltaMs ?? null;
+
+      const sustained = async (label: string) => {
+        log(`cluster sustained, ${label}: ${c.clients} clients without pause for ${c.clusterSeconds} s (${runtime})`);
+        await filled();
+        const busy = workers.map(() => 0);
+        let ticks = 0;
+        const sampler = setInterval(() => {
+          ticks++;
+          workers.forEach((w, i) => (busy[i]! += w.engineSide!.gate.stats.running));
+        }, 100);
+        let measured: { value: Awaited<ReturnType<typeof forDuration>>; cpuMs: number };
+        try {
+          measured = await withCpu(() => forDuration(c.clusterSeconds * 1000, c.clients, () => this.execute(url, PRINT)));
+        } finally {
+          clearInterval(sampler);
+        }
+        const { value, cpuMs } = measured;
+        const r = this.row(`cluster sustained, ${label}, ${c.clients} clients (${runtime})`, 'cluster', runtime, value.latencies, {
+          perSecond: round1(value.perSecond),
+          cpuMsPerRun: Math.round(cpuMs / Math.max(1, value.latencies.length)),
+        });
+        const ref = this.find('sustained', runtime);
+        if (ref) r.versus = versusRate(r, ref);
+        // Mean slots busy per worker over the window: both must have taken work for the row to mean two.
+        return { row: r, busySlots: busy.map((b) => round1(b / Math.max(1, ticks))) };
+      };
+      const one = await sustained('1 worker');
+      info.oneWorker = { perSecond: one.row.perSecond, busySlots: one.busySlots };
+      if (!this.find('sustained', runtime)) log('  (no all-in-one sustained row in this run to read it against: add `sustained` to --only)');
+
+      log(`cluster: a second worker (${engineB ? `on the second engine, ${engineB}` : 'no second engine answers: on the same engine, node id bench-w2'})`);
+      workers.push(await startNode('worker', 'bench-w2', engineB));
+      const two = await sustained(`2 workers (${engineB ? 'engines a + b' : 'one engine'})`);
+      info.twoWorkers = { perSecond: two.row.perSecond, busySlots: two.busySlots, engine: engineB ?? 'the default engine' };
+      if (one.row.perSecond && two.row.perSecond) info.twoOverOne = round2(two.row.perSecond / one.row.perSecond);
+    } finally {
+      if (server) {
+        const s = server;
+        await new Promise((r) => s.close(r));
+      }
+      // The API node first (it stops sending work), then the workers (they drain their sandboxes).
+      for (const node of [...nodes].reverse()) await node.close().catch((e: unknown) => log(`cluster: closing ${node.nodeId} failed: ${String(e)}`));
+      let left = 0;
+      for (const host of hosts) left += await removeInstance(host, base.engine.instance);
+      info.containersLeft = left;
+      await db.drop().then(
+        () => (info.databaseDropped = true),
+        (e: unknown) => log(`cluster: dropping ${db.name} failed: ${String(e)}`),
+      );
+      info.redisKeysFlushed = await flushPrefix(redis, `${prefix}:`).catch((e: unknown) => {
+        log(`cluster: flushing ${prefix}: failed: ${String(e)}`);
+        return null;
+      });
+      this.cluster = info;
+    }
+  }
+
+  /** The first execution through a fresh cluster: the API node may not have seen the worker's first beat yet. */
+  async firstExecution(url: string): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        return await this.execute(url, PRINT);
+      } catch (e) {
+        if (i >= 50) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
   /** `total` requests at concurrency 64 against a service in its own process, whose memory we read. */
   async runBurst(runtime: RuntimeName): Promise<void> {
     const port = 18000 + Math.floor(Math.random() * 1000);
@@ -444,6 +577,42 @@ class Bench {
   }
 }
 
+/** Why PostgreSQL or Redis cannot be used (each tried once, briefly), or null when both answer. */
+async function serversAway(postgres: string, redis: string): Promise<string | null> {
+  const reasons: string[] = [];
+  const client = new pg.Client({ connectionString: postgres, connectionTimeoutMillis: 3000 });
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } catch (e) {
+    reasons.push(`PostgreSQL at ${new URL(postgres).host} does not answer (${e instanceof Error ? e.message : String(e)})`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  const r = new Redis(redis, { lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+  // The connection's own error (ECONNREFUSED, auth) says more than the rejected connect's.
+  let first = '';
+  r.on('error', (e: Error) => (first ||= e.message));
+  try {
+    await r.connect();
+    await r.ping();
+  } catch (e) {
+    reasons.push(`Redis at ${new URL(redis).host} does not answer (${first || (e instanceof Error ? e.message : String(e))})`);
+  } finally {
+    r.disconnect();
+  }
+  return reasons.length > 0 ? reasons.join('; ') : null;
+}
+
+/** Removes the containers on the engine at `host` whose instance label starts with `instance` (workers add their node id). */
+async function removeInstance(host: string | undefined, instance: string): Promise<number> {
+  const engine = host ? new Docker({ socketPath: host.replace(/^unix:\/\//, '') }) : docker;
+  const list = await engine.listContainers({ all: true, filters: { label: ['pybox.instance'] } });
+  const ours = list.filter((c) => (c.Labels['pybox.instance'] ?? '').startsWith(instance));
+  await Promise.all(ours.map((c) => engine.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
+  return ours.length;
+}
+
 /** Load average and how busy the CPU is over a short idle window, before anything starts. */
 async function quietness(): Promise<{ load1: number; load5: number; busyShareIdle: number; warning: string | null }> {
   const before = cpuNow();
@@ -455,7 +624,7 @@ async function quietness(): Promise<{ load1: number; load5: number; busyShareIdl
 
 function printTable(rows: Row[]): void {
   const cols: Array<[string, number, (r: Row) => string]> = [
-    ['scenario', 58, (r) => r.name],
+    ['scenario', 64, (r) => r.name],
     ['n', 5, (r) => String(r.samples)],
     ['p50 ms', 9, (r) => r.p50.toFixed(1)],
     ['p95 ms', 9, (r) => r.p95.toFixed(1)],
@@ -464,7 +633,7 @@ function printTable(rows: Row[]): void {
     ['x base', 8, (r) => (r.ratio === undefined ? '' : r.ratio.toFixed(1))],
     ['runs/s', 8, (r) => (r.perSecond === undefined ? '' : r.perSecond.toFixed(1))],
     ['CPU ms/run', 11, (r) => (r.cpuMsPerRun === undefined ? '' : String(r.cpuMsPerRun))],
-    ['vs (p50, or runs/s)', 40, (r) => (r.versus ? `${r.versus.ratio}x${r.versus.meanRatio === undefined ? '' : ` (mean ${r.versus.meanRatio}x)`} ${r.versus.name.replace(/ \((runc|runsc)\)$/, '')}` : '')],
+    ['vs (p50, or runs/s)', 40, (r) => versusCell(r.versus)],
   ];
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 || i === cells.length - 1 ? c.padEnd(cols[i]![1]) : c.padStart(cols[i]![1]))).join(' ').trimEnd();
   console.log('\n' + line(cols.map((c) => c[0])));
@@ -519,6 +688,20 @@ async function main(): Promise<void> {
       }
     }
     for (const runtime of runtimes) await bench.runtimeScenarios(runtime);
+    if (opts.scenarios.includes('cluster')) {
+      // gVisor where the engine offers it (engine.runtime auto), unless --runtime leaves it out.
+      const runtime = runtimes.includes('runsc') ? 'runsc' : runtimes[0];
+      if (!runtime) log('cluster: SKIPPED, no runtime to run it under');
+      else {
+        // A long run's other rows are kept when the cluster part fails; the failure is reported and fails the exit code.
+        await bench.runCluster(runtime).catch((e: unknown) => {
+          const message = e instanceof Error ? e.message : String(e);
+          log(`cluster: FAILED: ${message}`);
+          bench.cluster = { ...bench.cluster, failed: message };
+          process.exitCode = 1;
+        });
+      }
+    }
     if (opts.scenarios.includes('burst')) {
       const runtime = runtimes[0] ?? 'runc';
       log(`burst: ${opts.counts.burstTotal} requests at concurrency 64 (${runtime}, service in its own process)`);
@@ -538,6 +721,7 @@ async function main(): Promise<void> {
       rows: bench.rows,
       breakdown: bench.breakdowns,
       burst: bench.burst,
+      cluster: bench.cluster,
     };
     const resultsDir = join(root, 'bench', 'results');
     mkdirSync(resultsDir, { recursive: true });
@@ -549,6 +733,7 @@ async function main(): Promise<void> {
     printTable(bench.rows);
     for (const [runtime, b] of Object.entries(bench.breakdowns)) printBreakdown(runtime, b as Parameters<typeof printBreakdown>[1]);
     if (bench.burst) console.log(`\nburst: ${JSON.stringify(bench.burst)}`);
+    if (bench.cluster) console.log(`\ncluster: ${JSON.stringify(bench.cluster)}`);
     console.log(`\nwrote bench/results/latest.json and bench/results/latest.svg`);
   } finally {
     const removed = await bench.cleanUp();

@@ -18,9 +18,38 @@ export interface Row {
   /** Completed runs per second, for throughput rows. */
   perSecond?: number;
   /** This row against another measured in the same run (p50 over p50, or rate over rate). */
-  versus?: { name: string; ratio: number; meanRatio?: number };
+  versus?: Versus;
   /** Machine-wide CPU time spent per completed run while the row was measured (every process). */
   cpuMsPerRun?: number;
+}
+
+/** One row read against another of the same run. */
+export interface Versus {
+  name: string;
+  /** p50 over p50 (latency rows), or runs/s over runs/s (throughput rows). */
+  ratio: number;
+  meanRatio?: number;
+  /** This row's p50 minus the other's, in ms (latency rows read against an absolute target). */
+  deltaMs?: number;
+}
+
+/** A latency row against another: the ratios of medians and means, and optionally the median's difference. */
+export function versusLatency(row: Row, ref: Row, withDelta = false): Versus {
+  return { name: ref.name, ratio: round2(row.p50 / ref.p50), meanRatio: round2(row.mean / ref.mean), ...(withDelta ? { deltaMs: round1(row.p50 - ref.p50) } : {}) };
+}
+
+/** A throughput row against another: rate over rate; undefined when either has no rate. */
+export function versusRate(row: Row, ref: Row): Versus | undefined {
+  if (!row.perSecond || !ref.perSecond) return undefined;
+  return { name: ref.name, ratio: round2(row.perSecond / ref.perSecond) };
+}
+
+/** The table's cell for a versus: `1.02x (mean 1.1x) +3.4 ms name`, the runtime left off the name. */
+export function versusCell(v: Versus | undefined): string {
+  if (!v) return '';
+  const mean = v.meanRatio === undefined ? '' : ` (mean ${v.meanRatio}x)`;
+  const delta = v.deltaMs === undefined ? '' : ` ${v.deltaMs >= 0 ? '+' : ''}${v.deltaMs.toFixed(1)} ms`;
+  return `${v.ratio}x${mean}${delta} ${v.name.replace(/ \((runc|runsc)\)$/, '')}`;
 }
 
 export function percentile(sorted: number[], p: number): number {

@@ -1,6 +1,6 @@
 // The bench's command line: scenario and runtime selection, counts, and refusals with a reason.
 import { describe, expect, it } from 'vitest';
-import { ArgsError, FULL, parseArgs, QUICK, SCENARIOS } from '../../bench/args.ts';
+import { ArgsError, FULL, parseArgs, QUICK, SCENARIOS, USAGE } from '../../bench/args.ts';
 
 describe('bench arguments', () => {
   it('runs every scenario with full counts and every runtime by default', () => {
@@ -51,6 +51,21 @@ describe('bench arguments', () => {
     expect(() => parseArgs(['--only'])).toThrow(/needs a value/);
     expect(() => parseArgs(['--only', '--quick'])).toThrow(/needs a value/);
     expect(() => parseArgs(['--only', 'burst', '--skip', 'burst'])).toThrow(/no scenario left/);
+  });
+
+  it('cluster is a scenario of its own, in quick runs too, with its window in seconds', () => {
+    expect(parseArgs(['--only', 'cluster,paced']).scenarios).toEqual(['paced', 'cluster']);
+    expect(parseArgs(['--quick']).scenarios).toContain('cluster');
+    expect(parseArgs(['--skip', 'cluster']).scenarios).not.toContain('cluster');
+    expect(parseArgs([]).counts.clusterSeconds).toBe(FULL.clusterSeconds);
+    expect(parseArgs(['--quick']).counts.clusterSeconds).toBeLessThan(FULL.clusterSeconds);
+    expect(parseArgs(['--quick', '--cluster-seconds=5']).counts.clusterSeconds).toBe(5);
+    expect(() => parseArgs(['--cluster-seconds', '0'])).toThrow(/between 1/);
+  });
+
+  it('USAGE names every scenario and the cluster flag', () => {
+    for (const s of SCENARIOS) expect(USAGE).toContain(s);
+    expect(USAGE).toContain('--cluster-seconds');
   });
 
   it('--help parses without running anything', () => {

@@ -1,6 +1,6 @@
 // The bench's drivers: how many runs each starts, in what order, and how many at once.
 import { describe, expect, it } from 'vitest';
-import { clients, paced, sequential } from '../../bench/measure.ts';
+import { clients, forDuration, paced, sequential } from '../../bench/measure.ts';
 
 describe('bench drivers', () => {
   it('sequential runs n times, one at a time, with the untimed step before each', async () => {
@@ -54,5 +54,31 @@ describe('bench drivers', () => {
   it('a failing task fails the driver', async () => {
     await expect(clients(3, 2, async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
     await expect(sequential(2, async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+  });
+
+  it('forDuration keeps count clients busy until the window ends, and rates only what returned within it', async () => {
+    let running = 0;
+    let most = 0;
+    let started = 0;
+    const t0 = performance.now();
+    const r = await forDuration(60, 3, async () => {
+      started++;
+      most = Math.max(most, ++running);
+      await new Promise((res) => setTimeout(res, 25));
+      running--;
+    });
+    const elapsed = performance.now() - t0;
+    expect(most).toBe(3);
+    // Runs started before the end are awaited: every start has a latency.
+    expect(r.latencies).toHaveLength(started);
+    expect(elapsed).toBeGreaterThanOrEqual(60);
+    // The last round of each client ends after the window: counted as latencies, not in the rate.
+    expect(r.completed).toBeLessThan(started);
+    expect(r.seconds).toBe(0.06);
+    expect(r.perSecond).toBeCloseTo(r.completed / 0.06, 6);
+  });
+
+  it('forDuration fails when a task fails', async () => {
+    await expect(forDuration(50, 2, async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
   });
 });

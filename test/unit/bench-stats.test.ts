@@ -1,7 +1,7 @@
 // The benchmark's arithmetic: nearest-rank percentiles, and a chart that shows every latency row.
 import { describe, expect, it } from 'vitest';
 import { renderSvg } from '../../bench/chart.ts';
-import { busyMs, busyShare, parseProcStat, percentile, quietnessWarning, summarize } from '../../bench/stats.ts';
+import { busyMs, busyShare, parseProcStat, percentile, quietnessWarning, summarize, versusCell, versusLatency, versusRate } from '../../bench/stats.ts';
 
 describe('bench statistics', () => {
   it('uses nearest-rank percentiles', () => {
@@ -53,5 +53,26 @@ describe('bench statistics', () => {
     expect(quietnessWarning(2.71, 2, 0.05)).toMatch(/not quiet \(load average 2.71 on 2 cores\)/);
     expect(quietnessWarning(0.1, 2, 0.71)).toMatch(/71 % of the CPU busy/);
     expect(quietnessWarning(3, 2, 0.5)).toMatch(/load average 3.00 on 2 cores; 50 %/);
+  });
+
+  it('reads a latency row against another: ratios, and the difference of medians when asked', () => {
+    const aio = { name: 'pybox paced, print(1) every 500 ms (runsc)', samples: 30, p50: 120, p95: 150, p99: 160, mean: 125 };
+    const cl = { name: 'cluster paced (runsc)', samples: 30, p50: 123.4, p95: 160, p99: 170, mean: 130 };
+    expect(versusLatency(cl, aio)).toEqual({ name: aio.name, ratio: 1.03, meanRatio: 1.04 });
+    expect(versusLatency(cl, aio, true)).toEqual({ name: aio.name, ratio: 1.03, meanRatio: 1.04, deltaMs: 3.4 });
+    // Faster than the reference (noise): a negative difference, signed in the table.
+    expect(versusLatency(aio, cl, true).deltaMs).toBe(-3.4);
+    expect(versusCell(versusLatency(cl, aio, true))).toBe('1.03x (mean 1.04x) +3.4 ms pybox paced, print(1) every 500 ms');
+    expect(versusCell(versusLatency(aio, cl, true))).toBe('0.97x (mean 0.96x) -3.4 ms cluster paced');
+    expect(versusCell(undefined)).toBe('');
+  });
+
+  it('reads a throughput row against another by rate, and not at all without rates', () => {
+    const one = { name: 'sustained (runc)', samples: 50, p50: 900, p95: 1500, p99: 1600, mean: 950, perSecond: 5 };
+    const two = { name: 'cluster 2 workers (runc)', samples: 80, p50: 600, p95: 900, p99: 1000, mean: 620, perSecond: 8.2 };
+    expect(versusRate(two, one)).toEqual({ name: one.name, ratio: 1.64 });
+    expect(versusCell(versusRate(two, one))).toBe('1.64x sustained');
+    expect(versusRate(two, { ...one, perSecond: undefined })).toBeUndefined();
+    expect(versusRate({ ...two, perSecond: 0 }, one)).toBeUndefined();
   });
 });
