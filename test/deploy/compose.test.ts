@@ -192,6 +192,7 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
         method: 'POST',
         headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
         body: JSON.stringify({ code: 'print(1)' }),
+        signal: AbortSignal.timeout(60_000),
       });
       const body = (await res.json()) as { status?: string; stdout?: string };
       expect(res.status, JSON.stringify(body)).toBe(200);
@@ -201,7 +202,10 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
   }, 120_000);
 
   it('lists both workers and both API nodes in GET /v1/cluster', async () => {
-    const res = await fetch(`http://127.0.0.1:${ports.api1}/v1/cluster`, { headers: { authorization: `Bearer ${adminKey}` } });
+    const res = await fetch(`http://127.0.0.1:${ports.api1}/v1/cluster`, {
+      headers: { authorization: `Bearer ${adminKey}` },
+      signal: AbortSignal.timeout(20_000),
+    });
     expect(res.status).toBe(200);
     const info = (await res.json()) as { mode: string; nodes: Array<{ nodeId: string; role: string; healthy: boolean | null }> };
     expect(info.mode).toBe('cluster');
