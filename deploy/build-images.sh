@@ -73,7 +73,7 @@ build_server_image() {
   else
     log "building $image FROM $base (packages from $mirror, build network $NETWORK)"
     buildlog=$(mktemp)
-    DOCKER_BUILDKIT=0 docker build -q --network "$NETWORK" --build-arg "BASE=$base" --build-arg "APT_SOURCES=$apt_sources" \
+    DOCKER_BUILDKIT=0 docker build -q --force-rm --network "$NETWORK" --build-arg "BASE=$base" --build-arg "APT_SOURCES=$apt_sources" \
       --label "pybox.base=$base" -t "$image" "$dir" >/dev/null 2>"$buildlog" || {
       tail -n 30 "$buildlog" >&2
       rm -f "$buildlog"

@@ -19,7 +19,8 @@ die() { printf 'pybox build-service-image: error: %s\n' "$*" >&2; exit 1; }
 REPOSITORY=${PYBOX_SERVICE_REPOSITORY:-pybox-service}
 NODE_BIN=$(readlink -f "${NODE_BIN:-$(command -v node)}")
 [ -x "$NODE_BIN" ] || die "no node binary at ${NODE_BIN:-(none on PATH)}"
-[ -d node_modules ] || die "node_modules is missing: install the dependencies first (npm ci)"
+# npm writes its record of the install last: without it the install is missing or still under way.
+[ -f node_modules/.package-lock.json ] || die "node_modules is missing or incomplete (no node_modules/.package-lock.json): install the dependencies first (npm ci)"
 timeout 10 docker info >/dev/null 2>&1 || die "no Docker engine answers (scripts/ensure-engine.sh starts one)"
 
 # The sandbox image and its base, built only when missing (seconds when both exist).
@@ -65,8 +66,9 @@ cp deploy/service.Dockerfile "$stage/Dockerfile"
 chmod -R a+rX,go-w "$stage"
 
 log "building $image FROM $base"
-# The classic builder: no buildx plugin is needed, and FROM a local image never pulls.
-DOCKER_BUILDKIT=0 docker build -q --network none --build-arg "BASE=$base" \
+# The classic builder: no buildx plugin is needed, and FROM a local image never pulls. --force-rm:
+# a failed step leaves no container behind.
+DOCKER_BUILDKIT=0 docker build -q --force-rm --network none --build-arg "BASE=$base" \
   --label "pybox.base=$base" --label "pybox.node=$("$NODE_BIN" --version)" \
   -t "$image" "$stage" >/dev/null
 log "$image is ready"
