@@ -72,10 +72,10 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
 
   /** Container ids of this project, running or not, straight from the engine. */
   const projectContainers = async () => lines(ok(await run('docker', ['ps', '-aq', '--filter', `label=com.docker.compose.project=${project}`]), 'docker ps'));
-  /** Sandboxes the project's workers started (their engine instances carry the project's name). */
+  /** Sandboxes the project's workers started (labelled <PYBOX_DEPLOYMENT>.<node id>). */
   const projectSandboxes = async () => {
     const all = lines(ok(await run('docker', ['ps', '-a', '--filter', 'label=pybox.execution', '--format', '{{.ID}} {{.Label "pybox.instance"}}']), 'docker ps'));
-    return all.filter((l) => l.split(' ')[1]?.startsWith(`${project}-worker-`));
+    return all.filter((l) => l.split(' ')[1]?.startsWith(`${project}.`));
   };
 
   async function health(service: string): Promise<string> {
