@@ -7,7 +7,7 @@
 // PYBOX_DEPLOY_TEST=1 (and always fails loudly then, never skips a step).
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -116,18 +116,28 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
   }, 600_000);
 
   afterAll(async () => {
+    const byLabel = async (kind: 'volume' | 'network') =>
+      lines(ok(await run('docker', [kind, 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`]), `docker ${kind} ls`));
+    const left: Record<string, string[]> = {};
+    let down: Ran | undefined;
     try {
-      const down = await compose(['down', '-v', '--remove-orphans', '-t', '30'], 300_000);
-      expect(down.code, down.stderr).toBe(0);
-      expect(await projectContainers()).toEqual([]);
-      expect(await projectSandboxes()).toEqual([]);
-      const volumes = lines(ok(await run('docker', ['volume', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`]), 'docker volume ls'));
-      expect(volumes).toEqual([]);
-      const networks = lines(ok(await run('docker', ['network', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`]), 'docker network ls'));
-      expect(networks).toEqual([]);
+      // Without the env file nothing was brought up (the build failed): there is nothing to take down.
+      if (envFile !== '' && existsSync(envFile)) down = await compose(['down', '-v', '--remove-orphans', '-t', '30'], 300_000);
+      left.containers = await projectContainers();
+      left.sandboxes = await projectSandboxes();
+      left.volumes = await byLabel('volume');
+      left.networks = await byLabel('network');
     } finally {
+      // Whatever `down` missed is a failure below, and is removed all the same.
+      const ids = (list: string[] | undefined) => (list ?? []).map((l) => l.split(' ')[0] ?? l);
+      const containers = [...ids(left.containers), ...ids(left.sandboxes)];
+      if (containers.length > 0) await run('docker', ['rm', '-f', '-v', ...containers]);
+      if ((left.networks ?? []).length > 0) await run('docker', ['network', 'rm', ...(left.networks ?? [])]);
+      if ((left.volumes ?? []).length > 0) await run('docker', ['volume', 'rm', '-f', ...(left.volumes ?? [])]);
       if (dir !== '') rmSync(dir, { recursive: true, force: true });
     }
+    if (down !== undefined) expect(down.code, down.stderr).toBe(0);
+    expect(left).toEqual({ containers: [], sandboxes: [], volumes: [], networks: [] });
   }, 360_000);
 
   it('builds the service, PostgreSQL and Redis images and records their tags', async () => {
