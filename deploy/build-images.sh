@@ -58,6 +58,13 @@ deb $mirror $suite-updates main"
 [ -z "$security" ] || apt_sources="$apt_sources
 deb $security $suite-security main"
 
+# An apt proxy of the host's, if any: Docker knows these build arguments without an ARG line and
+# keeps them out of the image's history.
+proxy_args=()
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  [ -z "${!v:-}" ] || proxy_args+=(--build-arg "$v=${!v}")
+done
+
 # Builds deploy/<name> FROM the base when pybox-<name>:<hash of base and that directory> is missing.
 build_server_image() {
   local name=$1 dir=$DEPLOY/$1 tag image buildlog
@@ -73,7 +80,8 @@ build_server_image() {
   else
     log "building $image FROM $base (packages from $mirror, build network $NETWORK)"
     buildlog=$(mktemp)
-    DOCKER_BUILDKIT=0 docker build -q --force-rm --network "$NETWORK" --build-arg "BASE=$base" --build-arg "APT_SOURCES=$apt_sources" \
+    DOCKER_BUILDKIT=0 docker build -q --force-rm --network "$NETWORK" "${proxy_args[@]}" \
+      --build-arg "BASE=$base" --build-arg "APT_SOURCES=$apt_sources" \
       --label "pybox.base=$base" -t "$image" "$dir" >/dev/null 2>"$buildlog" || {
       tail -n 30 "$buildlog" >&2
       rm -f "$buildlog"
