@@ -15,6 +15,8 @@ const ENV_OVERRIDES: readonly Override[] = [
   { env: 'PYBOX_DB', section: 'store', key: 'path', integer: false },
   { env: 'PYBOX_RUNTIME', section: 'engine', key: 'runtime', integer: false },
   { env: 'PYBOX_IMAGE', section: 'engine', key: 'image', integer: false },
+  // Deployments sharing one engine need different names, or one's start-up reaper removes the other's sandboxes.
+  { env: 'PYBOX_INSTANCE', section: 'engine', key: 'instance', integer: false },
   { env: 'PYBOX_MAX_CONCURRENT', section: 'concurrency', key: 'maxConcurrent', integer: true },
   { env: 'PYBOX_LOG_LEVEL', section: 'log', key: 'level', integer: false },
   { env: 'PYBOX_ROLE', section: 'cluster', key: 'role', integer: false },

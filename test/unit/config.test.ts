@@ -52,6 +52,7 @@ describe('loadConfig', () => {
         PYBOX_DB: '/data/x.db',
         PYBOX_RUNTIME: 'runsc',
         PYBOX_IMAGE: 'python:3.12-slim',
+        PYBOX_INSTANCE: 'pybox-worker-1',
         PYBOX_MAX_CONCURRENT: '16',
         PYBOX_LOG_LEVEL: 'debug',
       },
@@ -61,6 +62,7 @@ describe('loadConfig', () => {
     expect(config.store.path).toBe('/data/x.db');
     expect(config.engine.runtime).toBe('runsc');
     expect(config.engine.image).toBe('python:3.12-slim');
+    expect(config.engine.instance).toBe('pybox-worker-1');
     expect(config.concurrency.maxConcurrent).toBe(16);
     expect(config.log.level).toBe('debug');
   });
