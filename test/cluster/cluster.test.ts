@@ -91,6 +91,18 @@ describe('a cluster of two API nodes and two workers', () => {
     expect((await get(apiB, '/v1/cluster', keys.other)).status).toBe(404);
   });
 
+  it('a worker serves its health probes only: no API, no documents, whatever the key', async () => {
+    const worker = cluster.nodes.get('worker-a') as NodeProcess;
+    const ready = await get(worker, '/readyz');
+    expect(ready.status).toBe(200);
+    expect(ready.body).toMatchObject({ ready: true, checks: { engine: true, image: true, store: true, queue: true } });
+    for (const path of ['/v1/executions', '/v1/cluster', '/v1/doctor', '/openapi.json', '/mcp']) {
+      expect((await fetch(`${worker.url}${path}`, { headers: auth(keys.admin) })).status, path).toBe(404);
+    }
+    const posted = await fetch(`${worker.url}/v1/executions`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth(keys.admin) }, body: '{"code":"print(1)"}' });
+    expect(posted.status).toBe(404);
+  });
+
   it('takes a key created or revoked through the store into account on every node at once', async () => {
     const key = await keysCli(['create', '--tenant', 'late']);
     expect((await get(apiA, '/v1/stats', key)).status).toBe(200);

@@ -50,9 +50,13 @@ out["count"] = len(kids)`),
       timeoutMs: 3000,
     });
     if (runtime === 'runc') {
-      expect(r.status).toBe('timeout');
-      expect(r.durationMs).toBeGreaterThan(3000 - 100); // the limit counts from the request reaching the sandboxes, a few ms before the code starts
-      expect(r.signal).toBe('SIGKILL');
+      // 128 processes each holding a Python heap can fill 256 MB before the time is up: then the
+      // kernel's own count of OOM kills says so. Either way the host is untouched (the after-checks).
+      expect(['timeout', 'oom']).toContain(r.status);
+      if (r.status === 'timeout') {
+        expect(r.durationMs).toBeGreaterThan(3000 - 100); // the limit counts from the request reaching the sandboxes, a few ms before the code starts
+        expect(r.signal).toBe('SIGKILL');
+      }
     } else {
       // Whichever limit gVisor meets first: its memory (oom), its host processes (exit 2), or time.
       expect(['timeout', 'oom', 'internal_error']).toContain(r.status);
