@@ -6,7 +6,9 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import type { BlankEnv } from 'hono/types';
 import pkg from '../package.json' with { type: 'json' };
 import { PyboxError } from './core/errors.ts';
-import type { ClusterStatus, ExecutionService, Logger, RequestLimiter } from './core/ports.ts';
+import type { ClusterStatus, ExecutionService, Logger, MetricsExposition, Observer, RequestLimiter } from './core/ports.ts';
+import { observeRequests } from './http/metrics.ts';
+import { metricsRoutes } from './http/routes/metrics.ts';
 import { errorReply } from './http/errors.ts';
 import { docsRoutes } from './http/routes/docs.ts';
 import { executionRoutes } from './http/routes/executions.ts';
@@ -47,12 +49,18 @@ export interface AppDeps {
   allowedHosts?: readonly string[];
   /** Origins whose browser pages may call pybox (config server.allowedOrigins); none when absent. */
   allowedOrigins?: readonly string[];
+  /** Told of every answered request (metrics); none when absent. */
+  observer?: Pick<Observer, 'httpRequest'>;
+  /** The node's metrics behind GET /metrics; the route is absent without them. */
+  metrics?: MetricsExposition;
 }
 
 export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   const { service, logger } = deps;
   const app = new OpenAPIHono<BlankEnv>();
 
+  // Outermost: every answer is counted, refusals by the guard and authentication included.
+  if (deps.observer) app.use(observeRequests(deps.observer));
   app.use(wrapNonErrors());
   // Before authentication: a page the operator visits must not get to ask, with or without a key.
   app.use(guardBrowsers({ keysRequired: () => deps.auth.required(), allowedHosts: deps.allowedHosts ?? [], allowedOrigins: deps.allowedOrigins ?? [] }));
@@ -72,6 +80,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/v1', usageRoutes(service));
   if (deps.doctor) app.route('/v1', doctorRoutes(deps.doctor));
   if (deps.cluster) app.route('/v1', clusterRoutes(deps.cluster));
+  if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
   // /mcp's tools call the service in-process, for the caller authenticated above.
   const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, service, logger };
   app.route('/v1', toolListRoutes(agentTools));

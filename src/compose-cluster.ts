@@ -21,19 +21,29 @@ import { DefaultExecutionService } from './core/execution-service.ts';
 import type { ClusterStatus, Readiness, TenantStore } from './core/ports.ts';
 import { shutdown, type Drainable } from './core/shutdown.ts';
 import { healthRoutes } from './http/routes/health.ts';
+import { metricsRoutes } from './http/routes/metrics.ts';
+import { authenticate } from './http/auth.ts';
+import { errorReply } from './http/errors.ts';
+import { guardBrowsers } from './http/guard.ts';
+import { observeRequests } from './http/metrics.ts';
+import { PyboxError } from './core/errors.ts';
+import { MeteredRequestLimiter } from './metrics/metered.ts';
+import { PrometheusMetrics } from './metrics/prometheus.ts';
 import { openStores } from './store/open.ts';
 import { Authenticator } from './tenancy/authenticator.ts';
 
 export interface ClusterNode {
   role: Config['cluster']['role'];
   nodeId: string;
-  /** The API (api and all), or only /healthz and /readyz (worker). */
+  /** The API (api and all), or only /healthz, /readyz and /metrics (worker). */
   app: OpenAPIHono<BlankEnv>;
   /** The API side's service (api and all). */
   service: DefaultExecutionService | undefined;
   /** The worker side's engine parts (worker and all). */
   engineSide: EngineSide | undefined;
   tenants: TenantStore;
+  /** This node's metrics (GET /metrics); undefined when metrics.enabled is false. */
+  metrics: PrometheusMetrics | undefined;
   shutdown(graceMs: number, listener?: { close(): Promise<void> }): Promise<void>;
   close(): Promise<void>;
 }
@@ -62,6 +72,8 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
     throw new Error(`cannot reach Redis at ${redactRedis(redisUrl)}: ${e instanceof Error ? e.message : String(e)}`);
   }
   const admission = new RedisAdmission(redis, prefix);
+  const metrics = config.metrics.enabled ? new PrometheusMetrics({ tenantLabels: config.metrics.tenantLabels }) : undefined;
+  const auth = new Authenticator(tenants);
   const registry = new ClusterRegistry({ redis, prefix, nodeId, role, heartbeatMs: config.cluster.heartbeatMs, clock, logger });
 
   const closers: Array<() => void | Promise<void>> = [];
@@ -77,7 +89,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
     const own = { ...config, engine: { ...config.engine, instance: `${config.engine.instance}.${nodeId}`.slice(0, 63) } };
     // Nobody else holds a result the worker ran: a save failing during a short outage is tried again.
     const patient = new PatientStore(store, { retryMs: SAVE_PATIENCE_MS, logger });
-    engineSide = await composeEngineSide(own, { ...opts, store: patient, slots });
+    engineSide = await composeEngineSide(own, { ...opts, store: patient, slots, metrics });
     worker = new QueueWorker({ connection: redisUrl, prefix, nodeId, slots, lockMs: config.cluster.lockMs, run: engineSide.dispatch, admission, logger });
     await worker.start();
     const side = engineSide;
@@ -109,6 +121,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
     });
     const d = dispatch;
     closers.unshift(() => d.close());
+    metrics?.watchClusterQueue(() => d.queueDepth());
     service = new DefaultExecutionService({
       dispatch,
       backend,
@@ -151,9 +164,10 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
       bodyLimitBytes: config.server.bodyLimitBytes,
       allowedHosts: config.server.allowedHosts,
       allowedOrigins: config.server.allowedOrigins,
-      auth: new Authenticator(tenants),
-      rateLimiter: new RedisRateLimiter(redis, prefix),
+      auth,
+      rateLimiter: metrics ? new MeteredRequestLimiter(new RedisRateLimiter(redis, prefix), metrics) : new RedisRateLimiter(redis, prefix),
       tools: config.tools.enabled,
+      ...(metrics ? { observer: metrics, metrics } : {}),
     });
   } else {
     // A worker answers the orchestrator's probes only: it has no API of its own.
@@ -174,7 +188,22 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
       return r;
     };
     app = new OpenAPIHono<BlankEnv>();
+    if (metrics) {
+      // /metrics alone is guarded and authenticated as on an API node (keys are in PostgreSQL, read
+      // through the same store); the probes stay open to the orchestrator by whatever name it uses.
+      const guard = guardBrowsers({ keysRequired: () => auth.required(), allowedHosts: config.server.allowedHosts, allowedOrigins: config.server.allowedOrigins });
+      app.use('/metrics', observeRequests(metrics), guard, authenticate(auth));
+    }
     app.route('/', healthRoutes({ readiness }));
+    if (metrics) app.route('/', metricsRoutes(metrics));
+    app.notFound((c) => {
+      const { status, body } = errorReply(new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`), logger, { method: c.req.method, path: c.req.path });
+      return c.json(body, status);
+    });
+    app.onError((err, c) => {
+      const { status, body, headers } = errorReply(err, logger, { method: c.req.method, path: c.req.path });
+      return c.json(body, status, headers);
+    });
   }
 
   // Every beat tells the cluster this node is alive, with its slots and its engine's health.
@@ -210,7 +239,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs: number, listener?: { close(): Promise<void> }): Promise<void> =>
     (stopping ??= shutdown({ service: service ?? idle, listener, drains, closers, logger }, graceMs));
-  return { role, nodeId, app, service, engineSide, tenants, shutdown: stop, close: () => stop(Number.POSITIVE_INFINITY) };
+  return { role, nodeId, app, service, engineSide, tenants, metrics, shutdown: stop, close: () => stop(Number.POSITIVE_INFINITY) };
 }
 
 /** A worker's name must survive its restarts (it finds its leftovers by it): the host's name. */

@@ -12,7 +12,9 @@ import { DefaultExecutionService } from './core/execution-service.ts';
 import { LocalBackend } from './core/local-backend.ts';
 import { LocalDispatch } from './core/local-dispatch.ts';
 import { shutdown } from './core/shutdown.ts';
-import type { Clock, ClusterStatus, ExecutionStore, Logger } from './core/ports.ts';
+import { NO_OBSERVER, type Clock, type ClusterStatus, type ExecutionStore, type Logger } from './core/ports.ts';
+import { MeteredRequestLimiter } from './metrics/metered.ts';
+import { PrometheusMetrics } from './metrics/prometheus.ts';
 import type { RuntimeName } from './core/schemas.ts';
 import { DockerEngine, dockerConnection } from './engine/docker-engine.ts';
 import { DistinctUids } from './engine/distinct-uids.ts';
@@ -42,6 +44,8 @@ export interface Pybox {
   /** The live self-test of the isolation (GET /v1/doctor, `pybox doctor`). */
   doctor: Doctor;
   image: string;
+  /** This node's metrics (GET /metrics); undefined when metrics.enabled is false. */
+  metrics: PrometheusMetrics | undefined;
   /**
    * Shuts down (core/shutdown.ts): refuses new executions at once, gives running ones `graceMs` to
    * finish, cancels the rest, closes `listener` (the HTTP server, when serving), removes every
@@ -107,14 +111,16 @@ export interface EngineSide {
  */
 export async function composeEngineSide(
   config: Config,
-  opts: ComposeOptions & { store: ExecutionStore; slots: number; onRecorded?: (fault: string | null) => void },
+  opts: ComposeOptions & { store: ExecutionStore; slots: number; onRecorded?: (fault: string | null) => void; metrics?: PrometheusMetrics | undefined },
 ): Promise<EngineSide> {
-  const { logger, store } = opts;
+  const { logger, store, metrics } = opts;
   const clock = opts.clock ?? systemClock;
+  const observer = metrics ?? NO_OBSERVER;
   // An engine that goes away is pinged until it is back; then what it still holds of ours is removed.
   const engine = new DockerEngine(dockerConnection(opts.dockerHost, config.engine.socketPath), config.engine.apiTimeoutMs, {
     instance: config.engine.instance,
     logger,
+    observer,
   });
   if (!(await engine.ping())) {
     throw new Error(
@@ -131,15 +137,15 @@ export async function composeEngineSide(
 
   // Every live sandbox runs as a uid of its own, so per-user kernel limits are never shared.
   const [baseUid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
-  const factory = new SandboxFactory(new DistinctUids(engine, baseUid, gid, config.sandbox.uids), sandboxSettings(config), logger, clock);
+  const factory = new SandboxFactory(new DistinctUids(engine, baseUid, gid, config.sandbox.uids), sandboxSettings(config), logger, clock, observer);
   // With the pool disabled it starts a sandbox for each run.
-  const pool = new WarmPool(factory, config.pool, logger, clock);
+  const pool = new WarmPool(factory, config.pool, logger, clock, observer);
   const sandboxes = new SandboxRunner(factory, pool, clock);
   // The configuration most requests use (the defaults) is warmed now; others once first asked for.
   pool.warm({ image, runtime, memoryMb: config.limits.defaults.memoryMb, cpus: config.limits.defaults.cpus, preload: [] });
   const gate = new ConcurrencyGate(opts.slots, config.concurrency.maxQueue, config.concurrency.retryAfterS);
   const results = { runtime, limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars };
-  const dispatch = new LocalDispatch({ sandboxes, gate, store, image, results, logger, ...(opts.onRecorded ? { onRecorded: opts.onRecorded } : {}) });
+  const dispatch = new LocalDispatch({ sandboxes, gate, store, image, results, logger, observer, ...(opts.onRecorded ? { onRecorded: opts.onRecorded } : {}) });
   const backend = new LocalBackend({ engine, sandboxes, gate, image, runtime, availableRuntimes, defaults: config.limits.defaults, maxTimeoutMs: config.limits.max.timeoutMs, logger, newId: randomUUID });
   const doctor = new Doctor({
     sandboxes,
@@ -153,6 +159,11 @@ export async function composeEngineSide(
     clock,
     newId: randomUUID,
   });
+  if (metrics) {
+    metrics.watchGate(opts.slots, () => gate.stats);
+    metrics.watchPool(() => pool.status());
+    metrics.watchEngine(() => engine.ping());
+  }
   const drain = async () => {
     // The doctor's runs go through the gate but not the service: they are waited for, briefly.
     await idleWithin(gate, DOCTOR_WAIT_MS);
@@ -167,12 +178,13 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
   const { logger } = opts;
   const clock = opts.clock ?? systemClock;
   const db = openDatabase(config.store.path);
+  const metrics = config.metrics.enabled ? new PrometheusMetrics({ tenantLabels: config.metrics.tenantLabels }) : undefined;
   const store = new SqliteExecutionStore({ db, maxExecutions: config.store.maxExecutions, maxAgeDays: config.store.maxAgeDays, clock });
   // The service learns of failed saves from the dispatch; it is made after, hence the late binding.
   let onRecorded = (_fault: string | null): void => {};
   let side: EngineSide;
   try {
-    side = await composeEngineSide(config, { ...opts, store, slots: config.concurrency.maxConcurrent, onRecorded: (f) => onRecorded(f) });
+    side = await composeEngineSide(config, { ...opts, store, slots: config.concurrency.maxConcurrent, onRecorded: (f) => onRecorded(f), metrics });
   } catch (e) {
     db.close();
     throw e;
@@ -220,8 +232,9 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     allowedHosts: config.server.allowedHosts,
     allowedOrigins: config.server.allowedOrigins,
     auth: new Authenticator(tenants),
-    rateLimiter: new RateLimiter(clock),
+    rateLimiter: metrics ? new MeteredRequestLimiter(new RateLimiter(clock), metrics) : new RateLimiter(clock),
     tools: config.tools.enabled,
+    ...(metrics ? { observer: metrics, metrics } : {}),
   });
 
   let stopping: Promise<void> | undefined;
@@ -247,6 +260,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     availableRuntimes,
     doctor,
     image,
+    metrics,
     shutdown: stop,
     close: () => stop(Number.POSITIVE_INFINITY),
   };

@@ -222,6 +222,17 @@ export const ConfigSchema = z.strictObject({
       safeModules: z.array(ModuleName).max(1000).default([]),
     })
     .prefault({}),
+  /** GET /metrics (the Prometheus text format); an admin key once keys exist. */
+  metrics: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /**
+       * Tenants that get a label of their own on per-tenant metrics; every other tenant is counted as
+       * `other`, so a flood of new tenants cannot grow the label set without bound.
+       */
+      tenantLabels: z.array(z.string().min(1).max(64)).max(100).default([]),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
@@ -234,3 +245,4 @@ export type LimitSet = z.infer<typeof Limits>;
 export type ImportPolicy = Config['importPolicy'];
 export type ToolsConfig = Config['tools'];
 export type ClusterConfig = Config['cluster'];
+export type MetricsConfig = Config['metrics'];

@@ -4,7 +4,7 @@
 import type { ConcurrencyGate } from './concurrency.ts';
 import { WaitCancelled } from './concurrency.ts';
 import type { Cancellation } from './feedback.ts';
-import type { AcceptedExecution, CancelReason, Dispatch, ExecutionStore, Logger, Sandboxes } from './ports.ts';
+import { NO_OBSERVER, type AcceptedExecution, type CancelReason, type Dispatch, type ExecutionStore, type Logger, type Observer, type Sandboxes } from './ports.ts';
 import { buildResult, notRun, type ResultDeps } from './results.ts';
 import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { ExecutionResult } from './schemas.ts';
@@ -18,6 +18,8 @@ export interface LocalDispatchDeps {
   logger: Logger;
   /** Told after each save whether it worked: null, or why not (the service refuses runs meanwhile). */
   onRecorded?: (fault: string | null) => void;
+  /** Told of every execution that ends here (metrics). */
+  observer?: Observer;
 }
 
 /** The CancelReason an aborted signal carries: the service's own 'shutdown', else its client went. */
@@ -33,12 +35,20 @@ export class LocalDispatch implements Dispatch {
     const job: SandboxJob = { ...execution.job, image: deps.image, runtime: deps.results.runtime, signal: signals.running };
     let outcome: SandboxOutcome;
     let cancellation: Cancellation | undefined;
+    // From acceptance (on an API node, for a run that came through the cluster's queue) to a slot.
+    let startedAtMs: number | undefined;
     try {
-      outcome = await deps.gate.run(() => deps.sandboxes.run(job), {
-        tenant: execution.tenant,
-        maxInFlight: execution.maxInFlight,
-        signal: signals.waiting,
-      });
+      outcome = await deps.gate.run(
+        () => {
+          startedAtMs = deps.results.clock.now();
+          return deps.sandboxes.run(job);
+        },
+        {
+          tenant: execution.tenant,
+          maxInFlight: execution.maxInFlight,
+          signal: signals.waiting,
+        },
+      );
       // The sandbox side reports the code's own time: 0 when the payload never reached the runner.
       if (outcome.kind === 'cancelled') cancellation = { by: cancelReasonOf(signals.running), started: outcome.durationMs > 0 };
     } catch (e) {
@@ -55,6 +65,8 @@ export class LocalDispatch implements Dispatch {
       cancellation,
     });
     if (result.status === 'internal_error') deps.logger.error('execution failed on our side', { id: job.id, why: result.error?.message });
+    const queueWaitMs = Math.max(0, (startedAtMs ?? deps.results.clock.now()) - execution.createdAtMs);
+    (deps.observer ?? NO_OBSERVER).executionFinished({ status: result.status, runtime: result.runtime, durationMs: result.durationMs, queueWaitMs });
     if (cancellation) deps.logger.info('execution cancelled', { id: job.id, by: cancellation.by, started: cancellation.started });
     await recordResult(deps, execution.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes);
     return result;

@@ -201,3 +201,38 @@ export interface BackendChecks {
 export interface ClusterStatus {
   status(): Promise<ClusterInfo>;
 }
+
+/**
+ * What a node's parts report as they work, for its metrics (src/metrics turns them into Prometheus
+ * series). Every method is cheap, synchronous and never throws; NO_OBSERVER is the default where
+ * metrics are off or a part is built without one.
+ */
+export interface Observer {
+  /** An execution this node ran (or dropped from its queue) ended; its queue wait counts from acceptance. */
+  executionFinished(e: { status: ExecutionStatus; runtime: RuntimeName; durationMs: number; queueWaitMs: number }): void;
+  /** A run asked the warm pool for a sandbox: hit when a ready one was there. */
+  poolTake(runtime: RuntimeName, hit: boolean): void;
+  /** A sandbox's start was decided: its runner said it is ready, or it could not start. */
+  sandboxStart(runtime: RuntimeName, ok: boolean): void;
+  /** A call to the container engine failed; `operation` is one of a fixed set of names. */
+  engineError(operation: string, unavailable: boolean): void;
+  /** A request was answered; `route` is the route's pattern (or `unmatched`), never the raw path. */
+  httpRequest(r: { route: string; method: string; status: number; durationMs: number }): void;
+  /** A tenant was refused by its request-rate limit. */
+  rateLimited(tenant: string): void;
+}
+
+export const NO_OBSERVER: Observer = {
+  executionFinished() {},
+  poolTake() {},
+  sandboxStart() {},
+  engineError() {},
+  httpRequest() {},
+  rateLimited() {},
+};
+
+/** The node's metrics as an exposition (GET /metrics). */
+export interface MetricsExposition {
+  contentType: string;
+  render(): Promise<string>;
+}

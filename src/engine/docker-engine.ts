@@ -9,7 +9,7 @@
 import Docker from 'dockerode';
 import type { Duplex } from 'node:stream';
 import { PyboxError } from '../core/errors.ts';
-import type { Logger } from '../core/ports.ts';
+import type { Logger, Observer } from '../core/ports.ts';
 import { EXECUTION_LABEL, INSTANCE_LABEL } from './container-spec.ts';
 import { Reaper, type LabelledContainer } from './reaper.ts';
 
@@ -96,6 +96,8 @@ export interface RecoveryOptions {
   logger: Logger;
   /** How often an engine that went away is pinged. */
   intervalMs?: number;
+  /** Told of every failed engine call (metrics). */
+  observer?: Pick<Observer, 'engineError'>;
 }
 
 export class DockerEngine implements ContainerEngine {
@@ -198,6 +200,7 @@ export class DockerEngine implements ContainerEngine {
   /** @internal Turns a failure into engine_unavailable when the engine cannot be reached, and notes it. */
   fault(e: unknown, what: string): unknown {
     const err = engineFault(e, what);
+    this.recovery?.observer?.engineError(what, isUnavailable(err));
     if (isUnavailable(err)) this.lost();
     return err;
   }

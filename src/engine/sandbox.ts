@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Config } from '../config/schema.ts';
 import { PyboxError } from '../core/errors.ts';
-import type { Clock, Logger } from '../core/ports.ts';
+import { NO_OBSERVER, type Clock, type Logger, type Observer } from '../core/ports.ts';
 import type { OutcomeKind, SandboxConfig, SandboxJob, SandboxOutcome } from '../core/sandbox.ts';
 import { containerSpec } from './container-spec.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
@@ -465,6 +465,7 @@ export class SandboxFactory {
     readonly settings: SandboxSettings,
     private readonly logger: Logger,
     private readonly clock: Clock,
+    private readonly observer: Observer = NO_OBSERVER,
   ) {
     // Removals wait only while a job waits for a sandbox to start: then they would slow exactly
     // what a caller is waiting for. Refills of the pool in the background do not hold them back:
@@ -483,6 +484,7 @@ export class SandboxFactory {
       changed: (s) => this.changed(s),
     });
     this.alive.add(sandbox);
+    void sandbox.started.then((why) => this.observer.sandboxStart(config.runtime, why === null));
     return sandbox;
   }
 

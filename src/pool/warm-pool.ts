@@ -15,7 +15,7 @@
 // runner, sandboxes that die before they are ready) is not retried for ever: after a few failures
 // in a row the pool stops warming it, until a sandbox of it starts again or a quiet period passes.
 // Its runs meanwhile get a sandbox started for them, and fail with the real reason.
-import type { Clock, Logger } from '../core/ports.ts';
+import { NO_OBSERVER, type Clock, type Logger, type Observer } from '../core/ports.ts';
 import type { RuntimeName } from '../core/schemas.ts';
 import type { SandboxConfig } from '../core/sandbox.ts';
 import type { SandboxSource } from '../engine/run-sandbox.ts';
@@ -81,6 +81,7 @@ export class WarmPool implements SandboxSource {
     private readonly settings: PoolSettings,
     private readonly logger: Logger,
     private readonly clock: Clock,
+    private readonly observer: Observer = NO_OBSERVER,
   ) {
     this.sweeper = setInterval(() => this.sweep(), Math.max(1000, Math.floor(settings.idleMs / 4)));
     this.sweeper.unref();
@@ -97,10 +98,14 @@ export class WarmPool implements SandboxSource {
    * is ready sooner than a new one would be), else one started now for this job.
    */
   acquire(config: SandboxConfig, jobId: string): Sandbox {
-    if (!this.settings.enabled || this.stopped) return this.factory.prepare(lean(config), jobId);
+    if (!this.settings.enabled || this.stopped) {
+      this.observer.poolTake(config.runtime, false);
+      return this.factory.prepare(lean(config), jobId);
+    }
     const group = this.group(config);
     group.lastUsedAt = this.clock.now();
     let index = group.entries.findIndex((s) => s.state === 'ready');
+    this.observer.poolTake(config.runtime, index >= 0);
     if (index < 0) {
       group.pressedUntil = this.clock.now() + PRESSED_HOLD_MS;
       index = group.entries.findIndex((s) => s.state === 'preparing');
@@ -141,9 +146,10 @@ export class WarmPool implements SandboxSource {
   }
 
   /** What is warm now, for /v1/runtimes and the benchmark. */
-  status(): Array<{ key: string; ready: number; preparing: number; paused: boolean }> {
+  status(): Array<{ key: string; config: SandboxConfig; ready: number; preparing: number; paused: boolean }> {
     return [...this.groups.values()].map((g) => ({
       key: g.key,
+      config: g.config,
       ready: g.entries.filter((s) => s.state === 'ready').length,
       preparing: g.entries.filter((s) => s.state !== 'ready').length,
       paused: g.pausedUntil !== null,
