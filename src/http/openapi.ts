@@ -32,6 +32,9 @@ export const DoctorReport = z.object({
 /** This document itself, as far as a schema can say without describing OpenAPI. */
 export const OpenApiDocument = z.looseObject({ openapi: z.string(), info: z.looseObject({ title: z.string(), version: z.string() }), paths: z.record(z.string(), z.unknown()) });
 
+/** GET /metrics: samples in the Prometheus text exposition format 0.0.4. */
+export const MetricsText = z.string().meta({ description: 'Prometheus text exposition format 0.0.4' });
+
 /** Component name → schema and which side of it a client sees (input for request bodies). */
 const COMPONENTS = {
   ExecutionRequest: { schema: ExecutionRequest, io: 'input' },
@@ -49,6 +52,7 @@ const COMPONENTS = {
   LegacyStats: { schema: LegacyStats, io: 'output' },
   ToolList: { schema: ToolList, io: 'output' },
   DoctorReport: { schema: DoctorReport, io: 'output' },
+  MetricsText: { schema: MetricsText, io: 'output' },
   OpenApiDocument: { schema: OpenApiDocument, io: 'output' },
   JsonRpcBody: { schema: JsonRpcBody, io: 'input' },
   JsonRpcMessage: { schema: JsonRpcMessage, io: 'output' },
