@@ -116,12 +116,8 @@ export class PrometheusMetrics implements Observer, MetricsExposition {
       help: "Executions waiting in the cluster's queue for a worker",
       registers: [this.registry],
       async collect() {
-        // A queue that cannot be read (Redis away) is left out of the scrape rather than shown as empty.
-        try {
-          this.set(await depth());
-        } catch {
-          this.reset();
-        }
+        // A queue that cannot be read (Redis away) is NaN, not an empty queue.
+        this.set(await depth().catch(() => Number.NaN));
       },
     });
   }
