@@ -39,4 +39,6 @@ if [ "$mode" = test ]; then
   [ -n "${PYBOX_TEST_POSTGRES_URL:-}" ] || bash scripts/ensure-postgres.sh >/dev/null
   [ -n "${PYBOX_TEST_REDIS_URL:-}" ] || bash scripts/ensure-redis.sh >/dev/null
   [ "${PYBOX_SECOND_ENGINE:-1}" = 0 ] || bash scripts/ensure-engine-b.sh >/dev/null
+  # The binaries only: each metrics test starts a Prometheus of its own.
+  bash scripts/ensure-prometheus.sh >/dev/null
 fi

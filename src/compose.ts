@@ -161,7 +161,7 @@ export async function composeEngineSide(
   });
   if (metrics) {
     metrics.watchGate(opts.slots, () => gate.stats);
-    metrics.watchPool(() => pool.status());
+    metrics.watchPool(() => pool.readyByConfig());
     metrics.watchEngine(() => engine.ping());
   }
   const drain = async () => {

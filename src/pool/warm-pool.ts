@@ -146,14 +146,18 @@ export class WarmPool implements SandboxSource {
   }
 
   /** What is warm now, for /v1/runtimes and the benchmark. */
-  status(): Array<{ key: string; config: SandboxConfig; ready: number; preparing: number; paused: boolean }> {
+  status(): Array<{ key: string; ready: number; preparing: number; paused: boolean }> {
     return [...this.groups.values()].map((g) => ({
       key: g.key,
-      config: g.config,
       ready: g.entries.filter((s) => s.state === 'ready').length,
       preparing: g.entries.filter((s) => s.state !== 'ready').length,
       paused: g.pausedUntil !== null,
     }));
+  }
+
+  /** Ready sandboxes by configuration, for the metrics. */
+  readyByConfig(): Array<{ config: SandboxConfig; ready: number }> {
+    return [...this.groups.values()].map((g) => ({ config: g.config, ready: g.entries.filter((s) => s.state === 'ready').length }));
   }
 
   /** Resolves once every group still warmed has its size of ready sandboxes (for tests and benchmarks). */
