@@ -5,7 +5,8 @@
 #   2. a Docker engine that answers (installed and started on Debian as root; gVisor registered)
 #   3. the sandbox image, built from images/ when its content hash has no image yet
 # `setup.sh test` (npm's pretest) also starts what the cluster tests need: PostgreSQL, Redis and a
-# second Docker engine (scripts/ensure-*.sh). `npm start` does not: the all-in-one node needs none.
+# second Docker engine (scripts/ensure-*.sh), and installs the Prometheus binaries the metrics tests
+# run (scripts/ensure-prometheus.sh). `npm start` does not: the all-in-one node needs none.
 #   PYBOX_TEST_POSTGRES_URL / PYBOX_TEST_REDIS_URL set: that server is used as it is, not started.
 #   PYBOX_SECOND_ENGINE=0: no second engine (its tests are skipped).
 set -euo pipefail
