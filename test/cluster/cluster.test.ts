@@ -103,6 +103,30 @@ describe('a cluster of two API nodes and two workers', () => {
     expect(posted.status).toBe(404);
   });
 
+  it("serves /metrics on every node's port, to admin keys only (keys from PostgreSQL on workers too)", async () => {
+    const done = await execute(apiA.url, { code: 'print("metered")' }, auth(keys.other));
+    expect(done.status).toBe(200);
+    const texts: string[] = [];
+    for (const node of [apiA, apiB, ...['worker-a', 'worker-b'].map((n) => cluster.nodes.get(n) as NodeProcess)]) {
+      expect((await fetch(`${node.url}/metrics`)).status, node.url).toBe(401);
+      expect((await fetch(`${node.url}/metrics`, { headers: auth(keys.other) })).status, node.url).toBe(404);
+      const res = await fetch(`${node.url}/metrics`, { headers: auth(keys.admin) });
+      expect(res.status, node.url).toBe(200);
+      expect(res.headers.get('content-type')).toContain('text/plain');
+      texts.push(await res.text());
+    }
+    const [a, b, wa, wb] = texts as [string, string, string, string];
+    // API nodes: the cluster's queue; workers: their engine, slots and the runs they did.
+    for (const t of [a, b]) expect(t).toMatch(/^pybox_cluster_queue_depth \d+$/m);
+    for (const t of [wa, wb]) {
+      expect(t).toMatch(/^pybox_engine_up 1$/m);
+      expect(t).toMatch(/^pybox_execution_slots 1$/m);
+    }
+    const completed = (t: string) => Number(/^pybox_executions_total\{status="completed",runtime="runc"\} (\d+)$/m.exec(t)?.[1] ?? 0);
+    expect(completed(wa) + completed(wb)).toBeGreaterThanOrEqual(1);
+    expect(a).toMatch(/^pybox_http_requests_total\{route="\/v1\/executions",method="POST",status="200"\} \d+$/m);
+  });
+
   it('takes a key created or revoked through the store into account on every node at once', async () => {
     const key = await keysCli(['create', '--tenant', 'late']);
     expect((await get(apiA, '/v1/stats', key)).status).toBe(200);
