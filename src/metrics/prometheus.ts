@@ -104,9 +104,31 @@ export class PrometheusMetrics implements Observer, MetricsExposition {
 
   /** Running and queued executions of this node's slots (its concurrency gate), read at scrape time. */
   watchGate(slots: number, stats: () => { running: number; queued: number }): void {
-    new Gauge({ name: 'pybox_executions_running', help: "Executions holding one of this node's slots", registers: [this.registry], collect() { this.set(stats().running); } });
-    new Gauge({ name: 'pybox_executions_queued', help: "Executions waiting for one of this node's slots", registers: [this.registry], collect() { this.set(stats().queued); } });
-    new Gauge({ name: 'pybox_execution_slots', help: 'Executions this node runs at once', registers: [this.registry], collect() { this.set(slots); } });
+    const registers = [this.registry];
+    new Gauge({
+      name: 'pybox_executions_running',
+      help: "Executions holding one of this node's slots",
+      registers,
+      collect() {
+        this.set(stats().running);
+      },
+    });
+    new Gauge({
+      name: 'pybox_executions_queued',
+      help: "Executions waiting for one of this node's slots",
+      registers,
+      collect() {
+        this.set(stats().queued);
+      },
+    });
+    new Gauge({
+      name: 'pybox_execution_slots',
+      help: 'Executions this node runs at once',
+      registers,
+      collect() {
+        this.set(slots);
+      },
+    });
   }
 
   /** Executions waiting in the cluster's queue (an API node), read at scrape time. */
