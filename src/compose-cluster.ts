@@ -192,7 +192,8 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
       // /metrics alone is guarded and authenticated as on an API node (keys are in PostgreSQL, read
       // through the same store); the probes stay open to the orchestrator by whatever name it uses.
       const guard = guardBrowsers({ keysRequired: () => auth.required(), allowedHosts: config.server.allowedHosts, allowedOrigins: config.server.allowedOrigins });
-      app.use('/metrics', observeRequests(metrics), guard, authenticate(auth));
+      app.use(observeRequests(metrics));
+      app.use('/metrics', guard, authenticate(auth));
     }
     app.route('/', healthRoutes({ readiness }));
     if (metrics) app.route('/', metricsRoutes(metrics));
