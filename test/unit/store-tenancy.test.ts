@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ExecutionResult } from '../../src/core/schemas.ts';
+import { result } from '../contract/store-contract.ts';
 import { MIGRATIONS, openDatabase } from '../../src/store/db.ts';
 import { SqliteExecutionStore } from '../../src/store/execution-store.ts';
 import { SqliteTenantStore, storeHasKeys } from '../../src/store/tenant-store.ts';
@@ -33,26 +33,6 @@ function stores(path = ':memory:', maxExecutions = 1000) {
   return { db, executions, tenants };
 }
 
-function result(id: string, over: Partial<ExecutionResult> = {}): ExecutionResult {
-  return {
-    id,
-    status: 'completed',
-    success: true,
-    exitCode: 0,
-    signal: null,
-    stdout: 'hi\n',
-    stderr: '',
-    truncated: { stdout: false, stderr: false },
-    durationMs: 100,
-    cpuMs: 40,
-    feedback: 'ok',
-    runtime: 'runc',
-    limits: { timeoutMs: 30_000, memoryMb: 256, cpus: 1, outputBytes: 50_000 },
-    createdAt: new Date(T0).toISOString(),
-    finishedAt: new Date(T0 + 100).toISOString(),
-    ...over,
-  };
-}
 
 describe('executions by tenant', () => {
   it('walks tenant-first indexes for scoped reads', () => {

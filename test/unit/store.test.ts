@@ -4,12 +4,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { manualClock, result } from '../contract/store-contract.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import type { ExecutionResult } from '../../src/core/schemas.ts';
 import { MIGRATIONS, openDatabase } from '../../src/store/db.ts';
 import { SqliteExecutionStore } from '../../src/store/execution-store.ts';
 
-const T0 = Date.parse('2025-03-01T12:00:00.000Z');
 
 // Everything a test opens is closed and removed afterwards, even when it fails.
 const cleanups: Array<() => unknown> = [];
@@ -23,11 +22,6 @@ function tempDir(): string {
   return dir;
 }
 
-/** A clock the test moves by hand, so age retention does not depend on when the test runs. */
-function manualClock(startMs = T0) {
-  const clock = { nowMs: startMs, now: () => clock.nowMs };
-  return clock;
-}
 
 function newStore(opts: { path?: string; maxExecutions?: number; maxAgeDays?: number; clock?: { now(): number }; readonly?: boolean } = {}) {
   const db = openDatabase(opts.path ?? ':memory:', { readonly: opts.readonly ?? false });
@@ -41,25 +35,6 @@ function newStore(opts: { path?: string; maxExecutions?: number; maxAgeDays?: nu
   return { db, store };
 }
 
-function result(id: string, over: Partial<ExecutionResult> = {}): ExecutionResult {
-  return {
-    id,
-    status: 'completed',
-    success: true,
-    exitCode: 0,
-    signal: null,
-    stdout: 'hello\n',
-    stderr: '',
-    truncated: { stdout: false, stderr: false },
-    durationMs: 12.5,
-    feedback: 'ran fine',
-    runtime: 'runc',
-    limits: { timeoutMs: 30_000, memoryMb: 256, cpus: 1, outputBytes: 50_000 },
-    createdAt: new Date(T0).toISOString(),
-    finishedAt: new Date(T0 + 13).toISOString(),
-    ...over,
-  };
-}
 
 async function rejected(p: Promise<unknown>): Promise<unknown> {
   try {
