@@ -113,7 +113,7 @@ umask 077
 
 # Where first-key writes the first API key: as docker-compose will see it (its shell wins over the
 # env file), relative paths from the compose file's directory. first-key runs as the directory's
-# owner, so the key file is that user's, readable by nobody else, and never root's by accident.
+# owner, so the key file belongs to whoever owns the directory and is readable by nobody else.
 secrets=${PYBOX_SECRETS_DIR:-$(sed -n 's/^PYBOX_SECRETS_DIR=//p' "$ENV_FILE" | tail -n 1)}
 secrets=${secrets:-./secrets}
 case "$secrets" in /*) ;; *) secrets=$DEPLOY/$secrets ;; esac
