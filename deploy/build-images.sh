@@ -8,8 +8,10 @@
 # inside `docker build`. Each image is skipped when its tag exists, so a second run takes seconds.
 #
 # Usage: deploy/build-images.sh [--env-file FILE]   (default: deploy/.env)
-# The env file gets the image tags and the engine socket's group (replaced on every run) and, the
-# first time only, random passwords for PostgreSQL and Redis; any other line in it is kept.
+# The env file gets the image tags, the engine socket's group and the owner of the secrets directory
+# (replaced on every run) and, the first time only, random passwords for PostgreSQL and Redis; any
+# other line in it is kept. The secrets directory (PYBOX_SECRETS_DIR, default deploy/secrets) is
+# made, mode 700, when missing: the first API key is written there (docker-compose.yml, first-key).
 #
 # Environment: PYBOX_BUILD_NETWORK (default host): the network the apt steps of the builds use.
 set -euo pipefail
@@ -108,11 +110,21 @@ set_env() {
 has_env() { grep -q -E "^$1=." "$ENV_FILE"; }
 umask 077
 [ -f "$ENV_FILE" ] || printf '# Written by deploy/build-images.sh; docker-compose reads it. Keep it secret: it holds passwords.\n' >"$ENV_FILE"
+
+# Where first-key writes the first API key: as docker-compose will see it (its shell wins over the
+# env file), relative paths from the compose file's directory. first-key runs as the directory's
+# owner, so the key file belongs to whoever owns the directory and is readable by nobody else.
+secrets=${PYBOX_SECRETS_DIR:-$(sed -n 's/^PYBOX_SECRETS_DIR=//p' "$ENV_FILE" | tail -n 1)}
+secrets=${secrets:-./secrets}
+case "$secrets" in /*) ;; *) secrets=$DEPLOY/$secrets ;; esac
+[ -d "$secrets" ] || mkdir -p -m 700 "$secrets" || die "cannot make the secrets directory $secrets"
 set_env PYBOX_SERVICE_IMAGE "$service"
 set_env PYBOX_POSTGRES_IMAGE "$postgres"
 set_env PYBOX_REDIS_IMAGE "$redis"
 set_env PYBOX_DOCKER_GID "$gid"
+set_env PYBOX_SECRETS_OWNER "$(stat -c %u:%g "$secrets")"
 has_env PYBOX_PG_PASSWORD || set_env PYBOX_PG_PASSWORD "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 has_env PYBOX_REDIS_PASSWORD || set_env PYBOX_REDIS_PASSWORD "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
-log "image tags and the socket's group ($gid) written to $ENV_FILE"
+log "image tags, the socket's group ($gid) and the secrets directory's owner written to $ENV_FILE"
+log "the first API key will be in $secrets/admin.key after the first docker-compose up"
 printf '%s\n' "$service" "$postgres" "$redis"

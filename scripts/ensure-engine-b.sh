@@ -34,18 +34,11 @@ our_pid() {
   return 0
 }
 
-if [ "${1:-}" = stop ]; then
-  [ "$(id -u)" = 0 ] || die "stopping needs root"
-  pid=$(our_pid)
-  if [ -z "$pid" ]; then
-    log "not running"
-    exit 0
-  fi
-  log "stopping dockerd (pid $pid)"
-  kill -TERM "$pid"
-  wait_gone 60 "$pid" || die "dockerd (pid $pid) did not exit within 60 s; see $DLOG"
-  exit 0
-fi
+stop_dockerd() {
+  kill -TERM "$1"
+  wait_gone 60 "$1" || die "dockerd (pid $1) did not exit within 60 s; see $DLOG"
+}
+[ "${1:-}" = stop ] && stop_ours stop_dockerd
 [ -z "${1:-}" ] || die "usage: $0 [stop]"
 
 # The sandbox image of this checkout's images/, as scripts/build-image.ts names it for the first

@@ -43,17 +43,9 @@ bindir() {
 # From / so that a working directory postgres cannot enter (root's home) draws no warnings.
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
-if [ "${1:-}" = stop ]; then
-  [ "$(id -u)" = 0 ] || die "stopping needs root"
-  pid=$(our_pid)
-  if [ -z "$pid" ]; then
-    log "not running"
-    exit 0
-  fi
-  log "stopping (pid $pid)"
-  as_postgres "$(bindir)/pg_ctl" stop -D "$DATA" -m fast -w -t 60 >&2
-  exit 0
-fi
+# pg_ctl signals the postmaster by the pid in its own pid file, and waits for it.
+stop_postgres() { as_postgres "$(bindir)/pg_ctl" stop -D "$DATA" -m fast -w -t 60 >&2; }
+[ "${1:-}" = stop ] && stop_ours stop_postgres
 [ -z "${1:-}" ] || die "usage: $0 [stop]"
 
 # Fast path. As a non-root user the data directory is unreadable: an answer on the port is taken

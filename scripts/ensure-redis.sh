@@ -33,19 +33,12 @@ ours_answers() {
   [ "$served" = "$pid" ]
 }
 
-if [ "${1:-}" = stop ]; then
-  [ "$(id -u)" = 0 ] || die "stopping needs root"
-  pid=$(our_pid)
-  if [ -z "$pid" ]; then
-    log "not running"
-    exit 0
-  fi
-  log "stopping (pid $pid)"
-  # SIGTERM is Redis's orderly shutdown: the append-only file is flushed and synced first.
-  kill -TERM "$pid"
-  wait_gone 60 "$pid" || die "pid $pid did not exit within 60 s"
-  exit 0
-fi
+# SIGTERM is Redis's orderly shutdown: the append-only file is flushed and synced first.
+stop_redis() {
+  kill -TERM "$1"
+  wait_gone 60 "$1" || die "pid $1 did not exit within 60 s"
+}
+[ "${1:-}" = stop ] && stop_ours stop_redis
 [ -z "${1:-}" ] || die "usage: $0 [stop]"
 
 if ours_answers || { [ "$(id -u)" != 0 ] && answers; }; then

@@ -67,3 +67,18 @@ wait_gone() {
   done
   return 1
 }
+
+# The `stop` subcommand of every ensure script: finds our server by its own pid (our_pid, defined by
+# the script) and hands the pid to the script's stopping function ($1). Never by name.
+stop_ours() {
+  [ "$(id -u)" = 0 ] || die "stopping needs root"
+  local pid
+  pid=$(our_pid)
+  if [ -z "$pid" ]; then
+    log "not running"
+    exit 0
+  fi
+  log "stopping (pid $pid)"
+  "$1" "$pid"
+  exit 0
+}

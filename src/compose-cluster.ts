@@ -2,7 +2,6 @@
 // limits, the store; executions go to the queue), a worker (its engine and pool take executions
 // from the queue and record their results) or both in one process. The same core as the embedded
 // node, with other implementations of its ports.
-import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { BlankEnv } from 'hono/types';
@@ -15,9 +14,10 @@ import { RedisAdmission, RedisRateLimiter, tenantLimitError } from './cluster/re
 import { PatientStore } from './cluster/patient-store.ts';
 import { fastFailOptions } from './cluster/connection.ts';
 import { ClusterRegistry, type NodeStatus } from './cluster/registry.ts';
-import { composeEngineSide, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
+import { composeEngineSide, executionService, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
 import type { Config } from './config/schema.ts';
-import { DefaultExecutionService } from './core/execution-service.ts';
+import type { DefaultExecutionService } from './core/execution-service.ts';
+import { redactUrl } from './core/redact.ts';
 import type { ClusterStatus, Readiness, TenantStore } from './core/ports.ts';
 import { shutdown, type Drainable } from './core/shutdown.ts';
 import { healthRoutes } from './http/routes/health.ts';
@@ -69,7 +69,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
   } catch (e) {
     redis.disconnect();
     await Promise.all([store.close(), tenants.close()]);
-    throw new Error(`cannot reach Redis at ${redactRedis(redisUrl)}: ${e instanceof Error ? e.message : String(e)}`);
+    throw new Error(`cannot reach Redis at ${redactUrl(redisUrl)}: ${e instanceof Error ? e.message : String(e)}`);
   }
   const admission = new RedisAdmission(redis, prefix);
   const metrics = config.metrics.enabled ? new PrometheusMetrics({ tenantLabels: config.metrics.tenantLabels }) : undefined;
@@ -122,16 +122,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
     const d = dispatch;
     closers.unshift(() => d.close());
     metrics?.watchClusterQueue(() => d.queueDepth());
-    service = new DefaultExecutionService({
-      dispatch,
-      backend,
-      store,
-      limits: config.limits,
-      clock,
-      logger,
-      newId: randomUUID,
-      importPolicy: config.importPolicy,
-    });
+    service = executionService(config, { dispatch, backend, store, clock, logger });
     const status: ClusterStatus = {
       async status() {
         const nodes = await registry.nodes();
@@ -268,15 +259,4 @@ function connected(redis: Redis, ms: number): Promise<void> {
     redis.once('ready', onReady);
     redis.on('error', onError);
   });
-}
-
-/** The URL without its password, for messages. */
-function redactRedis(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'the configured URL';
-  }
 }

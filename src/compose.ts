@@ -8,7 +8,7 @@ import type { Hono } from 'hono';
 import { createApp } from './app.ts';
 import type { Config } from './config/schema.ts';
 import { ConcurrencyGate } from './core/concurrency.ts';
-import { DefaultExecutionService } from './core/execution-service.ts';
+import { DefaultExecutionService, type ExecutionServiceDeps } from './core/execution-service.ts';
 import { LocalBackend } from './core/local-backend.ts';
 import { LocalDispatch } from './core/local-dispatch.ts';
 import { shutdown } from './core/shutdown.ts';
@@ -173,6 +173,14 @@ export async function composeEngineSide(
   return { engine, pool, sandboxes, gate, dispatch, backend, doctor, runtime, availableRuntimes, image, drain };
 }
 
+/** The one use case, on whichever dispatch and backend the node has (this engine, or the queue). */
+export function executionService(
+  config: Config,
+  parts: Pick<ExecutionServiceDeps, 'dispatch' | 'backend' | 'store' | 'clock' | 'logger'>,
+): DefaultExecutionService {
+  return new DefaultExecutionService({ ...parts, limits: config.limits, newId: randomUUID, importPolicy: config.importPolicy });
+}
+
 /** The embedded all-in-one node: SQLite, limits and queue in memory, this host's engine. */
 export async function composePybox(config: Config, opts: ComposeOptions): Promise<Pybox> {
   const { logger } = opts;
@@ -190,16 +198,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     throw e;
   }
   const { engine, pool, gate, dispatch, backend, doctor, runtime, availableRuntimes, image } = side;
-  const service = new DefaultExecutionService({
-    dispatch,
-    backend,
-    store,
-    limits: config.limits,
-    clock,
-    logger,
-    newId: randomUUID,
-    importPolicy: config.importPolicy,
-  });
+  const service = executionService(config, { dispatch, backend, store, clock, logger });
   onRecorded = (f) => service.recorded(f);
   const tenants = new SqliteTenantStore(db, clock);
   const startedAt = new Date(clock.now()).toISOString();

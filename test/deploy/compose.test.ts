@@ -1,14 +1,16 @@
 // The compose deployment end to end, on this machine's engine: the images built offline
 // (deploy/build-images.sh, skipped when present), deploy/docker-compose.yml under a project name of
-// its own, the first key, print(1) through both API nodes, both workers in GET /v1/cluster, then
-// `docker-compose down -v` whatever happened, and nothing of the project left on the engine.
+// its own, brought up with no key made by hand (first-key writes one to the secrets directory),
+// /readyz and print(1) through both published ports, both workers in GET /v1/cluster; then `down`
+// and `up` again keep the history and the key; then `down -v` leaves nothing of the project on the
+// engine (and the same is checked and cleaned after a failure).
 //
-// About half a minute once the images exist, three on a fresh machine (they are built then). It
-// needs docker-compose (set-up installs it) and the engine; PYBOX_DEPLOY_TEST=0 leaves it out of a
-// local run. It never skips a step: whatever is missing fails it loudly.
+// About a minute once the images exist, two when the service image is rebuilt after a change to
+// the code, a few more on a fresh machine (every image is built then). It needs docker-compose
+// (set-up installs it) and the engine; PYBOX_DEPLOY_TEST=0 leaves it out of a local run. It never skips a step: whatever is missing fails it loudly.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,8 +68,11 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
   const project = `pybox-deploy-test-${randomBytes(4).toString('hex')}`;
   let dir = '';
   let envFile = '';
+  let secretsDir = '';
   const ports = { api1: 0, api2: 0 };
   let adminKey = '';
+  /** The executions run before `down`, by id, as first answered. */
+  const ran = new Map<string, { status?: string; stdout?: string }>();
 
   const compose = (args: string[], timeoutMs = 180_000) => run('docker-compose', ['-p', project, '--env-file', envFile, '-f', composeFile, ...args], { timeoutMs });
 
@@ -106,9 +111,12 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
     ok(await run('docker-compose', ['version']), 'docker-compose version');
     dir = mkdtempSync(join(tmpdir(), 'pybox-deploy-test-'));
     envFile = join(dir, '.env');
+    secretsDir = join(dir, 'secrets');
     ports.api1 = await freePort();
     ports.api2 = await freePort();
-    // Tags, the socket's group and fresh passwords go to this run's own env file, never deploy/.env.
+    // Tags, the socket's group, fresh passwords and the secrets directory go to this run's own env
+    // file and directory, never deploy/.env and deploy/secrets (the script keeps the line given).
+    writeFileSync(envFile, `PYBOX_SECRETS_DIR=${secretsDir}\n`, { mode: 0o600 });
     ok(await run('bash', ['deploy/build-images.sh', '--env-file', envFile], { timeoutMs: 590_000 }), 'deploy/build-images.sh');
     appendFileSync(
       envFile,
@@ -116,18 +124,21 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
     );
   }, 600_000);
 
-  afterAll(async () => {
+  /** `down -v` and what is left of the project on the engine (its containers, sandboxes, volumes, networks). */
+  async function downAndLeft(): Promise<{ down: Ran | undefined; left: Record<string, string[]> }> {
     const byLabel = async (kind: 'volume' | 'network') =>
       lines(ok(await run('docker', [kind, 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`]), `docker ${kind} ls`));
-    const left: Record<string, string[]> = {};
+    // Without the env file nothing was brought up (the build failed): there is nothing to take down.
+    const down = envFile !== '' && existsSync(envFile) ? await compose(['down', '-v', '--remove-orphans', '-t', '30'], 300_000) : undefined;
+    return { down, left: { containers: await projectContainers(), sandboxes: await projectSandboxes(), volumes: await byLabel('volume'), networks: await byLabel('network') } };
+  }
+
+  afterAll(async () => {
+    let left: Record<string, string[]> = {};
     let down: Ran | undefined;
     try {
-      // Without the env file nothing was brought up (the build failed): there is nothing to take down.
-      if (envFile !== '' && existsSync(envFile)) down = await compose(['down', '-v', '--remove-orphans', '-t', '30'], 300_000);
-      left.containers = await projectContainers();
-      left.sandboxes = await projectSandboxes();
-      left.volumes = await byLabel('volume');
-      left.networks = await byLabel('network');
+      // After the last test this finds nothing; after a failure it is the check that counts.
+      ({ down, left } = await downAndLeft());
     } finally {
       // Whatever `down` missed is a failure below, and is removed all the same.
       const ids = (list: string[] | undefined) => (list ?? []).map((l) => l.split(' ')[0] ?? l);
@@ -155,6 +166,11 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
     expect(env).toMatch(/^PYBOX_PG_PASSWORD=[0-9a-f]{48}$/m);
     expect(env).toMatch(/^PYBOX_REDIS_PASSWORD=[0-9a-f]{48}$/m);
     expect(env).toMatch(/^PYBOX_DOCKER_GID=\d+$/m);
+    // The secrets directory it was given, made private, and its owner for first-key to run as.
+    expect(env).toContain(`PYBOX_SECRETS_DIR=${secretsDir}\n`);
+    const st = statSync(secretsDir);
+    expect(st.mode & 0o777).toBe(0o700);
+    expect(env).toMatch(new RegExp(`^PYBOX_SECRETS_OWNER=${st.uid}:${st.gid}$`, 'm'));
   });
 
   it('passes docker-compose config, and without the env file names what is missing', async () => {
@@ -186,16 +202,32 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
     expect(pg.trim()).toBe('f');
   }, 180_000);
 
-  it('creates the first API key', async () => {
-    const r = ok(await compose(['run', '--rm', '-T', 'api-1', 'node', 'bin/pybox.mjs', 'keys', 'create', '--tenant', 'admin', '--admin'], 120_000), 'keys create');
-    adminKey = lines(r).at(-1) ?? '';
-    expect(adminKey).toMatch(/^pbx_/);
-  }, 150_000);
-
-  it('brings both API nodes and both workers up healthy', async () => {
+  it('brings both API nodes and both workers up healthy, with no key made by hand', async () => {
     ok(await compose(['up', '-d']), 'docker-compose up');
     await untilHealthy(['api-1', 'api-2', 'worker-1', 'worker-2'], 240_000);
   }, 300_000);
+
+  it('first-key wrote an admin key to the secrets directory, readable by its owner only, and never printed it', async () => {
+    const file = join(secretsDir, 'admin.key');
+    const st = statSync(file);
+    expect(st.mode & 0o777).toBe(0o600);
+    expect(st.uid).toBe(statSync(secretsDir).uid);
+    adminKey = readFileSync(file, 'utf8').trim();
+    expect(adminKey).toMatch(/^pbx_[A-Za-z0-9_-]{43}$/);
+    const logs = ok(await compose(['logs', '--no-color', 'first-key']), 'docker-compose logs first-key');
+    expect(logs).toContain(`created admin key key_`);
+    expect(logs).toContain(`the key is in ${file} `);
+    expect(logs).not.toContain(adminKey.slice(4, 16));
+  }, 30_000);
+
+  it('answers /readyz through both published ports, and refuses a request without a key (no local mode)', async () => {
+    for (const port of [ports.api1, ports.api2]) {
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(20_000) });
+      expect(ready.status, await ready.clone().text()).toBe(200);
+      const anonymous = await fetch(`http://127.0.0.1:${port}/v1/executions`, { signal: AbortSignal.timeout(20_000) });
+      expect(anonymous.status).toBe(401);
+    }
+  }, 60_000);
 
   it('runs print(1) through each API node', async () => {
     for (const port of [ports.api1, ports.api2]) {
@@ -205,10 +237,11 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
         body: JSON.stringify({ code: 'print(1)' }),
         signal: AbortSignal.timeout(60_000),
       });
-      const body = (await res.json()) as { status?: string; stdout?: string };
+      const body = (await res.json()) as { id?: string; status?: string; stdout?: string };
       expect(res.status, JSON.stringify(body)).toBe(200);
       expect(body.status).toBe('completed');
       expect(body.stdout).toBe('1\n');
+      ran.set(body.id ?? '', body);
     }
   }, 120_000);
 
@@ -225,4 +258,41 @@ describe.runIf(enabled)('deploy/docker-compose.yml', () => {
     expect(workers.every((n) => n.healthy === true)).toBe(true);
     expect(info.nodes.filter((n) => n.role === 'api').map((n) => n.nodeId).sort()).toEqual(['api-1', 'api-2']);
   }, 30_000);
+
+  it('keeps the history and the key across `down` and `up`', async () => {
+    const keyFile = join(secretsDir, 'admin.key');
+    const before = readFileSync(keyFile, 'utf8');
+    ok(await compose(['down', '-t', '30'], 300_000), 'docker-compose down');
+    expect(await projectContainers()).toEqual([]);
+    ok(await compose(['up', '-d']), 'docker-compose up (again)');
+    await untilHealthy(['api-1', 'api-2', 'worker-1', 'worker-2'], 240_000);
+    // first-key ran again, found the key and left the file alone.
+    expect(ok(await compose(['logs', '--no-color', 'first-key']), 'docker-compose logs first-key')).toMatch(/API keys exist already: nothing to do/);
+    expect(readFileSync(keyFile, 'utf8')).toBe(before);
+    expect(ran.size).toBe(2);
+    for (const [id, first] of ran) {
+      const res = await fetch(`http://127.0.0.1:${ports.api2}/v1/executions/${encodeURIComponent(id)}`, {
+        headers: { authorization: `Bearer ${adminKey}` },
+        signal: AbortSignal.timeout(20_000),
+      });
+      const body = (await res.json()) as { id?: string; status?: string; stdout?: string };
+      expect(res.status, JSON.stringify(body)).toBe(200);
+      expect(body).toMatchObject({ id, status: first.status, stdout: first.stdout });
+    }
+    // And the key still runs code: the queue and the workers came back too.
+    const res = await fetch(`http://127.0.0.1:${ports.api1}/v1/executions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ code: 'print(2)' }),
+      signal: AbortSignal.timeout(60_000),
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { stdout?: string }).stdout).toBe('2\n');
+  }, 420_000);
+
+  it('leaves nothing of the project after `down -v`: containers, sandboxes, volumes, networks', async () => {
+    const { down, left } = await downAndLeft();
+    expect(down?.code, down?.stderr).toBe(0);
+    expect(left).toEqual({ containers: [], sandboxes: [], volumes: [], networks: [] });
+  }, 360_000);
 });

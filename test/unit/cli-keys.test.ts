@@ -1,6 +1,6 @@
-// `pybox keys create | list | revoke`, in-process against a temporary store (PYBOX_DB).
+// `pybox keys create | list | revoke | bootstrap`, in-process against a temporary store (PYBOX_DB).
 import { Command } from 'commander';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -109,5 +109,61 @@ describe('pybox keys', () => {
     expect(String(failed)).toContain('no such key');
     expect(String(failed)).not.toContain(unknown);
     expect((await pybox('keys', 'list')).out[2]).toMatch(/\d{4}-\d\d-\d\dT\S+Z$/); // the revoked one shows when
+  });
+
+  describe('bootstrap', () => {
+    it('with no key yet, makes an admin key, writes it to a file of mode 600 and never to the output', async () => {
+      const file = join(dir, 'admin.key');
+      const { out, failed } = await pybox('keys', 'bootstrap', '--key-file', file, '--shown-as', 'deploy/secrets/admin.key');
+      expect(failed).toBeUndefined();
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      const key = readFileSync(file, 'utf8').trim();
+      expect(key).toMatch(KEY_FORMAT);
+      expect(out.join('\n')).not.toContain(key.slice(4, 12));
+      expect(out[0]).toMatch(/^created admin key key_[0-9a-f]{12} for tenant admin: the key is in deploy\/secrets\/admin\.key /);
+      expect(await withStore((s) => s.findKeyByHash(hashApiKey(key)))).toMatchObject({ tenant: 'admin', admin: true, revokedAt: null });
+      expect(readdirSync(dir).sort()).toEqual(['admin.key', 'pybox.db']); // no temporary file left
+    });
+
+    it('does nothing once a key exists, even a revoked one: the file and the store stay as they were', async () => {
+      const file = join(dir, 'admin.key');
+      await pybox('keys', 'bootstrap', '--key-file', file);
+      const first = readFileSync(file, 'utf8');
+      const again = await pybox('keys', 'bootstrap', '--key-file', file);
+      expect(again.failed).toBeUndefined();
+      expect(again.out[0]).toMatch(/^API keys exist already: nothing to do/);
+      expect(readFileSync(file, 'utf8')).toBe(first);
+      await pybox('keys', 'revoke', first.trim());
+      await pybox('keys', 'bootstrap', '--key-file', file);
+      expect(await withStore(async (s) => (await s.keys()).length)).toBe(1);
+
+      const other = join(dir, 'other.key');
+      expect((await pybox('keys', 'bootstrap', '--key-file', other)).out[0]).toMatch(/nothing to do/);
+      expect(existsSync(other)).toBe(false);
+    });
+
+    it('replaces a stale file (a key of a store that is gone) and a link planted at its name, without writing through the link', async () => {
+      const file = join(dir, 'admin.key');
+      writeFileSync(file, 'pbx_old\n');
+      await pybox('keys', 'bootstrap', '--key-file', file);
+      expect(readFileSync(file, 'utf8').trim()).toMatch(KEY_FORMAT);
+
+      db = join(dir, 'another-store.db'); // the store is gone (docker-compose down -v)
+      const target = join(dir, 'target');
+      writeFileSync(target, 'untouched');
+      rmSync(file);
+      symlinkSync(target, file);
+      const { failed } = await pybox('keys', 'bootstrap', '--key-file', file);
+      expect(failed).toBeUndefined();
+      expect(readFileSync(target, 'utf8')).toBe('untouched');
+      expect(statSync(file).mode & 0o777).toBe(0o600); // a file of its own now, not the link
+      expect(readFileSync(file, 'utf8').trim()).toMatch(KEY_FORMAT);
+    });
+
+    it('makes no key when the file cannot be written', async () => {
+      const { failed } = await pybox('keys', 'bootstrap', '--key-file', join(dir, 'missing', 'admin.key'));
+      expect(String(failed)).toMatch(/ENOENT/);
+      expect(await withStore((s) => s.hasKeys())).toBe(false);
+    });
   });
 });

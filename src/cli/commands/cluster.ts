@@ -10,9 +10,9 @@ import type { Command } from 'commander';
 import pg from 'pg';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { CliContext } from '../context.ts';
+import { redactUrl } from '../../core/redact.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..', '..');
-const SECOND_ENGINE = 'unix:///var/run/docker-b.sock';
 const LISTENING = /pybox (?:api|worker|cluster) node listening on (http:\/\/[^\s"]+)/;
 /** Used as an SQL identifier (it cannot be a bound parameter): a conservative shape only. */
 const DATABASE_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -77,16 +77,6 @@ function seconds(raw: string, flag: string): number {
   return Number(raw) * 1000;
 }
 
-/** A URL without its password, for printing. */
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(not a URL)';
-  }
-}
 
 /** Runs scripts/<script>; resolves with its stdout's last line (the URL), its messages go to stderr. */
 function ensure(script: string, ctx: CliContext, env: NodeJS.ProcessEnv): Promise<string> {
@@ -307,8 +297,8 @@ function printTable(ctx: CliContext, nodes: RunningNode[], info: { postgresUrl: 
     `pybox local cluster is up (${info.seconds.toFixed(1)} s; command pid ${process.pid})`,
     line(head),
     ...rows.map(line),
-    `  PostgreSQL ${redact(info.postgresUrl)}${info.database ? ' (kept on exit)' : ''}`,
-    `  Redis      ${redact(info.redisUrl)} (keys ${info.prefix}:*, kept on exit)`,
+    `  PostgreSQL ${redactUrl(info.postgresUrl)}${info.database ? ' (kept on exit)' : ''}`,
+    `  Redis      ${redactUrl(info.redisUrl)} (keys ${info.prefix}:*, kept on exit)`,
     `  logs       ${info.stateDir}/<node>.log`,
     `Try: curl -s ${api}/v1/executions -H 'content-type: application/json' -d '{"code":"print(1)"}'`,
     'Ctrl-C stops the four nodes; PostgreSQL, Redis and the engines keep running (scripts/ensure-*.sh stop).',

@@ -1,8 +1,13 @@
-// `pybox keys create | list | revoke`: API keys and the tenants they belong to, in the same store
+// `pybox keys create | list | revoke | bootstrap`: API keys and the tenants they belong to, in the same store
 // as the history (PYBOX_DB, else store.path of PYBOX_CONFIG or config/default.yaml). A running
 // server sees a change on its next request. The plaintext of a key is printed once, as the last
-// line of `keys create`, and kept nowhere: the store has its SHA-256 only.
+// line of `keys create`, and kept nowhere: the store has its SHA-256 only. `keys bootstrap` is the
+// one exception, for deployments started unattended: it writes the first key to a file of the
+// operator's (mode 600) instead of printing it, and only while the store holds no key at all.
 import { InvalidArgumentError, type Command } from 'commander';
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { LOCAL_TENANT, TENANT_NAME, type TenantLimits } from '../../core/caller.ts';
 import { loadConfig } from '../../config/load.ts';
 import type { TenantRecord, TenantStore } from '../../core/ports.ts';
@@ -62,6 +67,31 @@ interface CreateOptions {
   maxCpus?: number;
 }
 
+/**
+ * Puts `key` in a new file at `path`, readable by its owner only, replacing whatever was there
+ * (a key of a store that is gone). The file is made new (O_EXCL, never through a link planted at
+ * that name) and renamed into place, so a reader sees the whole key or no file.
+ */
+function writeKeyFile(path: string, key: string): void {
+  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = openSync(temp, 'wx', 0o600);
+  try {
+    writeSync(fd, key + '\n');
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    rmSync(temp, { force: true });
+    throw e;
+  }
+  closeSync(fd);
+  try {
+    renameSync(temp, path);
+  } catch (e) {
+    rmSync(temp, { force: true });
+    throw e;
+  }
+}
+
 function table(rows: string[][]): string[] {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
@@ -102,6 +132,38 @@ export function registerKeys(program: Command, ctx: CliContext): void {
       ctx.out(`tenant ${tenant.name}: ${describeLimits(tenant.limits)}`);
       ctx.out('the key is shown only this once (pybox keeps its hash); send it as "Authorization: Bearer <key>":');
       ctx.out(key);
+    });
+
+  keys
+    .command('bootstrap')
+    .description('when the store holds no key yet, create an admin key and write it to a file (mode 600), never to the output; otherwise do nothing')
+    .requiredOption('--key-file <path>', 'the file to write the key to (replaced if it exists)')
+    .option('--tenant <name>', 'the tenant the admin key belongs to', tenantName, 'admin')
+    .option('--shown-as <path>', 'how the operator reaches the key file (outside a container), for the messages')
+    .action(async (opts: { keyFile: string; tenant: string; shownAs?: string }) => {
+      const shown = opts.shownAs ?? opts.keyFile;
+      const made = await withStore(ctx, async (store) => {
+        if (await store.hasKeys()) return undefined;
+        const key = newApiKey();
+        // The file first, then the key: a crash between the two leaves a file whose key the store
+        // does not know, and the next bootstrap (which still finds no key) replaces it. The other
+        // order could leave an admin key that nobody holds, and no bootstrap would run again.
+        // Two bootstraps at once may both make a key; the file holds one and the other is held by
+        // nobody.
+        writeKeyFile(opts.keyFile, key);
+        try {
+          return await store.createKey({ id: newKeyId(), tenant: opts.tenant, admin: true, hash: hashApiKey(key), limits: {} });
+        } catch (e) {
+          rmSync(opts.keyFile, { force: true });
+          throw e;
+        }
+      });
+      if (made === undefined) {
+        ctx.out(`API keys exist already: nothing to do (\`pybox keys list\` shows them; \`pybox keys create\` makes more)`);
+        return;
+      }
+      ctx.out(`created admin key ${made.key.id} for tenant ${made.tenant.name}: the key is in ${shown} (readable by its owner only)`);
+      ctx.out('send it as "Authorization: Bearer <key>"; local mode is over: every request needs a key from now on');
     });
 
   keys

@@ -1,6 +1,7 @@
 // Connects a node to the cluster's PostgreSQL: one pool, bounded in every wait, with the schema
 // brought up to date before anything uses it.
 import pg from 'pg';
+import { redactUrl } from '../../core/redact.ts';
 import type { Logger } from '../../core/ports.ts';
 import { migrate } from './migrations.ts';
 
@@ -47,17 +48,7 @@ export async function connectPostgres(url: string, opts: PostgresConnectOptions 
   return { pool };
 }
 
-/** The URL without its password, for messages and logs. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    if (u.searchParams.has('password')) u.searchParams.set('password', '***');
-    return u.toString();
-  } catch {
-    return 'postgres://(a URL that does not parse)';
-  }
-}
+export { redactUrl };
 
 /** For a store whose pool is the caller's: its close() leaves the pool open. */
 export const keepPool = async (): Promise<void> => {};
