@@ -1,8 +1,9 @@
 // Runs once around the whole suite. After every test file has finished, nothing this run started
 // may be left: no container labelled pybox.execution on either engine (the default one and the
 // second one the cluster tests use), no pybox server process of this checkout, no private Redis or
-// PostgreSQL of a fault test, and no gVisor process. What was there before the run (another run on
-// the same machine, the shared servers set-up started) is not this run's to judge.
+// PostgreSQL of a fault test, no Prometheus of the metrics test, and no gVisor process. What was
+// there before the run (another run on the same machine, the shared servers set-up started) is not
+// this run's to judge.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import Docker from 'dockerode';
@@ -45,6 +46,7 @@ function processes(): Map<number, string> {
         // Redis rewrites its title to "redis-server host:port"; the shared one was there before setup.
         /^redis-server\b/.test(cmd) ||
         (/postgres/.test(cmd) && cmd.includes('pybox-pg-')) ||
+        /^\S*\bprometheus\s/.test(cmd) ||
         /^runsc(-sandbox|-gofer)?\b|\/runsc\b/.test(cmd);
       if (ours) found.set(pid, `${pid} ${cmd.slice(0, 160)}`);
     } catch {
