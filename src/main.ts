@@ -19,7 +19,7 @@ const FORCE_EXIT_AFTER_GRACE_MS = 15_000;
 async function main(): Promise<void> {
   const env = process.env;
   const config = loadConfig({ path: env.PYBOX_CONFIG ?? 'config/default.yaml', env });
-  const logger = createLogger(config.log.level);
+  const logger = createLogger(config.log.level, { format: config.log.format });
   const { host, port } = config.server;
   const node = config.cluster.postgresUrl === null ? await embeddedNode(config, logger, env) : await clusterNode(config, logger, env);
   // A slow or silent client must not hold a connection open: header and request timeouts (server.ts).

@@ -4,7 +4,7 @@
 import type { ConcurrencyGate } from './concurrency.ts';
 import { WaitCancelled } from './concurrency.ts';
 import type { Cancellation } from './feedback.ts';
-import type { AcceptedExecution, CancelReason, Dispatch, ExecutionStore, Logger, Sandboxes } from './ports.ts';
+import type { AcceptedExecution, CancelReason, Dispatch, DispatchEvents, ExecutionStore, Logger, Sandboxes } from './ports.ts';
 import { buildResult, notRun, type ResultDeps } from './results.ts';
 import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { ExecutionResult } from './schemas.ts';
@@ -28,17 +28,23 @@ export function cancelReasonOf(signal: AbortSignal): CancelReason {
 export class LocalDispatch implements Dispatch {
   constructor(private readonly deps: LocalDispatchDeps) {}
 
-  async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult> {
+  async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }, events: DispatchEvents = {}): Promise<ExecutionResult> {
     const { deps } = this;
     const job: SandboxJob = { ...execution.job, image: deps.image, runtime: deps.results.runtime, signal: signals.running };
     let outcome: SandboxOutcome;
     let cancellation: Cancellation | undefined;
     try {
-      outcome = await deps.gate.run(() => deps.sandboxes.run(job), {
-        tenant: execution.tenant,
-        maxInFlight: execution.maxInFlight,
-        signal: signals.waiting,
-      });
+      outcome = await deps.gate.run(
+        () => {
+          events.started?.();
+          return deps.sandboxes.run(job);
+        },
+        {
+          tenant: execution.tenant,
+          maxInFlight: execution.maxInFlight,
+          signal: signals.waiting,
+        },
+      );
       // The sandbox side reports the code's own time: 0 when the payload never reached the runner.
       if (outcome.kind === 'cancelled') cancellation = { by: cancelReasonOf(signals.running), started: outcome.durationMs > 0 };
     } catch (e) {
@@ -54,8 +60,9 @@ export class LocalDispatch implements Dispatch {
       createdAtMs: execution.createdAtMs,
       cancellation,
     });
-    if (result.status === 'internal_error') deps.logger.error('execution failed on our side', { id: job.id, why: result.error?.message });
-    if (cancellation) deps.logger.info('execution cancelled', { id: job.id, by: cancellation.by, started: cancellation.started });
+    const ids = { id: job.id, requestId: execution.requestId, tenant: execution.tenant };
+    if (result.status === 'internal_error') deps.logger.error('execution failed on our side', { ...ids, why: result.error?.message });
+    if (cancellation) deps.logger.info('execution cancelled', { ...ids, by: cancellation.by, started: cancellation.started });
     await recordResult(deps, execution.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes);
     return result;
   }
@@ -73,6 +80,6 @@ export async function recordResult(
     deps.onRecorded?.(null);
   } catch (e) {
     deps.onRecorded?.(e instanceof Error ? e.message : String(e));
-    deps.logger.error('could not record an execution in the store', { id: result.id, error: e });
+    deps.logger.error('could not record an execution in the store', { id: result.id, tenant, error: e });
   }
 }
