@@ -86,6 +86,16 @@ describe('X-Request-Id', () => {
     expect([full.status, full.headers.get('x-request-id'), full.headers.get('retry-after')]).toEqual([503, 'r-503', '1']);
   });
 
+  it('may be sent and read by a page of an allowed origin (CORS)', async () => {
+    const { app } = harness({ allowedOrigins: ['https://app.example'] });
+    const preflight = await app.request('/v1/executions', { method: 'OPTIONS', headers: { host: 'localhost:8080', origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type, x-request-id' } });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('x-request-id');
+    const res = await app.request('/v1/stats', { headers: { host: 'localhost:8080', origin: 'https://app.example', 'X-Request-Id': 'page-1' } });
+    expect(res.headers.get('x-request-id')).toBe('page-1');
+    expect(res.headers.get('access-control-expose-headers')?.toLowerCase()).toContain('x-request-id');
+  });
+
   it('reaches the service from /mcp tool calls and from the reference design route', async () => {
     const { app, service, post } = harness();
     await post('/api/execute-code', { code: 'print(1)' }, { ...json, 'X-Request-Id': 'legacy-1' });
