@@ -3,6 +3,7 @@
 // are OpenAPIHono apps whose routes are served through http/route.ts, so each one is in the
 // OpenAPI document the moment it is served.
 import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import type { BlankEnv } from 'hono/types';
 import pkg from '../package.json' with { type: 'json' };
 import { PyboxError } from './core/errors.ts';
@@ -16,6 +17,7 @@ import { healthRoutes } from './http/routes/health.ts';
 import { legacyRoutes } from './http/routes/legacy.ts';
 import { serviceInfoRoutes } from './http/routes/service-info.ts';
 import { limitBody, wrapNonErrors } from './http/middleware.ts';
+import { logRequests, requestIdOf } from './http/request-log.ts';
 import { authenticate, limitRate } from './http/auth.ts';
 import { usageRoutes } from './http/routes/usage.ts';
 import type { Authenticator } from './tenancy/authenticator.ts';
@@ -53,13 +55,20 @@ export interface AppDeps {
   observer?: Pick<Observer, 'httpRequest'>;
   /** The node's metrics behind GET /metrics; the route is absent without them. */
   metrics?: MetricsExposition;
+  /** Ids for requests that bring no valid X-Request-Id; random UUIDs when absent. */
+  newRequestId?: () => string;
 }
+
+/** What an error's log line says of its request. */
+const where = (c: Context) => ({ method: c.req.method, path: c.req.path, requestId: requestIdOf(c) });
 
 export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   const { service, logger } = deps;
   const app = new OpenAPIHono<BlankEnv>();
 
-  // Outermost: every answer is counted, refusals by the guard and authentication included.
+  // First: every answer carries the request's id and leaves its access line, refusals included.
+  app.use(logRequests({ logger, ...(deps.newRequestId ? { newId: deps.newRequestId } : {}) }));
+  // Every answer is counted, refusals by the guard and authentication included.
   if (deps.observer) app.use(observeRequests(deps.observer));
   app.use(wrapNonErrors());
   // Before authentication: a page the operator visits must not get to ask, with or without a key.
@@ -89,12 +98,12 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   describeServed(app, MCP_OPERATIONS);
 
   app.notFound((c) => {
-    const { status, body } = errorReply(new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`), logger, { method: c.req.method, path: c.req.path });
+    const { status, body } = errorReply(new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`), logger, where(c));
     return c.json(body, status);
   });
 
   app.onError((err, c) => {
-    const { status, body, headers } = errorReply(err, logger, { method: c.req.method, path: c.req.path });
+    const { status, body, headers } = errorReply(err, logger, where(c));
     return c.json(body, status, headers);
   });
 

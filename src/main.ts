@@ -7,7 +7,7 @@ import type { Config } from './config/schema.ts';
 import type { Logger } from './core/ports.ts';
 import type { RuntimeName } from './core/schemas.ts';
 import { loadConfig } from './config/load.ts';
-import { createLogger } from './core/logger.ts';
+import { createLogger, scrub } from './core/logger.ts';
 import { runtimeSummary } from './engine/runtime.ts';
 import { closeServer, listen } from './server.ts';
 import { storeHasKeys } from './store/tenant-store.ts';
@@ -19,7 +19,7 @@ const FORCE_EXIT_AFTER_GRACE_MS = 15_000;
 async function main(): Promise<void> {
   const env = process.env;
   const config = loadConfig({ path: env.PYBOX_CONFIG ?? 'config/default.yaml', env });
-  const logger = createLogger(config.log.level);
+  const logger = createLogger(config.log.level, { format: config.log.format });
   const { host, port } = config.server;
   const node = config.cluster.postgresUrl === null ? await embeddedNode(config, logger, env) : await clusterNode(config, logger, env);
   // A slow or silent client must not hold a connection open: header and request timeouts (server.ts).
@@ -98,6 +98,7 @@ function logRuntime(config: Config, logger: Logger, runtime: RuntimeName, availa
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`pybox: ${e instanceof Error ? e.message : String(e)}\n`);
+  // Before the logger exists (a bad setting) or after it failed: plain text, scrubbed all the same.
+  process.stderr.write(`pybox: ${scrub(e instanceof Error ? e.message : String(e))}\n`);
   process.exit(1);
 });

@@ -12,6 +12,8 @@ export interface ServiceBackendOptions {
   service: ExecutionService;
   caller: Caller;
   logger: Logger;
+  /** The HTTP request the calls came in, for the executions' log lines. */
+  requestId?: string | undefined;
 }
 
 /** `path: message` for the first problems, as the HTTP API words its invalid_request. */
@@ -23,7 +25,7 @@ function describeIssues(error: { issues: ReadonlyArray<{ path: ReadonlyArray<Pro
 }
 
 export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
-  const { service, caller, logger } = opts;
+  const { service, caller, logger, requestId } = opts;
 
   /**
    * Faults of the service pass as they are; anything else is a bug whose message may expose
@@ -35,7 +37,7 @@ export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
     } catch (e) {
       // A cancelled call is the caller's own doing, not a fault to log.
       if (isPyboxError(e) || signal?.aborted) throw e;
-      logger.error('tool call failed', { what, tenant: caller.tenant, error: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined });
+      logger.error('tool call failed', { what, tenant: caller.tenant, requestId, error: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined });
       throw new PyboxError('internal', 'internal server error');
     }
   }
@@ -48,7 +50,7 @@ export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
         if (nestsDeeperThan(request, MAX_JSON_DEPTH)) throw new PyboxError('invalid_request', `the request nests deeper than ${MAX_JSON_DEPTH} levels`);
         const parsed = ExecutionRequest.safeParse(request);
         if (!parsed.success) throw new PyboxError('invalid_request', `invalid request: ${describeIssues(parsed.error)}`, { details: parsed.error.issues });
-        const result = await service.execute(caller, parsed.data, callOpts.signal ? { signal: callOpts.signal } : {});
+        const result = await service.execute(caller, parsed.data, { ...(callOpts.signal ? { signal: callOpts.signal } : {}), requestId });
         // Exactly the documented shape, as the typed client would have parsed it from the wire.
         return ExecutionResult.parse(result);
       }, callOpts.signal);

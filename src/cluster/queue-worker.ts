@@ -7,7 +7,8 @@
 // fails those jobs (within lockMs plus one stalled check) and the API node that waits reports it.
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import type { AcceptedExecution, CancelReason, Dispatch, Logger } from '../core/ports.ts';
+import { logExecution } from '../core/execution-log.ts';
+import type { AcceptedExecution, CancelReason, Clock, Dispatch, Logger } from '../core/ports.ts';
 import type { ExecutionResult } from '../core/schemas.ts';
 import { patientOptions, type RedisEndpoint } from './connection.ts';
 import { CancelMessage, QUEUE_NAME, cancelChannel, cancelMarkKey, fromPayload, WireError, type Admission, type ExecutionPayload } from './wire.ts';
@@ -24,6 +25,8 @@ export interface QueueWorkerDeps {
   run: Dispatch;
   admission: Admission;
   logger: Logger;
+  /** For the times on its executions' log lines; the system clock when absent. */
+  clock?: Clock;
 }
 
 interface Running {
@@ -118,7 +121,14 @@ export class QueueWorker {
       const mark = await this.commands.get(cancelMarkKey(this.deps.prefix, id)).catch(() => null);
       if (mark === 'client' || mark === 'shutdown') this.abort(controllers, mark);
       // The tenant's ceiling was applied cluster-wide when the API node admitted it.
-      return await this.deps.run.submit({ ...execution, maxInFlight: null }, { waiting: controllers.waiting.signal, running: controllers.running.signal });
+      const clock = this.deps.clock ?? Date;
+      const taken = clock.now();
+      let queueWaitMs: number | undefined;
+      // From acceptance on the API node to a slot here: two hosts' clocks, so only as good as their sync.
+      const started = () => (queueWaitMs = Math.max(0, clock.now() - execution.createdAtMs));
+      const result = await this.deps.run.submit({ ...execution, maxInFlight: null }, { waiting: controllers.waiting.signal, running: controllers.running.signal }, { started });
+      logExecution(this.deps.logger, execution, result, { totalMs: clock.now() - taken, queueWaitMs, nodeId: this.deps.nodeId }, 'worker execution');
+      return result;
     } finally {
       this.active.delete(id);
       this.deps.admission.release(execution.tenant, id).catch((e: unknown) => this.deps.logger.warn('could not release an admission', { id, error: e }));

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { TENANT_NAME } from '../core/caller.ts';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
 import type { AcceptedExecution } from '../core/ports.ts';
+import { REQUEST_ID_PATTERN } from '../core/request-id.ts';
 import { BASE64 } from '../core/results.ts';
 import { ExecutionRequest, ExecutionResult, FilePath } from '../core/schemas.ts';
 
@@ -44,6 +45,8 @@ export const ExecutionPayload = z.strictObject({
   tenant: z.string().regex(TENANT_NAME),
   maxInFlight: positiveInt.nullable(),
   createdAtMs: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** The accepting request's id, so the worker's log line can be matched to the API node's. */
+  requestId: z.string().regex(REQUEST_ID_PATTERN).optional(),
   limits: z.strictObject({ timeoutMs: positiveInt, memoryMb: positiveInt, cpus: positive, outputBytes: positiveInt }),
   job: z.strictObject({
     id: ExecutionId,
@@ -90,6 +93,7 @@ export function toPayload(e: AcceptedExecution): ExecutionPayload {
       limits: { timeoutMs: job.limits.timeoutMs, memoryMb: job.limits.memoryMb, cpus: job.limits.cpus },
     },
   };
+  if (e.requestId !== undefined) payload.requestId = e.requestId;
   if (job.importPolicy) payload.job.importPolicy = { mode: job.importPolicy.mode, dangerous: job.importPolicy.dangerous, safe: job.importPolicy.safe };
   return payload;
 }
@@ -107,6 +111,7 @@ export function fromPayload(data: unknown): AcceptedExecution {
     maxInFlight: p.maxInFlight,
     createdAtMs: p.createdAtMs,
   };
+  if (p.requestId !== undefined) execution.requestId = p.requestId;
   if (!p.job.importPolicy) delete execution.job.importPolicy;
   return execution;
 }

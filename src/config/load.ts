@@ -19,6 +19,7 @@ const ENV_OVERRIDES: readonly Override[] = [
   { env: 'PYBOX_INSTANCE', section: 'engine', key: 'instance', integer: false },
   { env: 'PYBOX_MAX_CONCURRENT', section: 'concurrency', key: 'maxConcurrent', integer: true },
   { env: 'PYBOX_LOG_LEVEL', section: 'log', key: 'level', integer: false },
+  { env: 'PYBOX_LOG_FORMAT', section: 'log', key: 'format', integer: false },
   { env: 'PYBOX_ROLE', section: 'cluster', key: 'role', integer: false },
   { env: 'PYBOX_POSTGRES_URL', section: 'cluster', key: 'postgresUrl', integer: false },
   { env: 'PYBOX_REDIS_URL', section: 'cluster', key: 'redisUrl', integer: false },

@@ -236,6 +236,8 @@ export const ConfigSchema = z.strictObject({
   log: z
     .strictObject({
       level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+      /** json: one object per line; pretty: readable; auto: pretty when stderr is a terminal, else json. */
+      format: z.enum(['json', 'pretty', 'auto']).default('auto'),
     })
     .prefault({}),
 });

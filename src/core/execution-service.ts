@@ -11,7 +11,9 @@ import type { Config, ImportPolicy, LimitSet } from '../config/schema.ts';
 import { visibleTenant, type Caller, type TenantLimits } from './caller.ts';
 import { PyboxError } from './errors.ts';
 import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from './limits.ts';
-import type { AcceptedExecution, CancelReason, Clock, Dispatch, ExecutionBackend, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo } from './ports.ts';
+import type { AcceptedExecution, CancelReason, Clock, Dispatch, ExecuteOptions, ExecutionBackend, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo } from './ports.ts';
+import { isValidRequestId } from './request-id.ts';
+import { executionIds, logExecution } from './execution-log.ts';
 import { BASE64 } from './results.ts';
 import {
   EXECUTION_STATUSES,
@@ -153,7 +155,7 @@ export class DefaultExecutionService implements ExecutionService {
     return new Promise((resolve) => this.settledWaiters.push(resolve));
   }
 
-  async execute(caller: Caller, req: ExecutionRequest, opts: { signal?: AbortSignal | undefined } = {}): Promise<ExecutionResult> {
+  async execute(caller: Caller, req: ExecutionRequest, opts: ExecuteOptions = {}): Promise<ExecutionResult> {
     if (!this.accepting) {
       throw new PyboxError('shutting_down', 'the service is shutting down and takes no new executions; retry shortly', { retryAfterS: SHUTDOWN_RETRY_S });
     }
@@ -168,6 +170,8 @@ export class DefaultExecutionService implements ExecutionService {
       maxInFlight: caller.limits.maxConcurrency,
       createdAtMs: this.deps.clock.now(),
     };
+    // In-process callers hand an id in directly: it goes into log lines and onto the queue, so the same rule holds.
+    if (isValidRequestId(opts.requestId)) execution.requestId = opts.requestId;
     const policy = this.deps.importPolicy;
     if (policy && policy.mode !== 'off') {
       execution.job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
@@ -177,8 +181,17 @@ export class DefaultExecutionService implements ExecutionService {
     // Waiting ends with shutdown's start; running, with its grace. The caller's signal ends either.
     const waiting = linkedSignal([opts.signal, this.stopWaiting.signal]);
     const running = linkedSignal([opts.signal, this.stopRunning.signal]);
+    let queueWaitMs: number | undefined;
+    const started = () => {
+      queueWaitMs = Math.max(0, this.deps.clock.now() - execution.createdAtMs);
+    };
     try {
-      return await this.deps.dispatch.submit(execution, { waiting: waiting.signal, running: running.signal });
+      const result = await this.deps.dispatch.submit(execution, { waiting: waiting.signal, running: running.signal }, { started });
+      logExecution(this.deps.logger, execution, result, { totalMs: this.deps.clock.now() - execution.createdAtMs, queueWaitMs });
+      return result;
+    } catch (e) {
+      this.deps.logger.info('execution refused', { ...executionIds(execution), code: e instanceof PyboxError ? e.code : 'internal' });
+      throw e;
     } finally {
       waiting.dispose();
       running.dispose();

@@ -4,7 +4,7 @@
 import type { ConcurrencyGate } from './concurrency.ts';
 import { WaitCancelled } from './concurrency.ts';
 import type { Cancellation } from './feedback.ts';
-import { NO_OBSERVER, type AcceptedExecution, type CancelReason, type Dispatch, type ExecutionStore, type Logger, type Observer, type Sandboxes } from './ports.ts';
+import { NO_OBSERVER, type AcceptedExecution, type CancelReason, type Dispatch, type DispatchEvents, type ExecutionStore, type Logger, type Observer, type Sandboxes } from './ports.ts';
 import { buildResult, notRun, type ResultDeps } from './results.ts';
 import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { ExecutionResult } from './schemas.ts';
@@ -30,7 +30,7 @@ export function cancelReasonOf(signal: AbortSignal): CancelReason {
 export class LocalDispatch implements Dispatch {
   constructor(private readonly deps: LocalDispatchDeps) {}
 
-  async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult> {
+  async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }, events: DispatchEvents = {}): Promise<ExecutionResult> {
     const { deps } = this;
     const job: SandboxJob = { ...execution.job, image: deps.image, runtime: deps.results.runtime, signal: signals.running };
     let outcome: SandboxOutcome;
@@ -41,6 +41,7 @@ export class LocalDispatch implements Dispatch {
       outcome = await deps.gate.run(
         () => {
           startedAtMs = deps.results.clock.now();
+          events.started?.();
           return deps.sandboxes.run(job);
         },
         {
@@ -64,10 +65,11 @@ export class LocalDispatch implements Dispatch {
       createdAtMs: execution.createdAtMs,
       cancellation,
     });
-    if (result.status === 'internal_error') deps.logger.error('execution failed on our side', { id: job.id, why: result.error?.message });
+    const ids = { id: job.id, requestId: execution.requestId, tenant: execution.tenant };
+    if (result.status === 'internal_error') deps.logger.error('execution failed on our side', { ...ids, why: result.error?.message });
     const queueWaitMs = Math.max(0, (startedAtMs ?? deps.results.clock.now()) - execution.createdAtMs);
     (deps.observer ?? NO_OBSERVER).executionFinished({ status: result.status, runtime: result.runtime, durationMs: result.durationMs, queueWaitMs });
-    if (cancellation) deps.logger.info('execution cancelled', { id: job.id, by: cancellation.by, started: cancellation.started });
+    if (cancellation) deps.logger.info('execution cancelled', { ...ids, by: cancellation.by, started: cancellation.started });
     await recordResult(deps, execution.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes);
     return result;
   }
@@ -85,6 +87,6 @@ export async function recordResult(
     deps.onRecorded?.(null);
   } catch (e) {
     deps.onRecorded?.(e instanceof Error ? e.message : String(e));
-    deps.logger.error('could not record an execution in the store', { id: result.id, error: e });
+    deps.logger.error('could not record an execution in the store', { id: result.id, tenant, error: e });
   }
 }

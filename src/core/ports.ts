@@ -122,12 +122,19 @@ export interface EngineProbe {
   imageExists(image: string): Promise<boolean>;
 }
 
+export interface ExecuteOptions {
+  /** Aborted when the caller no longer wants the result: the execution is cancelled. */
+  signal?: AbortSignal | undefined;
+  /** The request's id (core/request-id.ts), carried into the execution's log lines on every node. */
+  requestId?: string | undefined;
+}
+
 /**
  * The one use case of pybox, as the HTTP layer (and later the adapters) see it. The caller comes
  * first: what it may see, how far its limits go and whose usage a run counts toward all follow from it.
  */
 export interface ExecutionService {
-  execute(caller: Caller, request: ExecutionRequest, opts?: { signal?: AbortSignal }): Promise<ExecutionResult>;
+  execute(caller: Caller, request: ExecutionRequest, opts?: ExecuteOptions): Promise<ExecutionResult>;
   /** Throws PyboxError('not_found'), for another tenant's id exactly as for an unknown one. */
   get(caller: Caller, id: string): Promise<ExecutionResult>;
   history(caller: Caller, query: HistoryQuery): Promise<HistoryPage>;
@@ -152,6 +159,8 @@ export interface AcceptedExecution {
   /** The tenant's most executions in flight (running or waiting); null for no ceiling. */
   maxInFlight: number | null;
   createdAtMs: number;
+  /** The id of the request that asked for it, for the log lines of whichever node runs it. */
+  requestId?: string | undefined;
 }
 
 /** Why an execution was cancelled: the abort reason of the signals handed to Dispatch.submit. */
@@ -168,7 +177,13 @@ export interface Dispatch {
    * Their abort reason is a CancelReason. Rejects with a PyboxError when it cannot be taken
    * (queue_full, rate_limited for the tenant's concurrency, queue_unavailable).
    */
-  submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult>;
+  submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }, events?: DispatchEvents): Promise<ExecutionResult>;
+}
+
+/** What a dispatch tells its caller while an execution goes through it, when it knows. */
+export interface DispatchEvents {
+  /** A slot was granted and the sandbox is being asked to run it: the wait in the queue is over. */
+  started?(): void;
 }
 
 /** What the executions' side of a node offers: the runtime they get, and whether it is ready. */

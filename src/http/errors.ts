@@ -42,7 +42,7 @@ const CODE_OF_HTTP_EXCEPTION: Partial<Record<number, { code: ErrorCode; message:
 };
 
 /** Turns any thrown value into a reply. Faults we did not raise ourselves are logged and hidden. */
-export function errorReply(thrown: unknown, logger: Logger, where: { method: string; path: string }): ErrorReply {
+export function errorReply(thrown: unknown, logger: Logger, where: { method: string; path: string; requestId?: string | undefined }): ErrorReply {
   const known = thrown instanceof HTTPException ? CODE_OF_HTTP_EXCEPTION[thrown.status] : undefined;
   const err = known ? new PyboxError(known.code, known.message, { cause: thrown }) : thrown;
   if (isPyboxError(err)) {

@@ -68,9 +68,9 @@ function isSameOrigin(origin: string, host: string | undefined): boolean {
 const shown = (value: string) => JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value);
 
 /** Request headers a page may send (the API's own and MCP's); the rest of its preflight is refused by the browser. */
-const CORS_ALLOW_HEADERS = 'Authorization, Content-Type, Accept, Last-Event-ID, Mcp-Protocol-Version, Mcp-Session-Id';
+const CORS_ALLOW_HEADERS = 'Authorization, Content-Type, Accept, Last-Event-ID, Mcp-Protocol-Version, Mcp-Session-Id, X-Request-Id';
 /** Response headers a page may read besides the simple ones. */
-const CORS_EXPOSE_HEADERS = 'Retry-After, RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Mcp-Session-Id, WWW-Authenticate';
+const CORS_EXPOSE_HEADERS = 'Retry-After, RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Mcp-Session-Id, WWW-Authenticate, X-Request-Id';
 
 export function guardBrowsers(opts: GuardOptions): MiddlewareHandler {
   const hosts = new Set(opts.allowedHosts.map((h) => h.toLowerCase()));

@@ -3,7 +3,7 @@
 import { createApp, type AppDeps } from '../../src/app.ts';
 import { EXECUTION_STATUSES, type ExecutionStatus } from '../../src/core/schemas.ts';
 import { NO_TENANT_LIMITS, type Caller, type TenantLimits } from '../../src/core/caller.ts';
-import type { ApiKeyLookup, Clock, ExecutionService, Logger, Readiness, RuntimeInfo, StoredApiKey } from '../../src/core/ports.ts';
+import type { ApiKeyLookup, Clock, ExecuteOptions, ExecutionService, Logger, Readiness, RuntimeInfo, StoredApiKey } from '../../src/core/ports.ts';
 import { hashApiKey, newApiKey } from '../../src/tenancy/keys.ts';
 import { ExecutionResult, Stats, type ExecutionRequest, type HistoryPage, type HistoryQuery, type UsageQuery, type UsageReport } from '../../src/core/schemas.ts';
 import { Authenticator } from '../../src/tenancy/authenticator.ts';
@@ -57,7 +57,7 @@ type Method = keyof ExecutionService;
 
 export class FakeExecutionService implements ExecutionService {
   readonly calls = {
-    execute: [] as Array<{ request: ExecutionRequest; signal: AbortSignal | undefined }>,
+    execute: [] as Array<{ request: ExecutionRequest; signal: AbortSignal | undefined; requestId?: string | undefined }>,
     get: [] as string[],
     history: [] as HistoryQuery[],
     usage: [] as UsageQuery[],
@@ -75,9 +75,9 @@ export class FakeExecutionService implements ExecutionService {
     if (method in this.failWith) throw this.failWith[method];
   }
 
-  async execute(caller: Caller, request: ExecutionRequest, opts?: { signal?: AbortSignal }): Promise<ExecutionResult> {
+  async execute(caller: Caller, request: ExecutionRequest, opts?: ExecuteOptions): Promise<ExecutionResult> {
     this.calls.callers.push({ method: 'execute', caller });
-    this.calls.execute.push({ request, signal: opts?.signal });
+    this.calls.execute.push({ request, signal: opts?.signal, requestId: opts?.requestId });
     this.fail('execute');
     return this.result;
   }

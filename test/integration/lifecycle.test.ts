@@ -92,8 +92,8 @@ describe('npm start', () => {
     try {
       await service.listening(150);
       expect(service.log).toContain(`pybox listening on http://127.0.0.1:${port}`);
-      expect(service.log).toContain('runtime=runc');
-      expect(service.log).toMatch(/image=pybox-python:[0-9a-f]{12}/);
+      expect(service.log).toContain('"runtime":"runc"');
+      expect(service.log).toMatch(/"image":"pybox-python:[0-9a-f]{12}"/);
 
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       expect(ready.status).toBe(200);

@@ -34,9 +34,9 @@ describe('runtime: auto, in the real server process', () => {
     try {
       for (let i = 0; i < 300 && !log.includes('pybox listening'); i++) await new Promise((r) => setTimeout(r, 100));
       expect(log).toContain(`pybox listening on http://127.0.0.1:${port}`);
-      expect(log).toContain(`runtime=${expected}`);
-      if (expected === 'runsc') expect(log).toMatch(/INFO sandboxes run under gVisor \(runsc\): engine\.runtime is auto and the engine offers gVisor/);
-      else expect(log).toMatch(/WARN sandboxes run under runc: engine\.runtime is auto and the engine has no gVisor/);
+      expect(log).toContain(`"runtime":"${expected}"`);
+      if (expected === 'runsc') expect(log).toMatch(/"level":"info"[^\n]*"msg":"sandboxes run under gVisor \(runsc\): engine\.runtime is auto and the engine offers gVisor/);
+      else expect(log).toMatch(/"level":"warn"[^\n]*"msg":"sandboxes run under runc: engine\.runtime is auto and the engine has no gVisor/);
 
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       expect(ready.status).toBe(200);

@@ -39,6 +39,14 @@ describe('wire', () => {
     const back = fromPayload(viaJson(toPayload(plain)));
     expect(back).toEqual(plain);
     expect('importPolicy' in back.job).toBe(false);
+    expect('requestId' in back).toBe(false);
+  });
+
+  it("carries the accepting request's id to the worker", () => {
+    const e = { ...accepted(), requestId: 'req-7:a.b_c' };
+    const payload = viaJson(toPayload(e)) as ExecutionPayload;
+    expect(payload.requestId).toBe('req-7:a.b_c');
+    expect(fromPayload(payload)).toEqual(e);
   });
 
   it.each([
@@ -52,6 +60,9 @@ describe('wire', () => {
     ['a context nested too deep', (p: ExecutionPayload) => (p.job.context = { x: JSON.parse('['.repeat(70) + ']'.repeat(70)) as [] }), /nest/],
     ['a negative limit', (p: ExecutionPayload) => (p.limits.timeoutMs = -1), /limits\.timeoutMs/],
     ['code too long', (p: ExecutionPayload) => (p.job.code = 'x'.repeat(1_000_001)), /job\.code/],
+    ['a request id with a space', (p: ExecutionPayload) => (p.requestId = 'a b'), /requestId/],
+    ['a request id too long', (p: ExecutionPayload) => (p.requestId = 'r'.repeat(129)), /requestId/],
+    ['a request id that is not a string', (p: ExecutionPayload) => ((p as unknown as Record<string, unknown>).requestId = 7), /requestId/],
   ])('refuses a payload with %s, saying where', (_what, spoil, where) => {
     const p = viaJson(toPayload(accepted())) as ExecutionPayload;
     spoil(p);

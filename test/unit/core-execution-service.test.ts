@@ -381,7 +381,7 @@ describe('execute: from outcome to result', () => {
     expect([r.status, r.success, r.exitCode, r.signal]).toEqual(['internal_error', false, null, null]);
     expect(r.error).toEqual({ type: 'InternalError', message: 'sandbox protocol violation: unknown frame kind 7', line: null });
     expect(r.feedback).toContain('(sandbox protocol violation: unknown frame kind 7)');
-    expect(s.logger.at('error')[0]?.fields).toEqual({ id: 'id-1', why: 'sandbox protocol violation: unknown frame kind 7' });
+    expect(s.logger.at('error')[0]?.fields).toEqual({ id: 'id-1', tenant: 'local', why: 'sandbox protocol violation: unknown frame kind 7' });
   });
 
   it('failed without a message still says the sandbox failed', async () => {

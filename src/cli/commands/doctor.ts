@@ -29,7 +29,7 @@ export async function localDoctor(env: Record<string, string | undefined>, image
   config.engine.instance = `${loaded.engine.instance.slice(0, 40)}-doctor-${randomUUID().slice(0, 8)}`;
   config.store.path = ':memory:';
   if (config.pool) config.pool.enabled = false;
-  const logger = createLogger(loaded.log.level === 'info' || loaded.log.level === 'debug' ? 'warn' : loaded.log.level);
+  const logger = createLogger(loaded.log.level === 'info' || loaded.log.level === 'debug' ? 'warn' : loaded.log.level, { format: loaded.log.format });
   const pybox = await composePybox(config, { dockerHost: env.DOCKER_HOST, logger, ...(imagesDir ? { imagesDir } : { imagesDir: join(process.cwd(), 'images') }) });
   try {
     return await pybox.doctor.run();

@@ -9,6 +9,7 @@ import { functionSchemas, selectTools, type ToolSelection } from '../../adapters
 import type { Caller } from '../../core/caller.ts';
 import type { ExecutionService, Logger } from '../../core/ports.ts';
 import { callerOf } from '../auth.ts';
+import { requestIdOf } from '../request-log.ts';
 
 export interface ToolListDeps {
   tools: ToolSelection;
@@ -37,7 +38,7 @@ export function mcpRoutes(deps: McpDeps): Hono {
 
   routes.post('/', async (c) => {
     const caller = callerOf(c);
-    const backend = serviceBackend({ service: deps.service, caller, logger: deps.logger });
+    const backend = serviceBackend({ service: deps.service, caller, logger: deps.logger, requestId: requestIdOf(c) });
     return handleMcpHttp(c.req.raw, { backend, tools, maxBodyBytes: deps.bodyLimitBytes, inFlight: { calls: inFlight, owner: ownerOf(caller) } });
   });
 

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { ExecutionService } from '../../core/ports.ts';
 import { ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery } from '../../core/schemas.ts';
 import { callerOf } from '../auth.ts';
+import { requestIdOf } from '../request-log.ts';
 import { BODY_ERRORS, errorResponses, RUN_ERRORS } from '../openapi.ts';
 import { routeGroup, serve } from '../route.ts';
 
@@ -45,7 +46,7 @@ export function executionRoutes(service: ExecutionService): OpenAPIHono {
 
   serve(routes, execute, async (c) => {
     // A client that hangs up cancels its run instead of holding a slot.
-    const result = await service.execute(callerOf(c), c.req.valid('json'), { signal: c.req.raw.signal });
+    const result = await service.execute(callerOf(c), c.req.valid('json'), { signal: c.req.raw.signal, requestId: requestIdOf(c) });
     return c.json(result, 200);
   });
 

@@ -5,6 +5,7 @@ import type { ExecutionService } from '../../core/ports.ts';
 import type { ExecutionRequest, ExecutionResult } from '../../core/schemas.ts';
 import { LegacyExecuteRequest, LegacyExecuteResponse, LegacyHistory, LegacyHistoryQuery, LegacyStats, type LegacyHistoryItem } from '../legacy-schemas.ts';
 import { callerOf } from '../auth.ts';
+import { requestIdOf } from '../request-log.ts';
 import { BODY_ERRORS, errorResponses, RUN_ERRORS } from '../openapi.ts';
 import { routeGroup, serve } from '../route.ts';
 
@@ -53,7 +54,7 @@ export function legacyRoutes(service: ExecutionService): OpenAPIHono {
     const request: ExecutionRequest = { code };
     if (timeout !== undefined) request.timeoutMs = Math.round(timeout * 1000);
     if (context !== undefined) request.context = context;
-    const result = await service.execute(callerOf(c), request, { signal: c.req.raw.signal });
+    const result = await service.execute(callerOf(c), request, { signal: c.req.raw.signal, requestId: requestIdOf(c) });
     return c.json(toLegacy(result), 200);
   });
 
