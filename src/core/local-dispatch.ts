@@ -30,7 +30,24 @@ export class LocalDispatch implements Dispatch {
 
   async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult> {
     const { deps } = this;
-    const job: SandboxJob = { ...execution.job, image: deps.image, runtime: deps.results.runtime, signal: signals.running };
+    let recorded!: () => void;
+    const job: SandboxJob = {
+      ...execution.job,
+      image: deps.image,
+      runtime: deps.results.runtime,
+      signal: signals.running,
+      recorded: new Promise<void>((resolve) => (recorded = resolve)),
+    };
+    try {
+      return await this.runAndRecord(execution, job, signals);
+    } finally {
+      if (execution.handedOver === undefined) recorded();
+      else execution.handedOver.then(recorded, recorded);
+    }
+  }
+
+  private async runAndRecord(execution: AcceptedExecution, job: SandboxJob, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult> {
+    const { deps } = this;
     let outcome: SandboxOutcome;
     let cancellation: Cancellation | undefined;
     try {
