@@ -72,7 +72,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   if (deps.observer) app.use(observeRequests(deps.observer));
   app.use(wrapNonErrors());
   // Before authentication: a page the operator visits must not get to ask, with or without a key.
-  app.use(guardBrowsers({ keysRequired: () => deps.auth.required(), allowedHosts: deps.allowedHosts ?? [], allowedOrigins: deps.allowedOrigins ?? [] }));
+  app.use(guardBrowsers({ keysRequired: (request) => deps.auth.required(request), allowedHosts: deps.allowedHosts ?? [], allowedOrigins: deps.allowedOrigins ?? [] }));
   // Before anything else reads the request: who is calling, and whether it may call now. As
   // app-level middleware it covers every route, including ones mounted later and unknown paths.
   app.use(authenticate(deps.auth));

@@ -51,11 +51,17 @@ export interface QueueDispatchDeps {
   sweepMs?: number | undefined;
   /** How long one Redis step of submit() may take before it counts as Redis being away. */
   redisTimeoutMs?: number | undefined;
-  /** How long the live workers' list is trusted before it is read again. */
+  /** How long the live workers' list is trusted before it is read again (default WORKERS_CACHE_MS). */
   workersCacheMs?: number | undefined;
   /** How long a finished job stays in Redis (the sweep reads it there if its event was missed). */
   keepFinishedS?: number | undefined;
 }
+
+/**
+ * How long the live workers' list is trusted. A worker counts as gone only after three missed
+ * heartbeats (6 s by default) anyway; the list is read again ahead of need at half this age.
+ */
+export const WORKERS_CACHE_MS = 2000;
 
 /** Events kept in the queue's stream (about): each finished one holds a whole result. */
 export const EVENTS_KEPT = 2000;
@@ -98,6 +104,7 @@ export class QueueDispatch implements Dispatch {
   private sweeping = false;
   private eventsReady: Promise<unknown> = Promise.resolve();
   private workers: { at: number; list: NodeReport[] } | undefined;
+  private workersRead: Promise<void> | undefined;
   private closed = false;
 
   constructor(private readonly deps: QueueDispatchDeps) {
@@ -161,6 +168,7 @@ export class QueueDispatch implements Dispatch {
       throw this.unavailable(e);
     }
     waiter.queued = true;
+    this.readWorkersAhead();
     const onWaiting = () => {
       waiter.removal ??= this.withdraw(waiter, cancelReasonOf(signals.waiting));
     };
@@ -210,20 +218,50 @@ export class QueueDispatch implements Dispatch {
 
   // ---- before the job goes in ------------------------------------------------------------------
 
+  private get workersCacheMs(): number {
+    return this.deps.workersCacheMs ?? WORKERS_CACHE_MS;
+  }
+
+  private workersAge(): number {
+    return this.workers ? performance.now() - this.workers.at : Number.POSITIVE_INFINITY;
+  }
+
+  /** The live workers' list is read when it is older than workersCacheMs (see readWorkersAhead). */
   private async assertWorkers(): Promise<void> {
-    const now = performance.now();
-    if (!this.workers || now - this.workers.at > (this.deps.workersCacheMs ?? 1000)) {
-      let nodes: NodeReport[];
+    if (this.workersAge() > this.workersCacheMs) {
       try {
-        nodes = await within(this.deps.registry.nodes(), this.timeoutMs, 'listing the workers');
+        await this.readWorkers();
       } catch (e) {
         throw this.unavailable(e);
       }
-      this.workers = { at: now, list: nodes.filter(runsExecutions) };
     }
-    if (this.workers.list.length === 0) {
+    if (!this.workers || this.workers.list.length === 0) {
       throw new PyboxError('no_workers', 'no worker is alive to run executions; retry shortly', { retryAfterS: this.deps.retryAfterS });
     }
+  }
+
+  /**
+   * Past half its life the list is read again in the background, once a request's job is in the
+   * queue: off every request's path (the registry's reads share a connection with admissions), so
+   * at a steady pace (a request at least every workersCacheMs) no request waits for them.
+   */
+  private readWorkersAhead(): void {
+    if (this.workersAge() <= this.workersCacheMs / 2) return;
+    this.readWorkers().catch((e: unknown) => this.deps.logger.debug('could not list the workers', { error: e instanceof Error ? e.message : String(e) }));
+  }
+
+  /** Reads the live workers, once for every request that needs it meanwhile; dated from when the read began. */
+  private readWorkers(): Promise<void> {
+    this.workersRead ??= (async () => {
+      const at = performance.now();
+      try {
+        const nodes = await within(this.deps.registry.nodes(), this.timeoutMs, 'listing the workers');
+        this.workers = { at, list: nodes.filter(runsExecutions) };
+      } finally {
+        this.workersRead = undefined;
+      }
+    })();
+    return this.workersRead;
   }
 
   private async assertRoom(): Promise<void> {

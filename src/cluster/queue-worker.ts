@@ -35,12 +35,16 @@ interface Running {
 }
 
 const MAX_CANCEL_MESSAGE_CHARS = 1024;
+/** Longest a finished job's hand-over is awaited (the sandbox's own wait is shorter: RECORD_WAIT_MS). */
+const HANDOVER_WAIT_MS = 5000;
 
 export class QueueWorker {
   private readonly worker: Worker<ExecutionPayload, ExecutionResult>;
   private readonly subscriber: Redis;
   private readonly commands: Redis;
   private readonly active = new Map<string, Running>();
+  /** Jobs whose result BullMQ has not taken yet: their sandboxes' clean-up waits (AcceptedExecution.handedOver). */
+  private readonly handovers = new Map<string, () => void>();
   private started: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
 
@@ -58,7 +62,14 @@ export class QueueWorker {
       maxStalledCount: 0,
     });
     this.worker.on('error', (e) => logger.warn('queue worker error', { error: e.message }));
-    this.worker.on('failed', (job, e) => logger.warn('an execution job failed', { id: job?.id, error: e.message }));
+    this.worker.on('failed', (job, e) => {
+      logger.warn('an execution job failed', { id: job?.id, error: e.message });
+      if (job?.id !== undefined) this.handOver(job.id);
+    });
+    // Emitted once BullMQ has stored the result (and announced it): the sandbox may be cleaned up.
+    this.worker.on('completed', (job) => {
+      if (job.id !== undefined) this.handOver(job.id);
+    });
     this.subscriber = new Redis(patientOptions(deps.connection));
     this.subscriber.on('error', (e: Error) => logger.debug('Redis subscriber error', { error: e.message }));
     this.subscriber.on('message', (_channel: string, message: string) => this.onCancel(message));
@@ -116,6 +127,7 @@ export class QueueWorker {
     if (job.id !== id) throw new UnrecoverableError('the job id is not its execution id');
     const controllers: Running = { waiting: new AbortController(), running: new AbortController() };
     this.active.set(id, controllers);
+    const handedOver = new Promise<void>((resolve) => this.handovers.set(id, resolve));
     try {
       // A cancel published while this worker was taking the job found nobody listening for it yet.
       const mark = await this.commands.get(cancelMarkKey(this.deps.prefix, id)).catch(() => null);
@@ -126,13 +138,22 @@ export class QueueWorker {
       let queueWaitMs: number | undefined;
       // From acceptance on the API node to a slot here: two hosts' clocks, so only as good as their sync.
       const started = () => (queueWaitMs = Math.max(0, clock.now() - execution.createdAtMs));
-      const result = await this.deps.run.submit({ ...execution, maxInFlight: null }, { waiting: controllers.waiting.signal, running: controllers.running.signal }, { started });
+      const result = await this.deps.run.submit({ ...execution, maxInFlight: null, handedOver }, { waiting: controllers.waiting.signal, running: controllers.running.signal }, { started });
       logExecution(this.deps.logger, execution, result, { totalMs: clock.now() - taken, queueWaitMs, nodeId: this.deps.nodeId }, 'worker execution');
       return result;
     } finally {
       this.active.delete(id);
+      // Should no event come (the job's lock was lost), the wait ends anyway.
+      setTimeout(() => this.handOver(id), HANDOVER_WAIT_MS).unref();
       this.deps.admission.release(execution.tenant, id).catch((e: unknown) => this.deps.logger.warn('could not release an admission', { id, error: e }));
     }
+  }
+
+  private handOver(id: string): void {
+    const resolve = this.handovers.get(id);
+    if (!resolve) return;
+    this.handovers.delete(id);
+    resolve();
   }
 
   private onCancel(message: string): void {

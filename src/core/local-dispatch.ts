@@ -32,7 +32,29 @@ export class LocalDispatch implements Dispatch {
 
   async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }, events: DispatchEvents = {}): Promise<ExecutionResult> {
     const { deps } = this;
-    const job: SandboxJob = { ...execution.job, image: deps.image, runtime: deps.results.runtime, signal: signals.running };
+    let recorded!: () => void;
+    const job: SandboxJob = {
+      ...execution.job,
+      image: deps.image,
+      runtime: deps.results.runtime,
+      signal: signals.running,
+      recorded: new Promise<void>((resolve) => (recorded = resolve)),
+    };
+    try {
+      return await this.runAndRecord(execution, job, signals, events);
+    } finally {
+      if (execution.handedOver === undefined) recorded();
+      else execution.handedOver.then(recorded, recorded);
+    }
+  }
+
+  private async runAndRecord(
+    execution: AcceptedExecution,
+    job: SandboxJob,
+    signals: { waiting: AbortSignal; running: AbortSignal },
+    events: DispatchEvents,
+  ): Promise<ExecutionResult> {
+    const { deps } = this;
     let outcome: SandboxOutcome;
     let cancellation: Cancellation | undefined;
     // From acceptance (on an API node, for a run that came through the cluster's queue) to a slot.

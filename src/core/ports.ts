@@ -152,7 +152,7 @@ export interface ExecutionService {
  * are the running node's, not the accepting one's.
  */
 export interface AcceptedExecution {
-  job: Omit<SandboxJob, 'image' | 'runtime' | 'signal'>;
+  job: Omit<SandboxJob, 'image' | 'runtime' | 'signal' | 'recorded'>;
   /** The limits as applied (the job's, with the output cap), as the result reports them. */
   limits: AppliedLimits;
   tenant: string;
@@ -161,6 +161,11 @@ export interface AcceptedExecution {
   createdAtMs: number;
   /** The id of the request that asked for it, for the log lines of whichever node runs it. */
   requestId?: string | undefined;
+  /**
+   * Settles once the result has been handed on beyond the dispatch (a worker's: BullMQ took it).
+   * The sandbox's clean-up waits for it as for the recording (SandboxJob.recorded, bounded).
+   */
+  handedOver?: Promise<unknown>;
 }
 
 /** Why an execution was cancelled: the abort reason of the signals handed to Dispatch.submit. */

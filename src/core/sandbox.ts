@@ -21,7 +21,18 @@ export interface SandboxJob {
    * shutting down): the run is stopped, its sandbox removed, and the outcome is 'cancelled'.
    */
   signal?: AbortSignal;
+  /**
+   * Settles once the caller is done with the outcome (has recorded it). Until then, for at most
+   * RECORD_WAIT_MS, the pool's replacement and the removal of a container that stopped on its own
+   * wait: the burst of engine CPU they cost would otherwise land on the recording (a PostgreSQL
+   * round trip took several times longer under it). A container that may still run code (timeout,
+   * cancel, flood) is removed at once regardless.
+   */
+  recorded?: Promise<unknown>;
 }
+
+/** The longest a sandbox's removal and replacement wait for the caller's recording (SandboxJob.recorded). */
+export const RECORD_WAIT_MS = 500;
 
 /** A job that runs code alone: no stdin, arguments, environment, context or files. */
 export function codeJob(fields: Pick<SandboxJob, 'id' | 'image' | 'runtime' | 'code' | 'limits'> & { signal?: AbortSignal | undefined }): SandboxJob {

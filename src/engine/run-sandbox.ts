@@ -2,7 +2,7 @@
 // demand), run the job in it (its life is in sandbox.ts), and remove it, on every path.
 import { buildPayload } from './archive.ts';
 import type { Clock, Sandboxes } from '../core/ports.ts';
-import { configOf, type SandboxConfig, type SandboxJob, type SandboxOutcome } from '../core/sandbox.ts';
+import { RECORD_WAIT_MS, configOf, type SandboxConfig, type SandboxJob, type SandboxOutcome } from '../core/sandbox.ts';
 import { CappedCapture } from './output.ts';
 import type { Sandbox, SandboxFactory } from './sandbox.ts';
 
@@ -32,6 +32,9 @@ export class OnDemandSource implements SandboxSource {
 }
 
 export class SandboxRunner implements Sandboxes {
+  /** Clean-ups waiting for their callers' recordings (SandboxJob.recorded). */
+  private readonly waiting = new Set<Promise<void>>();
+
   constructor(
     private readonly factory: SandboxFactory,
     private readonly source: SandboxSource,
@@ -64,15 +67,28 @@ export class SandboxRunner implements Sandboxes {
     try {
       return await sandbox.run({ job, payload, deadline });
     } finally {
-      // Every path ends here: a sandbox whose code never ran may serve another job; any other is removed.
+      // Every path ends here. A sandbox whose code never ran may serve another job; one whose code
+      // may still run (timeout, cancel, flood) is removed at once; one that stopped on its own, and
+      // the pool's replacement, wait for the caller's recording (SandboxJob.recorded).
+      const stopped = !sandbox.unused && sandbox.stoppedOnItsOwn;
       if (sandbox.unused) this.source.giveBack(sandbox);
-      else void this.factory.remove(sandbox);
-      this.source.done(config);
+      else if (!stopped) void this.factory.remove(sandbox);
+      const afterwards = () => {
+        if (stopped) void this.factory.remove(sandbox);
+        this.source.done(config);
+      };
+      if (job.recorded === undefined) afterwards();
+      else {
+        const waiting = settledWithin(job.recorded, RECORD_WAIT_MS).then(afterwards);
+        this.waiting.add(waiting);
+        void waiting.finally(() => this.waiting.delete(waiting));
+      }
     }
   }
 
-  /** Resolves when every removal started so far has finished. */
-  drain(): Promise<void> {
+  /** Resolves when every removal started so far, or waiting for a recording, has finished. */
+  async drain(): Promise<void> {
+    await Promise.all(this.waiting);
     return this.factory.drain();
   }
 }
@@ -86,4 +102,16 @@ function cancelledBeforeStart(capBytes: number): SandboxOutcome {
     durationMs: 0,
     failure: 'cancelled before the code started; nothing ran',
   };
+}
+
+/** Resolves once `p` settles (either way) or after `ms`, whichever comes first. */
+function settledWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    p.then(done, done);
+  });
 }

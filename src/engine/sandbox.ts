@@ -123,6 +123,11 @@ export class Sandbox {
     return this.state === 'preparing' || this.state === 'ready';
   }
 
+  /** Its container stopped on its own after the run: nothing of the code can still be running in it. */
+  get stoppedOnItsOwn(): boolean {
+    return this.stoppedByItself;
+  }
+
   /** Subscribes to state changes until the callback returns true. */
   watch(fn: (state: SandboxState, previous: SandboxState) => boolean): void {
     const w = (state: SandboxState, previous: SandboxState) => {

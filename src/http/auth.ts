@@ -23,7 +23,7 @@ const UNAUTHORIZED = 'a valid API key is required: send it as Authorization: Bea
 export function authenticate(auth: Authenticator): MiddlewareHandler {
   return async function authenticateCaller(c, next) {
     if (OPEN_PATHS.has(c.req.path)) return next();
-    if (!(await auth.required())) {
+    if (!(await auth.required(c.req.raw))) {
       c.set('caller', LOCAL_CALLER);
       return next();
     }

@@ -21,8 +21,8 @@ import { isLoopbackHost } from '../tenancy/listen.ts';
 export const UNGUARDED_PATHS: ReadonlySet<string> = new Set(['/healthz']);
 
 export interface GuardOptions {
-  /** Whether API keys are required (false: local mode). Asked per request: the first key ends local mode. */
-  keysRequired(): boolean | Promise<boolean>;
+  /** Whether API keys are required (false: local mode), for this request: the first key ends local mode. */
+  keysRequired(request: Request): boolean | Promise<boolean>;
   /** Host names answered in local mode besides loopback (config server.allowedHosts). */
   allowedHosts: readonly string[];
   /** Origins whose pages may call pybox from a browser (config server.allowedOrigins). */
@@ -81,7 +81,7 @@ export function guardBrowsers(opts: GuardOptions): MiddlewareHandler {
     // A store that cannot say whether keys exist counts as "keys exist": authentication then answers
     // 503 on every path it guards, and /readyz still reports which part is away.
     const keysRequired = await Promise.resolve()
-      .then(() => opts.keysRequired())
+      .then(() => opts.keysRequired(c.req.raw))
       .catch(() => true);
     if (host !== undefined && !keysRequired) {
       const name = hostName(host);

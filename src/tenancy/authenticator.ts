@@ -15,6 +15,8 @@ const DECOY_HASH = Buffer.alloc(32);
 
 export class Authenticator {
   private keysSeen = false;
+  /** The answer given to each request still alive: its checks ask once, and agree. */
+  private readonly perRequest = new WeakMap<object, Promise<boolean>>();
 
   constructor(private readonly keys: ApiKeyLookup) {}
 
@@ -22,8 +24,23 @@ export class Authenticator {
    * Whether requests must carry a key: from the moment any key exists. Keys are revoked, never
    * deleted, so once true this stays true (and is not asked of the store again); revoking every
    * key locks everyone out rather than falling back to local mode.
+   *
+   * Given the request it is for, the store is asked once for that request however many of its
+   * checks ask (the browser guard and authentication: in local mode on PostgreSQL, one round trip
+   * instead of two). Never once for several requests: a request that arrives after the first key
+   * was created must see it.
    */
-  async required(): Promise<boolean> {
+  required(request?: object): Promise<boolean> {
+    if (request === undefined) return this.lookUp();
+    let answer = this.perRequest.get(request);
+    if (answer === undefined) {
+      answer = this.lookUp();
+      this.perRequest.set(request, answer);
+    }
+    return answer;
+  }
+
+  private async lookUp(): Promise<boolean> {
     if (!this.keysSeen) this.keysSeen = await this.keys.hasKeys();
     return this.keysSeen;
   }

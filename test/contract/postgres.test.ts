@@ -11,7 +11,7 @@ import { PyboxError } from '../../src/core/errors.ts';
 import type { Logger } from '../../src/core/ports.ts';
 import { configuredStoreHasKeys, openExecutionStore, openStores, openTenantStore } from '../../src/store/open.ts';
 import { connectPostgres, keepPool, redactUrl, sharePool } from '../../src/store/postgres/connect.ts';
-import { PostgresExecutionStore } from '../../src/store/postgres/execution-store.ts';
+import { PostgresExecutionStore, SAVE_LOCK } from '../../src/store/postgres/execution-store.ts';
 import { MIGRATIONS } from '../../src/store/postgres/migrations.ts';
 import { PostgresTenantStore } from '../../src/store/postgres/tenant-store.ts';
 import { hashApiKey, newApiKey } from '../../src/tenancy/keys.ts';
@@ -151,6 +151,11 @@ describe('PostgreSQL only', () => {
       );
       expect((e as Error).message).toMatch(/^cannot open the PostgreSQL store at postgres:\/\/pybox:\*\*\*@127\.0\.0\.1:1\/pybox: /);
       expect((e as Error).message).not.toContain('s3cret-pw');
+    });
+
+    it('save under the lock that prune() and nodes saving statement by statement (before version 2) take', () => {
+      // Had the numbers parted, saves of the two kinds (a cluster mid-upgrade) would not take turns.
+      expect(MIGRATIONS[1]).toContain(`pg_advisory_xact_lock(${SAVE_LOCK})`);
     });
 
     it('index every scoped read the way SQLite does', async () => {

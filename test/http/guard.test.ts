@@ -61,6 +61,22 @@ describe('Host in local mode', () => {
   });
 });
 
+describe('asking whether keys exist', () => {
+  it('asks the store once per request (guard and authentication agree), and the first key ends local mode on the next request', async () => {
+    const store = new FakeKeys();
+    let asked = 0;
+    const keys: ApiKeyLookup = { hasKeys: () => (asked++, store.hasKeys()), findKeyByHash: (hash) => store.findKeyByHash(hash) };
+    const h = harness({ keys });
+    expect((await run(h, { host: 'localhost' })).status).toBe(200);
+    expect(asked).toBe(1);
+    const key = store.add('acme');
+    expect((await run(h, { host: 'localhost' })).status).toBe(401);
+    expect(asked).toBe(2);
+    expect((await run(h, { host: 'localhost', authorization: `Bearer ${key}` })).status).toBe(200);
+    expect(asked).toBe(2); // once keys exist, that is known for good
+  });
+});
+
 describe('a key store that is away (PostgreSQL stopped)', () => {
   const away: ApiKeyLookup = {
     hasKeys: () => Promise.reject(new PyboxError('store_unavailable', 'the store does not answer', { retryAfterS: 5 })),

@@ -480,6 +480,30 @@ describe('QueueDispatch and QueueWorker', () => {
     await first;
   });
 
+  it('reads the live workers again ahead of need, without making a request wait for the read', async () => {
+    let reads = 0;
+    let hang: (() => void) | undefined;
+    const registry = {
+      nodes: async () => {
+        // The second read (the one ahead of need) hangs until the test lets it go.
+        if (++reads === 2) await new Promise<void>((r) => (hang = r));
+        return [workerNode()];
+      },
+    };
+    const c = cluster({ registry, workersCacheMs: 4000 });
+    await c.worker(new FakeRun());
+    expect((await c.dispatch.submit(execution(), clientSignals().signals)).status).toBe('completed');
+    expect(reads).toBe(1);
+    // Past half the cache's life: the list is read again, and the request goes on meanwhile.
+    await sleep(2100);
+    expect((await c.dispatch.submit(execution(), clientSignals().signals)).status).toBe('completed');
+    expect(reads).toBe(2);
+    // A read under way is not started again.
+    expect((await c.dispatch.submit(execution(), clientSignals().signals)).status).toBe('completed');
+    expect(reads).toBe(2);
+    hang?.();
+  });
+
   it('refuses with no_workers when no worker is alive', async () => {
     const c = cluster({ registry: { nodes: async () => [workerNode({ role: 'api' })] } });
     const refused = await c.dispatch.submit(execution(), clientSignals().signals).catch((e: unknown) => e);

@@ -270,6 +270,7 @@ describe('execute: input files', () => {
       files: undefined,
       limits: { timeoutMs: 30_000, memoryMb: 2048, cpus: 1, outputBytes: 50_000 },
       signal: expect.any(AbortSignal),
+      recorded: expect.any(Promise),
     });
     expect(job?.signal?.aborted).toBe(false);
   });

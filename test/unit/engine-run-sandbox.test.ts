@@ -2,7 +2,7 @@ import { PyboxError } from '../../src/core/errors.ts';
 import { describe, expect, it } from 'vitest';
 import { containerSpec } from '../../src/engine/container-spec.ts';
 import { FRAME_STDERR, FRAME_STDOUT } from '../../src/engine/protocol.ts';
-import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
+import { RECORD_WAIT_MS, type SandboxJob, type SandboxOutcome } from '../../src/core/sandbox.ts';
 import { OnDemandSource, SandboxRunner } from '../../src/engine/run-sandbox.ts';
 import { SandboxFactory, type SandboxSettings } from '../../src/engine/sandbox.ts';
 import {
@@ -175,6 +175,47 @@ describe('SandboxRunner: a normal run', () => {
     await h.runner.drain();
     expect(h.logger.at('warn').map((e) => e.msg)).toEqual(['container removal failed; the reaper will retry at start-up']);
     expect(h.logger.at('warn')[0]?.fields?.['id']).toBe('job-1');
+  });
+});
+
+describe("SandboxRunner: after the run, the caller's recording", () => {
+  const removed = async (c: FakeContainer) => {
+    for (let i = 0; i < 200 && c.count('remove') === 0; i++) await ms(5);
+    return c.count('remove');
+  };
+
+  it('is waited for before a container that stopped on its own is removed', async () => {
+    const h = harness();
+    const recorded = deferred<void>();
+    const r = await start(h, job({ recorded: recorded.promise }));
+    r.container.socket.send(reportFrame(runReport()));
+    expect((await r.outcome).kind).toBe('finished');
+    // Draining (shutdown) waits for it too.
+    const drained = h.runner.drain();
+    await ms(30);
+    expect(r.container.count('remove')).toBe(0);
+    recorded.resolve();
+    await drained;
+    expect(r.container.calls).toEqual(['attach', 'start', 'remove', 'removed']);
+  });
+
+  it('is not waited for when the code may still run: a timed-out container is removed at once', async () => {
+    const h = harness();
+    const recorded = deferred<void>();
+    const r = await start(h, job({ recorded: recorded.promise, limits: { timeoutMs: 50, memoryMb: 256, cpus: 1 } }));
+    h.clock.advance(50);
+    expect((await r.outcome).kind).toBe('timeout');
+    expect(await removed(r.container)).toBe(1);
+    recorded.resolve();
+  });
+
+  it('is waited for RECORD_WAIT_MS at most', async () => {
+    const h = harness();
+    const r = await start(h, job({ recorded: new Promise(() => {}) }));
+    r.container.socket.send(reportFrame(runReport()));
+    await r.outcome;
+    await ms(RECORD_WAIT_MS + 50);
+    expect(await removed(r.container)).toBe(1);
   });
 });
 

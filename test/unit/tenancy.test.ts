@@ -72,6 +72,20 @@ describe('Authenticator', () => {
     expect(keys.hasKeysCalls).toBe(calls);
   });
 
+  it('asks the store once per request however many checks ask, and again for the next request', async () => {
+    const keys = new RecordingKeys();
+    const auth = new Authenticator(keys);
+    const first = new Request('http://127.0.0.1/v1/executions');
+    expect(await Promise.all([auth.required(first), auth.required(first)])).toEqual([false, false]);
+    expect(await auth.required(first)).toBe(false);
+    expect(keys.hasKeysCalls).toBe(1);
+    // The first key ends local mode for the very next request.
+    keys.add(newApiKey());
+    const second = new Request('http://127.0.0.1/v1/executions');
+    expect(await auth.required(second)).toBe(true);
+    expect(keys.hasKeysCalls).toBe(2);
+  });
+
   it('turns a valid bearer key into its tenant, key id, role and limits', async () => {
     const { auth, row } = setup();
     expect(await auth.authenticate(`Bearer ${good}`)).toEqual({ tenant: 'acme', keyId: row.id, admin: false, limits: { ...NO_TENANT_LIMITS, maxConcurrency: 3 } });

@@ -16,7 +16,10 @@ import { inTransaction } from './tx.ts';
  * behind it later), and two saves never prune the same rows in different orders (no deadlocks).
  * A save holds it for a few short statements, far less than any execution takes.
  */
-const SAVE_LOCK = 7_310_402_562;
+export const SAVE_LOCK = 7_310_402_562;
+
+/** The SQLSTATE pybox_save_execution raises for an id stored already under another result. */
+const ALREADY_STORED = 'PBX01';
 
 export interface PostgresExecutionStoreOptions {
   /** Newest executions kept. */
@@ -78,33 +81,35 @@ export class PostgresExecutionStore implements ExecutionStore {
     const m = meter ?? { tenant: LOCAL_TENANT, outputBytes: Buffer.byteLength(result.stdout) + Buffer.byteLength(result.stderr) };
     const finishedAt = normalizeIso(result.finishedAt);
     const json = JSON.stringify(result);
-    await inTransaction(this.pool, 'BEGIN', async (c) => {
-      await c.query('SELECT pg_advisory_xact_lock($1)', [SAVE_LOCK]);
-      const inserted = await c.query<{ seq: string }>(
-        `INSERT INTO executions (id, tenant, status, success, duration_ms, created_at, finished_at, result)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING seq`,
-        [result.id, m.tenant, result.status, result.success, result.durationMs, this.instant(result.createdAt), this.instant(result.finishedAt), json],
-      );
-      if (inserted.rows.length === 0) {
-        // A save retried after its COMMIT went through but the answer was lost (the connection
-        // dropped, the server failed over) finds its own result: done already, counted once.
-        const existing = await c.query<{ result: string; tenant: string }>('SELECT result, tenant FROM executions WHERE id = $1', [result.id]);
-        const row = existing.rows[0];
-        if (row !== undefined && row.result === json && row.tenant === m.tenant) return;
-        throw new PyboxError('internal', `an execution with id ${result.id} is already stored`);
-      }
-      await c.query(
-        `INSERT INTO usage (tenant, day, status, executions, wall_ms, cpu_ms, output_bytes)
-         VALUES ($1, $2, $3, 1, $4, $5, $6)
-         ON CONFLICT (tenant, day, status) DO UPDATE SET
-           executions = usage.executions + 1,
-           wall_ms = usage.wall_ms + excluded.wall_ms,
-           cpu_ms = usage.cpu_ms + excluded.cpu_ms,
-           output_bytes = usage.output_bytes + excluded.output_bytes`,
-        [m.tenant, finishedAt.slice(0, 10), result.status, result.durationMs, result.cpuMs ?? 0, m.outputBytes],
-      );
-      await this.pruneIn(c, Number(inserted.rows[0]?.seq));
-    });
+    // One statement, one round trip (migration 2's pybox_save_execution): the lock, the insert,
+    // the usage and the prune run on the server. A save's statements sent one by one each waited
+    // for a worker's event loop, busy replacing the sandbox just used, to take the answer.
+    try {
+      await this.pool.query({
+        name: 'pybox_save_execution',
+        text: 'SELECT pybox_save_execution($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)',
+        values: [
+          result.id,
+          m.tenant,
+          result.status,
+          result.success,
+          result.durationMs,
+          this.instant(result.createdAt),
+          this.instant(result.finishedAt),
+          json,
+          finishedAt.slice(0, 10),
+          result.cpuMs ?? 0,
+          m.outputBytes,
+          this.maxExecutions,
+          this.maxAgeMs > 0 ? new Date(this.clock.now() - this.maxAgeMs).toISOString() : null,
+        ],
+      });
+    } catch (e) {
+      // Another result under a stored id. The same one again (a save retried after its commit went
+      // through but the answer was lost) is a success that changes nothing: done already, counted once.
+      if ((e as { code?: unknown }).code === ALREADY_STORED) throw new PyboxError('internal', `an execution with id ${result.id} is already stored`);
+      throw e;
+    }
   }
 
   async get(id: string, tenant?: string): Promise<ExecutionResult | undefined> {
