@@ -7,9 +7,10 @@
 // group exists for each configuration in use and is emptied once unused for `idleMs`. When a take
 // finds a ready sandbox, the replacement starts once the run is recorded and handed on (creating a
 // container costs the engine a burst of CPU that would otherwise land on that run and its save).
-// When a take finds none ready, demand outruns the pool: the group is "pressed", replacements start at the take, several at once
-// (up to `pressedSize`), and without preloading (importing pandas is ~0.4 s of CPU, which under
-// sustained load would come straight off throughput) until the group is full of ready ones again.
+// When a take finds none ready, demand outruns the pool: the group is "pressed", replacements start
+// at the take, several at once (up to `pressedSize`), and without preloading (importing pandas is
+// ~0.4 s of CPU, which under sustained load would come straight off throughput) until the group is
+// full of ready ones again.
 //
 // A configuration whose sandboxes keep failing to start (engine errors, a limit too small for the
 // runner, sandboxes that die before they are ready) is not retried for ever: after a few failures
