@@ -68,7 +68,8 @@ beforeAll(async () => {
   // A light pool, so four nodes start quickly on a shared machine; the command lays its prefix over it.
   const config = join(dir, 'config.yaml');
   writeFileSync(config, JSON.stringify({ pool: { size: { runc: 1, runsc: 1 }, preload: { runc: [], runsc: [] } }, cluster: { workerSlots: 1, heartbeatMs: 500 } }));
-  const env: NodeJS.ProcessEnv = { ...process.env, PYBOX_CONFIG: config, PYBOX_RUNTIME: 'runc' };
+  // At warn the nodes do not log that they listen: the command must see them up by their probes.
+  const env: NodeJS.ProcessEnv = { ...process.env, PYBOX_CONFIG: config, PYBOX_RUNTIME: 'runc', PYBOX_LOG_LEVEL: 'warn' };
   // The servers the tests use, as the command would ensure them (or the ones the run was pointed at).
   delete env.PYBOX_POSTGRES_URL;
   delete env.PYBOX_REDIS_URL;

@@ -5,6 +5,7 @@
 // shared and outlive this command; only the four nodes are its own, and it stops them on exit.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync, type WriteStream } from 'node:fs';
+import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import pg from 'pg';
@@ -174,11 +175,13 @@ async function up(opts: UpOptions, ctx: CliContext): Promise<number> {
   }
   const configPath = writeConfig(env, stateDir, opts.prefix);
 
+  // Port 0 means any free one: chosen here, so that every node can be asked whether it is up.
+  const [p1, p2, p3, p4] = await Promise.all([api1, api2, w1, w2].map((p) => (p === 0 ? freePort() : Promise.resolve(p))));
   const specs: NodeSpec[] = [
-    { name: 'api-1', role: 'api', port: api1, dockerHost: undefined },
-    { name: 'api-2', role: 'api', port: api2, dockerHost: undefined },
-    { name: 'worker-1', role: 'worker', port: w1, dockerHost: env.DOCKER_HOST || undefined },
-    { name: 'worker-2', role: 'worker', port: w2, dockerHost: engineB ?? (env.DOCKER_HOST || undefined) },
+    { name: 'api-1', role: 'api', port: p1 as number, dockerHost: undefined },
+    { name: 'api-2', role: 'api', port: p2 as number, dockerHost: undefined },
+    { name: 'worker-1', role: 'worker', port: p3 as number, dockerHost: env.DOCKER_HOST || undefined },
+    { name: 'worker-2', role: 'worker', port: p4 as number, dockerHost: engineB ?? (env.DOCKER_HOST || undefined) },
   ];
   const nodes: RunningNode[] = [];
   let stopping = false;
@@ -272,6 +275,13 @@ async function up(opts: UpOptions, ctx: CliContext): Promise<number> {
       void stop(`${dead.spec.name} exited before it listened`);
       break;
     }
+    // A node is up once it says so, or once its probe answers (its log level may hide the line).
+    const waiting = nodes.filter((n) => n.url === undefined && !n.gone);
+    await Promise.all(
+      waiting.map(async (n) => {
+        if (await answers(n.spec.port)) n.url ??= `http://127.0.0.1:${n.spec.port}`;
+      }),
+    );
     if (Date.now() > deadline) {
       failed = true;
       void stop(`${nodes.filter((n) => n.url === undefined).map((n) => n.spec.name).join(', ')} did not listen within ${startTimeoutMs / 1000} s`);
@@ -305,4 +315,26 @@ function printTable(ctx: CliContext, nodes: RunningNode[], info: { postgresUrl: 
     '',
   ];
   for (const l of out) ctx.out(l);
+}
+
+/** A TCP port free on loopback now. */
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address !== null ? resolvePort(address.port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
+/** Whether a node's /healthz answers 200 on loopback. */
+async function answers(port: number): Promise<boolean> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(500) });
+    return res.status === 200;
+  } catch {
+    return false;
+  }
 }
