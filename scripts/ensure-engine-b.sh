@@ -77,6 +77,7 @@ if ! answers; then
     sleep 0.5
   done
   answers || { tail -n 20 "$DLOG" >&2 || true; die "dockerd did not answer at $HOST within 60 s; see $DLOG"; }
+  record_started engine-b
   log "ready: Docker $(docker_b version --format '{{.Server.Version}}' 2>/dev/null), runtimes: $(docker_b info --format '{{range $k, $v := .Runtimes}}{{$k}} {{end}}' 2>/dev/null)"
 fi
 

@@ -102,6 +102,7 @@ if [ -z "$(our_pid)" ]; then
     tail -n 20 "$PGLOG" >&2 || true
     die "PostgreSQL did not start; see $PGLOG"
   fi
+  record_started postgres
 fi
 for _ in $(seq 1 100); do
   answers && break

@@ -105,5 +105,6 @@ if ! ours_answers; then
   tail -n 20 "$RLOG" >&2 || true
   die "Redis did not start on 127.0.0.1:$PORT; see $RLOG"
 fi
+record_started redis
 log "ready: Redis $(cli info server | tr -d '\r' | sed -n 's/^redis_version://p')"
 echo "$URL"

@@ -82,3 +82,11 @@ stop_ours() {
   "$1" "$pid"
   exit 0
 }
+
+# A caller that stops afterwards what it started (the test suite, `npm run cluster`) names a ledger
+# in PYBOX_STARTED_LEDGER: a server this script starts (not one it found running) is written there.
+record_started() {
+  [ -n "${PYBOX_STARTED_LEDGER:-}" ] || return 0
+  mkdir -p "$(dirname "$PYBOX_STARTED_LEDGER")"
+  echo "$1" >>"$PYBOX_STARTED_LEDGER"
+}

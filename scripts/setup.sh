@@ -36,6 +36,8 @@ bash scripts/ensure-engine.sh
 node --import tsx scripts/build-image.ts
 
 if [ "$mode" = test ]; then
+  # What these start (not what was already running) the suite's global teardown stops again.
+  export PYBOX_STARTED_LEDGER=/var/lib/pybox/test-started
   # Their URLs (stdout) are for callers that want them; the tests know them (test/support/servers.ts).
   [ -n "${PYBOX_TEST_POSTGRES_URL:-}" ] || bash scripts/ensure-postgres.sh >/dev/null
   [ -n "${PYBOX_TEST_REDIS_URL:-}" ] || bash scripts/ensure-redis.sh >/dev/null

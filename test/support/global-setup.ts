@@ -3,11 +3,12 @@
 // second one the cluster tests use), no pybox server process of this checkout, no private Redis or
 // PostgreSQL of a fault test, no Prometheus of the metrics test, and no gVisor process. What was
 // there before the run (another run on the same machine, the shared servers set-up started) is not
-// this run's to judge.
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+// this run's to judge. Last, the servers set-up started for the run are stopped again.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Docker from 'dockerode';
-import { SECOND_ENGINE_HOST } from './servers.ts';
+import { SECOND_ENGINE_HOST, STARTED_LEDGER } from './servers.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -64,7 +65,32 @@ export async function setup(): Promise<void> {
   processesBefore = new Set(processes().keys());
 }
 
+/**
+ * Stops, by their own scripts (each by its pid), the servers set-up started for this run: the
+ * second engine, Redis and PostgreSQL. Servers that were already running are not in the ledger.
+ */
+function stopStartedServers(): string[] {
+  if (!existsSync(STARTED_LEDGER)) return [];
+  const started = new Set(readFileSync(STARTED_LEDGER, 'utf8').split('\n').filter((n) => /^(engine-b|redis|postgres)$/.test(n)));
+  rmSync(STARTED_LEDGER, { force: true });
+  const failures: string[] = [];
+  for (const name of ['engine-b', 'redis', 'postgres'].filter((n) => started.has(n))) {
+    const r = spawnSync('bash', [join(ROOT, 'scripts', `ensure-${name}.sh`), 'stop'], { encoding: 'utf8', timeout: 120_000 });
+    if (r.status !== 0) failures.push(`could not stop ${name}: ${r.stderr.trim().split('\n').at(-1) ?? ''}`);
+  }
+  return failures;
+}
+
 export async function teardown(): Promise<void> {
+  try {
+    await checkNothingLeft();
+  } finally {
+    const failures = stopStartedServers();
+    if (failures.length > 0) throw new Error(failures.join('\n'));
+  }
+}
+
+async function checkNothingLeft(): Promise<void> {
   const leftContainers = async () => [...(await containers()).entries()].filter(([id]) => !containersBefore.has(id)).map(([, d]) => d);
   const leftProcesses = () => [...processes().entries()].filter(([pid]) => !processesBefore.has(pid)).map(([, d]) => d);
   // Removal after a result is returned happens in the background; give it a moment to finish.

@@ -8,6 +8,8 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 
 export const SECOND_ENGINE_HOST = 'unix:///var/run/docker-b.sock';
+/** Where `scripts/setup.sh test` lists the servers it started (not those it found running). */
+export const STARTED_LEDGER = '/var/lib/pybox/test-started';
 
 function portFromEnv(name: string, fallback: number): number {
   const raw = process.env[name];

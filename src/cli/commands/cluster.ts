@@ -1,10 +1,10 @@
 // `pybox cluster up`: a whole cluster on one machine, for trying it and testing against it. Two API
 // nodes and two workers (on two Docker engines when the second one can run) as child processes of
 // this command, on PostgreSQL and Redis started from the OS packages (scripts/ensure-*.sh) unless
-// PYBOX_POSTGRES_URL / PYBOX_REDIS_URL name servers of one's own. The servers and the engines are
-// shared and outlive this command; only the four nodes are its own, and it stops them on exit.
+// PYBOX_POSTGRES_URL / PYBOX_REDIS_URL name servers of one's own. On exit it stops the four nodes,
+// and the servers it started itself; servers it found running (shared) keep running.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, writeFileSync, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -80,9 +80,10 @@ function seconds(raw: string, flag: string): number {
 
 
 /** Runs scripts/<script>; resolves with its stdout's last line (the URL), its messages go to stderr. */
-function ensure(script: string, ctx: CliContext, env: NodeJS.ProcessEnv): Promise<string> {
+function ensure(script: string, ctx: CliContext, env: NodeJS.ProcessEnv, args: string[] = []): Promise<string> {
+  const stopping = args[0] === 'stop';
   return new Promise((resolvePromise, reject) => {
-    const child = spawn('bash', [join(ROOT, 'scripts', script)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('bash', [join(ROOT, 'scripts', script), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -93,7 +94,7 @@ function ensure(script: string, ctx: CliContext, env: NodeJS.ProcessEnv): Promis
     child.on('error', reject);
     child.on('exit', (code) => {
       const url = out.trim().split('\n').at(-1) ?? '';
-      if (code === 0 && url) resolvePromise(url);
+      if (code === 0 && (url || stopping)) resolvePromise(url);
       else reject(new Error(`scripts/${script} failed (exit ${code}): ${err.trim().split('\n').at(-1) ?? ''}`));
     });
   });
@@ -153,14 +154,18 @@ async function up(opts: UpOptions, ctx: CliContext): Promise<number> {
   const started = Date.now();
 
   // The three servers are independent: started at once, a cold start costs the slowest of them.
+  // The servers this command starts (not those it finds running) it stops again on its way out.
+  const ledger = join(stateDir, 'started-servers');
+  rmSync(ledger, { force: true });
+  const ensureEnv: NodeJS.ProcessEnv = { ...env, PYBOX_STARTED_LEDGER: ledger };
   const givenPg = env.PYBOX_POSTGRES_URL || undefined;
   const givenRedis = env.PYBOX_REDIS_URL || undefined;
   const wantEngineB = env.PYBOX_SECOND_ENGINE !== '0';
   const [pgAdmin, redisUrl, engineB] = await Promise.all([
-    givenPg ? Promise.resolve(undefined) : ensure('ensure-postgres.sh', ctx, env),
-    givenRedis ? Promise.resolve(givenRedis) : ensure('ensure-redis.sh', ctx, env),
+    givenPg ? Promise.resolve(undefined) : ensure('ensure-postgres.sh', ctx, ensureEnv),
+    givenRedis ? Promise.resolve(givenRedis) : ensure('ensure-redis.sh', ctx, ensureEnv),
     wantEngineB
-      ? ensure('ensure-engine-b.sh', ctx, env).catch((e: unknown) => {
+      ? ensure('ensure-engine-b.sh', ctx, ensureEnv).catch((e: unknown) => {
           ctx.err(`pybox cluster: no second engine (${e instanceof Error ? e.message : String(e)}); worker-2 runs on the default engine`);
           return undefined;
         })
@@ -251,7 +256,15 @@ async function up(opts: UpOptions, ctx: CliContext): Promise<number> {
       clearTimeout(timer);
       const codes = nodes.map((n) => n.child.exitCode);
       if (codes.some((c) => c !== 0)) failed = true;
-      ctx.err(`pybox cluster: the nodes have stopped. PostgreSQL, Redis and the engines keep running (shared); stop them with scripts/ensure-postgres.sh stop, scripts/ensure-redis.sh stop, scripts/ensure-engine-b.sh stop`);
+      const started = startedServers(ledger);
+      ctx.err(`pybox cluster: the nodes have stopped${started.length > 0 ? `; stopping what this command started: ${started.join(', ')}` : '; PostgreSQL, Redis and the second engine were running before and keep running'}`);
+      for (const name of started) {
+        await ensure(`ensure-${name}.sh`, ctx, env, ['stop']).catch((e: unknown) => {
+          failed = true;
+          ctx.err(`pybox cluster: ${e instanceof Error ? e.message : String(e)}`);
+        });
+      }
+      rmSync(ledger, { force: true });
       done(failed ? 1 : 0);
     })());
 
@@ -311,7 +324,7 @@ function printTable(ctx: CliContext, nodes: RunningNode[], info: { postgresUrl: 
     `  Redis      ${redactUrl(info.redisUrl)} (keys ${info.prefix}:*, kept on exit)`,
     `  logs       ${info.stateDir}/<node>.log`,
     `Try: curl -s ${api}/v1/executions -H 'content-type: application/json' -d '{"code":"print(1)"}'`,
-    'Ctrl-C stops the four nodes; PostgreSQL, Redis and the engines keep running (scripts/ensure-*.sh stop).',
+    'Ctrl-C stops the four nodes, and the servers this command started (those it found running keep running).',
     '',
   ];
   for (const l of out) ctx.out(l);
@@ -337,4 +350,16 @@ async function answers(port: number): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The servers an ensure script started for this command, in the order to stop them. */
+function startedServers(ledger: string): string[] {
+  let text = '';
+  try {
+    text = readFileSync(ledger, 'utf8');
+  } catch {
+    return [];
+  }
+  const names = new Set(text.split('\n'));
+  return ['engine-b', 'redis', 'postgres'].filter((n) => names.has(n));
 }
