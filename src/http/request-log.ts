@@ -8,11 +8,11 @@
 // never holds a header, a body or a query value.
 import { randomUUID } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
-import { matchedRoutes } from 'hono/route';
 import type { Caller } from '../core/caller.ts';
 import type { Logger } from '../core/ports.ts';
 import { isValidRequestId } from '../core/request-id.ts';
 import { OPEN_PATHS } from './auth.ts';
+import { routePattern } from './route.ts';
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -42,19 +42,6 @@ export function requestIdOf(c: Context): string | undefined {
   return c.get('requestId') as string | undefined;
 }
 
-/**
- * The pattern of the route that answered: the last matched handler's path. App-wide middleware
- * matches every path (method ALL), so a request no route answers has none.
- */
-function routeOf(c: Context): string | null {
-  const routes = matchedRoutes(c);
-  for (let i = routes.length - 1; i >= 0; i--) {
-    const r = routes[i];
-    if (r && r.method !== 'ALL') return r.path;
-  }
-  return null;
-}
-
 export function logRequests(opts: RequestLogOptions): MiddlewareHandler {
   const { logger } = opts;
   const newId = opts.newId ?? randomUUID;
@@ -75,7 +62,7 @@ export function logRequests(opts: RequestLogOptions): MiddlewareHandler {
       const fields = {
         requestId: id,
         method: c.req.method,
-        route: routeOf(c),
+        route: routePattern(c),
         path: path.length > MAX_LOGGED_PATH_CHARS ? `${path.slice(0, MAX_LOGGED_PATH_CHARS)}…` : path,
         status,
         durationMs: Math.round((now() - started) * 10) / 10,

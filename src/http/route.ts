@@ -7,7 +7,8 @@
 // accepts a narrower grammar of parameters, its JSON reader has no depth limit, and its query
 // reader turns a repeated parameter into an array, so today's answers would change.
 import { OpenAPIHono, type RouteConfig, type RouteHandler } from '@hono/zod-openapi';
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
+import { matchedRoutes } from 'hono/route';
 import type { z } from 'zod';
 import { PyboxError } from '../core/errors.ts';
 import { invalidRequest, readJson, readQuery } from './validate.ts';
@@ -89,4 +90,18 @@ export function serve<R extends RouteConfig>(app: OpenAPIHono, route: R, handler
  */
 export function describeServed(app: OpenAPIHono, routes: readonly RouteConfig[]): void {
   for (const route of routes) app.openAPIRegistry.registerPath(route);
+}
+
+/**
+ * The pattern of the route that answered (`/v1/executions/:id`), never the raw path: the last route
+ * matched by method, since app-wide middleware matches every path (method ALL). Null when no route
+ * answered. The access log and the HTTP metrics label requests by it.
+ */
+export function routePattern(c: Context): string | null {
+  const routes = matchedRoutes(c);
+  for (let i = routes.length - 1; i >= 0; i--) {
+    const r = routes[i];
+    if (r && r.method !== 'ALL') return r.path;
+  }
+  return null;
 }
