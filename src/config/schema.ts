@@ -108,6 +108,8 @@ export const ConfigSchema = z.strictObject({
       inputFilesMaxBytes: z.int().min(0).max(256 * 1024 * 1024).default(10 * 1024 * 1024),
       outputFilesMax: z.int().min(0).max(1000).default(20),
       outputFilesMaxBytes: z.int().min(0).max(256 * 1024 * 1024).default(5 * 1024 * 1024),
+      /** Bytes of each stream kept per test case in the result (the comparison sees up to outputBytes). */
+      testOutputBytes: z.int().min(0).max(64 * 1024 * 1024).default(4096),
     })
     .prefault({})
     .refine((l) => l.defaults.timeoutMs <= l.max.timeoutMs && l.defaults.memoryMb <= l.max.memoryMb && l.defaults.cpus <= l.max.cpus, {
@@ -193,6 +195,38 @@ export const ConfigSchema = z.strictObject({
     .prefault({})
     .refine((c) => (c.postgresUrl === null) === (c.redisUrl === null), { message: 'cluster.postgresUrl and cluster.redisUrl go together: set both or neither' })
     .refine((c) => c.role === 'all' || c.postgresUrl !== null, { message: 'cluster.role api or worker needs cluster.postgresUrl and cluster.redisUrl' }),
+  /** Async executions and batches: kept in the store, run in the background beside interactive runs. */
+  jobs: z
+    .strictObject({
+      /** Most items one batch may hold. */
+      maxBatchItems: z.int().min(1).max(100_000).default(1000),
+      /**
+       * Background items this node runs at once. They take slots like any run, so fewer than the
+       * node's slots leaves room for interactive runs. 0: the node runs none (an API node that only accepts).
+       */
+      concurrency: z.int().min(0).max(1024).default(2),
+      /** How long a node holds a claimed job before another may take it (renewed while it runs). */
+      leaseMs: z.int().min(1000).max(3_600_000).default(30_000),
+      /** How often the store is asked for jobs when nothing woke the node. */
+      pollMs: z.int().min(50).max(60_000).default(1000),
+    })
+    .prefault({}),
+  /** Webhooks called when an async execution or a batch finishes. */
+  webhooks: z
+    .strictObject({
+      /**
+       * Where webhooks may go besides public addresses: host names, IP addresses or CIDR ranges
+       * (10.0.0.0/8, 127.0.0.1, hooks.internal). Private, loopback and link-local addresses are
+       * refused unless listed here.
+       */
+      allow: z.array(z.string().min(1).max(253)).max(256).default([]),
+      /** Refuse every public address too: only `allow` is called. */
+      allowPublic: z.boolean().default(true),
+      timeoutMs: z.int().min(100).max(120_000).default(10_000),
+      /** Tries before a delivery is given up (the first included); the waits double from 1 s. */
+      maxAttempts: z.int().min(1).max(30).default(8),
+    })
+    .prefault({}),
   feedback: z
     .strictObject({
       /** Most characters of the `feedback` text written for a language model; long output keeps its head and tail. */

@@ -1,6 +1,6 @@
 // The seams between pybox's parts. core depends on these interfaces only; main.ts wires the real
 // implementations (engine/, store/) and tests hand in fakes.
-import type { AppliedLimits, ClusterInfo, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
+import type { AppliedLimits, BatchInfo, BatchItem, ClusterInfo, CompareMode, ExecutionRequest as ExecutionRequestT, PendingState, Tolerance, WebhookState, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
 import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { Caller, TenantLimits } from './caller.ts';
 import type { RateLimitState } from './errors.ts';
@@ -127,6 +127,11 @@ export interface ExecuteOptions {
   signal?: AbortSignal | undefined;
   /** The request's id (core/request-id.ts), carried into the execution's log lines on every node. */
   requestId?: string | undefined;
+  /**
+   * A job's execution (async or batch item): it has its id and acceptance time already, and yields
+   * to interactive runs (AcceptedExecution.background).
+   */
+  job?: { id: string; createdAtMs: number } | undefined;
 }
 
 /**
@@ -161,11 +166,28 @@ export interface AcceptedExecution {
   createdAtMs: number;
   /** The id of the request that asked for it, for the log lines of whichever node runs it. */
   requestId?: string | undefined;
+  /** The test cases' expectations (job.tests holds their inputs), index for index. */
+  tests?: TestSpec[] | undefined;
+  /**
+   * A background item (async execution or batch item): it yields to interactive runs where the
+   * dispatch can order its queue (the cluster's queue gives it a lower priority).
+   */
+  background?: boolean | undefined;
   /**
    * Settles once the result has been handed on beyond the dispatch (a worker's: BullMQ took it).
    * The sandbox's clean-up waits for it as for the recording (SandboxJob.recorded, bounded).
    */
   handedOver?: Promise<unknown>;
+}
+
+/** What a test case expects, as core judges it (core/verdicts.ts); its inputs go to the sandbox. */
+export interface TestSpec {
+  /** The case's name as shown: its own, or `case <n>`. */
+  name: string;
+  expectedStdout?: string | undefined;
+  expectedExitCode?: number | undefined;
+  compare: CompareMode;
+  tolerance?: Tolerance | undefined;
 }
 
 /** Why an execution was cancelled: the abort reason of the signals handed to Dispatch.submit. */
@@ -255,4 +277,102 @@ export const NO_OBSERVER: Observer = {
 export interface MetricsExposition {
   contentType: string;
   render(): Promise<string>;
+}
+
+/** An async execution or a batch item, kept until it has run: what it needs to run after a restart too. */
+export interface StoredJob {
+  /** The execution's id: its result is saved under it in the ExecutionStore. */
+  id: string;
+  tenant: string;
+  /** The batch it belongs to, and its place there; null and 0 for an async execution. */
+  batchId: string | null;
+  index: number;
+  request: ExecutionRequestT;
+  /** The id of the HTTP request that submitted it, for the log lines. */
+  requestId: string | null;
+  /** An async execution's own webhook (a batch has one for the whole batch). */
+  webhookUrl: string | null;
+  createdAtMs: number;
+}
+
+/** A batch as kept: its counts are updated as its items complete. */
+export type BatchRecord = BatchInfo & { tenant: string };
+
+/**
+ * Async executions and batches, kept so that a restart loses none (store/ over SQLite and
+ * PostgreSQL). A job is queued, then claimed by a node for a lease (running), then done. A node that
+ * dies holding jobs lets its leases run out, and any node claims them again.
+ */
+export interface JobStore {
+  /** Adds a batch and all its items (queued), in one transaction. */
+  createBatch(batch: { id: string; tenant: string; label: string | null; webhookUrl: string | null; createdAtMs: number }, items: StoredJob[]): Promise<void>;
+  /** Adds one async execution (queued). */
+  createJob(job: StoredJob): Promise<void>;
+  /**
+   * Takes up to `max` jobs for `owner` until nowMs + leaseMs: queued ones whose notBefore has come,
+   * and running ones whose lease ran out. Fair: tenants with the fewest running jobs first, each
+   * tenant's oldest first, no tenant in `skipTenants`.
+   */
+  claim(opts: { owner: string; max: number; nowMs: number; leaseMs: number; skipTenants?: string[] | undefined }): Promise<StoredJob[]>;
+  /** Extends the leases `owner` holds on these jobs. */
+  renew(owner: string, ids: string[], untilMs: number): Promise<void>;
+  /** Gives a claimed job back (its tenant had no room): queued again, not claimed before notBeforeMs. */
+  release(id: string, notBeforeMs: number): Promise<void>;
+  /** Jobs `owner` held when it stopped (a restart of the same node): queued again at once. Returns how many. */
+  requeueOwned(owner: string): Promise<number>;
+  /**
+   * The job's result is saved (ExecutionStore, same id): the job is done, its status counted in its
+   * batch. Returns the batch when this was its last item (exactly once per batch), else null.
+   * Completing a job that is already done changes nothing and returns null.
+   */
+  complete(id: string, status: ExecutionStatus, nowMs: number): Promise<{ batchFinished: BatchRecord | null }>;
+  /** A job not done yet, as its tenant (or an admin: tenant undefined) may see it. */
+  pending(id: string, tenant?: string): Promise<{ state: PendingState; batchId: string | null; createdAt: string } | undefined>;
+  batch(id: string, tenant?: string): Promise<BatchRecord | undefined>;
+  /** A page of the batch's items in index order, done ones with their result (without files). */
+  batchItems(id: string, query: { limit: number; cursor?: string | undefined }): Promise<{ items: BatchItem[]; nextCursor: string | null }>;
+  /** Items completed after `afterSeq` (each completion gets the batch's next seq, from 1), in seq order. */
+  batchEvents(id: string, afterSeq: number, limit: number): Promise<Array<{ seq: number; item: BatchItem }>>;
+  /** The tenant's batches (all for undefined), newest first. */
+  listBatches(query: { tenant?: string | undefined; limit: number; cursor?: string | undefined }): Promise<{ items: BatchInfo[]; nextCursor: string | null }>;
+  /**
+   * Takes the batch's queued items out of the queue for `owner` (they become running, leased), so
+   * the caller can record them as cancelled and complete them; marks the batch as cancelled once
+   * complete. Items already running go on.
+   */
+  cancelBatch(id: string, owner: string, nowMs: number, leaseMs: number): Promise<StoredJob[]>;
+  /** Sets how the batch's webhook delivery went. */
+  setBatchWebhook(id: string, state: WebhookState): Promise<void>;
+}
+
+/** One webhook call to make (or made), kept so that retries survive a restart. */
+export interface WebhookDelivery {
+  id: string;
+  tenant: string;
+  url: string;
+  /** The batch whose delivery state follows this one, if any. */
+  batchId: string | null;
+  /** The JSON body, as signed and sent. */
+  body: string;
+  attempts: number;
+  nextAtMs: number;
+}
+
+/** The webhook calls waiting or retrying (an outbox); any node may claim due ones for a lease. */
+export interface WebhookOutbox {
+  enqueue(delivery: Omit<WebhookDelivery, 'attempts' | 'nextAtMs'>, nowMs: number): Promise<void>;
+  /** Up to `max` deliveries due at nowMs, leased to `owner` for leaseMs. */
+  claimDue(owner: string, nowMs: number, max: number, leaseMs: number): Promise<WebhookDelivery[]>;
+  /** Answered 2xx: done. */
+  delivered(id: string, nowMs: number, httpStatus: number): Promise<void>;
+  /** Failed: tried again at nextAtMs, or given up for good when null. */
+  failed(id: string, nowMs: number, outcome: { nextAtMs: number | null; error: string; httpStatus: number | null }): Promise<void>;
+  get(id: string): Promise<(WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null }) | undefined>;
+}
+
+/** Each tenant's webhook signing secret, made on first use. */
+export interface WebhookSecrets {
+  secret(tenant: string): Promise<Buffer>;
+  /** A new secret replaces the old at once. */
+  rotate(tenant: string): Promise<Buffer>;
 }

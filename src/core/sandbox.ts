@@ -14,6 +14,12 @@ export interface SandboxJob {
   context: Record<string, unknown>;
   files: Array<{ path: string; data: Buffer }>;
   limits: { timeoutMs: number; memoryMb: number; cpus: number };
+  /**
+   * Test cases: the runner runs the code once per case instead of once (each a fresh process in a
+   * fresh work directory holding `files` and the case's own files, with the case's stdin, args and
+   * time limit), and the outcome has one CaseOutcome per case. `stdin` and `args` above are empty then.
+   */
+  tests?: SandboxCase[];
   /** Checked by the runner on the code's syntax tree before it runs; absent when the policy is off. */
   importPolicy?: { mode: 'warn' | 'block'; dangerous: string[]; safe: string[] };
   /**
@@ -29,6 +35,38 @@ export interface SandboxJob {
    * cancel, flood) is removed at once regardless.
    */
   recorded?: Promise<unknown>;
+}
+
+/** One test case as the sandbox runs it (its expectation stays with core: see TestSpec). */
+export interface SandboxCase {
+  stdin: string;
+  args: string[];
+  /** This case's files, laid over the job's (a case's file wins over a job's file of the same path). */
+  files: Array<{ path: string; data: Buffer }>;
+  timeoutMs: number;
+}
+
+/**
+ * How one test case ended inside the sandbox:
+ * - finished: the program exited (exitCode, signal, error as for a run);
+ * - timeout: the case's own time limit ran out and the runner killed it;
+ * - oom: the memory limit was hit while the case ran;
+ * - output_limit: the case's output went past the flood limit;
+ * - not_run: the execution ended (timeout, oom of the whole sandbox, cancel, failure) before this case ran.
+ */
+export type CaseOutcomeKind = 'finished' | 'timeout' | 'oom' | 'output_limit' | 'not_run';
+
+export interface CaseOutcome {
+  kind: CaseOutcomeKind;
+  exitCode: number | null;
+  /** The signal number that ended the program, if one did. */
+  signal: number | null;
+  error: ExecutionError | null;
+  /** Kept up to limits.outputBytes per stream, like a run's. */
+  stdout: CapturedOutput;
+  stderr: CapturedOutput;
+  durationMs: number;
+  cpuMs: number | null;
 }
 
 /** The longest a sandbox's removal and replacement wait for the caller's recording (SandboxJob.recorded). */
@@ -110,4 +148,9 @@ export interface SandboxOutcome {
   durationMs: number;
   /** Why a run failed on our side (kind 'failed'), or what stopped it, for the log and the result. */
   failure?: string;
+  /**
+   * With test cases (job.tests): one per case, in order, always as many as the job had: cases the
+   * sandbox never reached are not_run. The report is then the runner's summary of the whole run.
+   */
+  cases?: CaseOutcome[];
 }

@@ -44,6 +44,48 @@ export const InputFile = z.strictObject({
 });
 export type InputFile = z.infer<typeof InputFile>;
 
+/** Arguments passed to the program (sys.argv[1:]). */
+const Args = z.array(z.string().max(4096).refine(noNul, 'must not contain NUL')).max(64);
+
+/** How a test case's stdout is compared with its expected stdout (core/verdicts.ts). */
+export const COMPARE_MODES = ['exact', 'trimmed', 'tokens', 'float', 'regex'] as const;
+export const CompareMode = z
+  .enum(COMPARE_MODES)
+  .describe(
+    'exact: byte for byte; trimmed (default): trailing whitespace of each line and final newlines ignored; tokens: whitespace-separated tokens; float: tokens, numbers within the tolerance; regex: expectedStdout is a regular expression (RE2 syntax, linear time) the whole output must match',
+  );
+export type CompareMode = z.infer<typeof CompareMode>;
+
+/** For `float`: two numbers agree when |a-b| <= max(absolute, relative * max(|a|, |b|)). */
+export const Tolerance = z.strictObject({
+  relative: z.number().min(0).max(1).default(1e-6),
+  absolute: z.number().min(0).max(1e12).default(1e-9),
+});
+export type Tolerance = z.infer<typeof Tolerance>;
+
+/** Most test cases one execution may carry. */
+export const MAX_TESTS = 1000;
+
+/**
+ * One test case: the program run again, as a fresh process in a fresh work directory, with this
+ * input, and its output compared with the expectation. With no expectation at all, a case passes
+ * when the program exits 0.
+ */
+export const TestCase = z.strictObject({
+  name: z.string().min(1).max(200).regex(/^[^\p{Cc}]+$/u, 'must be printable').optional(),
+  stdin: z.string().max(1_000_000).optional(),
+  args: Args.optional(),
+  /** Input files of this case only, laid over the execution's own `files`. */
+  files: z.array(InputFile).max(64).optional(),
+  expectedStdout: z.string().max(1_000_000).optional(),
+  expectedExitCode: z.int().min(0).max(255).optional(),
+  compare: CompareMode.optional(),
+  tolerance: Tolerance.optional(),
+  /** This case's own time limit; the execution's `timeoutMs` when absent. */
+  timeoutMs: z.int().min(MIN_TIMEOUT_MS, `must be at least ${MIN_TIMEOUT_MS} (ms): the shortest a run can be sure to meet`).max(86_400_000).optional(),
+});
+export type TestCase = z.infer<typeof TestCase>;
+
 /**
  * A request to run code. The limits' lower bounds are the floors a sandbox needs to run at all
  * (core/limits.ts): below them a request is refused naming the floor, never silently raised. Their
@@ -53,7 +95,7 @@ export type InputFile = z.infer<typeof InputFile>;
 export const ExecutionRequest = z.strictObject({
   code: z.string().min(1).max(1_000_000),
   stdin: z.string().max(1_000_000).optional(),
-  args: z.array(z.string().max(4096).refine(noNul, 'must not contain NUL')).max(64).optional(),
+  args: Args.optional(),
   env: z
     .record(
       z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be a valid variable name'),
@@ -69,6 +111,12 @@ export const ExecutionRequest = z.strictObject({
   timeoutMs: z.int().min(MIN_TIMEOUT_MS, `must be at least ${MIN_TIMEOUT_MS} (ms): the shortest a run can be sure to meet`).max(86_400_000).optional(),
   memoryMb: z.int().min(MIN_MEMORY_MB, `must be at least ${MIN_MEMORY_MB} (MB), the memory a sandbox needs to run at all`).max(1_048_576).optional(),
   cpus: z.number().min(MIN_CPUS, `must be at least ${MIN_CPUS} (CPUs), the share a sandbox needs to start in time`).max(1024).optional(),
+  /**
+   * Test cases: the program is run once per case (stdin, args, files of the case) instead of once,
+   * each case with its own time limit, and each gets a verdict. `stdin` and `args` are then given
+   * per case (a request with both is refused); `files` are given to every case.
+   */
+  tests: z.array(TestCase).min(1).max(MAX_TESTS).optional(),
 });
 export type ExecutionRequest = z.infer<typeof ExecutionRequest>;
 
@@ -100,6 +148,59 @@ export const OutputFile = z.object({
 });
 export type OutputFile = z.infer<typeof OutputFile>;
 
+/**
+ * A test case's verdict: passed or failed (the program ran and its output or exit code was or was
+ * not the expected one), the program's own end (error: it raised or exited non-zero when no exit
+ * code was expected; timeout; oom; output_limit), or not_run (the program could not run at all, or
+ * the execution ended before the case's turn).
+ */
+export const TEST_VERDICTS = ['passed', 'failed', 'error', 'timeout', 'oom', 'output_limit', 'not_run'] as const;
+export const TestVerdict = z.enum(TEST_VERDICTS);
+export type TestVerdict = z.infer<typeof TestVerdict>;
+
+/** Where a failed case's output first differs from the expectation (lines counted from 1). */
+export const TestMismatch = z.object({
+  /** The first differing line; null when the comparison is not by line (regex). */
+  line: z.int().nullable(),
+  expected: z.string(),
+  actual: z.string(),
+  /** What differs, in words: "exit code 1, expected 0", "token 3: 0.5 is not within 1e-6 of 0.25". */
+  message: z.string(),
+});
+export type TestMismatch = z.infer<typeof TestMismatch>;
+
+export const TestResult = z.object({
+  index: z.int(),
+  /** The case's name, or `case <index+1>`. */
+  name: z.string(),
+  verdict: TestVerdict,
+  exitCode: z.int().nullable(),
+  signal: z.string().nullable(),
+  /** The case's output, capped at limits.testOutputBytes each (the comparison saw up to outputBytes). */
+  stdout: z.string(),
+  stderr: z.string(),
+  truncated: z.object({ stdout: z.boolean(), stderr: z.boolean() }),
+  durationMs: z.number(),
+  error: ExecutionError.nullable().optional(),
+  mismatch: TestMismatch.nullable().optional(),
+  /** Why a case was not run, or what else a reader should know. */
+  message: z.string().optional(),
+});
+export type TestResult = z.infer<typeof TestResult>;
+
+/** Counts of the cases by verdict. */
+export const TestSummary = z.object({
+  total: z.int(),
+  passed: z.int(),
+  failed: z.int(),
+  error: z.int(),
+  timeout: z.int(),
+  oom: z.int(),
+  output_limit: z.int(),
+  not_run: z.int(),
+});
+export type TestSummary = z.infer<typeof TestSummary>;
+
 export const ExecutionResult = z.object({
   id: z.string(),
   status: ExecutionStatus,
@@ -116,6 +217,12 @@ export const ExecutionResult = z.object({
   files: z.array(OutputFile).optional(),
   /** Output files that were not returned (links, odd names, over the count or size cap). */
   filesDropped: z.int().optional(),
+  /**
+   * With test cases: one entry per case, in order. `status` is then `completed` when every case was
+   * run and judged (passed or not), and `success` is true only when every case passed.
+   */
+  tests: z.array(TestResult).optional(),
+  summary: TestSummary.optional(),
   feedback: z.string(),
   runtime: RuntimeName,
   limits: AppliedLimits,
@@ -125,6 +232,105 @@ export const ExecutionResult = z.object({
 export type ExecutionResult = z.infer<typeof ExecutionResult>;
 
 export const ExecutionSummary = ExecutionResult.omit({ files: true });
+
+/**
+ * Where pybox POSTs when an async execution or a batch finishes. Only addresses the operator allows
+ * (webhooks.allow) are called; by default nothing private, loopback or link-local.
+ */
+export const WebhookTarget = z.strictObject({
+  url: z
+    .string()
+    .max(2048)
+    .regex(/^https?:\/\/[^\s/?#@]+(?:[/?#][^\s]*)?$/, 'must be an http(s) URL without credentials'),
+});
+export type WebhookTarget = z.infer<typeof WebhookTarget>;
+
+/** POST /v1/executions?async=true: the request, and optionally where to say it is done. */
+export const AsyncExecutionRequest = ExecutionRequest.extend({ webhook: WebhookTarget.optional() });
+export type AsyncExecutionRequest = z.infer<typeof AsyncExecutionRequest>;
+
+/** An execution accepted and not finished yet (async, or an item of a batch). */
+export const PENDING_STATES = ['queued', 'running'] as const;
+export const PendingState = z.enum(PENDING_STATES);
+export type PendingState = z.infer<typeof PendingState>;
+
+/** 202 of POST /v1/executions?async=true, and of GET /v1/executions/{id} until it is done. */
+export const PendingExecution = z.object({
+  id: z.string(),
+  state: PendingState,
+  /** The batch it belongs to, if any. */
+  batchId: z.string().nullable(),
+  createdAt: z.string(),
+});
+export type PendingExecution = z.infer<typeof PendingExecution>;
+
+/** Most items a batch may hold, whatever the server's configuration says. */
+export const MAX_BATCH_ITEMS = 100_000;
+
+/** POST /v1/batches. The server refuses more items than its jobs.maxBatchItems. */
+export const BatchRequest = z.strictObject({
+  items: z.array(ExecutionRequest).min(1).max(MAX_BATCH_ITEMS),
+  webhook: WebhookTarget.optional(),
+  /** A name of the caller's choosing, shown back. */
+  label: z.string().min(1).max(200).regex(/^[^\p{Cc}]+$/u, 'must be printable').optional(),
+});
+export type BatchRequest = z.infer<typeof BatchRequest>;
+
+/** running: items wait or run; completed: every item has its result; cancelled: DELETE ended it early (every item still has a result). */
+export const BATCH_STATES = ['running', 'completed', 'cancelled'] as const;
+export const BatchState = z.enum(BATCH_STATES);
+export type BatchState = z.infer<typeof BatchState>;
+
+export const WEBHOOK_STATES = ['pending', 'delivered', 'failed'] as const;
+export const WebhookState = z.enum(WEBHOOK_STATES);
+export type WebhookState = z.infer<typeof WebhookState>;
+
+export const BatchInfo = z.object({
+  id: z.string(),
+  state: BatchState,
+  label: z.string().nullable(),
+  total: z.int(),
+  /** Items with a result. */
+  done: z.int(),
+  /** Results so far, by status. */
+  byStatus: z.record(ExecutionStatus, z.int()),
+  createdAt: z.string(),
+  finishedAt: z.string().nullable(),
+  /** The webhook and how its delivery went; null without one. */
+  webhook: z.object({ url: z.string(), state: WebhookState }).nullable(),
+});
+export type BatchInfo = z.infer<typeof BatchInfo>;
+
+export const BatchItem = z.object({
+  index: z.int(),
+  executionId: z.string(),
+  state: z.enum(['queued', 'running', 'done']),
+  /** The result, once done (output files left out: GET /v1/executions/{executionId} has them). */
+  result: ExecutionSummary.nullable(),
+});
+export type BatchItem = z.infer<typeof BatchItem>;
+
+export const BatchItemsQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor: z.string().max(200).optional(),
+});
+export type BatchItemsQuery = z.infer<typeof BatchItemsQuery>;
+
+/** GET /v1/batches/{id}: the batch and a page of its items, in index order. */
+export const BatchPage = BatchInfo.extend({ items: z.array(BatchItem), nextCursor: z.string().nullable() });
+export type BatchPage = z.infer<typeof BatchPage>;
+
+/** One event of GET /v1/batches/{id}/events (`event: item`); `event: done` carries the BatchInfo. */
+export const BatchItemEvent = z.object({ batchId: z.string(), seq: z.int(), item: BatchItem });
+export type BatchItemEvent = z.infer<typeof BatchItemEvent>;
+
+/** What a webhook POSTs (JSON), signed with the tenant's secret (see the README). */
+export const WebhookEvent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('execution.finished'), id: z.string(), createdAt: z.string(), execution: ExecutionSummary }),
+  z.object({ type: z.literal('batch.finished'), id: z.string(), createdAt: z.string(), batch: BatchInfo }),
+]);
+export type WebhookEvent = z.infer<typeof WebhookEvent>;
 
 export const HistoryQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(20),
