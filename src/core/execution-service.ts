@@ -159,23 +159,7 @@ export class DefaultExecutionService implements ExecutionService {
     if (!this.accepting) {
       throw new PyboxError('shutting_down', 'the service is shutting down and takes no new executions; retry shortly', { retryAfterS: SHUTDOWN_RETRY_S });
     }
-    const files = this.decodeFiles(req.files ?? []);
-    assertFloors(req);
-    const limits = this.clampLimits(req, caller.limits);
-    const id = this.deps.newId();
-    const execution: AcceptedExecution = {
-      job: { id, code: req.code, stdin: req.stdin ?? '', args: req.args ?? [], env: req.env ?? {}, context: req.context ?? {}, files, limits },
-      limits,
-      tenant: caller.tenant,
-      maxInFlight: caller.limits.maxConcurrency,
-      createdAtMs: this.deps.clock.now(),
-    };
-    // In-process callers hand an id in directly: it goes into log lines and onto the queue, so the same rule holds.
-    if (isValidRequestId(opts.requestId)) execution.requestId = opts.requestId;
-    const policy = this.deps.importPolicy;
-    if (policy && policy.mode !== 'off') {
-      execution.job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
-    }
+    const execution = this.accept(caller, req, opts);
     await this.assertStoreWritable();
     this.inFlight++;
     // Waiting ends with shutdown's start; running, with its grace. The caller's signal ends either.
@@ -202,6 +186,38 @@ export class DefaultExecutionService implements ExecutionService {
         for (const w of waiters) w();
       }
     }
+  }
+
+  /**
+   * Checks and clamps a request exactly as execute() would, without running it (a batch's items are
+   * refused at submission). Throws invalid_request; returns the limits the run would get.
+   */
+  check(caller: Caller, req: ExecutionRequest): AppliedLimits {
+    return this.accept(caller, req, { job: { id: '', createdAtMs: 0 } }).limits;
+  }
+
+  /** The request validated, clamped and given its id: every check of a request lives here, once. */
+  private accept(caller: Caller, req: ExecutionRequest, opts: ExecuteOptions): AcceptedExecution {
+    const files = this.decodeFiles(req.files ?? []);
+    assertFloors(req);
+    const limits = this.clampLimits(req, caller.limits);
+    // A job was given its id and acceptance time when it was submitted; it keeps them.
+    const id = opts.job?.id ?? this.deps.newId();
+    const execution: AcceptedExecution = {
+      job: { id, code: req.code, stdin: req.stdin ?? '', args: req.args ?? [], env: req.env ?? {}, context: req.context ?? {}, files, limits },
+      limits,
+      tenant: caller.tenant,
+      maxInFlight: caller.limits.maxConcurrency,
+      createdAtMs: opts.job?.createdAtMs ?? this.deps.clock.now(),
+    };
+    if (opts.job) execution.background = true;
+    // In-process callers hand an id in directly: it goes into log lines and onto the queue, so the same rule holds.
+    if (isValidRequestId(opts.requestId)) execution.requestId = opts.requestId;
+    const policy = this.deps.importPolicy;
+    if (policy && policy.mode !== 'off') {
+      execution.job.importPolicy = { mode: policy.mode, dangerous: policy.dangerousModules, safe: policy.safeModules };
+    }
+    return execution;
   }
 
   /** Told by the dispatch after each save: while saves fail, the service refuses runs (store_unavailable). */

@@ -325,6 +325,21 @@ export type BatchPage = z.infer<typeof BatchPage>;
 export const BatchItemEvent = z.object({ batchId: z.string(), seq: z.int(), item: BatchItem });
 export type BatchItemEvent = z.infer<typeof BatchItemEvent>;
 
+/** GET /v1/batches: the caller's batches, newest first (every tenant's for an admin key). */
+export const BatchListQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(500).default(20),
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor: z.string().max(200).optional(),
+});
+export type BatchListQuery = z.infer<typeof BatchListQuery>;
+
+export const BatchList = z.object({ items: z.array(BatchInfo), nextCursor: z.string().nullable() });
+export type BatchList = z.infer<typeof BatchList>;
+
+/** GET /v1/webhooks/secret: the key the tenant's webhooks are signed with (HMAC-SHA256), base64url. */
+export const WebhookSecret = z.object({ secret: z.string() });
+export type WebhookSecret = z.infer<typeof WebhookSecret>;
+
 /** What a webhook POSTs (JSON), signed with the tenant's secret (see the README). */
 export const WebhookEvent = z.discriminatedUnion('type', [
   z.object({ type: z.literal('execution.finished'), id: z.string(), createdAt: z.string(), execution: ExecutionSummary }),
