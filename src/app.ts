@@ -7,7 +7,9 @@ import type { Context } from 'hono';
 import type { BlankEnv } from 'hono/types';
 import pkg from '../package.json' with { type: 'json' };
 import { PyboxError } from './core/errors.ts';
-import type { ClusterStatus, ExecutionService, Logger, MetricsExposition, Observer, RequestLimiter } from './core/ports.ts';
+import type { ClusterStatus, ExecutionService, Logger, MetricsExposition, Observer, RequestLimiter, WebhookSecrets } from './core/ports.ts';
+import type { BatchService } from './core/batch-service.ts';
+import { batchRoutes, webhookSecretRoutes } from './http/routes/batches.ts';
 import { observeRequests } from './http/metrics.ts';
 import { metricsRoutes } from './http/routes/metrics.ts';
 import { errorReply } from './http/errors.ts';
@@ -57,6 +59,13 @@ export interface AppDeps {
   metrics?: MetricsExposition;
   /** Ids for requests that bring no valid X-Request-Id; random UUIDs when absent. */
   newRequestId?: () => string;
+  /**
+   * Async executions and batches (POST /v1/executions?async=true, /v1/batches); without them those
+   * routes are not served and GET /v1/executions/{id} knows only finished runs.
+   */
+  batches?: BatchService;
+  /** The tenants' webhook secrets behind /v1/webhooks/secret; the routes are absent without them. */
+  webhookSecrets?: WebhookSecrets;
 }
 
 /** What an error's log line says of its request. */
@@ -83,7 +92,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/', healthRoutes(service));
   const documented = () => app.openAPIRegistry.definitions.flatMap((d) => (d.type === 'route' ? [d.route] : []));
   app.route('/', docsRoutes(deps.version ?? pkg.version, documented));
-  app.route('/v1/executions', executionRoutes(service));
+  app.route('/v1/executions', executionRoutes(service, deps.batches));
+  if (deps.batches) app.route('/v1', batchRoutes(deps.batches, logger));
+  if (deps.webhookSecrets) app.route('/v1', webhookSecretRoutes(deps.webhookSecrets));
   app.route('/v1', serviceInfoRoutes(service));
   app.route('/api', legacyRoutes(service));
   app.route('/v1', usageRoutes(service));

@@ -93,6 +93,8 @@ export class JobRunner {
   private readonly inFlight = new Map<string, StoredJob>();
   /** The most jobs each tenant may have in flight, as last seen (null: no ceiling). */
   private readonly ceilings = new Map<string, number | null>();
+  /** Jobs handed to the service, by tenant: what a tenant's ceiling counts on this node. */
+  private readonly startedByTenant = new Map<string, number>();
   private started = false;
   private stopped = false;
   private claiming = false;
@@ -214,6 +216,7 @@ export class JobRunner {
 
   private async run(job: StoredJob): Promise<void> {
     const ids = { id: job.id, tenant: job.tenant, batchId: job.batchId, requestId: job.requestId };
+    let started = false;
     try {
       const saved = await this.deps.store.get(job.id);
       if (saved) {
@@ -226,7 +229,15 @@ export class JobRunner {
         return;
       }
       const caller = await this.deps.callerFor(job.tenant);
-      this.ceilings.set(job.tenant, caller.limits.maxConcurrency);
+      const ceiling = caller.limits.maxConcurrency;
+      this.ceilings.set(job.tenant, ceiling);
+      // A claim made before the tenant's ceiling was known may hold more of its jobs than it allows.
+      if (ceiling !== null && (this.startedByTenant.get(job.tenant) ?? 0) >= ceiling) {
+        await this.deps.jobs.release(job.id, this.deps.clock.now() + this.deps.config.pollMs);
+        return;
+      }
+      this.startedByTenant.set(job.tenant, (this.startedByTenant.get(job.tenant) ?? 0) + 1);
+      started = true;
       let result: ExecutionResult;
       try {
         result = await this.deps.service.execute(caller, job.request, {
@@ -235,6 +246,8 @@ export class JobRunner {
         });
       } catch (e) {
         if (e instanceof PyboxError && RETRYABLE.has(e.code)) {
+          // The service is going down: this node takes no more, and the job is free for others at once.
+          if (e.code === 'shutting_down') this.stop();
           const waitMs = e.code === 'shutting_down' ? 0 : Math.min(MAX_RETRY_WAIT_MS, Math.max(this.deps.config.pollMs, (e.retryAfterS ?? 1) * 1000));
           this.deps.logger.debug('job refused for now; queued again', { ...ids, code: e.code, waitMs });
           await this.deps.jobs.release(job.id, this.deps.clock.now() + waitMs);
@@ -259,6 +272,11 @@ export class JobRunner {
       // The store failed: the job keeps its lease until it runs out, then it is claimed again.
       this.deps.logger.error('job left for another try after a store failure', { ...ids, error: e });
     } finally {
+      if (started) {
+        const n = (this.startedByTenant.get(job.tenant) ?? 1) - 1;
+        if (n > 0) this.startedByTenant.set(job.tenant, n);
+        else this.startedByTenant.delete(job.tenant);
+      }
       this.inFlight.delete(job.id);
       if (this.inFlight.size === 0) {
         if (this.stopped) this.stopRenewing();

@@ -5,7 +5,25 @@
 import type { RouteConfig } from '@hono/zod-openapi';
 import { z } from 'zod';
 import type { ErrorCode } from '../core/errors.ts';
-import { ErrorBody, ExecutionRequest, ExecutionResult, HistoryPage, Readiness, RuntimeInfo, RuntimeName, Stats, ToolList, UsageReport } from '../core/schemas.ts';
+import {
+  AsyncExecutionRequest,
+  BatchInfo,
+  BatchList,
+  BatchPage,
+  BatchRequest,
+  ErrorBody,
+  ExecutionRequest,
+  ExecutionResult,
+  HistoryPage,
+  PendingExecution,
+  Readiness,
+  RuntimeInfo,
+  RuntimeName,
+  Stats,
+  ToolList,
+  UsageReport,
+  WebhookSecret,
+} from '../core/schemas.ts';
 import type { DoctorReport as DoctorReportType } from '../doctor/doctor.ts';
 import { OPEN_PATHS } from './auth.ts';
 import { STATUS_BY_CODE } from './errors.ts';
@@ -40,6 +58,13 @@ const COMPONENTS = {
   ExecutionRequest: { schema: ExecutionRequest, io: 'input' },
   ExecutionResult: { schema: ExecutionResult, io: 'output' },
   HistoryPage: { schema: HistoryPage, io: 'output' },
+  AsyncExecutionRequest: { schema: AsyncExecutionRequest, io: 'input' },
+  PendingExecution: { schema: PendingExecution, io: 'output' },
+  BatchRequest: { schema: BatchRequest, io: 'input' },
+  BatchInfo: { schema: BatchInfo, io: 'output' },
+  BatchPage: { schema: BatchPage, io: 'output' },
+  BatchList: { schema: BatchList, io: 'output' },
+  WebhookSecret: { schema: WebhookSecret, io: 'output' },
   Stats: { schema: Stats, io: 'output' },
   UsageReport: { schema: UsageReport, io: 'output' },
   ErrorBody: { schema: ErrorBody, io: 'output' },
