@@ -162,7 +162,9 @@ export class FakeKeys implements ApiKeyLookup {
 /** No keys at all: local mode. */
 export const NO_KEYS: ApiKeyLookup = { hasKeys: async () => false, findKeyByHash: async () => undefined };
 
-export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock; doctor?: AppDeps['doctor']; allowedHosts?: string[]; allowedOrigins?: string[] } = {}) {
+export function harness(
+  opts: { keys?: ApiKeyLookup; clock?: Clock; doctor?: AppDeps['doctor']; allowedHosts?: string[]; allowedOrigins?: string[]; batches?: AppDeps['batches']; webhookSecrets?: AppDeps['webhookSecrets'] } = {},
+) {
   const service = new FakeExecutionService();
   const logger = recordingLogger();
   const app = createApp({
@@ -175,6 +177,8 @@ export function harness(opts: { keys?: ApiKeyLookup; clock?: Clock; doctor?: App
     ...(opts.doctor ? { doctor: opts.doctor } : {}),
     ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts } : {}),
     ...(opts.allowedOrigins ? { allowedOrigins: opts.allowedOrigins } : {}),
+    ...(opts.batches ? { batches: opts.batches } : {}),
+    ...(opts.webhookSecrets ? { webhookSecrets: opts.webhookSecrets } : {}),
   });
   const post = (path: string, body: unknown, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
     app.request(path, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) });

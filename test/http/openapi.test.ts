@@ -5,6 +5,11 @@ import { describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../src/doctor/doctor.ts';
 import { harness } from './fake-service.ts';
 import { MIN_TIMEOUT_MS } from '../../src/core/limits.ts';
+import { BatchService } from '../../src/core/batch-service.ts';
+import { NO_TENANT_LIMITS } from '../../src/core/caller.ts';
+import type { AppliedLimits } from '../../src/core/schemas.ts';
+import { MemoryJobStore, MemoryWebhookSecrets } from '../support/memory-job-store.ts';
+import { defaultConfig, MemoryStore, RecordingLogger } from '../unit/fakes.ts';
 
 interface Operation {
   operationId?: string;
@@ -23,9 +28,29 @@ interface Doc {
 
 const report: DoctorReport = { ok: true, runtime: 'runc', image: 'pybox-python:test', hostKernel: '6.1.0', checks: [{ name: 'network', ok: true, detail: 'none' }], startedAt: '2024-01-01T00:00:00.000Z', durationMs: 5 };
 
+/** Batches over in-memory stores; nothing runs them (no runner), which these tests do not need. */
+function idleBatches(): BatchService {
+  const config = defaultConfig();
+  const clock = { now: () => Date.now() };
+  const limits: AppliedLimits = { ...config.limits.defaults, outputBytes: config.limits.outputBytes };
+  return new BatchService({
+    jobs: new MemoryJobStore(),
+    runner: { wake() {}, onCompleted: () => () => {}, complete: async () => {} },
+    service: { check: () => limits, clampLimits: () => limits },
+    callerFor: async (tenant) => ({ tenant, keyId: null, admin: false, limits: NO_TENANT_LIMITS }),
+    store: new MemoryStore(),
+    results: { runtime: 'runc', limits: config.limits, clock },
+    clock,
+    logger: new RecordingLogger(),
+    newId: () => 'batch-1',
+    owner: 'node-1',
+    config: config.jobs,
+  });
+}
+
 /** An app with every optional route group, so every route it can serve is served. */
 function fullHarness() {
-  return harness({ doctor: { run: async () => report } });
+  return harness({ doctor: { run: async () => report }, batches: idleBatches(), webhookSecrets: new MemoryWebhookSecrets() });
 }
 
 async function fetchDoc(h = fullHarness()): Promise<{ doc: Doc; text: string; contentType: string | null }> {
@@ -130,9 +155,12 @@ describe('GET /openapi.json', () => {
     expect(request.properties.timeoutMs).toMatchObject({ type: 'integer', minimum: MIN_TIMEOUT_MS });
     expect(doc.components.schemas.HistoryPage).toMatchObject({ properties: { items: { items: { $ref: '#/components/schemas/ExecutionResult' } } } });
     const post = doc.paths['/v1/executions']?.post;
-    expect(post?.requestBody).toMatchObject({ required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/ExecutionRequest' } } } });
+    // With the jobs side the body may name a webhook (async=true only); without it, the plain request.
+    expect(post?.requestBody).toMatchObject({ required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/AsyncExecutionRequest' } } } });
+    expect((await fetchDoc(harness())).doc.paths['/v1/executions']?.post?.requestBody).toMatchObject({ content: { 'application/json': { schema: { $ref: '#/components/schemas/ExecutionRequest' } } } });
+    expect(post?.responses['202']).toMatchObject({ content: { 'application/json': { schema: { $ref: '#/components/schemas/PendingExecution' } } } });
     expect(post?.responses['200']).toMatchObject({ content: { 'application/json': { schema: { $ref: '#/components/schemas/ExecutionResult' } } } });
-    expect(Object.keys(post?.responses ?? {}).sort()).toEqual(['200', '400', '401', '403', '413', '415', '429', '500', '503']);
+    expect(Object.keys(post?.responses ?? {}).sort()).toEqual(['200', '202', '400', '401', '403', '413', '415', '429', '500', '503']);
     expect(post?.security).toEqual([{ apiKey: [] }]);
     expect(doc.components.securitySchemes).toMatchObject({ apiKey: { type: 'http', scheme: 'bearer' } });
   });

@@ -1,0 +1,361 @@
+// Async executions, batches and the webhook secret through the HTTP app, over the real service with
+// fake sandboxes, the in-memory JobStore and a JobRunner: what a client sees from submission to result.
+import { afterEach, describe, expect, it } from 'vitest';
+import { createApp } from '../../src/app.ts';
+import { BatchService, basicWebhookUrlCheck } from '../../src/core/batch-service.ts';
+import { NO_TENANT_LIMITS } from '../../src/core/caller.ts';
+import { ConcurrencyGate } from '../../src/core/concurrency.ts';
+import { PyboxError } from '../../src/core/errors.ts';
+import { JobRunner } from '../../src/core/job-runner.ts';
+import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
+import { BatchInfo, BatchItemEvent, BatchList, BatchPage, ExecutionResult, PendingExecution, WebhookEvent } from '../../src/core/schemas.ts';
+import { Authenticator } from '../../src/tenancy/authenticator.ts';
+import { MemoryJobStore, MemoryOutbox, MemoryWebhookSecrets } from '../support/memory-job-store.ts';
+import { defaultConfig, localService, MemoryStore, outcome, RecordingLogger, runReport } from '../unit/fakes.ts';
+import { FakeKeys, type ErrorJson } from './fake-service.ts';
+
+/** Sandboxes that hold every run until `release()` when `held`, and print the code they ran. */
+class HeldSandboxes {
+  held = false;
+  private waiters: Array<() => void> = [];
+  readonly jobs: SandboxJob[] = [];
+  async run(job: SandboxJob): Promise<SandboxOutcome> {
+    this.jobs.push(job);
+    if (this.held) await new Promise<void>((r) => this.waiters.push(r));
+    return outcome('finished', { report: runReport({ exitCode: 0 }), stdout: `ran ${job.code}\n` });
+  }
+  release(): void {
+    this.held = false;
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
+
+const runners: JobRunner[] = [];
+afterEach(async () => {
+  for (const r of runners.splice(0)) {
+    r.stop();
+    await r.settled();
+  }
+});
+
+function setup(opts: { concurrency?: number; maxBatchItems?: number } = {}) {
+  const clock = { now: () => Date.now() };
+  const logger = new RecordingLogger();
+  const config = defaultConfig();
+  const jobsConfig = { ...config.jobs, concurrency: opts.concurrency ?? 2, pollMs: 20, maxBatchItems: opts.maxBatchItems ?? 50 };
+  const sandboxes = new HeldSandboxes();
+  const store = new MemoryStore();
+  let n = 0;
+  const newId = () => `id-${++n}`;
+  const service = localService({
+    sandboxes,
+    engine: { ping: async () => true, imageExists: async () => true },
+    store,
+    gate: new ConcurrencyGate(4, 100, 1),
+    limits: config.limits,
+    image: 'pybox-python:test',
+    runtime: 'runc',
+    availableRuntimes: ['runc'],
+    clock,
+    logger,
+    newId,
+  });
+  const jobs = new MemoryJobStore((id) => store.get(id));
+  const outbox = new MemoryOutbox();
+  const results = { runtime: 'runc' as const, limits: config.limits, clock };
+  const callerFor = async (tenant: string) => ({ tenant, keyId: null, admin: false, limits: NO_TENANT_LIMITS });
+  const runner = new JobRunner({ jobs, store, service, outbox, clock, logger, owner: 'node-1', config: jobsConfig, callerFor, results, newId });
+  runners.push(runner);
+  const batches = new BatchService({ jobs, runner, service, callerFor, store, results, clock, logger, newId, owner: 'node-1', config: jobsConfig, eventsPollMs: 50 });
+  const keys = new FakeKeys();
+  const a = keys.add('team-a');
+  const b = keys.add('team-b');
+  const app = createApp({ service, logger, bodyLimitBytes: 1 << 20, auth: new Authenticator(keys), batches, webhookSecrets: new MemoryWebhookSecrets() });
+  const call = (key: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
+    app.request(path, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+  return { app, call, a, b, sandboxes, runner, jobs, outbox, store };
+}
+
+async function until<T>(probe: () => Promise<T | undefined>, what: string, ms = 5000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** `event:`/`id:`/`data:` blocks of an event stream, comments left out. */
+function parseSse(text: string): Array<{ event: string | undefined; id: string | undefined; data: string }> {
+  return text
+    .split('\n\n')
+    .filter((block) => block.trim() !== '' && !block.startsWith(':'))
+    .map((block) => {
+      const lines = block.split('\n');
+      const field = (name: string) => lines.find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2);
+      return { event: field('event'), id: field('id'), data: lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n') };
+    });
+}
+
+describe('POST /v1/executions?async=true', () => {
+  it('answers 202 with the pending execution at once, then GET answers 202 until the result is there', async () => {
+    const { call, a, sandboxes, runner } = setup();
+    sandboxes.held = true;
+    await runner.start();
+    const res = await call(a, 'POST', '/v1/executions?async=true', { code: 'print(1)' });
+    expect(res.status).toBe(202);
+    const pending = PendingExecution.parse(await res.json());
+    expect(pending).toMatchObject({ state: 'queued', batchId: null });
+    expect(res.headers.get('location')).toBe(`/v1/executions/${pending.id}`);
+
+    await until(async () => (sandboxes.jobs.length === 1 ? true : undefined), 'the run to start');
+    const waiting = await call(a, 'GET', `/v1/executions/${pending.id}`);
+    expect(waiting.status).toBe(202);
+    expect(waiting.headers.get('retry-after')).toBe('1');
+    expect(PendingExecution.parse(await waiting.json())).toMatchObject({ id: pending.id, state: 'running' });
+    // The sandbox got the job's own id.
+    expect(sandboxes.jobs[0]?.id).toBe(pending.id);
+
+    sandboxes.release();
+    const done = await until(async () => {
+      const r = await call(a, 'GET', `/v1/executions/${pending.id}`);
+      return r.status === 200 ? ExecutionResult.parse(await r.json()) : undefined;
+    }, 'the result');
+    expect(done).toMatchObject({ id: pending.id, status: 'completed', stdout: 'ran print(1)\n' });
+  });
+
+  it('calls the webhook it names once the run is done', async () => {
+    const { call, a, runner, outbox } = setup();
+    await runner.start();
+    const res = await call(a, 'POST', '/v1/executions?async=true', { code: 'print(2)', webhook: { url: 'https://hooks.example/done' } });
+    expect(res.status).toBe(202);
+    const { id } = PendingExecution.parse(await res.json());
+    const delivery = await until(async () => outbox.all()[0], 'the delivery');
+    expect(delivery).toMatchObject({ tenant: 'team-a', url: 'https://hooks.example/done', batchId: null });
+    expect(WebhookEvent.parse(JSON.parse(delivery.body))).toMatchObject({ type: 'execution.finished', execution: { id, status: 'completed' } });
+  });
+
+  it('refuses a webhook without async=true, and checks the request as a run would before queueing it', async () => {
+    const { call, a, jobs } = setup();
+    const sync = await call(a, 'POST', '/v1/executions', { code: 'print(1)', webhook: { url: 'https://hooks.example/x' } });
+    expect(sync.status).toBe(400);
+    expect(((await sync.json()) as ErrorJson).error.details).toEqual([{ path: 'webhook', message: 'unknown field' }]);
+    const dup = await call(a, 'POST', '/v1/executions?async=true', { code: 'x', files: [{ path: 'a.txt', content: '1' }, { path: 'a.txt', content: '2' }] });
+    expect(dup.status).toBe(400);
+    expect(((await dup.json()) as ErrorJson).error.details?.[0]?.path).toBe('files[1].path');
+    const creds = await call(a, 'POST', '/v1/executions?async=true', { code: 'x', webhook: { url: 'https://user:pw@hooks.example/' } });
+    expect(creds.status).toBe(400);
+    expect(jobs.jobs.size).toBe(0);
+  });
+
+  it('shows another tenant\'s pending execution as not found', async () => {
+    const { call, a, b, sandboxes, runner } = setup();
+    sandboxes.held = true;
+    await runner.start();
+    const { id } = PendingExecution.parse(await (await call(a, 'POST', '/v1/executions?async=true', { code: 'print(1)' })).json());
+    const other = await call(b, 'GET', `/v1/executions/${id}`);
+    expect(other.status).toBe(404);
+    expect(((await other.json()) as ErrorJson).error.code).toBe('not_found');
+    sandboxes.release();
+  });
+});
+
+describe('/v1/batches', () => {
+  const items = (n: number) => Array.from({ length: n }, (_, i) => ({ code: `print(${i})` }));
+
+  it('takes a batch (202 + Location), lists it, pages its items, and shows their results once done', async () => {
+    const { call, a, runner } = setup();
+    const res = await call(a, 'POST', '/v1/batches', { items: items(5), label: 'nightly' });
+    expect(res.status).toBe(202);
+    const info = BatchInfo.parse(await res.json());
+    expect(info).toMatchObject({ state: 'running', label: 'nightly', total: 5, done: 0, webhook: null, finishedAt: null });
+    expect(res.headers.get('location')).toBe(`/v1/batches/${info.id}`);
+
+    const listed = BatchList.parse(await (await call(a, 'GET', '/v1/batches')).json());
+    expect(listed.items.map((x) => x.id)).toEqual([info.id]);
+
+    await runner.start();
+    await until(async () => {
+      const page = BatchPage.parse(await (await call(a, 'GET', `/v1/batches/${info.id}`)).json());
+      return page.state === 'completed' ? page : undefined;
+    }, 'the batch to finish');
+
+    const first = BatchPage.parse(await (await call(a, 'GET', `/v1/batches/${info.id}?limit=2`)).json());
+    expect(first).toMatchObject({ total: 5, done: 5, state: 'completed' });
+    expect(first.byStatus.completed).toBe(5);
+    expect(first.items.map((i) => i.index)).toEqual([0, 1]);
+    expect(first.nextCursor).not.toBeNull();
+    const rest: number[] = [];
+    let cursor = first.nextCursor;
+    while (cursor) {
+      const page = BatchPage.parse(await (await call(a, 'GET', `/v1/batches/${info.id}?limit=2&cursor=${encodeURIComponent(cursor)}`)).json());
+      rest.push(...page.items.map((i) => i.index));
+      cursor = page.nextCursor;
+    }
+    expect(rest).toEqual([2, 3, 4]);
+    expect(first.items[1]).toMatchObject({ index: 1, state: 'done', result: { status: 'completed', stdout: 'ran print(1)\n' } });
+    // Each item's result is an execution of the caller's.
+    const one = await call(a, 'GET', `/v1/executions/${first.items[0]?.executionId}`);
+    expect(one.status).toBe(200);
+  });
+
+  it('streams each completion as an event with its seq, then done, and resumes after Last-Event-ID', async () => {
+    const { call, a, runner, sandboxes } = setup();
+    sandboxes.held = true;
+    await runner.start();
+    const info = BatchInfo.parse(await (await call(a, 'POST', '/v1/batches', { items: items(3) })).json());
+    const stream = await call(a, 'GET', `/v1/batches/${info.id}/events`);
+    expect(stream.status).toBe(200);
+    expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    expect(stream.headers.get('cache-control')).toBe('no-store');
+    sandboxes.release();
+    const events = parseSse(await stream.text());
+    expect(events.map((e) => e.event)).toEqual(['item', 'item', 'item', 'done']);
+    const itemEvents = events.slice(0, 3).map((e) => ({ id: e.id, data: BatchItemEvent.parse(JSON.parse(e.data)) }));
+    expect(itemEvents.map((e) => e.id)).toEqual(['1', '2', '3']);
+    expect(itemEvents.map((e) => e.data.seq)).toEqual([1, 2, 3]);
+    expect(itemEvents.map((e) => e.data.item.index).sort()).toEqual([0, 1, 2]);
+    expect(itemEvents.every((e) => e.data.batchId === info.id && e.data.item.state === 'done' && e.data.item.result?.status === 'completed')).toBe(true);
+    expect(BatchInfo.parse(JSON.parse(events[3]?.data ?? ''))).toMatchObject({ id: info.id, state: 'completed', done: 3 });
+
+    const resumed = parseSse(await (await call(a, 'GET', `/v1/batches/${info.id}/events`, undefined, { 'last-event-id': '2' })).text());
+    expect(resumed.map((e) => [e.event, e.id])).toEqual([
+      ['item', '3'],
+      ['done', undefined],
+    ]);
+    const bad = await call(a, 'GET', `/v1/batches/${info.id}/events`, undefined, { 'last-event-id': 'x' });
+    expect(bad.status).toBe(400);
+  });
+
+  it('cancels the queued items (each recorded cancelled) and lets the running one finish', async () => {
+    const { call, a, runner, sandboxes, outbox } = setup({ concurrency: 1 });
+    sandboxes.held = true;
+    await runner.start();
+    const info = BatchInfo.parse(await (await call(a, 'POST', '/v1/batches', { items: items(4), webhook: { url: 'https://hooks.example/b' } })).json());
+    await until(async () => (sandboxes.jobs.length === 1 ? true : undefined), 'the first item to run');
+    const res = await call(a, 'DELETE', `/v1/batches/${info.id}`);
+    expect(res.status).toBe(200);
+    expect(BatchInfo.parse(await res.json())).toMatchObject({ done: 3, state: 'running' });
+    sandboxes.release();
+    const page = await until(async () => {
+      const p = BatchPage.parse(await (await call(a, 'GET', `/v1/batches/${info.id}`)).json());
+      return p.done === 4 ? p : undefined;
+    }, 'the running item');
+    expect(page.state).toBe('cancelled');
+    expect(page.byStatus).toMatchObject({ completed: 1, cancelled: 3 });
+    expect(page.items.map((i) => i.result?.status)).toEqual(['completed', 'cancelled', 'cancelled', 'cancelled']);
+    expect(sandboxes.jobs).toHaveLength(1);
+    // The batch's webhook is queued once, when its last item is done.
+    await until(async () => (outbox.all().length > 0 ? true : undefined), 'the delivery');
+    expect(outbox.all().map((d) => WebhookEvent.parse(JSON.parse(d.body)).type)).toEqual(['batch.finished']);
+  });
+
+  it('refuses a bad item naming it (items[3].timeoutMs), and more items than the server takes', async () => {
+    const { call, a, jobs } = setup({ maxBatchItems: 3 });
+    const bad = await call(a, 'POST', '/v1/batches', { items: [...items(3).slice(0, 3), { code: 'x', timeoutMs: 1 }] });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as ErrorJson).error.details?.map((d) => d.path)).toContain('items[3].timeoutMs');
+    const dup = await call(a, 'POST', '/v1/batches', { items: [{ code: 'x' }, { code: 'y', files: [{ path: 'a', content: '1' }, { path: 'a', content: '2' }] }] });
+    expect(dup.status).toBe(400);
+    const dupBody = (await dup.json()) as ErrorJson;
+    expect(dupBody.error.details).toEqual([{ path: 'items[1].files[1].path', message: 'duplicate path a' }]);
+    expect(dupBody.error.message).toBe('items[1].files[1].path duplicate path a');
+    const many = await call(a, 'POST', '/v1/batches', { items: items(4) });
+    expect(many.status).toBe(400);
+    expect(((await many.json()) as ErrorJson).error.details?.[0]?.path).toBe('items');
+    const empty = await call(a, 'POST', '/v1/batches', { items: [] });
+    expect(empty.status).toBe(400);
+    expect(jobs.batches.size).toBe(0);
+  });
+
+  it('answers another tenant\'s batch exactly as an unknown one', async () => {
+    const { call, a, b } = setup();
+    const info = BatchInfo.parse(await (await call(a, 'POST', '/v1/batches', { items: items(2) })).json());
+    for (const [method, path] of [
+      ['GET', `/v1/batches/${info.id}`],
+      ['GET', `/v1/batches/${info.id}/events`],
+      ['DELETE', `/v1/batches/${info.id}`],
+    ] as const) {
+      const theirs = await call(b, method, path);
+      const unknown = await call(b, method, path.replace(info.id, 'no-such-batch'));
+      expect(theirs.status, `${method} ${path}`).toBe(404);
+      expect(unknown.status).toBe(404);
+      const [t, u] = [(await theirs.json()) as ErrorJson, (await unknown.json()) as ErrorJson];
+      expect(t.error.code).toBe('not_found');
+      expect(t.error.message.replace(info.id, 'X')).toBe(u.error.message.replace('no-such-batch', 'X'));
+    }
+    expect(BatchList.parse(await (await call(b, 'GET', '/v1/batches')).json()).items).toEqual([]);
+    // Still all queued for its owner: team-b's DELETE took nothing.
+    expect(BatchInfo.parse(await (await call(a, 'GET', `/v1/batches/${info.id}`)).json()).done).toBe(0);
+  });
+});
+
+describe('/v1/webhooks/secret', () => {
+  it('gives each tenant its own secret, the same until rotated, never cacheable', async () => {
+    const { call, a, b } = setup();
+    const get = async (key: string, method = 'GET', path = '/v1/webhooks/secret') => {
+      const res = await call(key, method, path);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('cache-control')).toBe('no-store');
+      return ((await res.json()) as { secret: string }).secret;
+    };
+    const first = await get(a);
+    expect(Buffer.from(first, 'base64url')).toHaveLength(32);
+    expect(first).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(await get(a)).toBe(first);
+    expect(await get(b)).not.toBe(first);
+    const rotated = await get(a, 'POST', '/v1/webhooks/secret/rotate');
+    expect(rotated).not.toBe(first);
+    expect(await get(a)).toBe(rotated);
+  });
+});
+
+describe('basicWebhookUrlCheck', () => {
+  it('takes http(s) URLs with a host and refuses others, credentials and garbage', () => {
+    expect(() => basicWebhookUrlCheck('https://hooks.example/x?y=1', 'webhook.url')).not.toThrow();
+    expect(() => basicWebhookUrlCheck('http://10.0.0.1:8080/', 'webhook.url')).not.toThrow();
+    for (const url of ['ftp://hooks.example/', 'https://u:p@hooks.example/', 'not a url', 'file:///etc/passwd']) {
+      let err: unknown;
+      try {
+        basicWebhookUrlCheck(url, 'webhook.url');
+      } catch (e) {
+        err = e;
+      }
+      expect(err, url).toBeInstanceOf(PyboxError);
+      expect((err as PyboxError).details).toEqual([{ path: 'webhook.url', message: expect.any(String) }]);
+    }
+  });
+});
+
+describe('without the jobs side', () => {
+  it('serves no batch routes and refuses async=true rather than running synchronously', async () => {
+    const keys = new FakeKeys();
+    const key = keys.add('team-a');
+    const sandboxes = new HeldSandboxes();
+    const config = defaultConfig();
+    const service = localService({
+      sandboxes,
+      engine: { ping: async () => true, imageExists: async () => true },
+      store: new MemoryStore(),
+      gate: new ConcurrencyGate(1, 10, 1),
+      limits: config.limits,
+      image: 'pybox-python:test',
+      runtime: 'runc',
+      availableRuntimes: ['runc'],
+      clock: { now: () => Date.now() },
+      logger: new RecordingLogger(),
+      newId: () => 'x',
+    });
+    const plain = createApp({ service, logger: new RecordingLogger(), bodyLimitBytes: 1 << 20, auth: new Authenticator(keys) });
+    const auth = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+    expect((await plain.request('/v1/batches', { headers: auth })).status).toBe(404);
+    const res = await plain.request('/v1/executions?async=true', { method: 'POST', headers: auth, body: JSON.stringify({ code: 'print(1)' }) });
+    expect(res.status).toBe(400);
+    expect(sandboxes.jobs).toHaveLength(0);
+  });
+});
