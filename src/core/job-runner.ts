@@ -43,7 +43,11 @@ export interface JobRunnerDeps {
   outbox?: WebhookOutbox | undefined;
   clock: Clock;
   logger: Logger;
-  /** This node's id: the owner of the leases it takes (the same across its restarts). */
+  /**
+   * This node's id: the owner of the leases it takes. It must stay the same across the node's
+   * restarts (requeueOwned finds its jobs by it) and differ from every other node's (a restart would
+   * otherwise requeue jobs another node is running).
+   */
   owner: string;
   config: Config['jobs'];
   /** The tenant's caller: jobs run with the tenant's limits as they are when the job runs. */
@@ -123,8 +127,13 @@ export class JobRunner {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    const requeued = await this.deps.jobs.requeueOwned(this.deps.owner);
-    if (requeued > 0) this.deps.logger.info('jobs held before the restart are queued again', { jobs: requeued, owner: this.deps.owner });
+    try {
+      const requeued = await this.deps.jobs.requeueOwned(this.deps.owner);
+      if (requeued > 0) this.deps.logger.info('jobs held before the restart are queued again', { jobs: requeued, owner: this.deps.owner });
+    } catch (e) {
+      // Not fatal: their leases run out and they are claimed again, only later.
+      this.deps.logger.warn('could not requeue the jobs held before the restart', { owner: this.deps.owner, error: e });
+    }
     if (this.stopped) return;
     this.renewTimer = setInterval(() => void this.renew(), Math.max(10, Math.floor(this.deps.config.leaseMs / 3)));
     this.renewTimer.unref();

@@ -1,9 +1,11 @@
 // Async executions, batches and the webhook secret through the HTTP app, over the real service with
 // fake sandboxes, the in-memory JobStore and a JobRunner: what a client sees from submission to result.
+import { OpenAPIHono } from '@hono/zod-openapi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/app.ts';
+import { batchRoutes } from '../../src/http/routes/batches.ts';
 import { BatchService, basicWebhookUrlCheck } from '../../src/core/batch-service.ts';
-import { NO_TENANT_LIMITS } from '../../src/core/caller.ts';
+import { LOCAL_CALLER, NO_TENANT_LIMITS } from '../../src/core/caller.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
 import { JobRunner } from '../../src/core/job-runner.ts';
@@ -357,5 +359,62 @@ describe('without the jobs side', () => {
     const res = await plain.request('/v1/executions?async=true', { method: 'POST', headers: auth, body: JSON.stringify({ code: 'print(1)' }) });
     expect(res.status).toBe(400);
     expect(sandboxes.jobs).toHaveLength(0);
+  });
+});
+
+describe('the event stream of a batch that does not finish', () => {
+  it('sends heartbeat comments, and stops following the batch once the client goes away', async () => {
+    const { runner, jobs } = setup();
+    let listeners = 0;
+    const counting = {
+      wake: () => runner.wake(),
+      complete: (job: Parameters<JobRunner['complete']>[0], result: Parameters<JobRunner['complete']>[1]) => runner.complete(job, result),
+      onCompleted: (l: Parameters<JobRunner['onCompleted']>[0]) => {
+        listeners++;
+        const off = runner.onCompleted(l);
+        return () => {
+          listeners--;
+          off();
+        };
+      },
+    };
+    const config = defaultConfig();
+    const clock = { now: () => Date.now() };
+    const limits = { ...config.limits.defaults, outputBytes: config.limits.outputBytes };
+    const batches = new BatchService({
+      jobs,
+      runner: counting,
+      service: { check: () => limits, clampLimits: () => limits },
+      callerFor: async (tenant) => ({ tenant, keyId: null, admin: false, limits: NO_TENANT_LIMITS }),
+      store: new MemoryStore(),
+      results: { runtime: 'runc', limits: config.limits, clock },
+      clock,
+      logger: new RecordingLogger(),
+      newId: () => 'b-1',
+      owner: 'node-1',
+      config: config.jobs,
+      eventsPollMs: 20,
+    });
+    // Never started: the batch stays queued.
+    await batches.createBatch(LOCAL_CALLER, { items: [{ code: 'print(1)' }] });
+    const app = new OpenAPIHono();
+    app.use(async (c, next) => {
+      c.set('caller', LOCAL_CALLER);
+      await next();
+    });
+    app.route('/v1', batchRoutes(batches, new RecordingLogger(), 30));
+    const res = await app.request('/v1/batches/b-1/events');
+    expect(res.status).toBe(200);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while (!text.includes(': keep-alive\n\n')) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error('the stream ended');
+      text += decoder.decode(value);
+    }
+    expect(listeners).toBe(1);
+    await reader.cancel();
+    await until(async () => (listeners === 0 ? true : undefined), 'the stream to let go of the batch');
   });
 });
