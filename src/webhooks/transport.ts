@@ -50,8 +50,11 @@ export class WebhookTimeoutError extends Error {
   }
 }
 
-/** The transport the deliverer uses unless a test hands in another. */
-export function httpTransport(opts: { maxAnswerBytes?: number } = {}): WebhookTransport {
+/**
+ * The transport the deliverer uses unless a test hands in another. `ca` replaces the system's
+ * certificate authorities for https (a private CA; the tests' own).
+ */
+export function httpTransport(opts: { maxAnswerBytes?: number; ca?: string | Buffer } = {}): WebhookTransport {
   const cap = opts.maxAnswerBytes ?? DEFAULT_MAX_ANSWER_BYTES;
   return (call) =>
     new Promise((resolve, reject) => {
@@ -90,6 +93,7 @@ export function httpTransport(opts: { maxAnswerBytes?: number } = {}): WebhookTr
         agent: false,
         lookup: pinnedLookup(call.addresses),
         ...(tls && isIP(host) === 0 ? { servername: host } : {}),
+        ...(tls && opts.ca !== undefined ? { ca: opts.ca } : {}),
         maxHeaderSize: 16 * 1024,
       });
       req.on('response', (res: IncomingMessage) => {
