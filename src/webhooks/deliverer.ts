@@ -5,7 +5,7 @@
 import type { Clock, Logger, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../core/ports.ts';
 import type { PolicyDecision } from './address-policy.ts';
 import { webhookHeaders } from './signature.ts';
-import { httpTransport, type WebhookTransport } from './transport.ts';
+import { httpTransport, WebhookTimeoutError, type WebhookTransport } from './transport.ts';
 
 /** The first retry waits this long; each one after waits twice the one before. */
 export const FIRST_RETRY_MS = 1000;
@@ -194,7 +194,7 @@ export class WebhookDeliverer {
     try {
       ({ status } = await this.transport({ url: decision.url, addresses: decision.addresses, headers, body: d.body, timeoutMs: left, signal }));
     } catch (e) {
-      return { ok: false, permanent: false, error: describe(e), status: null };
+      return { ok: false, permanent: false, error: e instanceof WebhookTimeoutError ? `no answer within ${timeoutMs} ms` : describe(e), status: null };
     }
     if (status >= 200 && status < 300) return { ok: true, status };
     if (status >= 300 && status < 400) return { ok: false, permanent: false, error: `answered ${status}; redirects are not followed`, status };
