@@ -431,6 +431,27 @@ describe('WebhookDeliverer', () => {
     expect(calls).toEqual(['rebind.test']);
   });
 
+  it('tries the next judged address when the first refuses the connection', async () => {
+    const receiver = await Receiver.start('127.0.0.2', answer(200));
+    const resolver: Resolver = async () => [
+      { address: '127.0.0.3', family: 4 },
+      { address: '127.0.0.2', family: 4 },
+    ];
+    const t = setup({ allow: ['127.0.0.2', '127.0.0.3'], resolver });
+    await t.enqueue(`http://two.test:${receiver.port}/hook`);
+    await until(() => t.settled.length === 1, 'the delivery');
+    expect(t.settled).toEqual([{ id: 'wh_1', state: 'delivered' }]);
+  });
+
+  it('calls an IPv6 literal, with the bracketed Host header', async () => {
+    const receiver = await Receiver.start('::1', answer(200));
+    const t = setup({ allow: ['::1'] });
+    await t.enqueue(receiver.url());
+    await until(() => t.settled.length === 1, 'the delivery');
+    expect(t.settled).toEqual([{ id: 'wh_1', state: 'delivered' }]);
+    expect(receiver.requests[0]!.headers['host']).toBe(`[::1]:${receiver.port}`);
+  });
+
   it('a lookup failure is retried later, not given up', async () => {
     const t = setup({ resolver: async () => Promise.reject(Object.assign(new Error('getaddrinfo EAI_AGAIN'), { code: 'EAI_AGAIN' })) });
     await t.enqueue('http://flaky.test/hook');
