@@ -63,6 +63,9 @@ export interface DeliveryRow {
 
 export const DELIVERY_COLUMNS = 'id, tenant, url, batch_id, body, attempts, next_at_ms, state, last_error, last_status';
 
+/** Bytes of a tenant's webhook signing secret: the 256 bits of the HMAC-SHA256 it keys. */
+export const SECRET_BYTES = 32;
+
 /** Longest last_error kept: a receiver's answer is its to choose, the row's size is not. */
 export const MAX_ERROR_CHARS = 2000;
 
@@ -213,6 +216,11 @@ export function ms(time: number): number {
 /** An error text as kept: bounded, and without NUL (PostgreSQL's text cannot hold one). */
 export function errorText(error: string): string {
   return error.replaceAll('\u0000', '\ufffd').slice(0, MAX_ERROR_CHARS);
+}
+
+/** The seq events are read after: what a client resumes from is its to choose, so anything but a seq is 0. */
+export function seqAfter(afterSeq: number): number {
+  return Number.isFinite(afterSeq) ? Math.min(Math.max(Math.floor(afterSeq), 0), 2 ** 31 - 1) : 0;
 }
 
 /** A cursor over a batch's items is the next index + 1 (codec's cursors start at 1). */

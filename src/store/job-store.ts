@@ -21,6 +21,7 @@ import {
   itemCursor,
   ms,
   pickFairly,
+  seqAfter,
   storedJob,
   type BatchRow,
   type ItemRow,
@@ -224,7 +225,7 @@ export class SqliteJobStore implements JobStore {
 
   async batchEvents(id: string, afterSeq: number, limit: number): Promise<Array<{ seq: number; item: BatchItem }>> {
     if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
-    return this.eventsPage.all(id, Math.floor(afterSeq), limit).map((row) => ({ seq: row.done_seq, item: batchItem(row) }));
+    return this.eventsPage.all(id, seqAfter(afterSeq), limit).map((row) => ({ seq: row.done_seq, item: batchItem(row) }));
   }
 
   async listBatches(query: { tenant?: string | undefined; limit: number; cursor?: string | undefined }): Promise<{ items: BatchInfo[]; nextCursor: string | null }> {

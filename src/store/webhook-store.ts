@@ -5,10 +5,7 @@ import type { Statement, Transaction } from 'better-sqlite3';
 import type { Clock, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../core/ports.ts';
 import type { WebhookState } from '../core/schemas.ts';
 import type { SqliteDatabase } from './db.ts';
-import { DELIVERY_COLUMNS, checkMax, delivery, errorText, ms, type DeliveryRow } from './job-codec.ts';
-
-/** Bytes of a signing secret (HMAC-SHA256 takes a key of its block's size best, 32 are plenty). */
-export const SECRET_BYTES = 32;
+import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, errorText, ms, type DeliveryRow } from './job-codec.ts';
 
 type Params = Record<string, string | number | null>;
 
