@@ -1,0 +1,53 @@
+// The job store contract against SQLite, on a file (a second connection to it is the second node),
+// and what open.ts hands a node without cluster.postgresUrl.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigSchema } from '../../src/config/schema.ts';
+import { openDatabase } from '../../src/store/db.ts';
+import { SqliteExecutionStore } from '../../src/store/execution-store.ts';
+import { SqliteJobStore } from '../../src/store/job-store.ts';
+import { openStores, sqliteJobStores } from '../../src/store/open.ts';
+import { SqliteWebhookOutbox, SqliteWebhookSecrets } from '../../src/store/webhook-store.ts';
+import { describeJobStoreContract, job } from './job-store-contract.ts';
+import { T0 } from './store-contract.ts';
+
+const RETENTION = { maxExecutions: 1000, maxAgeDays: 0 };
+
+describeJobStoreContract('SQLite', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pybox-jobs-'));
+  const path = join(dir, 'pybox.db');
+  const db = openDatabase(path);
+  return {
+    executions: new SqliteExecutionStore({ db, ...RETENTION }),
+    ...sqliteJobStores(db),
+    another: async () => {
+      const other = openDatabase(path);
+      return { executions: new SqliteExecutionStore({ db: other, ...RETENTION }), ...sqliteJobStores(other), close: async () => void other.close() };
+    },
+    cleanup: async () => {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+describe('open.ts job stores without cluster.postgresUrl', () => {
+  it('are SQLite, on the execution store’s database', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pybox-open-'));
+    try {
+      const stores = await openStores(ConfigSchema.parse({ store: { path: join(dir, 'pybox.db') } }));
+      expect(stores.jobs).toBeInstanceOf(SqliteJobStore);
+      expect(stores.outbox).toBeInstanceOf(SqliteWebhookOutbox);
+      expect(stores.secrets).toBeInstanceOf(SqliteWebhookSecrets);
+      const a = job();
+      await stores.jobs.createJob(a);
+      expect(await stores.jobs.claim({ owner: 'n1', max: 1, nowMs: T0, leaseMs: 1000 })).toEqual([a]);
+      await stores.executions.close();
+      await stores.tenants.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
