@@ -85,6 +85,7 @@ export const MIGRATIONS: readonly string[] = [
      finished_at_ms INTEGER
    );
    CREATE INDEX batches_tenant_seq ON batches (tenant, seq);
+   CREATE INDEX batches_finished ON batches (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
    CREATE TABLE jobs (
      seq INTEGER PRIMARY KEY,
      id TEXT NOT NULL UNIQUE,
@@ -124,6 +125,7 @@ export const MIGRATIONS: readonly string[] = [
      finished_at_ms INTEGER
    );
    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at_ms, seq) WHERE state = 'pending';
+   CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
    -- the signing key itself (it signs, so it cannot be kept as a hash)
    CREATE TABLE webhook_secrets (
      tenant TEXT PRIMARY KEY,

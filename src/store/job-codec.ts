@@ -218,6 +218,21 @@ export function errorText(error: string): string {
   return error.replaceAll('\u0000', '\ufffd').slice(0, MAX_ERROR_CHARS);
 }
 
+/** How long what has ended is kept: finished batches (with their items) and ended webhook deliveries. */
+export interface EndedRetention {
+  /** Kept this many days after they ended (the history's store.maxAgeDays); 0 or none keeps them. */
+  maxAgeDays?: number | undefined;
+}
+
+const DAY_MS = 86_400_000;
+
+/** What ended before this is pruned, at nowMs; null when nothing is. */
+export function endedBefore(retention: EndedRetention, nowMs: number): number | null {
+  const days = retention.maxAgeDays ?? 0;
+  if (!Number.isFinite(days) || days < 0) throw new RangeError('maxAgeDays must be 0 or more');
+  return days === 0 ? null : ms(nowMs) - days * DAY_MS;
+}
+
 /** The seq events are read after: what a client resumes from is its to choose, so anything but a seq is 0. */
 export function seqAfter(afterSeq: number): number {
   return Number.isFinite(afterSeq) ? Math.min(Math.max(Math.floor(afterSeq), 0), 2 ** 31 - 1) : 0;

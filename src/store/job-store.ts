@@ -17,6 +17,7 @@ import {
   checkJob,
   checkMax,
   checkStatus,
+  endedBefore,
   firstIndexOf,
   itemCursor,
   ms,
@@ -24,6 +25,7 @@ import {
   seqAfter,
   storedJob,
   type BatchRow,
+  type EndedRetention,
   type ItemRow,
   type JobRow,
 } from './job-codec.ts';
@@ -68,13 +70,17 @@ export class SqliteJobStore implements JobStore {
   private readonly takeQueuedOfBatch: Statement<[Params]>;
   private readonly requestCancel: Statement<[string]>;
   private readonly setWebhook: Statement<[string, string]>;
+  private readonly pruneItems: Statement<[number]>;
+  private readonly pruneBatches: Statement<[number]>;
   private readonly createBatchTx: Transaction<(batch: Params, items: readonly StoredJob[]) => void>;
   private readonly claimTx: Transaction<(opts: { owner: string; max: number; now: number; until: number; skip: ReadonlySet<string> }) => StoredJob[]>;
   private readonly completeTx: Transaction<(id: string, status: ExecutionStatus, now: number) => BatchRecord | null>;
   private readonly cancelTx: Transaction<(id: string, owner: string, until: number) => StoredJob[]>;
   private readonly renewTx: Transaction<(owner: string, ids: readonly string[], until: number) => void>;
 
-  constructor(db: SqliteDatabase) {
+  /** `retention`: finished batches older than that are pruned, with their items, as new ones are added. */
+  constructor(db: SqliteDatabase, retention: EndedRetention = {}) {
+    endedBefore(retention, 0); // refuses a bad setting now, not at the first batch
     this.insertBatch = db.prepare(
       `INSERT INTO batches (id, tenant, label, webhook_url, webhook_state, total, created_at_ms)
        VALUES (@id, @tenant, @label, @webhookUrl, @webhookState, @total, @createdAtMs)`,
@@ -105,8 +111,10 @@ export class SqliteJobStore implements JobStore {
        WHERE id = @batchId
        RETURNING ${BATCH_COLUMNS}, next_seq - 1 AS done_seq`,
     );
+    // A done job's request is never read again (claims take jobs not done): its text, up to
+    // megabytes of code and files, is dropped rather than kept for as long as the batch is.
     this.markDone = db.prepare(
-      `UPDATE jobs SET state = 'done', status = @status, done_seq = @doneSeq, owner = NULL, lease_until_ms = NULL WHERE seq = @seq`,
+      `UPDATE jobs SET state = 'done', status = @status, done_seq = @doneSeq, owner = NULL, lease_until_ms = NULL, request = '' WHERE seq = @seq`,
     );
     this.pendingOf = db.prepare(`SELECT state, batch_id, created_at_ms FROM jobs WHERE id = @id AND (@tenant IS NULL OR tenant = @tenant) AND state <> 'done'`);
     this.batchOf = db.prepare(`SELECT ${BATCH_COLUMNS} FROM batches WHERE id = @id AND (@tenant IS NULL OR tenant = @tenant)`);
@@ -120,7 +128,15 @@ export class SqliteJobStore implements JobStore {
     this.requestCancel = db.prepare(`UPDATE batches SET cancel_requested = 1 WHERE id = ? AND state = 'running'`);
     this.setWebhook = db.prepare('UPDATE batches SET webhook_state = ? WHERE id = ? AND webhook_url IS NOT NULL');
 
+    this.pruneItems = db.prepare('DELETE FROM jobs WHERE batch_id IN (SELECT id FROM batches WHERE finished_at_ms < ?)');
+    this.pruneBatches = db.prepare('DELETE FROM batches WHERE finished_at_ms < ?');
+
     this.createBatchTx = db.transaction((batch: Params, items: readonly StoredJob[]) => {
+      const before = endedBefore(retention, Number(batch.createdAtMs));
+      if (before !== null) {
+        this.pruneItems.run(before);
+        this.pruneBatches.run(before);
+      }
       this.insertBatch.run(batch);
       for (const item of items) this.insertJob.run(jobParams(item));
     });

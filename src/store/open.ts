@@ -52,17 +52,22 @@ export interface JobStores {
   secrets: WebhookSecrets;
 }
 
-/** The job stores on a SQLite connection (the one the execution store uses: compose.ts). */
-export function sqliteJobStores(db: SqliteDatabase, clock?: Clock): JobStores {
-  return { jobs: new SqliteJobStore(db), outbox: new SqliteWebhookOutbox(db), secrets: new SqliteWebhookSecrets(db, clock) };
+/**
+ * The job stores on a SQLite connection (the one the execution store uses: compose.ts). Finished
+ * batches and ended deliveries are kept `maxAgeDays` (store.maxAgeDays; 0 keeps them).
+ */
+export function sqliteJobStores(db: SqliteDatabase, opts: { maxAgeDays?: number; clock?: Clock | undefined } = {}): JobStores {
+  const retention = { maxAgeDays: opts.maxAgeDays };
+  return { jobs: new SqliteJobStore(db, retention), outbox: new SqliteWebhookOutbox(db, retention), secrets: new SqliteWebhookSecrets(db, opts.clock) };
 }
 
 /** The job stores on a PostgreSQL pool (migrated: connectPostgres), their outages reported as store_unavailable. */
-export function postgresJobStores(pool: Pool, clock?: Clock): JobStores {
+export function postgresJobStores(pool: Pool, opts: { maxAgeDays?: number; clock?: Clock | undefined } = {}): JobStores {
+  const retention = { maxAgeDays: opts.maxAgeDays };
   return {
-    jobs: reportingOutages(new PostgresJobStore(pool)),
-    outbox: reportingOutages(new PostgresWebhookOutbox(pool)),
-    secrets: reportingOutages(new PostgresWebhookSecrets(pool, clock)),
+    jobs: reportingOutages(new PostgresJobStore(pool, retention)),
+    outbox: reportingOutages(new PostgresWebhookOutbox(pool, retention)),
+    secrets: reportingOutages(new PostgresWebhookSecrets(pool, opts.clock)),
   };
 }
 
@@ -78,7 +83,7 @@ export async function openStores(config: Config, clock?: Clock, opts: OpenStoreO
   if (url === null) {
     // Either store's close() closes the database; closing it twice is harmless.
     const db = openDatabase(config.store.path);
-    return { executions: new SqliteExecutionStore({ db, ...retention }), tenants: new SqliteTenantStore(db, clock), ...sqliteJobStores(db, clock) };
+    return { executions: new SqliteExecutionStore({ db, ...retention }), tenants: new SqliteTenantStore(db, clock), ...sqliteJobStores(db, { maxAgeDays: config.store.maxAgeDays, clock }) };
   }
   const { pool } = await connectPostgres(url, opts);
   const [executionsShare, tenantsShare] = sharePool(pool, 2) as [() => Promise<void>, () => Promise<void>];
@@ -86,7 +91,7 @@ export async function openStores(config: Config, clock?: Clock, opts: OpenStoreO
     const executions = await PostgresExecutionStore.open(pool, { ...retention, onClose: executionsShare });
     const tenants = new PostgresTenantStore(pool, { ...(clock && { clock }), onClose: tenantsShare });
     // An outage answers 503 store_unavailable with Retry-After, whichever store met it.
-    return { executions: reportingOutages(executions), tenants: reportingOutages(tenants), ...postgresJobStores(pool, clock) };
+    return { executions: reportingOutages(executions), tenants: reportingOutages(tenants), ...postgresJobStores(pool, { maxAgeDays: config.store.maxAgeDays, clock }) };
   } catch (e) {
     await pool.end().catch(() => {});
     throw e;

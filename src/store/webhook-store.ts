@@ -5,7 +5,7 @@ import type { Statement, Transaction } from 'better-sqlite3';
 import type { Clock, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../core/ports.ts';
 import type { WebhookState } from '../core/schemas.ts';
 import type { SqliteDatabase } from './db.ts';
-import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, errorText, ms, type DeliveryRow } from './job-codec.ts';
+import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, endedBefore, errorText, ms, type DeliveryRow, type EndedRetention } from './job-codec.ts';
 
 type Params = Record<string, string | number | null>;
 
@@ -16,10 +16,16 @@ export class SqliteWebhookOutbox implements WebhookOutbox {
   private readonly finish: Statement<[Params], { batch_id: string | null; state: string }>;
   private readonly followBatch: Statement<[string, string]>;
   private readonly byId: Statement<[string], DeliveryRow>;
+  private readonly prune: Statement<[number]>;
   private readonly claimTx: Transaction<(owner: string, now: number, max: number, until: number) => WebhookDelivery[]>;
   private readonly finishTx: Transaction<(params: Params) => void>;
 
-  constructor(db: SqliteDatabase) {
+  /** `retention`: deliveries that ended longer ago than that are pruned as new ones are added. */
+  constructor(
+    db: SqliteDatabase,
+    private readonly retention: EndedRetention = {},
+  ) {
+    endedBefore(retention, 0);
     this.insert = db.prepare(
       `INSERT INTO webhook_deliveries (id, tenant, url, batch_id, body, next_at_ms, created_at_ms)
        VALUES (@id, @tenant, @url, @batchId, @body, @now, @now)
@@ -48,6 +54,7 @@ export class SqliteWebhookOutbox implements WebhookOutbox {
     );
     this.followBatch = db.prepare('UPDATE batches SET webhook_state = ? WHERE id = ? AND webhook_url IS NOT NULL');
     this.byId = db.prepare(`SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?`);
+    this.prune = db.prepare('DELETE FROM webhook_deliveries WHERE finished_at_ms < ?');
     this.claimTx = db.transaction((owner: string, now: number, max: number, until: number) => {
       const rows = this.due.all({ now, max });
       for (const row of rows) this.lease.run({ seq: row.seq, owner, until });
@@ -60,6 +67,8 @@ export class SqliteWebhookOutbox implements WebhookOutbox {
   }
 
   async enqueue(d: Omit<WebhookDelivery, 'attempts' | 'nextAtMs'>, nowMs: number): Promise<void> {
+    const before = endedBefore(this.retention, nowMs);
+    if (before !== null) this.prune.run(before);
     this.insert.run({ id: d.id, tenant: d.tenant, url: d.url, batchId: d.batchId, body: d.body, now: ms(nowMs) });
   }
 

@@ -20,7 +20,10 @@ export interface JobContractStores extends JobNode {
   cleanup(): Promise<void>;
 }
 
-export type MakeJobStores = () => Promise<JobContractStores>;
+/** Opens the stores on empty data; finished batches and ended deliveries kept maxAgeDays (0: always). */
+export type MakeJobStores = (opts: { maxAgeDays: number }) => Promise<JobContractStores>;
+
+const DAY_MS = 86_400_000;
 
 const LEASE = 10_000;
 
@@ -65,8 +68,8 @@ export function describeJobStoreContract(name: string, makeStores: MakeJobStores
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
     });
 
-    async function open(): Promise<JobContractStores> {
-      const stores = await makeStores();
+    async function open(maxAgeDays = 0): Promise<JobContractStores> {
+      const stores = await makeStores({ maxAgeDays });
       cleanups.push(() => stores.cleanup());
       return stores;
     }
@@ -498,6 +501,37 @@ export function describeJobStoreContract(name: string, makeStores: MakeJobStores
         expect((await jobs.batch('b1'))?.webhook?.state).toBe('failed');
         await outbox.delivered('w2', T0, 200);
         expect((await jobs.batch('b2'))?.webhook?.state).toBe('delivered');
+      });
+    });
+
+    describe('retention', () => {
+      it('prunes batches finished maxAgeDays ago, with their items, and ended deliveries, as new ones come', async () => {
+        const stores = await open(1);
+        const { jobs, outbox } = stores;
+        const old = items('old', 2);
+        await jobs.createBatch(batchOf('old'), old);
+        await jobs.createBatch(batchOf('unfinished'), items('unfinished', 1));
+        for (const j of old) await finish(stores, j, 'completed', T0 + 10);
+        await jobs.createBatch(batchOf('b3', { createdAtMs: T0 + 10 + DAY_MS }), items('b3', 1));
+        expect(await jobs.batch('old')).toMatchObject({ state: 'completed' }); // a day exactly: kept
+        await jobs.createBatch(batchOf('b4', { createdAtMs: T0 + 11 + DAY_MS }), items('b4', 1));
+        expect(await jobs.batch('old')).toBeUndefined();
+        expect(await jobs.batchItems('old', { limit: 5 })).toEqual({ items: [], nextCursor: null });
+        expect(await jobs.batchEvents('old', 0, 5)).toEqual([]);
+        expect((await jobs.listBatches({ limit: 10 })).items.map((b) => b.id)).toEqual(['b4', 'b3', 'unfinished']);
+        expect(await stores.executions.get('old-item-0')).toBeDefined(); // results follow the history's own retention
+
+        const d = (id: string) => ({ id, tenant: 'acme', url: 'https://hooks.example/x', batchId: null, body: '{}' });
+        await outbox.enqueue(d('w1'), T0);
+        await outbox.enqueue(d('w2'), T0);
+        await outbox.enqueue(d('w3'), T0);
+        await outbox.claimDue('n1', T0, 10, LEASE);
+        await outbox.delivered('w1', T0 + 5, 200);
+        await outbox.failed('w2', T0 + 5, { nextAtMs: null, error: 'gone', httpStatus: 410 });
+        await outbox.enqueue(d('w4'), T0 + 6 + DAY_MS);
+        expect(await outbox.get('w1')).toBeUndefined();
+        expect(await outbox.get('w2')).toBeUndefined();
+        expect(await outbox.get('w3')).toMatchObject({ state: 'pending' });
       });
     });
 

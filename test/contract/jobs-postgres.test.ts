@@ -46,18 +46,18 @@ async function freshSchema(): Promise<{ url: string; drop: () => Promise<void> }
   return { url: url.toString(), drop };
 }
 
-async function node(url: string) {
+async function node(url: string, maxAgeDays = 0) {
   const { pool } = await connectPostgres(url, { max: 4 });
-  return { pool, executions: new PostgresExecutionStore(pool, RETENTION), ...postgresJobStores(pool) };
+  return { pool, executions: new PostgresExecutionStore(pool, RETENTION), ...postgresJobStores(pool, { maxAgeDays }) };
 }
 
-describeJobStoreContract('PostgreSQL', async () => {
+describeJobStoreContract('PostgreSQL', async ({ maxAgeDays }) => {
   const { url, drop } = await freshSchema();
-  const first = await node(url);
+  const first = await node(url, maxAgeDays);
   return {
     ...first,
     another: async () => {
-      const other = await node(url);
+      const other = await node(url, maxAgeDays);
       return { ...other, close: () => other.pool.end() };
     },
     cleanup: async () => {
@@ -116,6 +116,17 @@ describe('PostgreSQL job stores only', () => {
       holder.release();
     }
     expect((await n.jobs.claim({ owner: 'n2', max: 5, nowMs: T0 + 5, leaseMs: 1000 })).map((j) => j.id)).toEqual([a.id]);
+  });
+
+  it("drop a done item's request text, never read again", async () => {
+    const n = await schemaNode();
+    const item = job({ batchId: 'b1', id: 'b1-0' });
+    await n.jobs.createBatch({ id: 'b1', tenant: 'acme', label: null, webhookUrl: null, createdAtMs: T0 }, [item]);
+    const before = await n.pool.query<{ request: string }>('SELECT request FROM jobs');
+    expect(before.rows[0]?.request).toBe(JSON.stringify(item.request));
+    await n.jobs.complete('b1-0', 'completed', T0);
+    const after = await n.pool.query<{ request: string; state: string }>('SELECT request, state FROM jobs');
+    expect(after.rows).toEqual([{ request: '', state: 'done' }]);
   });
 
   it('claim by index seeks: the open jobs of a tenant, the due deliveries', async () => {

@@ -15,22 +15,38 @@ import { T0 } from './store-contract.ts';
 
 const RETENTION = { maxExecutions: 1000, maxAgeDays: 0 };
 
-describeJobStoreContract('SQLite', async () => {
+describeJobStoreContract('SQLite', async ({ maxAgeDays }) => {
   const dir = mkdtempSync(join(tmpdir(), 'pybox-jobs-'));
   const path = join(dir, 'pybox.db');
   const db = openDatabase(path);
   return {
     executions: new SqliteExecutionStore({ db, ...RETENTION }),
-    ...sqliteJobStores(db),
+    ...sqliteJobStores(db, { maxAgeDays }),
     another: async () => {
       const other = openDatabase(path);
-      return { executions: new SqliteExecutionStore({ db: other, ...RETENTION }), ...sqliteJobStores(other), close: async () => void other.close() };
+      return { executions: new SqliteExecutionStore({ db: other, ...RETENTION }), ...sqliteJobStores(other, { maxAgeDays }), close: async () => void other.close() };
     },
     cleanup: async () => {
       db.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
+});
+
+describe('SQLite job store only', () => {
+  it("drops a done item's request text, never read again", async () => {
+    const db = openDatabase(':memory:');
+    try {
+      const { jobs } = sqliteJobStores(db);
+      const item = job({ batchId: 'b1', id: 'b1-0' });
+      await jobs.createBatch({ id: 'b1', tenant: 'acme', label: null, webhookUrl: null, createdAtMs: T0 }, [item]);
+      expect(db.prepare('SELECT request FROM jobs').pluck().get()).toBe(JSON.stringify(item.request));
+      await jobs.complete('b1-0', 'completed', T0);
+      expect(db.prepare('SELECT request, state FROM jobs').all()).toEqual([{ request: '', state: 'done' }]);
+    } finally {
+      db.close();
+    }
+  });
 });
 
 describe('open.ts job stores without cluster.postgresUrl', () => {

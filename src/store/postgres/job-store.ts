@@ -18,6 +18,7 @@ import {
   checkJob,
   checkMax,
   checkStatus,
+  endedBefore,
   firstIndexOf,
   itemCursor,
   ms,
@@ -25,6 +26,7 @@ import {
   seqAfter,
   storedJob,
   type BatchRow,
+  type EndedRetention,
   type ItemRow,
   type JobRow,
 } from '../job-codec.ts';
@@ -40,11 +42,22 @@ const INSERT_BYTES = 4 * 1024 * 1024;
 const ITEM_COLUMNS = `j.idx, j.id, j.state, e.result FROM jobs j LEFT JOIN executions e ON e.id = j.id AND j.state = 'done'`;
 
 export class PostgresJobStore implements JobStore {
-  constructor(private readonly pool: Pool) {}
+  /** `retention`: finished batches older than that are pruned, with their items, as new ones are added. */
+  constructor(
+    private readonly pool: Pool,
+    private readonly retention: EndedRetention = {},
+  ) {
+    endedBefore(retention, 0); // refuses a bad setting now, not at the first batch
+  }
 
   async createBatch(batch: { id: string; tenant: string; label: string | null; webhookUrl: string | null; createdAtMs: number }, items: StoredJob[]): Promise<void> {
     checkBatch(batch, items);
+    const before = endedBefore(this.retention, batch.createdAtMs);
     await inTransaction(this.pool, 'BEGIN', async (c) => {
+      if (before !== null) {
+        await c.query('DELETE FROM jobs WHERE batch_id IN (SELECT id FROM batches WHERE finished_at_ms < $1)', [before]);
+        await c.query('DELETE FROM batches WHERE finished_at_ms < $1', [before]);
+      }
       await c.query(
         `INSERT INTO batches (id, tenant, label, webhook_url, webhook_state, total, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
         [batch.id, batch.tenant, batch.label, batch.webhookUrl, batch.webhookUrl === null ? null : 'pending', items.length, ms(batch.createdAtMs)],
@@ -126,9 +139,10 @@ export class PostgresJobStore implements JobStore {
     const now = ms(nowMs);
     if (hasNul(id)) return { batchFinished: null };
     const batchFinished = await inTransaction(this.pool, LOCKING, async (c) => {
-      // Locks the job: a second completion of it waits here, then finds it done.
+      // Locks the job: a second completion of it waits here, then finds it done. A done job's
+      // request is never read again (claims take jobs not done), so its text is dropped.
       const job = await c.query<{ batch_id: string | null }>(
-        `UPDATE jobs SET state = 'done', status = $2, owner = NULL, lease_until_ms = NULL WHERE id = $1 AND state <> 'done' RETURNING batch_id`,
+        `UPDATE jobs SET state = 'done', status = $2, owner = NULL, lease_until_ms = NULL, request = '' WHERE id = $1 AND state <> 'done' RETURNING batch_id`,
         [id, status],
       );
       const batchId = job.rows[0]?.batch_id;

@@ -130,6 +130,7 @@ export const MIGRATIONS: readonly string[] = [
      finished_at_ms bigint
    );
    CREATE INDEX batches_tenant_seq ON batches (tenant, seq);
+   CREATE INDEX batches_finished ON batches (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
    CREATE TABLE jobs (
      seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
      id text COLLATE "C" NOT NULL UNIQUE,
@@ -169,6 +170,7 @@ export const MIGRATIONS: readonly string[] = [
      finished_at_ms bigint
    );
    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at_ms, seq) WHERE state = 'pending';
+   CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
    -- the signing key itself (it signs, so it cannot be kept as a hash)
    CREATE TABLE webhook_secrets (
      tenant text COLLATE "C" PRIMARY KEY,

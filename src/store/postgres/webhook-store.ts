@@ -4,14 +4,22 @@ import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { Clock, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../../core/ports.ts';
 import type { WebhookState } from '../../core/schemas.ts';
-import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, errorText, ms, type DeliveryRow } from '../job-codec.ts';
+import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, endedBefore, errorText, ms, type DeliveryRow, type EndedRetention } from '../job-codec.ts';
 import { hasNul } from './execution-store.ts';
 
 export class PostgresWebhookOutbox implements WebhookOutbox {
-  constructor(private readonly pool: Pool) {}
+  /** `retention`: deliveries that ended longer ago than that are pruned as new ones are added. */
+  constructor(
+    private readonly pool: Pool,
+    private readonly retention: EndedRetention = {},
+  ) {
+    endedBefore(retention, 0);
+  }
 
   async enqueue(d: Omit<WebhookDelivery, 'attempts' | 'nextAtMs'>, nowMs: number): Promise<void> {
     const now = ms(nowMs);
+    const before = endedBefore(this.retention, now);
+    if (before !== null) await this.pool.query('DELETE FROM webhook_deliveries WHERE finished_at_ms < $1', [before]);
     await this.pool.query(
       `INSERT INTO webhook_deliveries (id, tenant, url, batch_id, body, next_at_ms, created_at_ms)
        VALUES ($1, $2, $3, $4, $5, $6, $6)
