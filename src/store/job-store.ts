@@ -166,11 +166,11 @@ export class SqliteJobStore implements JobStore {
     this.renewTx = db.transaction((owner: string, ids: readonly string[], until: number) => {
       for (const id of ids) this.renewOne.run({ id, owner, until });
     });
+    // A batch still running ends cancelled, even when the cancel found nothing queued any more.
     this.cancelTx = db.transaction((id: string, owner: string, until: number) => {
-      const queued = this.queuedOfBatch.all(id);
-      if (queued.length === 0) return [];
-      this.takeQueuedOfBatch.run({ id, owner, until });
       this.requestCancel.run(id);
+      const queued = this.queuedOfBatch.all(id);
+      if (queued.length > 0) this.takeQueuedOfBatch.run({ id, owner, until });
       return queued.map(storedJob);
     });
   }

@@ -391,13 +391,18 @@ export function describeJobStoreContract(name: string, makeStores: MakeJobStores
         expect(await jobs.cancelBatch('nope', 'api', T0 + 7, LEASE)).toEqual([]);
       });
 
-      it('end completed when a cancel found nothing queued', async () => {
+      it('end cancelled when a cancel found nothing queued any more, and stay completed when it came after the end', async () => {
         const stores = await open();
         const its = items('b1', 1);
         await stores.jobs.createBatch(batchOf('b1'), its);
         await stores.jobs.claim({ owner: 'n1', max: 1, nowMs: T0, leaseMs: LEASE });
         expect(await stores.jobs.cancelBatch('b1', 'api', T0, LEASE)).toEqual([]);
-        expect((await finish(stores, its[0] as StoredJob, 'completed')).batchFinished).toMatchObject({ state: 'completed' });
+        expect((await finish(stores, its[0] as StoredJob, 'completed')).batchFinished).toMatchObject({ state: 'cancelled', byStatus: { ...zero, completed: 1 } });
+        const done = items('b2', 1);
+        await stores.jobs.createBatch(batchOf('b2'), done);
+        expect((await finish(stores, done[0] as StoredJob, 'completed')).batchFinished).toMatchObject({ state: 'completed' });
+        expect(await stores.jobs.cancelBatch('b2', 'api', T0, LEASE)).toEqual([]);
+        expect(await stores.jobs.batch('b2')).toMatchObject({ state: 'completed' });
       });
 
       it('are listed newest first, by tenant, in pages', async () => {

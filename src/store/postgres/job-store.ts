@@ -246,7 +246,7 @@ export class PostgresJobStore implements JobStore {
         `UPDATE jobs SET state = 'running', owner = $2, lease_until_ms = $3 WHERE batch_id = $1 AND state = 'queued' RETURNING ${JOB_COLUMNS}`,
         [id, owner, until],
       );
-      if (rows.length === 0) return [];
+      // A batch still running ends cancelled, even when the cancel found nothing queued any more.
       await c.query(`UPDATE batches SET cancel_requested = true WHERE id = $1 AND state = 'running'`, [id]);
       return rows.sort((a, b) => a.idx - b.idx).map(storedJob);
     });
