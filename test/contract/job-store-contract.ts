@@ -371,6 +371,42 @@ export function describeJobStoreContract(name: string, makeStores: MakeJobStores
         expect(seqs).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
       });
 
+      it('end once, every item done once, when two nodes claim and complete while a third cancels', async () => {
+        const stores = await open();
+        const other = await another(stores);
+        const its = items('b1', 30);
+        await stores.jobs.createBatch(batchOf('b1'), its);
+        for (const j of its) await stores.executions.save(withStatus(j.id, 'completed'), { tenant: 'acme', outputBytes: 0 });
+        const finished: unknown[] = [];
+        const completed: string[] = [];
+        const work = async (node: JobNode, owner: string) => {
+          for (let round = 0; round < 50; round++) {
+            const got = await node.jobs.claim({ owner, max: 3, nowMs: T0, leaseMs: LEASE });
+            if (got.length === 0) return;
+            for (const j of got) {
+              const { batchFinished } = await node.jobs.complete(j.id, 'completed', T0 + 1);
+              completed.push(j.id);
+              if (batchFinished) finished.push(batchFinished);
+            }
+          }
+        };
+        const cancel = async () => {
+          await new Promise((r) => setTimeout(r, 5));
+          for (const j of await other.jobs.cancelBatch('b1', 'api', T0, LEASE)) {
+            const { batchFinished } = await other.jobs.complete(j.id, 'cancelled', T0 + 1);
+            completed.push(j.id);
+            if (batchFinished) finished.push(batchFinished);
+          }
+        };
+        await Promise.all([work(stores, 'n1'), work(other, 'n2'), cancel()]);
+        expect(finished).toHaveLength(1);
+        expect(completed.sort()).toEqual(its.map((j) => j.id).sort());
+        const batch = await stores.jobs.batch('b1');
+        expect(batch?.done).toBe(30);
+        expect((batch?.byStatus.completed ?? 0) + (batch?.byStatus.cancelled ?? 0)).toBe(30);
+        expect((await stores.jobs.batchEvents('b1', 0, 100)).map((e) => e.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+      });
+
       it('are cancelled: the queued items are handed to the canceller, running ones go on, and the batch ends cancelled', async () => {
         const stores = await open();
         const { jobs } = stores;
