@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../src/config/schema.ts';
 import { openDatabase } from '../../src/store/db.ts';
 import { SqliteExecutionStore } from '../../src/store/execution-store.ts';
-import { SqliteJobStore } from '../../src/store/job-store.ts';
+import { CLAIMABLE, OPEN_TENANTS, SqliteJobStore } from '../../src/store/job-store.ts';
 import { openStores, sqliteJobStores } from '../../src/store/open.ts';
 import { SqliteWebhookOutbox, SqliteWebhookSecrets } from '../../src/store/webhook-store.ts';
 import { describeJobStoreContract, job } from './job-store-contract.ts';
@@ -43,6 +43,31 @@ describe('SQLite job store only', () => {
       expect(db.prepare('SELECT request FROM jobs').pluck().get()).toBe(JSON.stringify(item.request));
       await jobs.complete('b1-0', 'completed', T0);
       expect(db.prepare('SELECT request, state FROM jobs').all()).toEqual([{ request: '', state: 'done' }]);
+    } finally {
+      db.close();
+    }
+  });
+  it('claims by index seeks: the tenants with open jobs, a tenant’s open jobs, the due deliveries', () => {
+    const db = openDatabase(':memory:');
+    try {
+      const plan = (sql: string, params: Record<string, unknown> = {}) =>
+        db
+          .prepare<[Record<string, unknown>], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`)
+          .all(params)
+          .map((r) => r.detail)
+          .join(' | ');
+      const tenants = plan(`${OPEN_TENANTS} SELECT tenant FROM t WHERE tenant IS NOT NULL`);
+      expect(tenants).toContain('SEARCH jobs USING INDEX jobs_open (tenant>?)');
+      expect(tenants).not.toMatch(/SCAN jobs(?! USING INDEX jobs_open)/);
+      expect(plan(`SELECT seq FROM jobs WHERE tenant = @tenant AND ${CLAIMABLE} ORDER BY created_at_ms, seq LIMIT 4`, { tenant: 'a', now: 1 })).toBe(
+        'SEARCH jobs USING INDEX jobs_open (tenant=?)',
+      );
+      expect(plan(`SELECT seq FROM webhook_deliveries WHERE state = 'pending' AND next_at_ms <= 5 ORDER BY next_at_ms, seq LIMIT 4`)).toContain(
+        'INDEX webhook_deliveries_due',
+      );
+      expect(plan(`SELECT idx FROM jobs WHERE batch_id = 'b' AND idx >= 3 ORDER BY idx LIMIT 5`)).toContain('jobs_batch_idx');
+      expect(plan(`SELECT idx FROM jobs WHERE batch_id = 'b' AND done_seq > 3 ORDER BY done_seq LIMIT 5`)).toContain('jobs_batch_done_seq');
+      expect(plan(`SELECT seq FROM jobs WHERE owner = 'n1' AND state = 'running'`)).toContain('jobs_running');
     } finally {
       db.close();
     }
