@@ -301,11 +301,22 @@ function caseBlock(t: TestResult, input: CaseInput | undefined, code: string, ro
   const share = Math.max(((both ? Math.floor((room - fixed) / 2) : room - fixed) - 60), 0);
   // Too little room left for a useful part of a stream: better none than a marker alone.
   if (share >= 80) {
-    if (t.stdout.length > 0) parts.push(`Its stdout${t.truncated.stdout ? ' (cut)' : ''}:\n${trimMiddle(t.stdout.trimEnd(), share)}`);
+    const line = t.mismatch?.line ?? null;
+    // The result keeps testOutputBytes of the output: the differing line may lie beyond them.
+    if (t.stdout.length > share && line !== null && line <= t.stdout.replace(/\n$/, '').split('\n').length) parts.push(linesAround(t.stdout, line, share));
+    else if (t.stdout.length > 0) parts.push(`Its stdout${t.truncated.stdout ? ' (cut)' : ''}:\n${trimMiddle(t.stdout.trimEnd(), share)}`);
     else if (t.verdict === 'failed' && t.mismatch?.line !== null) parts.push('Its stdout was empty.');
     if (stderr.length > 0) parts.push(`Its stderr${t.truncated.stderr ? ' (cut)' : ''}:\n${trimMiddle(stderr.trimEnd(), share)}`);
   }
   return parts.join('\n\n');
+}
+
+/** Lines of a long output around the one that differs, numbered: the head and tail would miss it. */
+function linesAround(stdout: string, line: number, share: number): string {
+  const lines = stdout.replace(/\n$/, '').split('\n');
+  const from = Math.max(line - 4, 0);
+  const shown = lines.slice(from, Math.min(line + 3, lines.length)).map((l, i) => `${String(from + i + 1).padStart(6)} | ${trimMiddle(l, 160)}`);
+  return trimMiddle(`Its stdout around line ${line} (of ${lines.length}):\n${shown.join('\n')}`, share);
 }
 
 const OTHERS_SHOWN = 10;
@@ -321,7 +332,7 @@ function renderTestsFeedback(r: FeedbackInput, tests: readonly TestResult[], cod
   const first = bad[0];
   let others = '';
   if (bad.length > 1) {
-    const named = bad.slice(1, OTHERS_SHOWN + 1).map((t) => `${t.index + 1}${t.name === `case ${t.index + 1}` ? '' : ` ${JSON.stringify(trimMiddle(t.name, 60))}`} (${t.verdict})`);
+    const named = bad.slice(1, OTHERS_SHOWN + 1).map((t) => `case ${t.index + 1}${t.name === `case ${t.index + 1}` ? '' : ` ${JSON.stringify(trimMiddle(t.name, 60))}`} (${t.verdict})`);
     const more = bad.length - 1 - named.length;
     others = `Other cases that did not pass: ${named.join(', ')}${more > 0 ? ` and ${more} more` : ''}.`;
   }
