@@ -207,7 +207,8 @@ function judgeCases(deps: ResultDeps, input: ResultInput, specs: readonly TestSp
       stdout: stdout.text,
       stderr: stderr.text,
       truncated: { stdout: o.stdout.truncated || stdout.cut, stderr: o.stderr.truncated || stderr.cut },
-      durationMs: Math.round(o.durationMs * 10) / 10,
+      // Reported from inside the sandbox: a value JSON cannot carry becomes 0.
+      durationMs: Number.isFinite(o.durationMs) ? Math.round(o.durationMs * 10) / 10 : 0,
       error: o.error,
       mismatch,
     };
