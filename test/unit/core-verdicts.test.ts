@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { TestSpec } from '../../src/core/ports.ts';
 import type { CaseOutcome } from '../../src/core/sandbox.ts';
 import type { CompareMode, TestMismatch } from '../../src/core/schemas.ts';
-import { clip, compare, compileRegex, judge, newCompareContext, REGEX_TOTAL_WORK, SHOWN_CHARS, trimmedLines, withinTolerance } from '../../src/core/verdicts.ts';
+import { clip, compare, compileRegex, judge, newCompareContext, REGEX_TOTAL_WORK, SHOWN_CHARS, trimmedLines, withinTolerance, withoutFinalNewlines } from '../../src/core/verdicts.ts';
 import { capture } from './fakes.ts';
 
 const ok = (expected: string, actual: string, mode: CompareMode, tolerance?: { relative: number; absolute: number }) =>
@@ -273,6 +273,17 @@ describe('huge inputs', () => {
     expect(m.message.length).toBeLessThan(1000);
     const t = mismatchOf(a, b, 'tokens');
     expect(t.actual).toContain('y');
+  });
+
+  it('a long run of newlines that does not end the output is stripped in linear time', () => {
+    expect(withoutFinalNewlines('a\r\n\n\r\n')).toBe('a');
+    expect(withoutFinalNewlines('a\r')).toBe('a\r');
+    expect(withoutFinalNewlines('\n\n')).toBe('');
+    // Quadratic with a backtracking /(?:\r?\n)+$/: minutes, not milliseconds.
+    const output = `${'\n'.repeat(300_000)}x`;
+    expect(withoutFinalNewlines(output)).toBe(output);
+    expect(ok('\n*x', output, 'regex')).toBe(true);
+    expect(ok('\n*y', output, 'regex')).toBe(false);
   });
 
   it('regex over a large output stays within the budget', () => {
