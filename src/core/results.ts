@@ -130,8 +130,9 @@ export function buildResult(deps: ResultDeps, input: ResultInput): ExecutionResu
     exitCode = null;
     signal = null;
     base.stdout = '';
-    base.truncated = { stdout: false, stderr: false };
-    if (status !== 'validation_failed') base.stderr = '';
+    const keepStderr = status === 'validation_failed';
+    base.truncated = { stdout: false, stderr: keepStderr && base.truncated.stderr };
+    if (!keepStderr) base.stderr = '';
   }
   // Keys in reading order: what happened first, then the output, then the details.
   const partial: FeedbackInput = {
