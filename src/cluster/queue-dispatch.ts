@@ -360,6 +360,8 @@ export class QueueDispatch implements Dispatch {
       limits: execution.limits,
       outcome: failedOutcome(`${what} (${why}); it may have run partly; retry is safe`),
       createdAtMs: execution.createdAtMs,
+      tests: execution.tests,
+      caseInputs: execution.job.tests,
     });
     await recordResult(this.deps, execution.tenant, result, 0);
     this.settle(w, result);
@@ -391,6 +393,8 @@ export class QueueDispatch implements Dispatch {
       outcome: notRun(),
       createdAtMs: execution.createdAtMs,
       cancellation: { by, started: false },
+      tests: execution.tests,
+      caseInputs: execution.job.tests,
     });
     this.deps.logger.info('execution cancelled', { id: execution.job.id, by, started: false });
     await recordResult(this.deps, execution.tenant, result, 0);
