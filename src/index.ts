@@ -32,3 +32,15 @@ export {
   type ToolRequest,
   type ToolCallOptions,
 } from './adapters/tools.ts';
+export {
+  verifyWebhook,
+  signWebhook,
+  WebhookVerificationError,
+  WEBHOOK_ID_HEADER,
+  WEBHOOK_TIMESTAMP_HEADER,
+  WEBHOOK_SIGNATURE_HEADER,
+  DEFAULT_WEBHOOK_TOLERANCE_S,
+  type VerifyWebhookOptions,
+  type WebhookHeaders,
+} from './webhooks/signature.ts';
+export type { WebhookEvent } from './core/schemas.ts';

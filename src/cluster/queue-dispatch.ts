@@ -22,6 +22,19 @@ import { CANCEL_MARK_MS, JOB_NAME, QUEUE_NAME, cancelChannel, cancelMarkKey, res
 /** BullMQ's lowest priority; 1 is its highest. */
 export const MAX_PRIORITY = 2_097_152;
 
+/**
+ * Background items (async executions, batch items) rank behind every interactive run: their
+ * priorities start past any tenant's plausible count in flight.
+ */
+export const BACKGROUND_PRIORITY = 1_000_000;
+
+/** A job's BullMQ priority: its tenant's executions in flight, background ones behind all interactive ones. */
+export function priorityOf(inFlight: number, background: boolean): number {
+  if (!Number.isFinite(inFlight)) return MAX_PRIORITY;
+  const own = Math.max(Math.trunc(inFlight), 1);
+  return Math.min(background ? BACKGROUND_PRIORITY + own : Math.min(own, BACKGROUND_PRIORITY - 1), MAX_PRIORITY);
+}
+
 /** Where the live nodes are listed (ClusterRegistry). */
 export interface NodeDirectory {
   nodes(): Promise<NodeReport[]>;
@@ -154,7 +167,7 @@ export class QueueDispatch implements Dispatch {
       await within(
         this.queue.add(JOB_NAME, toPayload(execution), {
           jobId: id,
-          priority: Number.isFinite(inFlight) ? Math.min(Math.max(Math.trunc(inFlight), 1), MAX_PRIORITY) : MAX_PRIORITY,
+          priority: priorityOf(inFlight, execution.background === true),
           attempts: 1,
           removeOnComplete: { age: this.deps.keepFinishedS ?? 300, count: FINISHED_KEPT },
           removeOnFail: { age: this.deps.keepFinishedS ?? 300, count: FINISHED_KEPT },
@@ -347,6 +360,8 @@ export class QueueDispatch implements Dispatch {
       limits: execution.limits,
       outcome: failedOutcome(`${what} (${why}); it may have run partly; retry is safe`),
       createdAtMs: execution.createdAtMs,
+      tests: execution.tests,
+      caseInputs: execution.job.tests,
     });
     await recordResult(this.deps, execution.tenant, result, 0);
     this.settle(w, result);
@@ -378,6 +393,8 @@ export class QueueDispatch implements Dispatch {
       outcome: notRun(),
       createdAtMs: execution.createdAtMs,
       cancellation: { by, started: false },
+      tests: execution.tests,
+      caseInputs: execution.job.tests,
     });
     this.deps.logger.info('execution cancelled', { id: execution.job.id, by, started: false });
     await recordResult(this.deps, execution.tenant, result, 0);

@@ -2,6 +2,7 @@
 // that file, lays the environment overrides over it and parses it with this schema (fail fast).
 import { z } from 'zod';
 import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from '../core/limits.ts';
+import { allowEntryProblem } from '../webhooks/address-policy.ts';
 
 /** Defaults and maxima alike must allow a run to work: at least the floors a sandbox needs. */
 const Limits = z.strictObject({
@@ -219,7 +220,19 @@ export const ConfigSchema = z.strictObject({
        * (10.0.0.0/8, 127.0.0.1, hooks.internal). Private, loopback and link-local addresses are
        * refused unless listed here.
        */
-      allow: z.array(z.string().min(1).max(253)).max(256).default([]),
+      allow: z
+        .array(
+          z
+            .string()
+            .min(1)
+            .max(253)
+            .superRefine((entry, ctx) => {
+              const problem = allowEntryProblem(entry);
+              if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+            }),
+        )
+        .max(256)
+        .default([]),
       /** Refuse every public address too: only `allow` is called. */
       allowPublic: z.boolean().default(true),
       timeoutMs: z.int().min(100).max(120_000).default(10_000),

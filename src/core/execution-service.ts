@@ -11,10 +11,12 @@ import type { Config, ImportPolicy, LimitSet } from '../config/schema.ts';
 import { visibleTenant, type Caller, type TenantLimits } from './caller.ts';
 import { PyboxError } from './errors.ts';
 import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from './limits.ts';
-import type { AcceptedExecution, CancelReason, Clock, Dispatch, ExecuteOptions, ExecutionBackend, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo } from './ports.ts';
+import type { AcceptedExecution, CancelReason, Clock, Dispatch, ExecuteOptions, ExecutionBackend, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo, TestSpec } from './ports.ts';
 import { isValidRequestId } from './request-id.ts';
 import { executionIds, logExecution } from './execution-log.ts';
 import { BASE64 } from './results.ts';
+import type { SandboxCase } from './sandbox.ts';
+import { compileRegex, MAX_REGEX_CHARS } from './verdicts.ts';
 import {
   EXECUTION_STATUSES,
   type AppliedLimits,
@@ -198,9 +200,9 @@ export class DefaultExecutionService implements ExecutionService {
 
   /** The request validated, clamped and given its id: every check of a request lives here, once. */
   private accept(caller: Caller, req: ExecutionRequest, opts: ExecuteOptions): AcceptedExecution {
-    const files = this.decodeFiles(req.files ?? []);
     assertFloors(req);
     const limits = this.clampLimits(req, caller.limits);
+    const { files, tests } = this.acceptInputs(req, limits, caller.limits);
     // A job was given its id and acceptance time when it was submitted; it keeps them.
     const id = opts.job?.id ?? this.deps.newId();
     const execution: AcceptedExecution = {
@@ -210,6 +212,10 @@ export class DefaultExecutionService implements ExecutionService {
       maxInFlight: caller.limits.maxConcurrency,
       createdAtMs: opts.job?.createdAtMs ?? this.deps.clock.now(),
     };
+    if (tests) {
+      execution.job.tests = tests.cases;
+      execution.tests = tests.specs;
+    }
     if (opts.job) execution.background = true;
     // In-process callers hand an id in directly: it goes into log lines and onto the queue, so the same rule holds.
     if (isValidRequestId(opts.requestId)) execution.requestId = opts.requestId;
@@ -298,32 +304,96 @@ export class DefaultExecutionService implements ExecutionService {
     return readiness;
   }
 
-  private decodeFiles(files: NonNullable<ExecutionRequest['files']>): AcceptedExecution['job']['files'] {
-    const seen = new Set<string>();
-    const out: AcceptedExecution['job']['files'] = [];
-    let total = 0;
-    for (const [i, f] of files.entries()) {
-      if (seen.has(f.path)) throw invalid(`files[${i}].path`, `duplicate path ${f.path}`);
-      seen.add(f.path);
-      if (f.encoding === 'base64' && (f.content.length % 4 !== 0 || !BASE64.test(f.content))) {
-        throw invalid(`files[${i}].content`, 'is not valid base64');
-      }
-      const data = Buffer.from(f.content, f.encoding === 'base64' ? 'base64' : 'utf8');
-      total += data.length;
-      if (total > this.deps.limits.inputFilesMaxBytes) {
-        throw invalid('files', `input files exceed ${this.deps.limits.inputFilesMaxBytes} bytes in total`);
-      }
-      out.push({ path: f.path, data });
+  /**
+   * The request's inputs, checked and decoded: its files and, with test cases, each case's input
+   * (for the sandbox) and expectation (for the verdicts). Every input byte counts against
+   * inputFilesMaxBytes: the files, and each case's files and stdin. Throws invalid_request naming the
+   * field. `limits` are the request's as applied; a case's own time limit is clamped like them.
+   */
+  acceptInputs(
+    req: Pick<ExecutionRequest, 'files' | 'tests' | 'stdin' | 'args'>,
+    limits: AppliedLimits,
+    tenant?: TenantLimits,
+  ): { files: AcceptedExecution['job']['files']; tests?: { cases: SandboxCase[]; specs: TestSpec[] } } {
+    const budget: InputBudget = { used: 0, max: this.deps.limits.inputFilesMaxBytes, what: req.tests ? "input files and the test cases' files and stdin" : 'input files' };
+    const files = decodeFiles(req.files ?? [], 'files', budget);
+    if (!req.tests) return { files };
+    // A case's stdin and args replace the run's: both given is a mistake the caller should hear of.
+    for (const field of ['stdin', 'args'] as const) {
+      if (req[field] !== undefined) throw invalid(field, 'must not be given with tests: give each test case its own');
     }
-    // A path cannot be both a file and a directory (a and a/b).
-    for (const p of seen) {
-      const parts = p.split('/');
-      for (let i = 1; i < parts.length; i++) {
-        const dir = parts.slice(0, i).join('/');
-        if (seen.has(dir)) throw invalid('files', `${dir} is both a file and a directory`);
+    const maxTimeoutMs = this.effectiveLimits(tenant).max.timeoutMs;
+    const execPaths = new Set(files.map((f) => f.path));
+    const cases: SandboxCase[] = [];
+    const specs: TestSpec[] = [];
+    const patterns = new Map<string, string | null>();
+    let regexChars = 0;
+    for (const [i, t] of req.tests.entries()) {
+      const at = `tests[${i}]`;
+      if (t.timeoutMs !== undefined && !(t.timeoutMs >= MIN_TIMEOUT_MS)) throw invalid(`${at}.timeoutMs`, `must be at least ${MIN_TIMEOUT_MS} (ms)`);
+      const caseFiles = decodeFiles(t.files ?? [], `${at}.files`, budget);
+      // Laid over the run's files: the same path replaces one, but a file cannot also be a directory.
+      assertNoFileDirClash(new Set([...execPaths, ...caseFiles.map((f) => f.path)]), `${at}.files`);
+      const stdin = t.stdin ?? '';
+      budget.used += Buffer.byteLength(stdin, 'utf8');
+      if (budget.used > budget.max) throw invalid(`${at}.stdin`, `${budget.what} exceed ${budget.max} bytes in total`);
+      const compare = t.compare ?? 'trimmed';
+      if (compare === 'regex' && t.expectedStdout !== undefined) {
+        regexChars += t.expectedStdout.length;
+        if (regexChars > MAX_REGEX_CHARS) throw invalid(`${at}.expectedStdout`, `the test cases' regular expressions exceed ${MAX_REGEX_CHARS} characters in total`);
+        let error = patterns.get(t.expectedStdout);
+        if (error === undefined) {
+          const re = compileRegex(t.expectedStdout);
+          error = 'error' in re ? re.error : null;
+          patterns.set(t.expectedStdout, error);
+        }
+        if (error !== null) throw invalid(`${at}.expectedStdout`, `is not a valid regular expression (RE2 syntax): ${error}`);
       }
+      cases.push({ stdin, args: t.args ?? [], files: caseFiles, timeoutMs: Math.min(t.timeoutMs ?? limits.timeoutMs, maxTimeoutMs) });
+      const spec: TestSpec = { name: t.name ?? `case ${i + 1}`, compare };
+      if (t.expectedStdout !== undefined) spec.expectedStdout = t.expectedStdout;
+      if (t.expectedExitCode !== undefined) spec.expectedExitCode = t.expectedExitCode;
+      if (t.tolerance !== undefined) spec.tolerance = t.tolerance;
+      specs.push(spec);
     }
-    return out;
+    return { files, tests: { cases, specs } };
+  }
+}
+
+/** Input bytes of one request counted so far, against its most. */
+interface InputBudget {
+  used: number;
+  max: number;
+  /** What is counted, for the message. */
+  what: string;
+}
+
+function decodeFiles(files: NonNullable<ExecutionRequest['files']>, at: string, budget: InputBudget): AcceptedExecution['job']['files'] {
+  const seen = new Set<string>();
+  const out: AcceptedExecution['job']['files'] = [];
+  for (const [i, f] of files.entries()) {
+    if (seen.has(f.path)) throw invalid(`${at}[${i}].path`, `duplicate path ${f.path}`);
+    seen.add(f.path);
+    if (f.encoding === 'base64' && (f.content.length % 4 !== 0 || !BASE64.test(f.content))) {
+      throw invalid(`${at}[${i}].content`, 'is not valid base64');
+    }
+    const data = Buffer.from(f.content, f.encoding === 'base64' ? 'base64' : 'utf8');
+    budget.used += data.length;
+    if (budget.used > budget.max) throw invalid(at, `${budget.what} exceed ${budget.max} bytes in total`);
+    out.push({ path: f.path, data });
+  }
+  assertNoFileDirClash(seen, at);
+  return out;
+}
+
+/** A path cannot be both a file and a directory (a and a/b). */
+function assertNoFileDirClash(paths: ReadonlySet<string>, at: string): void {
+  for (const p of paths) {
+    const parts = p.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (paths.has(dir)) throw invalid(at, `${dir} is both a file and a directory`);
+    }
   }
 }
 

@@ -2,7 +2,8 @@
 // decide what to do next. Plain sentences first (what happened, why a run was stopped and at which
 // limit), then the error and the user's own line it points at, then the output, trimmed to a
 // budget keeping its head and tail.
-import type { ExecutionResult } from './schemas.ts';
+import type { SandboxCase } from './sandbox.ts';
+import type { ExecutionResult, TestResult, TestSummary, TestVerdict } from './schemas.ts';
 
 export const DEFAULT_FEEDBACK_BUDGET_CHARS = 4000;
 
@@ -30,7 +31,12 @@ export interface FeedbackOptions {
   flaggedImports?: readonly FlaggedImport[];
   /** For a cancelled run: who cancelled it and when. */
   cancellation?: Cancellation;
+  /** For a tests run: each case's input, index for index, to show the first failing one's. */
+  caseInputs?: ReadonlyArray<CaseInput>;
 }
+
+/** What the feedback (and a case's message) shows of a test case's input. */
+export type CaseInput = Pick<SandboxCase, 'stdin' | 'args' | 'timeoutMs'>;
 
 /** The error type of a run the import policy blocked (status validation_failed); set by the runner. */
 const IMPORT_POLICY_ERROR = 'ImportPolicyError';
@@ -58,7 +64,7 @@ export function trimMiddle(text: string, budget: number): string {
   return text.slice(0, head) + marker(tailStart - head) + text.slice(tailStart);
 }
 
-const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
+export const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 const bytes = (n: number) => n.toLocaleString('en-US');
 const article = (word: string) => (/^[AEIOU]/i.test(word) ? 'an' : 'a');
 /** Source lines and messages are shown whole up to these lengths, else head and tail. */
@@ -70,6 +76,12 @@ function failure(type: string, message: string): string {
 }
 
 function headline(r: FeedbackInput, opts: FeedbackOptions, messageChars: number): string {
+  const text = runHeadline(r, opts, messageChars);
+  if (r.status === 'validation_failed' && r.tests) return `${text}${/[.:!?]$/.test(text) ? '' : '.'} ${r.tests.length === 1 ? 'The test case was' : `None of the ${r.tests.length} test cases was`} run.`;
+  return text;
+}
+
+function runHeadline(r: FeedbackInput, opts: FeedbackOptions, messageChars: number): string {
   const limits = r.limits;
   const message = r.error ? trimMiddle(r.error.message, messageChars) : '';
   switch (r.status) {
@@ -154,6 +166,7 @@ function importNote(flagged: readonly FlaggedImport[]): string | null {
  */
 export function renderFeedback(r: FeedbackInput, code: string, opts: FeedbackOptions = {}): string {
   const budget = opts.budgetChars ?? DEFAULT_FEEDBACK_BUDGET_CHARS;
+  if (r.tests && r.status !== 'validation_failed') return renderTestsFeedback(r, r.tests, code, opts, budget);
   const parts: string[] = [headline(r, opts, Math.floor(budget / 5))];
   const at = pointer(r, code);
   if (at) parts.push(at);
@@ -184,4 +197,149 @@ export function renderFeedback(r: FeedbackInput, code: string, opts: FeedbackOpt
   const text = [...parts, ...streams, ...(note ? [note] : [])].join('\n\n');
   // The guarantee: whatever the parts added up to, the budget holds.
   return trimMiddle(text, budget);
+}
+
+// ---- test cases ------------------------------------------------------------------------------------
+
+/** How the counts sentence names each verdict but passed. */
+const VERDICT_WORDS: Record<Exclude<TestVerdict, 'passed'>, (n: number) => string> = {
+  failed: (n) => `${n} failed`,
+  error: (n) => `${n} ended with an error`,
+  timeout: (n) => `${n} ran out of time`,
+  oom: (n) => `${n} ran out of memory`,
+  output_limit: (n) => `${n} printed too much`,
+  not_run: (n) => `${n} ${n === 1 ? 'was' : 'were'} not run`,
+};
+
+/** "3 of 12 test cases passed; 7 failed, 2 were not run." */
+function countsSentence(s: TestSummary): string {
+  const others = (Object.keys(VERDICT_WORDS) as Array<keyof typeof VERDICT_WORDS>).filter((v) => s[v] > 0).map((v) => VERDICT_WORDS[v](s[v]));
+  const cases = s.total === 1 ? 'test case' : 'test cases';
+  return `${s.passed} of ${s.total} ${cases} passed${others.length > 0 ? `; ${others.join(', ')}` : ''}.`;
+}
+
+function summaryOf(tests: readonly TestResult[]): TestSummary {
+  const s: TestSummary = { total: tests.length, passed: 0, failed: 0, error: 0, timeout: 0, oom: 0, output_limit: 0, not_run: 0 };
+  for (const t of tests) s[t.verdict]++;
+  return s;
+}
+
+function testsHeadline(r: FeedbackInput, s: TestSummary, opts: FeedbackOptions, messageChars: number): string {
+  const counts = countsSentence(s);
+  switch (r.status) {
+    case 'completed':
+      if (s.passed === s.total) return s.total === 1 ? `The test case passed (${seconds(r.durationMs)}).` : `All ${s.total} test cases passed (${seconds(r.durationMs)} in all).`;
+      return counts;
+    case 'timeout':
+      if (r.durationMs === 0) return `${runHeadline(r, opts, messageChars)} ${counts}`;
+      return `The execution was stopped at its total time limit while it ran the test cases (each case has its own limit, and together they took longer than their sum allows). ${counts}`;
+    case 'oom':
+      return `The sandbox ran out of memory (the limit is ${r.limits.memoryMb} MB) while it ran the test cases. ${counts}`;
+    case 'output_limit':
+      return `The execution was stopped because it printed far too much output while it ran the test cases. ${counts}`;
+    case 'cancelled':
+      return `${cancelledHeadline(r, opts.cancellation)} ${counts}`;
+    default:
+      return `${runHeadline(r, opts, messageChars)} ${counts}`;
+  }
+}
+
+/** "Test case 3" or "Test case 3 "adds negatives"": the number always, the name when it has its own. */
+function caseLabel(t: TestResult): string {
+  const n = t.index + 1;
+  return t.name === `case ${n}` ? `Test case ${n}` : `Test case ${n} ${JSON.stringify(t.name)}`;
+}
+
+const indent = (text: string) => text.replace(/^/gm, '    ');
+
+/** The first case that did not pass, told so a model can fix the program: what went wrong, on which input. */
+function caseBlock(t: TestResult, input: CaseInput | undefined, code: string, room: number): string {
+  const label = caseLabel(t);
+  const parts: string[] = [];
+  let stderrShown = true;
+  switch (t.verdict) {
+    case 'failed':
+      parts.push(`${label} failed: ${t.mismatch?.message ?? 'its output is not the expected one'}.`);
+      if (t.mismatch && t.mismatch.line === null && t.mismatch.expected !== '' && /regular expression/.test(t.mismatch.message)) {
+        parts.push(`The pattern:\n${indent(t.mismatch.expected)}`);
+      }
+      break;
+    case 'error': {
+      const e = t.error;
+      parts.push(e ? `${label} failed with ${failure(e.type, trimMiddle(e.message, 400))}` : `${label} ${t.message ?? 'ended with an error'}.`);
+      const source = e?.line != null ? code.split('\n')[e.line - 1] : undefined;
+      if (e?.line != null && source !== undefined) parts.push(`The error points at line ${e.line} of the code:\n    ${trimMiddle(source.trim(), SOURCE_LINE_CHARS)}`);
+      if (e?.traceback) {
+        parts.push(`Traceback:\n${trimMiddle(e.traceback.trimEnd(), Math.floor(room / 3))}`);
+        stderrShown = false;
+      }
+      break;
+    }
+    case 'timeout':
+      parts.push(
+        `${label} ran longer than its time limit${input ? ` of ${seconds(input.timeoutMs)}` : ''} and was stopped. Look for an infinite loop, a slow algorithm, or input() waiting for more lines than the case's stdin has.`,
+      );
+      break;
+    case 'oom':
+      parts.push(`${label} ${t.message ?? 'ran out of memory'}. Use less memory: process data in chunks, avoid building huge lists or arrays.`);
+      break;
+    case 'output_limit':
+      parts.push(`${label} ${t.message ?? 'printed far too much'}. Print only what the case asks for.`);
+      break;
+    case 'not_run':
+    case 'passed':
+      parts.push(`${label}: ${t.message ?? t.verdict}.`);
+      break;
+  }
+  if (input) {
+    parts.push(input.stdin === '' ? 'Its stdin was empty.' : `Its stdin:\n${indent(trimMiddle(input.stdin.replace(/\n$/, ''), 300))}`);
+    if (input.args.length > 0) parts.push(`Its arguments: ${trimMiddle(JSON.stringify(input.args), 300)}`);
+  }
+  const fixed = parts.join('\n\n').length;
+  const stderr = stderrShown ? t.stderr : '';
+  const both = t.stdout.length > 0 && stderr.length > 0;
+  const share = Math.max(((both ? Math.floor((room - fixed) / 2) : room - fixed) - 60), 0);
+  // Too little room left for a useful part of a stream: better none than a marker alone.
+  if (share >= 80) {
+    const line = t.mismatch?.line ?? null;
+    // The result keeps testOutputBytes of the output: the differing line may lie beyond them.
+    if (t.stdout.length > share && line !== null && line <= t.stdout.replace(/\n$/, '').split('\n').length) parts.push(linesAround(t.stdout, line, share));
+    else if (t.stdout.length > 0) parts.push(`Its stdout${t.truncated.stdout ? ' (cut)' : ''}:\n${trimMiddle(t.stdout.trimEnd(), share)}`);
+    else if (t.verdict === 'failed' && t.mismatch?.line !== null) parts.push('Its stdout was empty.');
+    if (stderr.length > 0) parts.push(`Its stderr${t.truncated.stderr ? ' (cut)' : ''}:\n${trimMiddle(stderr.trimEnd(), share)}`);
+  }
+  return parts.join('\n\n');
+}
+
+/** Lines of a long output around the one that differs, numbered: the head and tail would miss it. */
+function linesAround(stdout: string, line: number, share: number): string {
+  const lines = stdout.replace(/\n$/, '').split('\n');
+  const from = Math.max(line - 4, 0);
+  const shown = lines.slice(from, Math.min(line + 3, lines.length)).map((l, i) => `${String(from + i + 1).padStart(6)} | ${trimMiddle(l, 160)}`);
+  return trimMiddle(`Its stdout around line ${line} (of ${lines.length}):\n${shown.join('\n')}`, share);
+}
+
+const OTHERS_SHOWN = 10;
+
+/**
+ * The feedback of a run with test cases: the counts by verdict, then the first case that did not
+ * pass (its input, where its output differs, its error), then which others did not pass.
+ */
+function renderTestsFeedback(r: FeedbackInput, tests: readonly TestResult[], code: string, opts: FeedbackOptions, budget: number): string {
+  const summary = r.summary ?? summaryOf(tests);
+  const parts = [testsHeadline(r, summary, opts, Math.floor(budget / 5))];
+  const bad = tests.filter((t) => t.verdict !== 'passed' && t.verdict !== 'not_run');
+  const first = bad[0];
+  let others = '';
+  if (bad.length > 1) {
+    const named = bad.slice(1, OTHERS_SHOWN + 1).map((t) => `case ${t.index + 1}${t.name === `case ${t.index + 1}` ? '' : ` ${JSON.stringify(trimMiddle(t.name, 60))}`} (${t.verdict})`);
+    const more = bad.length - 1 - named.length;
+    others = `Other cases that did not pass: ${named.join(', ')}${more > 0 ? ` and ${more} more` : ''}.`;
+  }
+  if (first) {
+    const room = budget - parts[0]!.length - others.length - 4;
+    parts.push(caseBlock(first, opts.caseInputs?.[first.index], code, room));
+  }
+  if (others) parts.push(others);
+  return trimMiddle(parts.join('\n\n'), budget);
 }

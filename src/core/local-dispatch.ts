@@ -86,6 +86,8 @@ export class LocalDispatch implements Dispatch {
       outcome,
       createdAtMs: execution.createdAtMs,
       cancellation,
+      tests: execution.tests,
+      caseInputs: execution.job.tests,
     });
     const ids = { id: job.id, requestId: execution.requestId, tenant: execution.tenant };
     if (result.status === 'internal_error') deps.logger.error('execution failed on our side', { ...ids, why: result.error?.message });

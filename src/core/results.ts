@@ -3,10 +3,11 @@
 // runtime it names is the one the code really ran under.
 import { constants } from 'node:os';
 import type { Config } from '../config/schema.ts';
-import type { SandboxOutcome, SandboxReport } from './sandbox.ts';
-import { renderFeedback, type Cancellation, type FeedbackInput } from './feedback.ts';
-import type { Clock } from './ports.ts';
-import type { AppliedLimits, ExecutionResult, ExecutionStatus, OutputFile, RuntimeName } from './schemas.ts';
+import type { CaseOutcome, SandboxOutcome, SandboxReport } from './sandbox.ts';
+import { renderFeedback, seconds, type Cancellation, type CaseInput, type FeedbackInput } from './feedback.ts';
+import type { Clock, TestSpec } from './ports.ts';
+import { TEST_VERDICTS, type AppliedLimits, type ExecutionResult, type ExecutionStatus, type OutputFile, type RuntimeName, type TestResult, type TestSummary } from './schemas.ts';
+import { judge, newCompareContext } from './verdicts.ts';
 
 /** Signal numbers to names; aliases (SIGIOT for 6) come later in the table and are skipped. */
 const SIGNAL_NAMES = new Map<number, string>();
@@ -17,7 +18,7 @@ const SAFE_RETURNED_PATH = /^[^\p{Cc}\p{Cf}\\]{1,1024}$/u;
 
 export interface ResultDeps {
   runtime: RuntimeName;
-  limits: Pick<Config['limits'], 'floodBytes' | 'outputFilesMax' | 'outputFilesMaxBytes'>;
+  limits: Pick<Config['limits'], 'floodBytes' | 'outputFilesMax' | 'outputFilesMaxBytes' | 'testOutputBytes'>;
   clock: Clock;
   /** Most characters of a result's feedback text; the default budget when absent. */
   feedbackBudgetChars?: number | undefined;
@@ -30,6 +31,10 @@ export interface ResultInput {
   outcome: SandboxOutcome;
   createdAtMs: number;
   cancellation?: Cancellation | undefined;
+  /** The test cases' expectations (AcceptedExecution.tests): the result then has `tests` and `summary`. */
+  tests?: readonly TestSpec[] | undefined;
+  /** The cases' inputs as the sandbox got them (job.tests), index for index: stdin for the feedback, time limits for the messages. */
+  caseInputs?: ReadonlyArray<CaseInput> | undefined;
 }
 
 /** The outcome of an execution cancelled before it got a slot: nothing ran, nothing was printed. */
@@ -65,7 +70,7 @@ export function buildResult(deps: ResultDeps, input: ResultInput): ExecutionResu
   const runReport = r?.phase === 'run' ? r : null;
   if (runReport) {
     exitCode = runReport.exitCode;
-    signal = runReport.signal ? (SIGNAL_NAMES.get(runReport.signal) ?? `SIG${runReport.signal}`) : null;
+    signal = runReport.signal ? signalName(runReport.signal) : null;
     error = runReport.error;
     cpuMs = runReport.cpuMs ?? null;
     ({ files, dropped: filesDropped } = acceptFiles(deps, runReport));
@@ -107,10 +112,32 @@ export function buildResult(deps: ResultDeps, input: ResultInput): ExecutionResu
       }
       break;
   }
+  let judged: { tests: TestResult[]; summary: TestSummary } | undefined;
+  if (input.tests) {
+    // A tests run: the program's output is the cases', so the run as a whole shows none, except the
+    // syntax error that stopped every case.
+    if (status === 'completed' || status === 'error') {
+      status = 'completed';
+      error = null;
+    }
+    judged = judgeCases(deps, input, input.tests, status);
+    if (status === 'completed' && judged.summary.not_run > 0) {
+      // Only a sandbox that broke its contract gets here: a finished run reports every case.
+      status = 'internal_error';
+      error = { type: 'InternalError', message: `the sandbox reported ${judged.summary.total - judged.summary.not_run} of ${judged.summary.total} test cases`, line: null };
+      judged = judgeCases(deps, input, input.tests, status);
+    }
+    exitCode = null;
+    signal = null;
+    base.stdout = '';
+    const keepStderr = status === 'validation_failed';
+    base.truncated = { stdout: false, stderr: keepStderr && base.truncated.stderr };
+    if (!keepStderr) base.stderr = '';
+  }
   // Keys in reading order: what happened first, then the output, then the details.
   const partial: FeedbackInput = {
     status,
-    success: status === 'completed',
+    success: status === 'completed' && (judged === undefined || judged.summary.passed === judged.summary.total),
     exitCode,
     signal,
     stdout: base.stdout,
@@ -124,6 +151,10 @@ export function buildResult(deps: ResultDeps, input: ResultInput): ExecutionResu
   };
   if (files) partial.files = files;
   if (filesDropped) partial.filesDropped = filesDropped;
+  if (judged) {
+    partial.tests = judged.tests;
+    partial.summary = judged.summary;
+  }
   const finishedAt = deps.clock.now();
   return {
     id,
@@ -133,11 +164,98 @@ export function buildResult(deps: ResultDeps, input: ResultInput): ExecutionResu
       floodBytes: deps.limits.floodBytes,
       flaggedImports: runReport?.flaggedImports ?? [],
       ...(cancellation ? { cancellation } : {}),
+      ...(input.caseInputs ? { caseInputs: input.caseInputs } : {}),
     }),
     createdAt: new Date(createdAtMs).toISOString(),
     finishedAt: new Date(finishedAt).toISOString(),
   };
 }
+
+const NOT_RUN_BECAUSE: Record<ExecutionStatus, string> = {
+  completed: 'the sandbox did not report it',
+  error: 'the sandbox did not report it',
+  validation_failed: 'the code did not pass validation, so no case ran',
+  timeout: "the execution's total time limit ran out before this case",
+  oom: 'the sandbox ran out of memory before this case',
+  output_limit: 'the execution printed too much before this case',
+  cancelled: 'the execution was cancelled before this case',
+  internal_error: 'the sandbox failed before this case',
+};
+
+const NO_OUTPUT: CaseOutcome = { kind: 'not_run', exitCode: null, signal: null, error: null, stdout: EMPTY, stderr: EMPTY, durationMs: 0, cpuMs: null };
+
+/**
+ * One TestResult per spec, judged here from the sandbox's report of each case (hostile: only its
+ * kind, exit code and output are used, each checked by judge()); a case it did not report, or every
+ * case when the code failed validation, is not_run.
+ */
+function judgeCases(deps: ResultDeps, input: ResultInput, specs: readonly TestSpec[], status: ExecutionStatus): { tests: TestResult[]; summary: TestSummary } {
+  const outcomes = status === 'validation_failed' ? [] : (input.outcome.cases ?? []);
+  const ctx = newCompareContext();
+  const tests = specs.map((spec, index): TestResult => {
+    const o = outcomes[index] ?? NO_OUTPUT;
+    const { verdict, mismatch } = judge(spec, o, ctx);
+    const stdout = capText(o.stdout.text(), deps.limits.testOutputBytes);
+    const stderr = capText(o.stderr.text(), deps.limits.testOutputBytes);
+    const killed = verdict === 'timeout' || verdict === 'output_limit' || (verdict === 'oom' && o.exitCode === null);
+    const signal = o.signal ? signalName(o.signal) : killed ? 'SIGKILL' : null;
+    const result: TestResult = {
+      index,
+      name: spec.name,
+      verdict,
+      exitCode: verdict === 'not_run' ? null : o.exitCode,
+      signal: verdict === 'not_run' ? null : signal,
+      stdout: stdout.text,
+      stderr: stderr.text,
+      truncated: { stdout: o.stdout.truncated || stdout.cut, stderr: o.stderr.truncated || stderr.cut },
+      // Reported from inside the sandbox: a value JSON cannot carry becomes 0.
+      durationMs: Number.isFinite(o.durationMs) ? Math.round(o.durationMs * 10) / 10 : 0,
+      error: o.error,
+      mismatch,
+    };
+    const message = caseMessage(deps, input, index, verdict, o, signal, status);
+    if (message) result.message = message;
+    return result;
+  });
+  const summary = Object.fromEntries([['total', tests.length], ...TEST_VERDICTS.map((v) => [v, 0])]) as TestSummary;
+  for (const t of tests) summary[t.verdict]++;
+  return { tests, summary };
+}
+
+function caseMessage(deps: ResultDeps, input: ResultInput, index: number, verdict: TestResult['verdict'], o: CaseOutcome, signal: string | null, status: ExecutionStatus): string | undefined {
+  switch (verdict) {
+    case 'passed':
+    case 'failed':
+      return undefined;
+    case 'error':
+      if (o.error) return `${o.error.type}${o.error.message ? `: ${o.error.message.slice(0, 500)}` : ''}`;
+      if (signal) return `killed by ${signal}${o.exitCode === null ? '' : ` (exit code ${o.exitCode})`}`;
+      return `exited with code ${o.exitCode ?? 'unknown'}`;
+    case 'timeout': {
+      const limit = input.caseInputs?.[index]?.timeoutMs;
+      return `ran longer than its time limit${limit ? ` of ${seconds(limit)}` : ''} and was stopped`;
+    }
+    case 'oom':
+      return `used more than the memory limit of ${input.limits.memoryMb} MB and was stopped`;
+    case 'output_limit':
+      return `printed more than ${deps.limits.floodBytes} bytes to one stream and was stopped`;
+    case 'not_run':
+      return `not run: ${NOT_RUN_BECAUSE[status]}`;
+  }
+}
+
+/** At most `cap` bytes of `text` in UTF-8, cut at a character boundary. */
+function capText(text: string, cap: number): { text: string; cut: boolean } {
+  // Each UTF-16 unit is at most 3 bytes in UTF-8: short texts need no encoding to know they fit.
+  if (text.length * 3 <= cap) return { text, cut: false };
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length <= cap) return { text, cut: false };
+  let end = cap;
+  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;
+  return { text: bytes.subarray(0, end).toString('utf8'), cut: true };
+}
+
+const signalName = (n: number) => SIGNAL_NAMES.get(n) ?? `SIG${n}`;
 
 /** Re-checks files returned from inside the sandbox: their names and sizes are hostile too. */
 function acceptFiles(deps: ResultDeps, report: Extract<SandboxReport, { phase: 'run' }>): { files: OutputFile[]; dropped: number } {

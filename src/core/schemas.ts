@@ -52,7 +52,7 @@ export const COMPARE_MODES = ['exact', 'trimmed', 'tokens', 'float', 'regex'] as
 export const CompareMode = z
   .enum(COMPARE_MODES)
   .describe(
-    'exact: byte for byte; trimmed (default): trailing whitespace of each line and final newlines ignored; tokens: whitespace-separated tokens; float: tokens, numbers within the tolerance; regex: expectedStdout is a regular expression (RE2 syntax, linear time) the whole output must match',
+    'exact: byte for byte; trimmed (default): trailing whitespace of each line, \\r of \\r\\n and final newlines ignored; tokens: whitespace-separated tokens; float: tokens, numbers within the tolerance, other tokens equal; regex: expectedStdout is a regular expression (RE2 syntax, linear time) the whole output must match, final newlines ignored',
   );
 export type CompareMode = z.infer<typeof CompareMode>;
 

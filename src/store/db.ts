@@ -63,6 +63,75 @@ export const MIGRATIONS: readonly string[] = [
      output_bytes INTEGER NOT NULL,
      PRIMARY KEY (tenant, day, status)
    ) WITHOUT ROWID;`,
+  // Async executions and batches (issue 11), kept until they have run, so a restart loses none.
+  // A job is an execution not run yet: queued, then running under a node's lease, then done (a batch
+  // item stays, done, to list the batch; an async execution's row goes once it is done). done_seq
+  // numbers a batch's completions from 1, what its event stream resumes from. Times are epoch ms.
+  // The partial indexes keep the claim's walks to the jobs not done, however many batches ran.
+  `CREATE TABLE batches (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     id TEXT NOT NULL UNIQUE,
+     tenant TEXT NOT NULL,
+     label TEXT,
+     webhook_url TEXT,
+     webhook_state TEXT CHECK (webhook_state IN ('pending', 'delivered', 'failed')),
+     total INTEGER NOT NULL CHECK (total > 0),
+     done INTEGER NOT NULL DEFAULT 0,
+     by_status TEXT NOT NULL DEFAULT '{}',
+     state TEXT NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'completed', 'cancelled')),
+     cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
+     next_seq INTEGER NOT NULL DEFAULT 1,
+     created_at_ms INTEGER NOT NULL,
+     finished_at_ms INTEGER
+   );
+   CREATE INDEX batches_tenant_seq ON batches (tenant, seq);
+   CREATE INDEX batches_finished ON batches (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+   CREATE TABLE jobs (
+     seq INTEGER PRIMARY KEY,
+     id TEXT NOT NULL UNIQUE,
+     tenant TEXT NOT NULL,
+     batch_id TEXT REFERENCES batches (id),
+     idx INTEGER NOT NULL,
+     request TEXT NOT NULL,
+     request_id TEXT,
+     webhook_url TEXT,
+     state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+     owner TEXT,
+     lease_until_ms INTEGER,
+     not_before_ms INTEGER NOT NULL DEFAULT 0,
+     created_at_ms INTEGER NOT NULL,
+     status TEXT,
+     done_seq INTEGER
+   );
+   CREATE UNIQUE INDEX jobs_batch_idx ON jobs (batch_id, idx) WHERE batch_id IS NOT NULL;
+   CREATE UNIQUE INDEX jobs_batch_done_seq ON jobs (batch_id, done_seq) WHERE done_seq IS NOT NULL;
+   CREATE INDEX jobs_open ON jobs (tenant, created_at_ms, seq) WHERE state <> 'done';
+   CREATE INDEX jobs_running ON jobs (owner, lease_until_ms) WHERE state = 'running';
+   CREATE TABLE webhook_deliveries (
+     seq INTEGER PRIMARY KEY,
+     id TEXT NOT NULL UNIQUE,
+     tenant TEXT NOT NULL,
+     url TEXT NOT NULL,
+     batch_id TEXT,
+     body TEXT NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_at_ms INTEGER NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+     owner TEXT,
+     lease_until_ms INTEGER,
+     last_error TEXT,
+     last_status INTEGER,
+     created_at_ms INTEGER NOT NULL,
+     finished_at_ms INTEGER
+   );
+   CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at_ms, seq) WHERE state = 'pending';
+   CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+   -- the signing key itself (it signs, so it cannot be kept as a hash)
+   CREATE TABLE webhook_secrets (
+     tenant TEXT PRIMARY KEY,
+     secret BLOB NOT NULL CHECK (length(secret) = 32),
+     created_at_ms INTEGER NOT NULL
+   );`,
 ];
 
 export interface OpenOptions {

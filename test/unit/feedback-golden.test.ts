@@ -3,8 +3,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { renderFeedback, type FeedbackInput, type FeedbackOptions } from '../../src/core/feedback.ts';
-import { EXECUTION_STATUSES, type ExecutionStatus } from '../../src/core/schemas.ts';
+import { renderFeedback, type CaseInput, type FeedbackInput, type FeedbackOptions } from '../../src/core/feedback.ts';
+import { EXECUTION_STATUSES, type ExecutionStatus, type TestResult, type TestSummary, type TestVerdict } from '../../src/core/schemas.ts';
 
 const GOLDEN_DIR = join(import.meta.dirname, '../golden/feedback');
 const LIMITS = { timeoutMs: 30_000, memoryMb: 256, cpus: 1, outputBytes: 50_000 };
@@ -111,8 +111,125 @@ const CASES: Record<string, { r: FeedbackInput; code?: string; opts?: FeedbackOp
   },
 };
 
+// ---- runs with test cases ------------------------------------------------------------------------
+
+const ADD_CODE = ['a, b = input().split()', 'print(int(a) + int(b))'].join('\n');
+const ADD_TRACEBACK = [
+  'Traceback (most recent call last):',
+  '  File "main.py", line 2, in <module>',
+  '    print(int(a) + int(b))',
+  '          ^^^^^^',
+  "ValueError: invalid literal for int() with base 10: 'x'",
+  '',
+].join('\n');
+
+function testResult(index: number, verdict: TestVerdict, overrides: Partial<TestResult> = {}): TestResult {
+  return {
+    index,
+    name: `case ${index + 1}`,
+    verdict,
+    exitCode: verdict === 'not_run' || verdict === 'timeout' ? null : 0,
+    signal: verdict === 'timeout' ? 'SIGKILL' : null,
+    stdout: '',
+    stderr: '',
+    truncated: { stdout: false, stderr: false },
+    durationMs: verdict === 'not_run' ? 0 : 31.4,
+    error: null,
+    mismatch: null,
+    ...overrides,
+  };
+}
+
+function testsInput(status: ExecutionStatus, tests: TestResult[], overrides: Partial<FeedbackInput> = {}): FeedbackInput {
+  const summary: TestSummary = { total: tests.length, passed: 0, failed: 0, error: 0, timeout: 0, oom: 0, output_limit: 0, not_run: 0 };
+  for (const t of tests) summary[t.verdict]++;
+  return input(status, { exitCode: null, success: status === 'completed' && summary.passed === summary.total, durationMs: 1532.8, tests, summary, ...overrides });
+}
+
+const caseInputs = (n: number, over: Record<number, Partial<CaseInput>> = {}): CaseInput[] =>
+  Array.from({ length: n }, (_, i) => ({ stdin: `${i} ${i + 1}\n`, args: [], timeoutMs: 2000, ...over[i] }));
+
+const passedCases = (n: number) => Array.from({ length: n }, (_, i) => testResult(i, 'passed', { stdout: `${2 * i + 1}\n` }));
+
+const TESTS_CASES: Record<string, { r: FeedbackInput; code?: string; opts?: FeedbackOptions }> = {
+  'tests-all-passed': { r: testsInput('completed', passedCases(12)), opts: { ...OPTS, caseInputs: caseInputs(12) } },
+  'tests-failed': {
+    r: testsInput('completed', [
+      ...passedCases(3),
+      testResult(3, 'failed', {
+        name: 'negative numbers',
+        stdout: '1\n',
+        mismatch: { line: 1, expected: '-3', actual: '1', message: 'line 1 differs: expected "-3", got "1"' },
+      }),
+      testResult(4, 'failed', { stdout: '7', mismatch: { line: 1, expected: '8', actual: '7', message: 'line 1 differs: expected "8", got "7"' } }),
+      testResult(5, 'passed', { stdout: '11\n' }),
+    ]),
+    opts: { ...OPTS, caseInputs: caseInputs(6, { 3: { stdin: '-1 -2\n' } }) },
+  },
+  'tests-error': {
+    r: testsInput('completed', [
+      testResult(0, 'passed', { stdout: '3\n' }),
+      testResult(1, 'error', {
+        name: 'not a number',
+        exitCode: 1,
+        stderr: ADD_TRACEBACK,
+        error: { type: 'ValueError', message: "invalid literal for int() with base 10: 'x'", line: 2, traceback: ADD_TRACEBACK },
+        message: "ValueError: invalid literal for int() with base 10: 'x'",
+      }),
+      testResult(2, 'timeout', { message: 'ran longer than its time limit of 2.00 s and was stopped' }),
+    ]),
+    code: ADD_CODE,
+    opts: { ...OPTS, caseInputs: caseInputs(3, { 1: { stdin: 'x 1\n', args: ['--strict'] } }) },
+  },
+  'tests-timeout-case': {
+    r: testsInput('completed', [testResult(0, 'timeout', { stdout: 'reading\n', message: 'ran longer than its time limit of 2.00 s and was stopped' }), testResult(1, 'passed')]),
+    opts: { ...OPTS, caseInputs: caseInputs(2, { 0: { stdin: '' } }) },
+  },
+  'tests-exit-code': {
+    r: testsInput('completed', [
+      testResult(0, 'failed', {
+        exitCode: 0,
+        stdout: 'usage: main.py N\n',
+        mismatch: { line: null, expected: '2', actual: '0', message: 'exit code 0, expected 2' },
+      }),
+    ]),
+    opts: { ...OPTS, caseInputs: [{ stdin: '', args: ['--bogus'], timeoutMs: 2000 }] },
+  },
+  'tests-validation_failed': {
+    r: testsInput('validation_failed', [0, 1, 2].map((i) => testResult(i, 'not_run', { message: 'not run: the code did not pass validation, so no case ran' })), {
+      stderr: '  File "main.py", line 2\n    print(int(a) + int(b)\n         ^\nSyntaxError: \'(\' was never closed\n',
+      error: { type: 'SyntaxError', message: "'(' was never closed", line: 2, column: 6, text: 'print(int(a) + int(b)', caret: '     ^' },
+    }),
+    code: ADD_CODE.replace('int(b))', 'int(b)'),
+    opts: { ...OPTS, caseInputs: caseInputs(3) },
+  },
+  'tests-whole-timeout': {
+    r: testsInput(
+      'timeout',
+      [
+        testResult(0, 'passed', { stdout: '1\n' }),
+        testResult(1, 'timeout', { message: 'ran longer than its time limit of 2.00 s and was stopped' }),
+        ...[2, 3, 4].map((i) => testResult(i, 'not_run', { message: "not run: the execution's total time limit ran out before this case" })),
+      ],
+      { durationMs: 9000 },
+    ),
+    opts: { ...OPTS, caseInputs: caseInputs(5) },
+  },
+  'tests-over-budget': {
+    r: testsInput('completed', [
+      testResult(0, 'failed', {
+        name: 'a long case name '.repeat(10).trim(),
+        stdout: numbered(2000),
+        mismatch: { line: 1500, expected: 'row 1499!', actual: 'row 1499', message: 'line 1500 differs: expected "row 1499!", got "row 1499"' },
+      }),
+      ...Array.from({ length: 30 }, (_, i) => testResult(i + 1, i % 2 ? 'error' : 'oom', { message: 'x' })),
+    ]),
+    opts: { ...OPTS, budgetChars: 1200, caseInputs: caseInputs(31, { 0: { stdin: numbered(5000, 'input') } }) },
+  },
+};
+
 describe('feedback golden files', () => {
-  for (const [name, { r, code, opts }] of Object.entries(CASES)) {
+  for (const [name, { r, code, opts }] of Object.entries({ ...CASES, ...TESTS_CASES })) {
     it(name, () => {
       const text = renderFeedback(r, code ?? CODE, opts ?? OPTS);
       const file = join(GOLDEN_DIR, `${name}.txt`);

@@ -111,6 +111,72 @@ export const MIGRATIONS: readonly string[] = [
      RETURN true;
    END
    $fn$;`,
+  // Async executions and batches, webhook deliveries and secrets: SQLite's migration 3, to answer
+  // alike (see store/db.ts). by_status is jsonb: counts only, never a program's text.
+  `CREATE TABLE batches (
+     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+     id text COLLATE "C" NOT NULL UNIQUE,
+     tenant text COLLATE "C" NOT NULL,
+     label text,
+     webhook_url text,
+     webhook_state text COLLATE "C" CHECK (webhook_state IN ('pending', 'delivered', 'failed')),
+     total integer NOT NULL CHECK (total > 0),
+     done integer NOT NULL DEFAULT 0,
+     by_status jsonb NOT NULL DEFAULT '{}',
+     state text COLLATE "C" NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'completed', 'cancelled')),
+     cancel_requested boolean NOT NULL DEFAULT false,
+     next_seq integer NOT NULL DEFAULT 1,
+     created_at_ms bigint NOT NULL,
+     finished_at_ms bigint
+   );
+   CREATE INDEX batches_tenant_seq ON batches (tenant, seq);
+   CREATE INDEX batches_finished ON batches (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+   CREATE TABLE jobs (
+     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+     id text COLLATE "C" NOT NULL UNIQUE,
+     tenant text COLLATE "C" NOT NULL,
+     batch_id text COLLATE "C" REFERENCES batches (id),
+     idx integer NOT NULL,
+     request text NOT NULL,
+     request_id text,
+     webhook_url text,
+     state text COLLATE "C" NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+     owner text COLLATE "C",
+     lease_until_ms bigint,
+     not_before_ms bigint NOT NULL DEFAULT 0,
+     created_at_ms bigint NOT NULL,
+     status text COLLATE "C",
+     done_seq integer
+   );
+   CREATE UNIQUE INDEX jobs_batch_idx ON jobs (batch_id, idx) WHERE batch_id IS NOT NULL;
+   CREATE UNIQUE INDEX jobs_batch_done_seq ON jobs (batch_id, done_seq) WHERE done_seq IS NOT NULL;
+   CREATE INDEX jobs_open ON jobs (tenant, created_at_ms, seq) WHERE state <> 'done';
+   CREATE INDEX jobs_running ON jobs (owner, lease_until_ms) WHERE state = 'running';
+   CREATE TABLE webhook_deliveries (
+     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+     id text COLLATE "C" NOT NULL UNIQUE,
+     tenant text COLLATE "C" NOT NULL,
+     url text NOT NULL,
+     batch_id text COLLATE "C",
+     body text NOT NULL,
+     attempts integer NOT NULL DEFAULT 0,
+     next_at_ms bigint NOT NULL,
+     state text COLLATE "C" NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+     owner text COLLATE "C",
+     lease_until_ms bigint,
+     last_error text,
+     last_status integer,
+     created_at_ms bigint NOT NULL,
+     finished_at_ms bigint
+   );
+   CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at_ms, seq) WHERE state = 'pending';
+   CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+   -- the signing key itself (it signs, so it cannot be kept as a hash)
+   CREATE TABLE webhook_secrets (
+     tenant text COLLATE "C" PRIMARY KEY,
+     secret bytea NOT NULL CHECK (octet_length(secret) = 32),
+     created_at_ms bigint NOT NULL
+   );`,
 ];
 
 /**
