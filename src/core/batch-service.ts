@@ -4,7 +4,8 @@
 // one), cancellation, and the stream of a batch's item completions.
 import { visibleTenant, type Caller } from './caller.ts';
 import { PyboxError } from './errors.ts';
-import { batchInfoOf, type JobCompletion } from './job-runner.ts';
+import type { JobCompletion } from './job-runner.ts';
+import { batchInfoOf, recordedShape, type RequestChecks } from './job-shapes.ts';
 import type { Clock, ExecutionStore, JobStore, Logger, StoredJob } from './ports.ts';
 import { buildResult, notRun, type ResultDeps } from './results.ts';
 import type {
@@ -37,7 +38,7 @@ export interface BatchServiceDeps {
   jobs: JobStore;
   runner: JobRunnerHandle;
   /** Checks and clamps a request as a run would (DefaultExecutionService's check and clampLimits). */
-  service: { check(caller: Caller, req: ExecutionRequest): AppliedLimits; clampLimits(req: ExecutionRequest, limits: Caller['limits']): AppliedLimits };
+  service: RequestChecks;
   /** The tenant's caller (JobRunner's callerFor): a cancelled item shows its tenant's limits. */
   callerFor: (tenant: string) => Promise<Caller>;
   /** Where results are read, and where a DELETE records the cancelled items. */
@@ -179,8 +180,8 @@ export class BatchService {
       // A result may already be saved (an earlier DELETE cut short); it stands.
       let result = await this.deps.store.get(job.id);
       if (!result) {
-        const limits = this.deps.service.clampLimits(job.request, (await this.deps.callerFor(job.tenant)).limits);
-        result = buildResult(results, { id: job.id, code: job.request.code, limits, outcome: notRun(), createdAtMs: job.createdAtMs, cancellation: by });
+        const { limits, tests } = recordedShape(this.deps.service, await this.deps.callerFor(job.tenant), job.request);
+        result = buildResult(results, { id: job.id, code: job.request.code, limits, outcome: notRun(), createdAtMs: job.createdAtMs, cancellation: by, tests });
         await this.deps.store.save(result, { tenant: job.tenant, outputBytes: 0 });
       }
       await this.deps.runner.complete(job, result);

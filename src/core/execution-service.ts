@@ -192,10 +192,12 @@ export class DefaultExecutionService implements ExecutionService {
 
   /**
    * Checks and clamps a request exactly as execute() would, without running it (a batch's items are
-   * refused at submission). Throws invalid_request; returns the limits the run would get.
+   * refused at submission). Throws invalid_request; returns the limits the run would get, and its
+   * test cases' expectations (for a result recorded without a run: a cancelled batch item).
    */
-  check(caller: Caller, req: ExecutionRequest): AppliedLimits {
-    return this.accept(caller, req, { job: { id: '', createdAtMs: 0 } }).limits;
+  check(caller: Caller, req: ExecutionRequest): Pick<AcceptedExecution, 'limits' | 'tests'> {
+    const { limits, tests } = this.accept(caller, req, { job: { id: '', createdAtMs: 0 } });
+    return { limits, tests };
   }
 
   /** The request validated, clamped and given its id: every check of a request lives here, once. */

@@ -23,7 +23,8 @@ import { NO_TENANT_LIMITS, type Caller } from './caller.ts';
 import { PyboxError, type ErrorCode } from './errors.ts';
 import type { BatchRecord, Clock, ExecutionService, ExecutionStore, JobStore, Logger, StoredJob, TenantStore, WebhookOutbox } from './ports.ts';
 import { buildResult, failedOutcome, type ResultDeps } from './results.ts';
-import type { AppliedLimits, BatchInfo, ExecutionRequest, ExecutionResult, ExecutionStatus, WebhookEvent } from './schemas.ts';
+import type { ExecutionResult, ExecutionStatus, WebhookEvent } from './schemas.ts';
+import { batchInfoOf, recordedShape, type RequestChecks } from './job-shapes.ts';
 
 /** A job that ended here: its result is saved and the store counts it done. */
 export interface JobCompletion {
@@ -37,8 +38,8 @@ export interface JobRunnerDeps {
   jobs: JobStore;
   /** Where results are saved (the dispatch saves them; the runner reads them back, and saves its own failures). */
   store: Pick<ExecutionStore, 'get' | 'save'>;
-  /** Runs a job as its tenant; clampLimits gives the limits shown on a failure the runner records itself. */
-  service: Pick<ExecutionService, 'execute'> & { clampLimits(req: ExecutionRequest, limits: Caller['limits']): AppliedLimits };
+  /** Runs a job as its tenant; check and clampLimits shape the failure the runner records itself. */
+  service: Pick<ExecutionService, 'execute'> & RequestChecks;
   /** Where webhook calls are queued; none are made without it. */
   outbox?: WebhookOutbox | undefined;
   clock: Clock;
@@ -54,9 +55,15 @@ export interface JobRunnerDeps {
   callerFor: (tenant: string) => Promise<Caller>;
   /** For the result the runner records when a job cannot be run at all. */
   results: ResultDeps;
-  /** Ids of webhook deliveries. */
-  newId: () => string;
 }
+
+/**
+ * A delivery's id follows from what finished, so queueing it again (a job completed twice after a
+ * lease ran out, or after a crash between queueing and completing) is the same delivery: the outbox
+ * keeps the first, and receivers see one Pybox-Webhook-Id.
+ */
+export const executionDeliveryId = (executionId: string) => `execution-${executionId}`;
+export const batchDeliveryId = (batchId: string) => `batch-${batchId}`;
 
 /** Refusals that say "not now": the job goes back to the queue and is tried again later. */
 const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
@@ -76,11 +83,6 @@ const MAX_RETRY_WAIT_MS = 60_000;
 const summaryOf = (r: ExecutionResult) => {
   const { files: _files, ...summary } = r;
   return summary;
-};
-
-export const batchInfoOf = (b: BatchRecord): BatchInfo => {
-  const { tenant: _tenant, ...info } = b;
-  return info;
 };
 
 /** callerFor over the tenant store: the tenant's own ceilings, none for a tenant it does not know (local mode). */
@@ -298,12 +300,14 @@ export class JobRunner {
   }
 
   private failure(job: StoredJob, caller: Caller, why: string): ExecutionResult {
+    const { limits, tests } = recordedShape(this.deps.service, caller, job.request);
     return buildResult(this.deps.results, {
       id: job.id,
       code: job.request.code,
-      limits: this.deps.service.clampLimits(job.request, caller.limits),
+      limits,
       outcome: failedOutcome(`the job could not be run: ${why}`),
       createdAtMs: job.createdAtMs,
+      tests,
     });
   }
 
@@ -315,9 +319,9 @@ export class JobRunner {
   async complete(job: StoredJob, result: ExecutionResult): Promise<void> {
     const { clock, outbox } = this.deps;
     // Queued before the job is done: should completing fail, the job is claimed again and this is
-    // queued again (at least once), rather than never.
+    // queued again (the same delivery), rather than never.
     if (outbox && job.webhookUrl !== null) {
-      const id = this.deps.newId();
+      const id = executionDeliveryId(job.id);
       const event: WebhookEvent = { type: 'execution.finished', id, createdAt: new Date(clock.now()).toISOString(), execution: summaryOf(result) };
       await outbox.enqueue({ id, tenant: job.tenant, url: job.webhookUrl, batchId: null, body: JSON.stringify(event) }, clock.now());
     }
@@ -325,7 +329,7 @@ export class JobRunner {
     if (batchFinished) {
       this.deps.logger.info('batch finished', { batchId: batchFinished.id, tenant: batchFinished.tenant, total: batchFinished.total, state: batchFinished.state });
       if (outbox && batchFinished.webhook) {
-        const id = this.deps.newId();
+        const id = batchDeliveryId(batchFinished.id);
         const event: WebhookEvent = { type: 'batch.finished', id, createdAt: new Date(clock.now()).toISOString(), batch: batchInfoOf(batchFinished) };
         try {
           await outbox.enqueue({ id, tenant: batchFinished.tenant, url: batchFinished.webhook.url, batchId: batchFinished.id, body: JSON.stringify(event) }, clock.now());

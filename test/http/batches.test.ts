@@ -8,11 +8,16 @@ import { BatchService, basicWebhookUrlCheck } from '../../src/core/batch-service
 import { LOCAL_CALLER, NO_TENANT_LIMITS } from '../../src/core/caller.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import { JobRunner } from '../../src/core/job-runner.ts';
+import { batchDeliveryId, executionDeliveryId, JobRunner } from '../../src/core/job-runner.ts';
 import type { SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
 import { BatchInfo, BatchItemEvent, BatchList, BatchPage, ExecutionResult, PendingExecution, WebhookEvent } from '../../src/core/schemas.ts';
 import { Authenticator } from '../../src/tenancy/authenticator.ts';
-import { MemoryJobStore, MemoryOutbox, MemoryWebhookSecrets } from '../support/memory-job-store.ts';
+import { MemoryJobStore, MemoryWebhookSecrets } from '../support/memory-job-store.ts';
+import { MemoryOutbox } from '../support/memory-outbox.ts';
+import type { ExecutionStore, JobStore, WebhookOutbox, WebhookSecrets } from '../../src/core/ports.ts';
+import { openDatabase } from '../../src/store/db.ts';
+import { SqliteExecutionStore } from '../../src/store/execution-store.ts';
+import { sqliteJobStores } from '../../src/store/open.ts';
 import { defaultConfig, localService, MemoryStore, outcome, RecordingLogger, runReport } from '../unit/fakes.ts';
 import { FakeKeys, type ErrorJson } from './fake-service.ts';
 
@@ -33,20 +38,40 @@ class HeldSandboxes {
 }
 
 const runners: JobRunner[] = [];
+const closers: Array<() => void> = [];
 afterEach(async () => {
   for (const r of runners.splice(0)) {
     r.stop();
     await r.settled();
   }
+  for (const close of closers.splice(0)) close();
 });
 
-function setup(opts: { concurrency?: number; maxBatchItems?: number } = {}) {
+type Stores = { store: ExecutionStore; jobs: JobStore; outbox: WebhookOutbox; secrets: WebhookSecrets; jobCount: () => number };
+
+/** The in-memory fakes, and SQLite as an embedded node keeps them. */
+const STORES: Record<'memory' | 'sqlite', () => Stores> = {
+  memory: () => {
+    const store = new MemoryStore();
+    const jobs = new MemoryJobStore((id) => store.get(id));
+    return { store, jobs, outbox: new MemoryOutbox(), secrets: new MemoryWebhookSecrets(), jobCount: () => jobs.jobs.size };
+  },
+  sqlite: () => {
+    const db = openDatabase(':memory:');
+    closers.push(() => db.close());
+    const store = new SqliteExecutionStore({ db, maxExecutions: 1000, maxAgeDays: 0 });
+    const count = db.prepare<[], number>('SELECT COUNT(*) FROM jobs').pluck();
+    return { store, ...sqliteJobStores(db), jobCount: () => count.get() ?? 0 };
+  },
+};
+
+function setup(opts: { concurrency?: number; maxBatchItems?: number; stores?: keyof typeof STORES } = {}) {
   const clock = { now: () => Date.now() };
   const logger = new RecordingLogger();
   const config = defaultConfig();
   const jobsConfig = { ...config.jobs, concurrency: opts.concurrency ?? 2, pollMs: 20, maxBatchItems: opts.maxBatchItems ?? 50 };
   const sandboxes = new HeldSandboxes();
-  const store = new MemoryStore();
+  const { store, jobs, outbox, secrets, jobCount } = STORES[opts.stores ?? 'memory']();
   let n = 0;
   const newId = () => `id-${++n}`;
   const service = localService({
@@ -62,24 +87,22 @@ function setup(opts: { concurrency?: number; maxBatchItems?: number } = {}) {
     logger,
     newId,
   });
-  const jobs = new MemoryJobStore((id) => store.get(id));
-  const outbox = new MemoryOutbox();
   const results = { runtime: 'runc' as const, limits: config.limits, clock };
   const callerFor = async (tenant: string) => ({ tenant, keyId: null, admin: false, limits: NO_TENANT_LIMITS });
-  const runner = new JobRunner({ jobs, store, service, outbox, clock, logger, owner: 'node-1', config: jobsConfig, callerFor, results, newId });
+  const runner = new JobRunner({ jobs, store, service, outbox, clock, logger, owner: 'node-1', config: jobsConfig, callerFor, results });
   runners.push(runner);
   const batches = new BatchService({ jobs, runner, service, callerFor, store, results, clock, logger, newId, owner: 'node-1', config: jobsConfig, eventsPollMs: 50 });
   const keys = new FakeKeys();
   const a = keys.add('team-a');
   const b = keys.add('team-b');
-  const app = createApp({ service, logger, bodyLimitBytes: 1 << 20, auth: new Authenticator(keys), batches, webhookSecrets: new MemoryWebhookSecrets() });
+  const app = createApp({ service, logger, bodyLimitBytes: 1 << 20, auth: new Authenticator(keys), batches, webhookSecrets: secrets });
   const call = (key: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
     app.request(path, {
       method,
       headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
-  return { app, call, a, b, sandboxes, runner, jobs, outbox, store };
+  return { app, call, a, b, sandboxes, runner, jobs, outbox, store, jobCount };
 }
 
 async function until<T>(probe: () => Promise<T | undefined>, what: string, ms = 5000): Promise<T> {
@@ -104,9 +127,9 @@ function parseSse(text: string): Array<{ event: string | undefined; id: string |
     });
 }
 
-describe('POST /v1/executions?async=true', () => {
+describe.each(['memory', 'sqlite'] as const)('POST /v1/executions?async=true (%s stores)', (stores) => {
   it('answers 202 with the pending execution at once, then GET answers 202 until the result is there', async () => {
-    const { call, a, sandboxes, runner } = setup();
+    const { call, a, sandboxes, runner } = setup({ stores });
     sandboxes.held = true;
     await runner.start();
     const res = await call(a, 'POST', '/v1/executions?async=true', { code: 'print(1)' });
@@ -132,18 +155,18 @@ describe('POST /v1/executions?async=true', () => {
   });
 
   it('calls the webhook it names once the run is done', async () => {
-    const { call, a, runner, outbox } = setup();
+    const { call, a, runner, outbox } = setup({ stores });
     await runner.start();
     const res = await call(a, 'POST', '/v1/executions?async=true', { code: 'print(2)', webhook: { url: 'https://hooks.example/done' } });
     expect(res.status).toBe(202);
     const { id } = PendingExecution.parse(await res.json());
-    const delivery = await until(async () => outbox.all()[0], 'the delivery');
+    const delivery = await until(() => outbox.get(executionDeliveryId(id)), 'the delivery');
     expect(delivery).toMatchObject({ tenant: 'team-a', url: 'https://hooks.example/done', batchId: null });
     expect(WebhookEvent.parse(JSON.parse(delivery.body))).toMatchObject({ type: 'execution.finished', execution: { id, status: 'completed' } });
   });
 
   it('refuses a webhook without async=true, and checks the request as a run would before queueing it', async () => {
-    const { call, a, jobs } = setup();
+    const { call, a, jobCount } = setup({ stores });
     const sync = await call(a, 'POST', '/v1/executions', { code: 'print(1)', webhook: { url: 'https://hooks.example/x' } });
     expect(sync.status).toBe(400);
     expect(((await sync.json()) as ErrorJson).error.details).toEqual([{ path: 'webhook', message: 'unknown field' }]);
@@ -152,11 +175,11 @@ describe('POST /v1/executions?async=true', () => {
     expect(((await dup.json()) as ErrorJson).error.details?.[0]?.path).toBe('files[1].path');
     const creds = await call(a, 'POST', '/v1/executions?async=true', { code: 'x', webhook: { url: 'https://user:pw@hooks.example/' } });
     expect(creds.status).toBe(400);
-    expect(jobs.jobs.size).toBe(0);
+    expect(jobCount()).toBe(0);
   });
 
   it('shows another tenant\'s pending execution as not found', async () => {
-    const { call, a, b, sandboxes, runner } = setup();
+    const { call, a, b, sandboxes, runner } = setup({ stores });
     sandboxes.held = true;
     await runner.start();
     const { id } = PendingExecution.parse(await (await call(a, 'POST', '/v1/executions?async=true', { code: 'print(1)' })).json());
@@ -167,11 +190,11 @@ describe('POST /v1/executions?async=true', () => {
   });
 });
 
-describe('/v1/batches', () => {
+describe.each(['memory', 'sqlite'] as const)('/v1/batches (%s stores)', (stores) => {
   const items = (n: number) => Array.from({ length: n }, (_, i) => ({ code: `print(${i})` }));
 
   it('takes a batch (202 + Location), lists it, pages its items, and shows their results once done', async () => {
-    const { call, a, runner } = setup();
+    const { call, a, runner } = setup({ stores });
     const res = await call(a, 'POST', '/v1/batches', { items: items(5), label: 'nightly' });
     expect(res.status).toBe(202);
     const info = BatchInfo.parse(await res.json());
@@ -207,7 +230,7 @@ describe('/v1/batches', () => {
   });
 
   it('streams each completion as an event with its seq, then done, and resumes after Last-Event-ID', async () => {
-    const { call, a, runner, sandboxes } = setup();
+    const { call, a, runner, sandboxes } = setup({ stores });
     sandboxes.held = true;
     await runner.start();
     const info = BatchInfo.parse(await (await call(a, 'POST', '/v1/batches', { items: items(3) })).json());
@@ -235,7 +258,7 @@ describe('/v1/batches', () => {
   });
 
   it('cancels the queued items (each recorded cancelled) and lets the running one finish', async () => {
-    const { call, a, runner, sandboxes, outbox } = setup({ concurrency: 1 });
+    const { call, a, runner, sandboxes, outbox } = setup({ concurrency: 1, stores });
     sandboxes.held = true;
     await runner.start();
     const info = BatchInfo.parse(await (await call(a, 'POST', '/v1/batches', { items: items(4), webhook: { url: 'https://hooks.example/b' } })).json());
@@ -252,13 +275,14 @@ describe('/v1/batches', () => {
     expect(page.byStatus).toMatchObject({ completed: 1, cancelled: 3 });
     expect(page.items.map((i) => i.result?.status)).toEqual(['completed', 'cancelled', 'cancelled', 'cancelled']);
     expect(sandboxes.jobs).toHaveLength(1);
-    // The batch's webhook is queued once, when its last item is done.
-    await until(async () => (outbox.all().length > 0 ? true : undefined), 'the delivery');
-    expect(outbox.all().map((d) => WebhookEvent.parse(JSON.parse(d.body)).type)).toEqual(['batch.finished']);
+    // The batch's webhook is queued when its last item is done; its items have none of their own.
+    const delivery = await until(() => outbox.get(batchDeliveryId(info.id)), 'the delivery');
+    expect(WebhookEvent.parse(JSON.parse(delivery.body))).toMatchObject({ type: 'batch.finished', id: batchDeliveryId(info.id), batch: { id: info.id, state: 'cancelled', done: 4 } });
+    for (const item of page.items) expect(await outbox.get(executionDeliveryId(item.executionId))).toBeUndefined();
   });
 
   it('refuses a bad item naming it (items[3].timeoutMs), and more items than the server takes', async () => {
-    const { call, a, jobs } = setup({ maxBatchItems: 3 });
+    const { call, a, jobCount } = setup({ maxBatchItems: 3, stores });
     const bad = await call(a, 'POST', '/v1/batches', { items: [...items(3).slice(0, 3), { code: 'x', timeoutMs: 1 }] });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as ErrorJson).error.details?.map((d) => d.path)).toContain('items[3].timeoutMs');
@@ -272,11 +296,11 @@ describe('/v1/batches', () => {
     expect(((await many.json()) as ErrorJson).error.details?.[0]?.path).toBe('items');
     const empty = await call(a, 'POST', '/v1/batches', { items: [] });
     expect(empty.status).toBe(400);
-    expect(jobs.batches.size).toBe(0);
+    expect(jobCount()).toBe(0);
   });
 
   it('answers another tenant\'s batch exactly as an unknown one', async () => {
-    const { call, a, b } = setup();
+    const { call, a, b } = setup({ stores });
     const info = BatchInfo.parse(await (await call(a, 'POST', '/v1/batches', { items: items(2) })).json());
     for (const [method, path] of [
       ['GET', `/v1/batches/${info.id}`],
@@ -297,9 +321,9 @@ describe('/v1/batches', () => {
   });
 });
 
-describe('/v1/webhooks/secret', () => {
+describe.each(['memory', 'sqlite'] as const)('/v1/webhooks/secret (%s stores)', (stores) => {
   it('gives each tenant its own secret, the same until rotated, never cacheable', async () => {
-    const { call, a, b } = setup();
+    const { call, a, b } = setup({ stores });
     const get = async (key: string, method = 'GET', path = '/v1/webhooks/secret') => {
       const res = await call(key, method, path);
       expect(res.status).toBe(200);
@@ -384,7 +408,7 @@ describe('the event stream of a batch that does not finish', () => {
     const batches = new BatchService({
       jobs,
       runner: counting,
-      service: { check: () => limits, clampLimits: () => limits },
+      service: { check: () => ({ limits }), clampLimits: () => limits },
       callerFor: async (tenant) => ({ tenant, keyId: null, admin: false, limits: NO_TENANT_LIMITS }),
       store: new MemoryStore(),
       results: { runtime: 'runc', limits: config.limits, clock },

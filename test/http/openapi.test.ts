@@ -36,7 +36,7 @@ function idleBatches(): BatchService {
   return new BatchService({
     jobs: new MemoryJobStore(),
     runner: { wake() {}, onCompleted: () => () => {}, complete: async () => {} },
-    service: { check: () => limits, clampLimits: () => limits },
+    service: { check: () => ({ limits }), clampLimits: () => limits },
     callerFor: async (tenant) => ({ tenant, keyId: null, admin: false, limits: NO_TENANT_LIMITS }),
     store: new MemoryStore(),
     results: { runtime: 'runc', limits: config.limits, clock },

@@ -1,8 +1,8 @@
-// In-memory JobStore, WebhookOutbox and WebhookSecrets for tests, kept as close to the ports'
+// In-memory JobStore and WebhookSecrets for tests (the outbox is memory-outbox.ts's), kept as close to the ports'
 // documented behaviour as a map can be: leases with expiry, fair claims (fewest running first, each
 // tenant's oldest first), per-batch completion seqs, exactly one batchFinished per batch.
 import { randomBytes } from 'node:crypto';
-import type { BatchRecord, JobStore, StoredJob, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../../src/core/ports.ts';
+import type { BatchRecord, JobStore, StoredJob, WebhookSecrets } from '../../src/core/ports.ts';
 import { EXECUTION_STATUSES, type BatchInfo, type BatchItem, type ExecutionResult, type ExecutionStatus, type PendingState, type WebhookState } from '../../src/core/schemas.ts';
 
 interface JobRow {
@@ -246,54 +246,6 @@ export class MemoryJobStore implements JobStore {
   /** The state of a job, for assertions. */
   stateOf(id: string): JobRow['state'] | undefined {
     return this.jobs.get(id)?.state;
-  }
-}
-
-type Row = WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null; leaseUntilMs: number };
-
-export class MemoryOutbox implements WebhookOutbox {
-  readonly rows = new Map<string, Row>();
-
-  async enqueue(delivery: Omit<WebhookDelivery, 'attempts' | 'nextAtMs'>, nowMs: number): Promise<void> {
-    if (this.rows.has(delivery.id)) throw new Error(`delivery ${delivery.id} exists`);
-    this.rows.set(delivery.id, { ...delivery, attempts: 0, nextAtMs: nowMs, state: 'pending', lastError: null, lastStatus: null, leaseUntilMs: 0 });
-  }
-
-  async claimDue(_owner: string, nowMs: number, max: number, leaseMs: number): Promise<WebhookDelivery[]> {
-    const due = [...this.rows.values()].filter((r) => r.state === 'pending' && r.nextAtMs <= nowMs && r.leaseUntilMs <= nowMs).slice(0, max);
-    for (const r of due) r.leaseUntilMs = nowMs + leaseMs;
-    return due.map(({ id, tenant, url, batchId, body, attempts, nextAtMs }) => ({ id, tenant, url, batchId, body, attempts, nextAtMs }));
-  }
-
-  async delivered(id: string, _nowMs: number, httpStatus: number): Promise<void> {
-    const r = this.rows.get(id);
-    if (!r) return;
-    r.attempts++;
-    r.state = 'delivered';
-    r.lastStatus = httpStatus;
-  }
-
-  async failed(id: string, _nowMs: number, outcome: { nextAtMs: number | null; error: string; httpStatus: number | null }): Promise<void> {
-    const r = this.rows.get(id);
-    if (!r) return;
-    r.attempts++;
-    r.lastError = outcome.error;
-    r.lastStatus = outcome.httpStatus;
-    r.leaseUntilMs = 0;
-    if (outcome.nextAtMs === null) r.state = 'failed';
-    else r.nextAtMs = outcome.nextAtMs;
-  }
-
-  async get(id: string): Promise<(WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null }) | undefined> {
-    const r = this.rows.get(id);
-    if (!r) return undefined;
-    const { leaseUntilMs: _lease, ...rest } = r;
-    return { ...rest };
-  }
-
-  /** Every delivery, in enqueue order. */
-  all(): Row[] {
-    return [...this.rows.values()];
   }
 }
 

@@ -44,7 +44,7 @@ describe('DefaultExecutionService and jobs', () => {
   it('check() clamps like a run and refuses what a run refuses, running nothing', () => {
     const { service, accepted } = setup();
     const caller = { ...LOCAL_CALLER, admin: false, limits: { ...NO_TENANT_LIMITS, maxTimeoutMs: 2000 } };
-    expect(service.check(caller, { code: 'x', timeoutMs: 60_000 }).timeoutMs).toBe(2000);
+    expect(service.check(caller, { code: 'x', timeoutMs: 60_000 }).limits.timeoutMs).toBe(2000);
     const refusals = [
       { req: { code: 'x', files: [{ path: 'a', content: '1', encoding: 'utf8' as const }, { path: 'a', content: '2', encoding: 'utf8' as const }] }, path: 'files[1].path' },
       { req: { code: 'x', files: [{ path: 'a', content: '01234567890', encoding: 'utf8' as const }] }, path: 'files' },

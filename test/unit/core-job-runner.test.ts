@@ -4,11 +4,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { NO_TENANT_LIMITS, type Caller, type TenantLimits } from '../../src/core/caller.ts';
 import { PyboxError } from '../../src/core/errors.ts';
-import { JobRunner, tenantCallers, type JobCompletion } from '../../src/core/job-runner.ts';
+import { batchDeliveryId, executionDeliveryId, JobRunner, tenantCallers, type JobCompletion } from '../../src/core/job-runner.ts';
 import type { ExecuteOptions, StoredJob } from '../../src/core/ports.ts';
 import { buildResult } from '../../src/core/results.ts';
 import { WebhookEvent, type AppliedLimits, type ExecutionRequest, type ExecutionResult } from '../../src/core/schemas.ts';
-import { MemoryJobStore, MemoryOutbox } from '../support/memory-job-store.ts';
+import { MemoryJobStore } from '../support/memory-job-store.ts';
+import { MemoryOutbox } from '../support/memory-outbox.ts';
 import { defaultConfig, deferred, MemoryStore, outcome, RecordingLogger, runReport } from './fakes.ts';
 
 const clock = { now: () => Date.now() };
@@ -40,6 +41,9 @@ class FakeService {
     await this.store.save(r, { tenant: caller.tenant, outputBytes: 1 });
     return r;
   }
+  check(): { limits: AppliedLimits } {
+    return { limits: LIMITS };
+  }
   clampLimits(): AppliedLimits {
     return LIMITS;
   }
@@ -59,7 +63,6 @@ function setup(opts: { concurrency?: number; leaseMs?: number; owner?: string; l
   const outbox = new MemoryOutbox();
   const service = new FakeService(store);
   const logger = new RecordingLogger();
-  let n = 0;
   const make = (owner: string, s: FakeService = service) => {
     const runner = new JobRunner({
       jobs,
@@ -72,7 +75,6 @@ function setup(opts: { concurrency?: number; leaseMs?: number; owner?: string; l
       config: { maxBatchItems: 1000, concurrency: opts.concurrency ?? 2, leaseMs: opts.leaseMs ?? 5000, pollMs: 20 },
       callerFor: async (tenant) => ({ tenant, keyId: null, admin: false, limits: { ...NO_TENANT_LIMITS, ...opts.limits?.[tenant] } }),
       results,
-      newId: () => `wh-${++n}`,
     });
     runners.push(runner);
     return runner;
@@ -247,18 +249,31 @@ describe('JobRunner', () => {
     await jobs.createBatch({ id: 'b1', tenant: 'team-b', label: 'nightly', webhookUrl: 'https://hooks.example/batch', createdAtMs: 5 }, batchOf('team-b', 'b1', 3, 5));
     await runner.start();
     await until(() => jobs.stateOf(a.id) === 'done' && jobs.stateOf('b1-2') === 'done' && jobs.stateOf('b1-0') === 'done' && jobs.stateOf('b1-1') === 'done', 'all done');
-    await until(() => outbox.all().length >= 2, 'deliveries');
-    await new Promise((r) => setTimeout(r, 50));
-    const all = outbox.all();
+    await until(() => outbox.rows.size >= 2, 'deliveries');
+    const all = [...outbox.rows.values()];
     expect(all).toHaveLength(2);
-    const events = all.map((d) => ({ d, e: WebhookEvent.parse(JSON.parse(d.body)) }));
-    const exec = events.find((x) => x.e.type === 'execution.finished');
-    const batch = events.find((x) => x.e.type === 'batch.finished');
-    expect(exec?.d).toMatchObject({ tenant: 'team-a', url: 'https://hooks.example/one', batchId: null });
-    expect(exec?.e).toMatchObject({ type: 'execution.finished', id: exec?.d.id, execution: { id: a.id, status: 'completed' } });
-    expect(batch?.d).toMatchObject({ tenant: 'team-b', url: 'https://hooks.example/batch', batchId: 'b1' });
-    expect(batch?.e).toMatchObject({ type: 'batch.finished', batch: { id: 'b1', state: 'completed', total: 3, done: 3, label: 'nightly' } });
-    expect(JSON.parse(batch?.d.body ?? '{}').batch.tenant).toBeUndefined();
+    const exec = outbox.rows.get(executionDeliveryId(a.id));
+    const batch = outbox.rows.get(batchDeliveryId('b1'));
+    expect(exec).toMatchObject({ tenant: 'team-a', url: 'https://hooks.example/one', batchId: null });
+    expect(WebhookEvent.parse(JSON.parse(exec?.body ?? ''))).toMatchObject({ type: 'execution.finished', id: exec?.id, execution: { id: a.id, status: 'completed' } });
+    expect(batch).toMatchObject({ tenant: 'team-b', url: 'https://hooks.example/batch', batchId: 'b1' });
+    expect(WebhookEvent.parse(JSON.parse(batch?.body ?? ''))).toMatchObject({ type: 'batch.finished', batch: { id: 'b1', state: 'completed', total: 3, done: 3, label: 'nightly' } });
+    expect(JSON.parse(batch?.body ?? '{}').batch.tenant).toBeUndefined();
+  });
+
+  it('queues the webhook once when a job is completed again after a crash between queueing and completing', async () => {
+    const { jobs, runner, outbox, store, service } = setup();
+    const a = job('team-a', { webhookUrl: 'https://hooks.example/one' });
+    await jobs.createJob(a);
+    await jobs.claim({ owner: 'node-1', max: 1, nowMs: Date.now(), leaseMs: 3_600_000 });
+    // What the node did before it died: saved the result and queued the delivery, not completed.
+    await store.save(resultFor(a.id), { tenant: 'team-a', outputBytes: 0 });
+    await outbox.enqueue({ id: executionDeliveryId(a.id), tenant: 'team-a', url: 'https://hooks.example/one', batchId: null, body: '{"first":true}' }, Date.now());
+    await runner.start();
+    await until(() => jobs.stateOf(a.id) === 'done', 'completion');
+    expect(service.calls).toHaveLength(0);
+    expect([...outbox.rows.keys()]).toEqual([executionDeliveryId(a.id)]);
+    expect(outbox.rows.get(executionDeliveryId(a.id))?.body).toBe('{"first":true}');
   });
 
   it('on stop claims nothing more, and gives back a job the service refuses as shutting down', async () => {
