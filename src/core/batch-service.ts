@@ -81,6 +81,17 @@ export function basicWebhookUrlCheck(url: string, path: string): void {
   if (parsed.hostname === '') throw invalid(path, 'must name a host');
 }
 
+/**
+ * A WebhookUrlCheck from a check that answers instead of throwing, such as webhooks/address-policy.ts's
+ * checkWebhookUrl (the policy's syntactic part; addresses are checked at delivery).
+ */
+export function webhookUrlCheckFrom(check: (raw: string) => { ok: true } | { ok: false; reason: string }): WebhookUrlCheck {
+  return (url, path) => {
+    const verdict = check(url);
+    if (!verdict.ok) throw invalid(path, verdict.reason);
+  };
+}
+
 /** A service's invalid_request about a request, moved under `prefix` (`items[3].`). */
 function under(prefix: string, e: unknown): unknown {
   if (!(e instanceof PyboxError) || e.code !== 'invalid_request') return e;

@@ -4,7 +4,8 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/app.ts';
 import { batchRoutes } from '../../src/http/routes/batches.ts';
-import { BatchService, basicWebhookUrlCheck } from '../../src/core/batch-service.ts';
+import { BatchService, basicWebhookUrlCheck, webhookUrlCheckFrom } from '../../src/core/batch-service.ts';
+import { checkWebhookUrl } from '../../src/webhooks/address-policy.ts';
 import { LOCAL_CALLER, NO_TENANT_LIMITS } from '../../src/core/caller.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { PyboxError } from '../../src/core/errors.ts';
@@ -355,6 +356,21 @@ describe('basicWebhookUrlCheck', () => {
       expect(err, url).toBeInstanceOf(PyboxError);
       expect((err as PyboxError).details).toEqual([{ path: 'webhook.url', message: expect.any(String) }]);
     }
+  });
+});
+
+describe('webhookUrlCheckFrom', () => {
+  it('refuses what the webhook policy\'s syntax check refuses, naming the field', () => {
+    const check = webhookUrlCheckFrom(checkWebhookUrl);
+    expect(() => check('https://hooks.example/x', 'webhook.url')).not.toThrow();
+    let err: unknown;
+    try {
+      check('https://hooks.example:0/x', 'webhook.url');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(PyboxError);
+    expect((err as PyboxError).details).toEqual([{ path: 'webhook.url', message: 'must use a port from 1 to 65535' }]);
   });
 });
 
