@@ -5,6 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { PyboxClient } from '../../client/client.ts';
+import { sleep } from '../../client/wait.ts';
 import { ExecutionRequest, MAX_BATCH_ITEMS, type BatchInfo, type BatchItem } from '../../core/schemas.ts';
 import type { CliContext } from '../context.ts';
 import { clientFor, describeError, EXIT_SERVICE, type RemoteOptions } from '../remote.ts';
@@ -93,7 +94,7 @@ async function follow(client: PyboxClient, info: BatchInfo, ctx: CliContext, onI
   for (;;) {
     const page = await client.getBatch(info.id, { limit: 1 }, { signal });
     if (page.state !== 'running') return page;
-    await new Promise((r) => setTimeout(r, 2000));
+    await sleep(2000, signal);
   }
 }
 

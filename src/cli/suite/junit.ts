@@ -16,12 +16,19 @@ function clipped(text: string, max = OUTPUT_CHARS): string {
   return text.length <= max ? text : `${text.slice(0, max)}\n[… ${text.length - max} more characters]`;
 }
 
+const VERDICT_WORDS: Partial<Record<TestResult['verdict'], string>> = {
+  timeout: 'stopped at its time limit',
+  oom: 'out of memory',
+  output_limit: 'wrote more output than allowed',
+  not_run: 'not run',
+};
+
 function caseMessage(t: TestResult): string {
   if (t.mismatch) return t.mismatch.message;
   if (t.error) return `${t.error.type}: ${t.error.message}`;
   if (t.message) return t.message;
   if (t.verdict === 'error') return `exited with ${t.exitCode !== null ? `code ${t.exitCode}` : `signal ${t.signal ?? '?'}`}`;
-  return t.verdict;
+  return VERDICT_WORDS[t.verdict] ?? t.verdict;
 }
 
 function failureBody(t: TestResult): string {
