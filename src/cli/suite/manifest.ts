@@ -106,12 +106,16 @@ function inputFiles(root: string, manifest: string, field: string, refs: z.infer
 
 /** The programs a manifest names, with their cases; names are left unset where the manifest gives none. */
 export function loadManifest(manifestPath: string, root: string): Array<Omit<ProgramSpec, 'name'> & { name?: string | undefined }> {
-  const shown = relative(process.cwd(), manifestPath) || basename(manifestPath);
-  const doc = parseDocument(readFileSync(manifestPath, 'utf8'), { prettyErrors: false });
+  const fromHere = relative(process.cwd(), manifestPath);
+  const shown = fromHere && !fromHere.startsWith('..') ? fromHere : manifestPath;
+  const text = readFileSync(manifestPath, 'utf8');
+  const doc = parseDocument(text, { prettyErrors: false });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
-    const line = e.linePos?.[0];
-    throw new SuiteError(`${shown}${line ? `:${line.line}:${line.col}` : ''}: not valid YAML: ${e.message.split('\n')[0]}`);
+    const before = text.slice(0, Math.min(e.pos[0], text.length));
+    const line = before.split('\n').length;
+    const col = before.length - before.lastIndexOf('\n');
+    throw new SuiteError(`${shown}:${line}:${col}: not valid YAML: ${e.message.split('\n')[0]}`);
   }
   const parsed = Manifest.safeParse(doc.toJS());
   if (!parsed.success) {
