@@ -11,7 +11,8 @@
 //   # fake: http N            the request is answered with HTTP N (an error body)
 //   # fake: busy N            the first N requests of this code get 503 queue_full, Retry-After: 0
 //   # fake: slow MS           the answer takes MS milliseconds
-// A batch labelled `drop-after-N` ends its first event stream after N events, without `done`.
+// A batch labelled `drop-after-N` ends its first event stream after N events, without `done`; one
+// labelled `hang` sends no event at all until the client goes away.
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import {
@@ -73,6 +74,7 @@ export interface FakePybox extends Served {
   /** Headers of each events request (Last-Event-ID). */
   eventRequests: Array<string | null>;
   cancelled: string[];
+  resetMaxInFlight(): void;
 }
 
 export async function startFakePybox(): Promise<FakePybox> {
@@ -238,6 +240,7 @@ export async function startFakePybox(): Promise<FakePybox> {
     state.eventRequests.push(last);
     const connection = batch.connections++;
     return streamSSE(c, async (stream) => {
+      if (batch.info.label === 'hang') return new Promise<void>((resolve) => stream.onAbort(resolve));
       let sent = 0;
       for (const item of batch.items) {
         const seq = item.index + 1;
@@ -272,5 +275,6 @@ export async function startFakePybox(): Promise<FakePybox> {
     get cancelled() {
       return state.cancelled;
     },
+    resetMaxInFlight: () => void (state.maxInFlight = 0),
   };
 }
