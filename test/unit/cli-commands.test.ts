@@ -1,6 +1,5 @@
 // `pybox run`, `pybox test` and `pybox batch` in-process against a fake pybox server
 // (test/support/fake-pybox.ts): what they send, print and write, and their exit codes.
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -11,6 +10,7 @@ import { runCommand } from '../../src/cli/commands/run.ts';
 import { testCommand } from '../../src/cli/commands/test.ts';
 import type { CliContext } from '../../src/cli/context.ts';
 import { ExecutionResult } from '../../src/core/schemas.ts';
+import { xmllint } from '../support/junit.ts';
 import { startFakePybox, type FakePybox } from '../support/fake-pybox.ts';
 
 let fake: FakePybox;
@@ -126,13 +126,6 @@ describe('pybox run', () => {
     expect(ctx.stderr).toMatch(/cannot reach pybox at http:\/\/127\.0\.0\.1:9/);
   });
 });
-
-/** Validates a JUnit report against our schema; the failure message when it does not. */
-export function xmllint(report: string): { ok: boolean; output: string } {
-  const r = spawnSync('xmllint', ['--noout', '--schema', join(import.meta.dirname, '../fixtures/junit/junit.xsd'), report], { encoding: 'utf8' });
-  if (r.error) throw new Error(`xmllint is not installed (scripts/ensure-xmllint.sh): ${r.error.message}`);
-  return { ok: r.status === 0, output: `${r.stdout}${r.stderr}` };
-}
 
 /** A suite for the fake server: its programs echo their stdin, so a case passes when .in equals .out. */
 function echoSuite(): void {
