@@ -178,7 +178,7 @@ describe('pybox test', () => {
     expect(ctx.errLines.filter((l) => /^\[\d\/6\] (PASS|FAIL|NOT RUN) /.test(l))).toHaveLength(6);
     expect(ctx.stderr).toContain('pybox test: 6 programs, 10 cases, 4 at once');
     const out = ctx.stdout;
-    expect(out).toMatch(/✗ wrong › wrong\.1: failed: line 1 differs \(line 1\)\n {4}expected: y\\n\n {4}actual: {3}x\\n/);
+    expect(out).toMatch(/✗ wrong › wrong\.1: failed: line 1 differs\n {4}expected: y\\n\n {4}actual: {3}x\\n/);
     expect(out).toMatch(/✗ crash › crash: error: RuntimeError: boom \(line 2\)/);
     expect(out).toMatch(/✗ syntax: validation_failed: SyntaxError: invalid syntax \(line 1\)/);
     expect(out).toMatch(/✗ slow › never ends: timeout/);

@@ -12,8 +12,17 @@ import type { ProgramOutcome } from './runner.ts';
 /** Output kept per stream and case in the report (the server already caps it at limits.testOutputBytes). */
 const OUTPUT_CHARS = 16_384;
 
+/**
+ * Text for a CDATA section. The XML writer under junit-report-builder splits only the first "]]>"
+ * of a section; a second one would end it early and let program output into the markup. Each is
+ * written "]] >" instead: a report is for reading, and the results keep the exact output.
+ */
+function cdata(text: string): string {
+  return text.replaceAll(']]>', ']] >');
+}
+
 function clipped(text: string, max = OUTPUT_CHARS): string {
-  return text.length <= max ? text : `${text.slice(0, max)}\n[… ${text.length - max} more characters]`;
+  return cdata(text.length <= max ? text : `${text.slice(0, max)}\n[… ${text.length - max} more characters]`);
 }
 
 const VERDICT_WORDS: Partial<Record<TestResult['verdict'], string>> = {
@@ -32,7 +41,7 @@ function caseMessage(t: TestResult): string {
 }
 
 function failureBody(t: TestResult): string {
-  if (!t.mismatch) return caseMessage(t);
+  if (!t.mismatch) return cdata(caseMessage(t));
   const where = t.mismatch.line !== null ? `first difference on line ${t.mismatch.line}\n` : '';
   return `${where}expected:\n${clipped(t.mismatch.expected, 4096)}\nactual:\n${clipped(t.mismatch.actual, 4096)}`;
 }
@@ -53,7 +62,7 @@ export function junitXml(outcomes: ProgramOutcome[], name: string, at: Date = ne
     const r = o.result;
     if (!r || o.verdict === 'unrun' || r.status !== 'completed') {
       const why = o.problem ?? (r?.error ? `${r.error.type}: ${r.error.message}` : `the execution ended ${r?.status ?? 'without a result'}`);
-      const content = [r?.error?.text, r?.error?.caret, r?.error?.traceback].filter((x): x is string => !!x).join('\n');
+      const content = cdata([r?.error?.text, r?.error?.caret, r?.error?.traceback].filter((x): x is string => !!x).join('\n'));
       suite
         .testCase()
         .className(o.program.name)
@@ -64,7 +73,7 @@ export function junitXml(outcomes: ProgramOutcome[], name: string, at: Date = ne
       const tc = suite.testCase().className(o.program.name).name(t.name).time(t.durationMs / 1000);
       if (t.verdict === 'failed') tc.failure(caseMessage(t), 'failed').stacktrace(failureBody(t));
       else if (t.verdict === 'not_run') tc.skipped();
-      else if (t.verdict !== 'passed') tc.error(caseMessage(t), t.verdict, t.error?.traceback ?? undefined);
+      else if (t.verdict !== 'passed') tc.error(caseMessage(t), t.verdict, t.error?.traceback ? clipped(t.error.traceback) : undefined);
       if (t.stdout) tc.standardOutput(clipped(t.stdout) + (t.truncated.stdout ? '\n[output cut by pybox]' : ''));
       if (t.stderr) tc.standardError(clipped(t.stderr) + (t.truncated.stderr ? '\n[output cut by pybox]' : ''));
     }

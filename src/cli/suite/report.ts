@@ -20,7 +20,8 @@ export function clip(text: string, max: number): string {
 }
 
 function caseProblem(t: TestResult): string {
-  if (t.mismatch) return t.mismatch.message + (t.mismatch.line !== null ? ` (line ${t.mismatch.line})` : '');
+  // The server's message already says where ("line 15 differs…").
+  if (t.mismatch) return t.mismatch.message;
   if (t.error) return `${t.error.type}: ${t.error.message}${t.error.line !== null && t.error.line !== undefined ? ` (line ${t.error.line})` : ''}`;
   if (t.message) return t.message;
   if (t.verdict === 'error') return `exit code ${t.exitCode ?? t.signal ?? '?'}`;
@@ -44,7 +45,8 @@ export function failureDetails(outcomes: ProgramOutcome[], perProgram = 3): stri
     const bad = (r.tests ?? []).filter((t) => t.verdict !== 'passed' && !(t.verdict === 'not_run' && r.status !== 'completed'));
     for (const t of bad.slice(0, perProgram)) {
       lines.push(`✗ ${o.program.name} › ${t.name}: ${t.verdict}: ${clip(caseProblem(t), 300)}`);
-      if (t.mismatch && t.verdict === 'failed') {
+      // An exit code's mismatch says it all in its message; an output's shows both sides.
+      if (t.mismatch && t.verdict === 'failed' && !/^exit code /.test(t.mismatch.message)) {
         lines.push(`    expected: ${clip(t.mismatch.expected, 200)}`);
         lines.push(`    actual:   ${clip(t.mismatch.actual, 200)}`);
       }
