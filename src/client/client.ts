@@ -36,7 +36,7 @@ export type BatchPageParams = { limit?: number; cursor?: string };
 export type ExecutionState = { done: true; result: ExecutionResult } | { done: false; pending: PendingExecution };
 
 export interface WaitOptions extends CallOptions {
-  /** How long to wait between two looks; the server's Retry-After when it asks for longer. Default 1000. */
+  /** How long to wait between two looks. Default 1000 (the server's Retry-After for a pending execution is 1 s). */
   intervalMs?: number;
 }
 

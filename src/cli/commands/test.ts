@@ -58,6 +58,16 @@ export function registerTest(program: Command, ctx: CliContext): void {
     });
 }
 
+/**
+ * How long to wait for one program's answer: its cases run one after another in one sandbox, so up to
+ * the sum of their limits (the server's default, 30 s, where none is given; the server clamps them
+ * to its maxima), plus time in the queue.
+ */
+export function answerBudgetMs(suite: Suite): number {
+  const perProgram = suite.programs.map((p) => p.cases.reduce((sum, c) => sum + (c.timeoutMs ?? p.timeoutMs ?? 30_000), 0));
+  return Math.max(360_000, ...perProgram.map((ms) => ms + 120_000));
+}
+
 export async function testCommand(ctx: CliContext, path: string, opts: TestOptions): Promise<number> {
   if (opts.progress !== undefined && opts.progress !== 'bar' && opts.progress !== 'plain') {
     ctx.err(`pybox test: --progress is bar or plain, not "${opts.progress}"`);
@@ -85,7 +95,7 @@ export async function testCommand(ctx: CliContext, path: string, opts: TestOptio
   const started = performance.now();
   let outcomes: ProgramOutcome[];
   try {
-    const client = clientFor(ctx, opts, { retries: opts.retries });
+    const client = clientFor(ctx, opts, { retries: opts.retries, timeoutMs: answerBudgetMs(suite) });
     outcomes = await runSuite(client, suite.programs, {
       concurrency: opts.concurrency,
       onDone: (o) => {
