@@ -241,7 +241,9 @@ describe('pybox test', () => {
     const tty = Object.assign(new Writable({ write: (chunk: Buffer, _enc, done) => ((drawn += chunk.toString()), done()) }), { isTTY: true, columns: 120 });
     const ctx = context({ tty });
     expect(await testCommand(ctx, dir, { concurrency: 1, retries: 5 })).toBe(1);
+    expect(drawn).toMatch(/0\/2 programs \| 0 passed, 0 failed, 0 not run/);
     expect(drawn).toMatch(/2\/2 programs \| 1 passed, 1 failed, 0 not run/);
+    expect(drawn).not.toContain('{passed}');
     expect(ctx.errLines.some((l) => /^\[\d\/2\]/.test(l))).toBe(false);
     // CI set: plain lines even on a terminal.
     drawn = '';

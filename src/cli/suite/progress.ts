@@ -38,7 +38,9 @@ export function createProgress(ctx: CliContext, opts: { total: number; unit: str
     cliProgress.Presets.shades_classic,
   );
   let value = 0;
-  bar.start(opts.total, 0, {});
+  // Every count starts at 0, so the first frame shows numbers rather than the format's names.
+  const zero = Object.fromEntries([...opts.countsFormat.matchAll(/\{(\w+)\}/g)].map((m) => [m[1], 0]));
+  bar.start(opts.total, 0, zero);
   return {
     tick: (_line, counts) => bar.update(++value, counts),
     note: (line) => {
