@@ -24,8 +24,19 @@ export function clientFor(ctx: CliContext, opts: RemoteOptions, extra: { retries
   });
 }
 
+/** Text from a server, safe for a terminal: one line, no control characters (escape sequences). */
+export function printable(text: string, max = 500): string {
+  // eslint-disable-next-line no-control-regex
+  const line = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
+  return line.length <= max ? line : `${line.slice(0, max - 1)}…`;
+}
+
 /** One line that says what went wrong with the service, with the first detail of a refused request. */
 export function describeError(e: unknown): string {
+  return printable(describeErrorText(e));
+}
+
+function describeErrorText(e: unknown): string {
   if (e instanceof PyboxClientError) {
     const details = Array.isArray(e.details) ? (e.details as Array<{ path?: unknown; message?: unknown }>) : [];
     const first = details[0];
