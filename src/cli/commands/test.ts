@@ -5,7 +5,7 @@
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { CliContext } from '../context.ts';
-import { clientFor, describeError, EXIT_SERVICE, parseWholeNumber, type RemoteOptions } from '../remote.ts';
+import { clientFor, describeError, EXIT_SERVICE, parseWholeNumber, printable, type RemoteOptions } from '../remote.ts';
 import { discoverSuite, SuiteError, type Suite } from '../suite/discovery.ts';
 import { writeJunit } from '../suite/junit.ts';
 import { createProgress } from '../suite/progress.ts';
@@ -103,7 +103,7 @@ export async function testCommand(ctx: CliContext, path: string, opts: TestOptio
         const s = o.result?.summary;
         const cases = s ? `${s.passed}/${s.total} cases` : `${o.program.cases.length} cases`;
         const word = o.verdict === 'passed' ? 'PASS' : o.verdict === 'failed' ? 'FAIL' : 'NOT RUN';
-        const why = o.verdict === 'unrun' ? ` - ${o.problem}` : o.result && o.result.status !== 'completed' ? ` (${o.result.status})` : '';
+        const why = o.verdict === 'unrun' ? ` - ${printable(o.problem ?? '')}` : o.result && o.result.status !== 'completed' ? ` (${o.result.status})` : '';
         progress.tick(`${word} ${o.program.name}  ${cases}  ${(o.wallMs / 1000).toFixed(2)}s${why}`, counts);
       },
     });
