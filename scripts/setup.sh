@@ -6,7 +6,8 @@
 #   3. the sandbox image, built from images/ when its content hash has no image yet
 # `setup.sh test` (npm's pretest) also starts what the cluster tests need: PostgreSQL, Redis and a
 # second Docker engine (scripts/ensure-*.sh), and installs the Prometheus binaries the metrics tests
-# run (scripts/ensure-prometheus.sh). `npm start` does not: the all-in-one node needs none.
+# run (scripts/ensure-prometheus.sh) and xmllint for the JUnit reports (scripts/ensure-xmllint.sh).
+# `npm start` does not: the all-in-one node needs none.
 #   PYBOX_TEST_POSTGRES_URL / PYBOX_TEST_REDIS_URL set: that server is used as it is, not started.
 #   PYBOX_SECOND_ENGINE=0: no second engine (its tests are skipped).
 set -euo pipefail
@@ -44,4 +45,6 @@ if [ "$mode" = test ]; then
   [ "${PYBOX_SECOND_ENGINE:-1}" = 0 ] || bash scripts/ensure-engine-b.sh >/dev/null
   # The binaries only: each metrics test starts a Prometheus of its own.
   bash scripts/ensure-prometheus.sh >/dev/null
+  # The CLI tests validate `pybox test --junit` reports with it.
+  bash scripts/ensure-xmllint.sh >/dev/null
 fi

@@ -7,11 +7,19 @@ import { registerKeys } from './commands/keys.ts';
 import { registerMcp } from './commands/mcp.ts';
 import { registerDoctor } from './commands/doctor.ts';
 import { registerCluster } from './commands/cluster.ts';
+import { registerRun } from './commands/run.ts';
+import { registerTest } from './commands/test.ts';
+import { registerBatch } from './commands/batch.ts';
 
 const ctx: CliContext = {
   env: process.env,
   out: (line) => process.stdout.write(line + '\n'),
   err: (line) => process.stderr.write(line + '\n'),
+  write: (stream, text) => (stream === 'out' ? process.stdout : process.stderr).write(text),
+  tty: process.stderr,
+  get stdin() {
+    return process.stdin;
+  },
 };
 
 const program = new Command('pybox').description('pybox: hardened Python sandboxes behind an HTTP API');
@@ -21,6 +29,9 @@ registerKeys(program, ctx);
 registerMcp(program, ctx);
 registerDoctor(program, ctx);
 registerCluster(program, ctx);
+registerRun(program, ctx);
+registerTest(program, ctx);
+registerBatch(program, ctx);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   ctx.err(`pybox: ${e instanceof Error ? e.message : String(e)}`);

@@ -2,18 +2,45 @@
 // server validates with, and answers are parsed with them, so a client and a server cannot drift
 // apart silently. Every adapter (LangChain, MCP, the example agent) talks to pybox through this.
 import type { z } from 'zod';
-import { ExecutionResult, HistoryPage, RuntimeInfo, Stats, ToolList, type ExecutionRequest, type ExecutionStatus } from '../core/schemas.ts';
-import { ConnectionError, errorClassFor, PyboxClientError, TimeoutError, UnexpectedResponseError } from './errors.ts';
+import {
+  BatchInfo,
+  BatchPage,
+  ExecutionResult,
+  HistoryPage,
+  PendingExecution,
+  RuntimeInfo,
+  Stats,
+  ToolList,
+  type BatchItem,
+  type BatchRequest,
+  type ExecutionRequest,
+  type ExecutionStatus,
+  type WebhookTarget,
+} from '../core/schemas.ts';
+import { ConnectionError, errorFromAnswer, PyboxClientError, TimeoutError, UnexpectedResponseError } from './errors.ts';
+import { MAX_RETRY_WAIT_S, sleep } from './wait.ts';
+import { followBatchEvents, type BatchEvent, type BatchEventsOptions } from './sse.ts';
 
 export const DEFAULT_PYBOX_URL = 'http://127.0.0.1:8080';
 /** Long enough for the longest run a server allows (300 s) plus time in its queue. */
 export const DEFAULT_CLIENT_TIMEOUT_MS = 360_000;
-/** Retry-After values above this are not waited for: the error goes to the caller. */
-const MAX_RETRY_WAIT_S = 30;
 
 /** What `execute` accepts: the server's request schema, before defaults are applied. */
 export type ExecuteRequest = z.input<typeof ExecutionRequest>;
 export type HistoryParams = { limit?: number; status?: ExecutionStatus; cursor?: string };
+/** What `createBatch` accepts: the server's batch schema, before defaults are applied. */
+export type CreateBatchRequest = z.input<typeof BatchRequest>;
+export type BatchPageParams = { limit?: number; cursor?: string };
+
+/** An execution's state as GET /v1/executions/{id} tells it: its result, or that it still waits or runs. */
+export type ExecutionState = { done: true; result: ExecutionResult } | { done: false; pending: PendingExecution };
+
+export interface WaitOptions extends CallOptions {
+  /** How long to wait between two looks. Default 1000 (the server's Retry-After for a pending execution is 1 s). */
+  intervalMs?: number;
+}
+
+export type { BatchEvent, BatchEventsOptions } from './sse.ts';
 
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
 
@@ -35,23 +62,6 @@ export interface PyboxClientOptions {
 export interface CallOptions {
   signal?: AbortSignal | undefined;
 }
-
-/** The service's `{error: {code, message, details}}`, read leniently: newer servers may add codes. */
-function parseErrorBody(json: unknown): { code: string; message: string; details?: unknown } | null {
-  if (typeof json !== 'object' || json === null) return null;
-  const error = (json as { error?: unknown }).error;
-  if (typeof error !== 'object' || error === null) return null;
-  const { code, message, details } = error as Record<string, unknown>;
-  if (typeof code !== 'string' || typeof message !== 'string') return null;
-  return { code, message, details };
-}
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
-  });
 
 export class PyboxClient {
   readonly baseUrl: string;
@@ -104,10 +114,91 @@ export class PyboxClient {
     return this.call('GET', '/v1/tools', ToolList, { signal: opts.signal });
   }
 
+  /**
+   * Queues code to run and returns at once (POST /v1/executions?async=true); `getExecution` or
+   * `waitFor` give its result later. With `webhook`, the server also POSTs there when it is done.
+   */
+  submit(request: ExecuteRequest, opts: CallOptions & { webhook?: WebhookTarget | undefined } = {}): Promise<PendingExecution> {
+    const body = opts.webhook === undefined ? request : { ...request, webhook: opts.webhook };
+    return this.call('POST', '/v1/executions?async=true', PendingExecution, { body, signal: opts.signal });
+  }
+
+  /** An execution's result if it is done (200), else what it is doing (202). */
+  async getExecution(id: string, opts: CallOptions = {}): Promise<ExecutionState> {
+    const path = `/v1/executions/${encodeURIComponent(id)}`;
+    const answer = await this.request('GET', path, { signal: opts.signal });
+    if (answer.status === 202) return { done: false, pending: parseAnswer('GET', path, PendingExecution, answer) };
+    return { done: true, result: parseAnswer('GET', path, ExecutionResult, answer) };
+  }
+
+  /** Looks at an execution until it is done, and returns its result. Stops with `signal`. */
+  async waitFor(id: string, opts: WaitOptions = {}): Promise<ExecutionResult> {
+    const interval = opts.intervalMs ?? 1000;
+    for (;;) {
+      const state = await this.getExecution(id, { signal: opts.signal });
+      if (state.done) return state.result;
+      await sleep(interval, opts.signal);
+    }
+  }
+
+  /** Queues every item of a batch (POST /v1/batches); the server refuses more than its jobs.maxBatchItems. */
+  createBatch(request: CreateBatchRequest, opts: CallOptions = {}): Promise<BatchInfo> {
+    return this.call('POST', '/v1/batches', BatchInfo, { body: request, signal: opts.signal });
+  }
+
+  /** A batch and one page of its items, in index order; pass `nextCursor` back as `cursor`. */
+  getBatch(id: string, params: BatchPageParams = {}, opts: CallOptions = {}): Promise<BatchPage> {
+    const query = new URLSearchParams();
+    if (params.limit !== undefined) query.set('limit', String(params.limit));
+    if (params.cursor !== undefined) query.set('cursor', params.cursor);
+    const qs = query.toString();
+    return this.call('GET', `/v1/batches/${encodeURIComponent(id)}${qs ? `?${qs}` : ''}`, BatchPage, { signal: opts.signal });
+  }
+
+  /** Every item of a batch, page after page, in index order. */
+  async *batchItems(id: string, params: { pageSize?: number } = {}, opts: CallOptions = {}): AsyncGenerator<BatchItem> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.getBatch(id, { ...(params.pageSize !== undefined ? { limit: params.pageSize } : {}), ...(cursor !== undefined ? { cursor } : {}) }, opts);
+      yield* page.items;
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor !== undefined);
+  }
+
+  /**
+   * The batch's events as they happen (GET /v1/batches/{id}/events, server-sent events): one
+   * `item` per finished item, then `done` with the batch, and the iteration ends. A dropped
+   * connection is resumed from the last event seen (Last-Event-ID).
+   */
+  batchEvents(id: string, opts: BatchEventsOptions = {}): AsyncGenerator<BatchEvent> {
+    return followBatchEvents(
+      (lastEventId, signal) => {
+        const headers = this.headersFor(false, 'text/event-stream');
+        if (lastEventId !== undefined) headers['last-event-id'] = lastEventId;
+        return this.fetchImpl(`${this.baseUrl}/v1/batches/${encodeURIComponent(id)}/events`, { method: 'GET', headers, signal });
+      },
+      { ...opts, baseUrl: this.baseUrl },
+    );
+  }
+
+  /** Cancels a batch's queued items (they end `cancelled`) and returns the batch as it is then. */
+  async cancelBatch(id: string, opts: CallOptions = {}): Promise<BatchInfo> {
+    const path = `/v1/batches/${encodeURIComponent(id)}`;
+    const answer = await this.request('DELETE', path, { signal: opts.signal });
+    // A server may answer 204 with no body: the batch's state is then asked for.
+    if (answer.json === undefined) return this.getBatch(id, { limit: 1 }, opts);
+    return parseAnswer('DELETE', path, BatchInfo, answer);
+  }
+
   private async call<S extends z.ZodType>(method: string, path: string, schema: S, opts: { body?: unknown; signal?: AbortSignal | undefined }): Promise<z.output<S>> {
+    return parseAnswer(method, path, schema, await this.request(method, path, opts));
+  }
+
+  /** One request, retried while the server is busy and says when to come back; a non-2xx answer throws. */
+  private async request(method: string, path: string, opts: { body?: unknown; signal?: AbortSignal | undefined }): Promise<Answer> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.once(method, path, schema, opts);
+        return await this.once(method, path, opts);
       } catch (e) {
         const wait = e instanceof PyboxClientError && (e.status === 429 || e.status === 503) ? e.retryAfterS : undefined;
         if (wait === undefined || wait > MAX_RETRY_WAIT_S || attempt >= this.retries) throw e;
@@ -116,10 +207,15 @@ export class PyboxClient {
     }
   }
 
-  private async once<S extends z.ZodType>(method: string, path: string, schema: S, opts: { body?: unknown; signal?: AbortSignal | undefined }): Promise<z.output<S>> {
-    const headers: Record<string, string> = { accept: 'application/json', ...this.headers };
+  private headersFor(withBody: boolean, accept = 'application/json'): Record<string, string> {
+    const headers: Record<string, string> = { accept, ...this.headers };
     if (this.apiKey !== undefined) headers.authorization = `Bearer ${this.apiKey}`;
-    if (opts.body !== undefined) headers['content-type'] = 'application/json';
+    if (withBody) headers['content-type'] = 'application/json';
+    return headers;
+  }
+
+  private async once(method: string, path: string, opts: { body?: unknown; signal?: AbortSignal | undefined }): Promise<Answer> {
+    const headers = this.headersFor(opts.body !== undefined);
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     const url = `${this.baseUrl}${path}`;
@@ -144,27 +240,26 @@ export class PyboxClient {
     } catch {
       json = undefined;
     }
-    if (!response.ok) {
-      const body = parseErrorBody(json);
-      const retryAfter = Number(response.headers.get('retry-after'));
-      const ErrorClass = errorClassFor(response.status, body?.code ?? '');
-      throw new ErrorClass(body?.message ?? `HTTP ${response.status} from ${method} ${path}`, {
-        code: body?.code ?? `http_${response.status}`,
-        status: response.status,
-        details: body?.details,
-        retryAfterS: response.headers.has('retry-after') && Number.isFinite(retryAfter) ? retryAfter : undefined,
-      });
-    }
-    const parsed = schema.safeParse(json);
-    if (!parsed.success) {
-      throw new UnexpectedResponseError(`unexpected answer to ${method} ${path}: ${parsed.error.issues[0]?.message ?? 'does not match the API'}`, {
-        code: 'unexpected_response',
-        status: response.status,
-        details: parsed.error.issues,
-      });
-    }
-    return parsed.data;
+    if (!response.ok) throw errorFromAnswer(method, path, response, json);
+    return { status: response.status, json };
   }
+}
+
+interface Answer {
+  status: number;
+  json: unknown;
+}
+
+function parseAnswer<S extends z.ZodType>(method: string, path: string, schema: S, answer: Answer): z.output<S> {
+  const parsed = schema.safeParse(answer.json);
+  if (!parsed.success) {
+    throw new UnexpectedResponseError(`unexpected answer to ${method} ${path}: ${parsed.error.issues[0]?.message ?? 'does not match the API'}`, {
+      code: 'unexpected_response',
+      status: answer.status,
+      details: parsed.error.issues,
+    });
+  }
+  return parsed.data;
 }
 
 /** A client for the pybox named by PYBOX_URL (default http://127.0.0.1:8080) and PYBOX_API_KEY. */

@@ -59,3 +59,26 @@ export function errorClassFor(status: number, code: string): typeof PyboxClientE
   if (status >= 400) return InvalidRequestError;
   return UnexpectedResponseError;
 }
+
+/** The service's `{error: {code, message, details}}`, read leniently: newer servers may add codes. */
+function parseErrorBody(json: unknown): { code: string; message: string; details?: unknown } | null {
+  if (typeof json !== 'object' || json === null) return null;
+  const error = (json as { error?: unknown }).error;
+  if (typeof error !== 'object' || error === null) return null;
+  const { code, message, details } = error as Record<string, unknown>;
+  if (typeof code !== 'string' || typeof message !== 'string') return null;
+  return { code, message, details };
+}
+
+/** The error an HTTP error answer stands for, with the service's code, details and Retry-After. */
+export function errorFromAnswer(method: string, path: string, response: Response, json: unknown): PyboxClientError {
+  const body = parseErrorBody(json);
+  const retryAfter = Number(response.headers.get('retry-after'));
+  const ErrorClass = errorClassFor(response.status, body?.code ?? '');
+  return new ErrorClass(body?.message ?? `HTTP ${response.status} from ${method} ${path}`, {
+    code: body?.code ?? `http_${response.status}`,
+    status: response.status,
+    details: body?.details,
+    retryAfterS: response.headers.has('retry-after') && Number.isFinite(retryAfter) ? retryAfter : undefined,
+  });
+}
