@@ -4,6 +4,7 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/app.ts';
 import { batchRoutes } from '../../src/http/routes/batches.ts';
+import { PyboxClient } from '../../src/client/client.ts';
 import { BatchService, basicWebhookUrlCheck, webhookUrlCheckFrom } from '../../src/core/batch-service.ts';
 import { checkWebhookUrl } from '../../src/webhooks/address-policy.ts';
 import { LOCAL_CALLER, NO_TENANT_LIMITS } from '../../src/core/caller.ts';
@@ -456,5 +457,30 @@ describe('the event stream of a batch that does not finish', () => {
     expect(listeners).toBe(1);
     await reader.cancel();
     await until(async () => (listeners === 0 ? true : undefined), 'the stream to let go of the batch');
+  });
+});
+
+describe('the client package against these routes', () => {
+  it('submits and waits, creates a batch, follows its events to done, and cancels one', async () => {
+    const { app, a, runner, sandboxes } = setup({ concurrency: 1, stores: 'sqlite' });
+    const client = new PyboxClient({ baseUrl: 'http://pybox.test', apiKey: a, fetch: async (url, init) => app.request(url, init) });
+    await runner.start();
+    const pending = await client.submit({ code: 'print(7)' });
+    expect((await client.waitFor(pending.id, { intervalMs: 10 })).stdout).toBe('ran print(7)\n');
+
+    const batch = await client.createBatch({ items: [{ code: 'print(1)' }, { code: 'print(2)' }] });
+    const seen: string[] = [];
+    for await (const e of client.batchEvents(batch.id)) seen.push(e.type === 'item' ? `item ${e.data.seq}` : `done ${e.data.state}`);
+    expect(seen).toEqual(['item 1', 'item 2', 'done completed']);
+
+    sandboxes.held = true;
+    const other = await client.createBatch({ items: [{ code: 'print(1)' }, { code: 'print(2)' }, { code: 'print(3)' }] });
+    await until(async () => (sandboxes.jobs.length === 4 ? true : undefined), 'its first item to run');
+    expect(await client.cancelBatch(other.id)).toMatchObject({ done: 2, state: 'running' });
+    sandboxes.release();
+    const items = [];
+    await until(async () => ((await client.getBatch(other.id)).done === 3 ? true : undefined), 'the batch to finish');
+    for await (const item of client.batchItems(other.id, { pageSize: 2 })) items.push(item.result?.status);
+    expect(items).toEqual(['completed', 'cancelled', 'cancelled']);
   });
 });
