@@ -182,10 +182,23 @@ export class QueueDispatch implements Dispatch {
     }
     waiter.queued = true;
     this.readWorkersAhead();
+    // A background item outlives this node's shutdown: it stays in the queue, a worker runs and
+    // records it, and the job runner that submitted it gives the job back (shutting_down) to be
+    // completed from that record after the restart, instead of a cancelled result.
+    const leftForLater = (by: CancelReason) => {
+      if (by !== 'shutdown' || execution.background !== true || waiter.settled) return false;
+      waiter.settled = true;
+      waiter.reject(new PyboxError('shutting_down', 'this node is shutting down; the execution stays queued and is recorded by the worker that runs it', { retryAfterS: this.deps.retryAfterS }));
+      return true;
+    };
     const onWaiting = () => {
+      if (leftForLater(cancelReasonOf(signals.waiting))) return;
       waiter.removal ??= this.withdraw(waiter, cancelReasonOf(signals.waiting));
     };
-    const onRunning = () => void this.stop(waiter, cancelReasonOf(signals.running));
+    const onRunning = () => {
+      if (leftForLater(cancelReasonOf(signals.running))) return;
+      void this.stop(waiter, cancelReasonOf(signals.running));
+    };
     const hook = (signal: AbortSignal, fn: () => void) => (signal.aborted ? fn() : signal.addEventListener('abort', fn, { once: true }));
     hook(signals.waiting, onWaiting);
     hook(signals.running, onRunning);

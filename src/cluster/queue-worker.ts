@@ -138,7 +138,8 @@ export class QueueWorker {
       let queueWaitMs: number | undefined;
       // From acceptance on the API node to a slot here: two hosts' clocks, so only as good as their sync.
       const started = () => (queueWaitMs = Math.max(0, clock.now() - execution.createdAtMs));
-      const result = await this.deps.run.submit({ ...execution, maxInFlight: null, handedOver }, { waiting: controllers.waiting.signal, running: controllers.running.signal }, { started });
+      // background: false: the queue already ordered it; an execution this worker took is recorded here whatever ends it.
+      const result = await this.deps.run.submit({ ...execution, maxInFlight: null, handedOver, background: false }, { waiting: controllers.waiting.signal, running: controllers.running.signal }, { started });
       logExecution(this.deps.logger, execution, result, { totalMs: clock.now() - taken, queueWaitMs, nodeId: this.deps.nodeId }, 'worker execution');
       return result;
     } finally {

@@ -1,6 +1,7 @@
 // Executions run on this node: through the concurrency gate (the slots and the tenants' fair
 // queues) to this node's sandboxes, then recorded in the store. The all-in-one node dispatches
 // here directly; a cluster worker dispatches here what it takes from the queue.
+import { PyboxError } from './errors.ts';
 import type { ConcurrencyGate } from './concurrency.ts';
 import { WaitCancelled } from './concurrency.ts';
 import type { Cancellation } from './feedback.ts';
@@ -76,6 +77,11 @@ export class LocalDispatch implements Dispatch {
       if (outcome.kind === 'cancelled') cancellation = { by: cancelReasonOf(signals.running), started: outcome.durationMs > 0 };
     } catch (e) {
       if (!(e instanceof WaitCancelled)) throw e;
+      // A background item that never started is given back to its job runner, to run after the
+      // restart, rather than recorded as cancelled.
+      if (execution.background === true && cancelReasonOf(signals.waiting) === 'shutdown') {
+        throw new PyboxError('shutting_down', 'the service is shutting down; the job goes back to the queue', { retryAfterS: 1 });
+      }
       outcome = notRun();
       cancellation = { by: cancelReasonOf(signals.waiting), started: false };
     }
