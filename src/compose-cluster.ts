@@ -15,6 +15,7 @@ import { PatientStore } from './cluster/patient-store.ts';
 import { fastFailOptions } from './cluster/connection.ts';
 import { ClusterRegistry, type NodeStatus } from './cluster/registry.ts';
 import { composeEngineSide, executionService, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
+import { composeJobsSide, type JobsSide } from './compose-jobs.ts';
 import type { Config } from './config/schema.ts';
 import type { DefaultExecutionService } from './core/execution-service.ts';
 import { redactUrl } from './core/redact.ts';
@@ -59,7 +60,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
   const { role, postgresUrl, redisUrl, prefix } = config.cluster;
   if (postgresUrl === null || redisUrl === null) throw new Error('a cluster node needs cluster.postgresUrl and cluster.redisUrl');
   const nodeId = config.cluster.nodeId || defaultNodeId(role);
-  const { executions: store, tenants } = await openStores(config, clock, { logger });
+  const { executions: store, tenants, ...jobStores } = await openStores(config, clock, { logger });
   // Commands on a request's path fail fast while Redis is away (503), instead of waiting in a queue.
   const redis = new Redis(fastFailOptions(redisUrl));
   redis.on('error', (e: Error) => logger.debug('redis connection', { error: e.message }));
@@ -102,6 +103,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
   // The API side: HTTP, auth and limits; executions go to the queue.
   let service: DefaultExecutionService | undefined;
   let dispatch: QueueDispatch | undefined;
+  let jobs: JobsSide | undefined;
   let app: OpenAPIHono<BlankEnv>;
   if (role !== 'worker') {
     const backend = new ClusterBackend({ registry, redis, retryAfterS: config.concurrency.retryAfterS, logger });
@@ -123,6 +125,20 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
     closers.unshift(() => d.close());
     metrics?.watchClusterQueue(() => d.queueDepth());
     service = executionService(config, { dispatch, backend, store, clock, logger });
+    // Async executions and batches are claimed from PostgreSQL by the API nodes and go to the
+    // workers through the same queue, behind the interactive runs.
+    jobs = composeJobsSide(config, {
+      stores: jobStores,
+      store,
+      tenants,
+      service,
+      results: { runtime: engineSide?.runtime ?? 'runsc', limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars },
+      clock,
+      logger,
+      owner: nodeId,
+    });
+    const j = jobs;
+    drains.unshift(() => j.drain());
     const status: ClusterStatus = {
       async status() {
         const nodes = await registry.nodes();
@@ -158,6 +174,8 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
       auth,
       rateLimiter: metrics ? new MeteredRequestLimiter(new RedisRateLimiter(redis, prefix), metrics) : new RedisRateLimiter(redis, prefix),
       tools: config.tools.enabled,
+      batches: jobs.batches,
+      webhookSecrets: jobStores.secrets,
       ...(metrics ? { observer: metrics, metrics } : {}),
     });
   } else {
@@ -229,8 +247,18 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
   // A worker alone has no service: its worker.close() (a drain) lets its executions finish.
   const idle: Drainable = { pending: 0, stopAccepting() {}, cancelRunning() {}, settled: async () => {} };
   let stopping: Promise<void> | undefined;
-  const stop = (graceMs: number, listener?: { close(): Promise<void> }): Promise<void> =>
-    (stopping ??= shutdown({ service: service ?? idle, listener, drains, closers, logger }, graceMs));
+  const stop = (graceMs: number, listener?: { close(): Promise<void> }): Promise<void> => {
+    jobs?.stopClaiming();
+    return (stopping ??= shutdown({ service: service ?? idle, listener, drains, closers, logger }, graceMs));
+  };
+  if (jobs) {
+    try {
+      await jobs.start();
+    } catch (e) {
+      await stop(0);
+      throw e;
+    }
+  }
   return { role, nodeId, app, service, engineSide, tenants, metrics, shutdown: stop, close: () => stop(Number.POSITIVE_INFINITY) };
 }
 

@@ -27,6 +27,8 @@ import { knownRuntimes, resolveRuntime } from './engine/runtime.ts';
 import { openDatabase } from './store/db.ts';
 import { SqliteExecutionStore } from './store/execution-store.ts';
 import { SqliteTenantStore } from './store/tenant-store.ts';
+import { sqliteJobStores } from './store/open.ts';
+import { composeJobsSide, type JobsSide } from './compose-jobs.ts';
 import { Authenticator } from './tenancy/authenticator.ts';
 import { RateLimiter } from './tenancy/rate-limiter.ts';
 
@@ -46,6 +48,8 @@ export interface Pybox {
   image: string;
   /** This node's metrics (GET /metrics); undefined when metrics.enabled is false. */
   metrics: PrometheusMetrics | undefined;
+  /** Async executions, batches and their webhooks. */
+  jobs: JobsSide;
   /**
    * Shuts down (core/shutdown.ts): refuses new executions at once, gives running ones `graceMs` to
    * finish, cancels the rest, closes `listener` (the HTTP server, when serving), removes every
@@ -222,10 +226,24 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
       return { mode: 'embedded', nodes: [node], slots, running, waiting: queued };
     },
   };
+  const jobStores = sqliteJobStores(db, { maxAgeDays: config.store.maxAgeDays, clock });
+  const jobs = composeJobsSide(config, {
+    stores: jobStores,
+    store,
+    tenants,
+    service,
+    results: { runtime, limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars },
+    clock,
+    logger,
+    // One embedded node per database: its leases are its own across restarts.
+    owner: config.cluster.nodeId || 'embedded',
+  });
   const app = createApp({
     service,
     doctor,
     cluster,
+    batches: jobs.batches,
+    webhookSecrets: jobStores.secrets,
     logger,
     bodyLimitBytes: config.server.bodyLimitBytes,
     allowedHosts: config.server.allowedHosts,
@@ -237,17 +255,26 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
   });
 
   let stopping: Promise<void> | undefined;
-  const stop = (graceMs: number, listener?: { close(): Promise<void> }): Promise<void> =>
-    (stopping ??= shutdown(
+  const stop = (graceMs: number, listener?: { close(): Promise<void> }): Promise<void> => {
+    // Nothing more is claimed from the store once shutdown has begun; what runs is waited for.
+    jobs.stopClaiming();
+    return (stopping ??= shutdown(
       {
         service,
         listener,
-        drains: [() => side.drain()],
+        drains: [() => jobs.drain(), () => side.drain()],
         closers: [() => engine.close(), () => store.close()],
         logger,
       },
       graceMs,
     ));
+  };
+  try {
+    await jobs.start();
+  } catch (e) {
+    await stop(0);
+    throw e;
+  }
 
   return {
     app,
@@ -260,6 +287,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     doctor,
     image,
     metrics,
+    jobs,
     shutdown: stop,
     close: () => stop(Number.POSITIVE_INFINITY),
   };

@@ -1,7 +1,22 @@
 // pybox as a library: the typed client of the HTTP API, its errors, the result types, and the tool
 // definitions every agent surface is built from. LangChain and MCP helpers are in pybox/langchain
 // and pybox/mcp, so using the client does not load either framework.
-export { PyboxClient, clientFromEnv, DEFAULT_PYBOX_URL, type PyboxClientOptions, type ExecuteRequest, type HistoryParams, type CallOptions, type FetchLike } from './client/client.ts';
+export {
+  PyboxClient,
+  clientFromEnv,
+  DEFAULT_PYBOX_URL,
+  type PyboxClientOptions,
+  type ExecuteRequest,
+  type HistoryParams,
+  type CallOptions,
+  type FetchLike,
+  type ExecutionState,
+  type WaitOptions,
+  type CreateBatchRequest,
+  type BatchPageParams,
+  type BatchEvent,
+  type BatchEventsOptions,
+} from './client/client.ts';
 export {
   PyboxClientError,
   InvalidRequestError,
@@ -15,7 +30,26 @@ export {
   TimeoutError,
   UnexpectedResponseError,
 } from './client/errors.ts';
-export type { ExecutionResult, ExecutionStatus, ExecutionError, HistoryPage, Stats, OutputFile, RuntimeInfo, ToolList } from './core/schemas.ts';
+export type {
+  ExecutionResult,
+  ExecutionStatus,
+  ExecutionError,
+  HistoryPage,
+  Stats,
+  OutputFile,
+  RuntimeInfo,
+  ToolList,
+  TestCase,
+  TestResult,
+  TestSummary,
+  TestVerdict,
+  CompareMode,
+  PendingExecution,
+  BatchInfo,
+  BatchPage,
+  BatchItem,
+  BatchItemEvent,
+} from './core/schemas.ts';
 export {
   selectTools,
   callTool,

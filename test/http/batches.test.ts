@@ -22,6 +22,7 @@ import { SqliteExecutionStore } from '../../src/store/execution-store.ts';
 import { sqliteJobStores } from '../../src/store/open.ts';
 import { defaultConfig, localService, MemoryStore, outcome, RecordingLogger, runReport } from '../unit/fakes.ts';
 import { FakeKeys, type ErrorJson } from './fake-service.ts';
+import { decodeWebhookSecret } from '../../src/webhooks/signature.ts';
 
 /** Sandboxes that hold every run until `release()` when `held`, and print the code they ran. */
 class HeldSandboxes {
@@ -333,8 +334,8 @@ describe.each(['memory', 'sqlite'] as const)('/v1/webhooks/secret (%s stores)', 
       return ((await res.json()) as { secret: string }).secret;
     };
     const first = await get(a);
-    expect(Buffer.from(first, 'base64url')).toHaveLength(32);
-    expect(first).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(first).toMatch(/^whsec_[A-Za-z0-9_-]+$/);
+    expect(decodeWebhookSecret(first)).toHaveLength(32);
     expect(await get(a)).toBe(first);
     expect(await get(b)).not.toBe(first);
     const rotated = await get(a, 'POST', '/v1/webhooks/secret/rotate');

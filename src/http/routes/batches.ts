@@ -11,6 +11,7 @@ import { callerOf } from '../auth.ts';
 import { requestIdOf } from '../request-log.ts';
 import { BODY_ERRORS, errorResponses } from '../openapi.ts';
 import { routeGroup, serve } from '../route.ts';
+import { encodeWebhookSecret } from '../../webhooks/signature.ts';
 
 /** Only turns away values no store could hold (as a 404, like an unknown id). */
 const BatchId = z.object({ id: z.string().regex(/^[\x21-\x7e]{1,100}$/, 'no batch with that id') });
@@ -152,9 +153,9 @@ const secret = createRoute({
   path: '/webhooks/secret',
   operationId: 'webhookSecret',
   summary: "The key the caller's tenant's webhooks are signed with (made on first use)",
-  description: 'Receivers check `Pybox-Webhook-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`; the key is the base64url-decoded `secret`.',
+  description: 'Receivers check `Pybox-Webhook-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`; the key is the base64url text after `whsec_` in `secret`, decoded (verifyWebhook in the client package does all of it).',
   responses: {
-    200: { description: 'The secret, base64url; never cached', content: { 'application/json': { schema: WebhookSecret } } },
+    200: { description: 'The secret, `whsec_` and base64url; never cached', content: { 'application/json': { schema: WebhookSecret } } },
     ...errorResponses('store_unavailable', 'internal'),
   },
 });
@@ -165,7 +166,7 @@ const rotate = createRoute({
   operationId: 'rotateWebhookSecret',
   summary: 'Replace the tenant\'s webhook secret at once (deliveries from now on are signed with the new one)',
   responses: {
-    200: { description: 'The new secret, base64url; never cached', content: { 'application/json': { schema: WebhookSecret } } },
+    200: { description: 'The new secret, `whsec_` and base64url; never cached', content: { 'application/json': { schema: WebhookSecret } } },
     ...errorResponses('store_unavailable', 'internal'),
   },
 });
@@ -173,9 +174,9 @@ const rotate = createRoute({
 export function webhookSecretRoutes(secrets: WebhookSecrets): OpenAPIHono {
   const routes = routeGroup();
 
-  serve(routes, secret, async (c) => c.json({ secret: (await secrets.secret(callerOf(c).tenant)).toString('base64url') }, 200, noStore));
+  serve(routes, secret, async (c) => c.json({ secret: encodeWebhookSecret(await secrets.secret(callerOf(c).tenant)) }, 200, noStore));
 
-  serve(routes, rotate, async (c) => c.json({ secret: (await secrets.rotate(callerOf(c).tenant)).toString('base64url') }, 200, noStore));
+  serve(routes, rotate, async (c) => c.json({ secret: encodeWebhookSecret(await secrets.rotate(callerOf(c).tenant)) }, 200, noStore));
 
   return routes;
 }
