@@ -6,9 +6,15 @@ export interface PayloadRequest {
   args: string[];
   env: Record<string, string>;
   context: Record<string, unknown>;
-  caps: { floodBytes: number; maxFiles: number; maxFileBytes: number };
+  /** outputBytes: what the runner keeps of each stream of a test case (a run's own output is capped here). */
+  caps: { floodBytes: number; maxFiles: number; maxFileBytes: number; outputBytes: number };
   /** The import policy, checked on the code's syntax tree before it runs; absent when off. */
   importPolicy?: { mode: 'warn' | 'block'; dangerous: string[]; safe: string[] };
+  /**
+   * Test cases, in order: the runner runs the code once per case. Each case's stdin and files travel
+   * as archive entries of their own (`.pybox/cases/<i>/stdin`, `.pybox/cases/<i>/files/<path>`).
+   */
+  tests?: Array<{ args: string[]; timeoutMs: number }>;
 }
 
 export interface PayloadInput {
@@ -16,7 +22,13 @@ export interface PayloadInput {
   stdin: string;
   files: Array<{ path: string; data: Buffer }>;
   request: PayloadRequest;
+  /** The test cases' own input, index for index with request.tests. */
+  cases?: Array<{ stdin: string; files: Array<{ path: string; data: Buffer }> }>;
 }
+
+/** The archive entry that holds a test case's stdin, or one of its files. */
+export const caseEntry = (index: number, what: { stdin: true } | { file: string }): string =>
+  'stdin' in what ? `.pybox/cases/${index}/stdin` : `.pybox/cases/${index}/files/${what.file}`;
 
 export async function buildPayload(input: PayloadInput): Promise<Buffer> {
   const tar = pack();
@@ -39,6 +51,10 @@ export async function buildPayload(input: PayloadInput): Promise<Buffer> {
   if (input.stdin.length > 0) await add('.pybox/stdin', Buffer.from(input.stdin, 'utf8'));
   await add('main.py', Buffer.from(input.code, 'utf8'));
   for (const f of input.files) await add(f.path, f.data);
+  for (const [i, c] of (input.cases ?? []).entries()) {
+    if (c.stdin.length > 0) await add(caseEntry(i, { stdin: true }), Buffer.from(c.stdin, 'utf8'));
+    for (const f of c.files) await add(caseEntry(i, { file: f.path }), f.data);
+  }
   tar.finalize();
   await done;
   return Buffer.concat(chunks);

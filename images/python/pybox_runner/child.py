@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import threading  # imported now: a program that used up its descriptors cannot import at exit
+import time
 import traceback
 import types
 
@@ -139,8 +140,9 @@ def wait_for_job(ctl_r):
     return b"".join(chunks)
 
 
-def child_main(ctl_r, out_w, err_w, res_w, names, isolated):
-    """In the forked child: never returns."""
+def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
+    """In the forked child: never returns. seed_late: copy matplotlib's cache only once the job
+    came (a test case's process is forked before /tmp is emptied for it)."""
     try:
         # Python's own SIGINT behaviour (KeyboardInterrupt) for the code; the runner has none.
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -158,12 +160,15 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated):
         if isolated:
             drop_capabilities()
         set_dumpable(True)
-        seed_matplotlib_cache()
+        if not seed_late:
+            seed_matplotlib_cache()
         preload(names)
         write_all(res_w, b"P")
         job = wait_for_job(ctl_r)
         if not job:
             os._exit(0)  # the payload never came: nothing to run
+        if seed_late:
+            seed_matplotlib_cache()
         try:
             request, code_bytes, stdin_data = pickle.loads(job)
             setup_run(request, stdin_data, out_w, err_w)
@@ -232,6 +237,7 @@ def make_main(request):
 
 def run_code(code, main, res_w):
     exit_code, error = 0, None
+    started = time.monotonic()
     try:
         exec(code, main.__dict__)
     except SystemExit as e:
@@ -257,7 +263,8 @@ def run_code(code, main, res_w):
         # pandas take milliseconds to tear down), so the runner need not wait for that.
         own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_ms = round((own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime) * 1000, 1)
-        write_all(res_w, EXIT_MARK + json.dumps([exit_code, cpu_ms]).encode() + b"\n")
+        wall_ms = round((time.monotonic() - started) * 1000, 1)
+        write_all(res_w, EXIT_MARK + json.dumps([exit_code, cpu_ms, wall_ms]).encode() + b"\n")
         for fd in (1, 2, res_w):
             os.close(fd)
     except BaseException:

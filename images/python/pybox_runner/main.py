@@ -25,12 +25,14 @@ import os
 import pickle
 import signal
 import sys
+import time
 
 from . import child as child_mod
+from .cases import CaseError, CaseOutput, case_kind, case_report, fill_work, sweep, wipe, writable_places
 from .memory import clamp_counts, memory_accounting, since
 from .payload import collect_out_files, make_out_dir, read_payload
 from .policy import check_imports
-from .protocol import KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
+from .protocol import KIND_CASE, KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
 from .relay import Relay
 from .text import TRACEBACK_LIMIT, clip, compile_error_info, render_error_info, safe_str
 
@@ -38,6 +40,7 @@ WORK = child_mod.WORK
 OUT_DIR = os.path.join(WORK, "out")
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWIPC = 0x08000000
 SETUP_EXIT = 70
 
 
@@ -62,8 +65,9 @@ def isolate(again=False):
     libc = ctypes.CDLL(None, use_errno=True)
     if again:
         # Already in its own user namespace: a new PID namespace for the next child (the first
-        # one died with its init).
-        return libc.unshare(CLONE_NEWPID) == 0
+        # one died with its init), and a new IPC namespace (a test case's System V objects and
+        # message queues stay with it).
+        return libc.unshare(CLONE_NEWPID | CLONE_NEWIPC) == 0 or libc.unshare(CLONE_NEWPID) == 0
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0:
         return False
@@ -80,7 +84,7 @@ def isolate(again=False):
 class Child:
     """The code's process, forked ahead of its job."""
 
-    def __init__(self, names, isolated):
+    def __init__(self, names, isolated, seed_late=False):
         self.ctl_r, self.ctl_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -89,7 +93,7 @@ class Child:
         if self.pid == 0:
             for fd in (self.ctl_w, out_r, err_r, res_r):
                 os.close(fd)
-            child_mod.child_main(self.ctl_r, out_w, err_w, res_w, names, isolated)
+            child_mod.child_main(self.ctl_r, out_w, err_w, res_w, names, isolated, seed_late)
         os.close(self.ctl_r)
         for fd in (out_w, err_w, res_w):
             os.close(fd)
@@ -108,6 +112,14 @@ class Child:
             return True
         self.discard()
         return False
+
+    def close_pipes(self):
+        """After its run: the relay has read the pipes to their end."""
+        for fd in (self.out_r, self.err_r, self.res_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def discard(self):
         for fd in (self.ctl_w, self.out_r, self.err_r, self.res_r):
@@ -211,13 +223,17 @@ def main():
     memory_before = memory_accounting()  # read while waiting: only the run's own OOM kills count
     cpu_before = process_cpu_ms(child.pid)  # its preloading is not the code's CPU time
     emit(KIND_READY, b"")
+    kept = []  # a test-case payload stays in memory (payload.Kept)
     try:
         # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's
         # end, until the host closed stdin. Reading only what has arrived keeps a sandbox usable.
-        request, stdin_data = read_payload(io.FileIO(0, "rb", closefd=False), WORK)
-        with open(os.path.join(WORK, "main.py"), "rb") as f:
-            source = f.read()
-        make_out_dir(OUT_DIR)
+        request, stdin_data = read_payload(io.FileIO(0, "rb", closefd=False), WORK, kept)
+        if kept:
+            source = kept[0].main
+        else:
+            with open(os.path.join(WORK, "main.py"), "rb") as f:
+                source = f.read()
+            make_out_dir(OUT_DIR)
     except Exception as e:
         setup_failure("bad payload: %s" % safe_str(e))
 
@@ -234,6 +250,9 @@ def main():
         write_all(1, encode_frames(KIND_STDERR, clip(shown, TRACEBACK_LIMIT).encode("utf-8", "backslashreplace")))
         report({"v": 1, "phase": "validation", "error": blocked}, 1)
 
+    if kept:
+        run_tests(request, kept[0], marshal.dumps(code), child, isolated, cpu_before, flagged)
+
     # The job goes to the waiting child; closing the pipe tells it the job is complete. (On every
     # early exit above, our descriptors close with us and the child exits on EOF.)
     write_all(child.ctl_w, pickle.dumps((request, marshal.dumps(code), stdin_data)))
@@ -248,3 +267,90 @@ def main():
     files, dropped = collect_out_files(OUT_DIR, int(caps.get("maxFiles", 0)), int(caps.get("maxFileBytes", 0)))
     result = run_report(relay.status, error, flagged, relay.flooded, run_cpu_ms(relay.cpu_ms, cpu_before), files, dropped, memory)
     report(result, result["exitCode"] if result["exitCode"] < 256 else 1)
+
+
+def case_timeout_s(case):
+    value = case.get("timeoutMs") if isinstance(case, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 86_400_000:
+        setup_failure("a test case has no valid timeoutMs")
+    return value / 1000.0
+
+
+def case_args(case):
+    args = case.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        setup_failure("a test case's args are not a list of strings")
+    return args
+
+
+def run_tests(request, kept, code_bytes, child, isolated, cpu_before, flagged):
+    """Runs the compiled code once per test case, each as a fresh process in a fresh work
+    directory (cases.py says how), and reports each as a KIND_CASE frame; then the final report.
+    Under gVisor the process for the next case is forked while a case runs (a fork costs tens of
+    ms there), in a PID and IPC namespace of its own: nothing of the running case can reach it."""
+    tests = request.get("tests")
+    caps = request.get("caps") or {}
+    out_cap = int(caps.get("outputBytes", 1 << 20))
+    flood = int(caps.get("floodBytes", 1 << 20))
+    # Only what a case's program needs: the other cases' arguments stay here.
+    base_job = {"env": request.get("env") or {}, "context": request.get("context") or {}}
+    places = writable_places()
+    spare, total_cpu = None, 0.0
+    for index, case in enumerate(tests):
+        timeout_s = case_timeout_s(case)
+        try:
+            if index > 0:
+                # Nothing of the last case may see this one: its processes go, then its files.
+                sweep({spare.pid} if spare is not None else set())
+                wipe(places)
+                child, spare = spare, None
+                if child is not None and not child.wait_ready():
+                    child = None
+                if child is None:
+                    if isolated and not isolate(again=True):
+                        setup_failure("cannot make a PID namespace for a test case")
+                    child = Child([], isolated, seed_late=True)
+                    if not child.wait_ready():
+                        setup_failure("the process for a test case could not be started")
+                cpu_before = process_cpu_ms(child.pid)
+            fill_work(WORK, kept.main, kept.case_files(index))
+        except (CaseError, OSError) as e:
+            setup_failure("preparing test case %d failed: %s" % (index, safe_str(e)))
+        job = dict(base_job, args=case_args(case))
+        memory_before = memory_accounting()
+        write_all(child.ctl_w, pickle.dumps((job, code_bytes, kept.cases[index]["stdin"])))
+        os.close(child.ctl_w)
+        started = time.monotonic()
+        if isolated and index + 1 < len(tests) and isolate(again=True):
+            spare = Child([], isolated, seed_late=True)
+        output = CaseOutput(out_cap)
+        relay = Relay(child.pid, child.out_r, child.err_r, child.res_r, flood, output.emit,
+                      deadline=started + timeout_s)
+        if spare is not None:
+            # kill(-1) would take the spare too: the case's PID namespace dies with its first process.
+            relay.kill = lambda _group, r=relay, pid=child.pid: None if r.reaped else kill_quietly(pid)
+        relay.run()
+        elapsed_ms = (time.monotonic() - started) * 1000
+        child.close_pipes()
+        failure, error = parse_result(relay.result)
+        if failure is not None and not relay.timed_out and not relay.flooded:
+            setup_failure("setting up test case %d failed before the code started: %s" % (index, failure))
+        kind = case_kind(relay.status, relay.timed_out, relay.flooded, memory_before, memory_accounting())
+        duration_ms = relay.wall_ms if kind == "finished" and relay.wall_ms is not None else elapsed_ms
+        cpu_ms = run_cpu_ms(relay.cpu_ms, cpu_before)
+        total_cpu += cpu_ms or 0.0
+        emit(KIND_CASE, json.dumps(case_report(index, kind, relay.status, error, duration_ms, cpu_ms, output, relay.counts),
+                                   ensure_ascii=True, separators=(",", ":")).encode())
+    try:
+        sweep(set())
+    except CaseError:
+        pass  # the run is over: the host removes the sandbox
+    report({"v": 1, "phase": "run", "exitCode": 0, "signal": None, "error": None, "files": [],
+            "filesDropped": 0, "flooded": False, "cpuMs": round(total_cpu, 1), "flaggedImports": flagged}, 0)
+
+
+def kill_quietly(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
