@@ -159,8 +159,8 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
             pass
         if isolated:
             drop_capabilities()
-        set_dumpable(True)
         if not seed_late:
+            set_dumpable(True)
             seed_matplotlib_cache()
         preload(names)
         write_all(res_w, b"P")
@@ -168,6 +168,9 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
         if not job:
             os._exit(0)  # the payload never came: nothing to run
         if seed_late:
+            # A test case's process waits while the case before it runs: until its own job comes
+            # it stays non-dumpable, so nothing of that case can open its memory through /proc.
+            set_dumpable(True)
             seed_matplotlib_cache()
         try:
             request, code_bytes, stdin_data = pickle.loads(job)
