@@ -10,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pybox_runner import child, main, memory, payload, policy, protocol, text  # noqa: E402
+from pybox_runner import cases, child, main, memory, payload, policy, protocol, relay, text  # noqa: E402
 
 
 def tar_of(entries):
@@ -250,13 +250,15 @@ class ResultTest(unittest.TestCase):
         self.assertEqual(main.parse_result(b"S\x00EXIT [0, 1]\n"), (None, None))
 
     def test_exit_mark(self):
-        from pybox_runner import relay
-        self.assertEqual(relay.parse_exit_mark(b'S{"a": 1}\x00EXIT [3, 12.5]\n'), (3, 12.5))
+        self.assertEqual(relay.parse_exit_mark(b'S{"a": 1}\x00EXIT [3, 12.5]\n'), (3, 12.5, None))
+        self.assertEqual(relay.parse_exit_mark(b'S\x00EXIT [0, 1.5, 7.25]\n'), (0, 1.5, 7.25))
+        self.assertEqual(relay.parse_exit_mark(b'S\x00EXIT [0, 1.5, -1]\n'), (0, 1.5, None))
+        self.assertIsNone(relay.parse_exit_mark(b'S\x00EXIT [0, 1, 2, 3]\n'))
         self.assertIsNone(relay.parse_exit_mark(b"S\x00EXIT [3, 1"))  # not complete yet
         self.assertIsNone(relay.parse_exit_mark(b"S"))
         for bad in (b"[300, 1]", b"[-1, 1]", b"[true, 1]", b'["0", 1]', b"[0]", b"{}"):
             self.assertIsNone(relay.parse_exit_mark(b"S\x00EXIT " + bad + b"\n"), bad)
-        self.assertEqual(relay.parse_exit_mark(b"S\x00EXIT [0, -5]\n"), (0, None))
+        self.assertEqual(relay.parse_exit_mark(b"S\x00EXIT [0, -5]\n"), (0, None, None))
 
     def test_the_code_cannot_forge_a_setup_failure(self):
         # After b"S" everything may be the code's: a setup failure it writes is no setup failure.
@@ -280,6 +282,146 @@ class ResultTest(unittest.TestCase):
         self.assertNotIn("memory", r)
         r = main.run_report(3 << 8, None, [], False, 1.0, [], 0, {"oomKills": 0})
         self.assertEqual((r["exitCode"], r["signal"], r["memory"]), (3, None, {"oomKills": 0}))
+
+
+class KeptPayloadTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+
+    def tearDown(self):
+        cases.empty_dir(self.dir)
+        os.rmdir(self.dir)
+
+    def read(self, entries):
+        kept = []
+        request, stdin = payload.read_payload(tar_of(entries), self.dir, kept)
+        return request, stdin, kept
+
+    def test_a_test_payload_stays_in_memory(self):
+        request, stdin, kept = self.read([
+            (".pybox/request.json", b'{"tests": [{"args": [], "timeoutMs": 1}, {"args": [], "timeoutMs": 1}]}'),
+            ("main.py", b"print(1)"), ("shared.txt", b"s"), ("data/x", b"theirs"),
+            (".pybox/cases/0/stdin", b"in0"), (".pybox/cases/1/files/data/x", b"mine"),
+            (".pybox/cases/1/files/../evil", b"no"), (".pybox/cases/7/stdin", b"out of range"),
+            (".pybox/cases/x/stdin", b"no"), (".pybox/other", b"no"),
+        ])
+        self.assertEqual(os.listdir(self.dir), [])  # nothing on disk
+        self.assertEqual(len(kept), 1)
+        k = kept[0]
+        self.assertEqual(k.main, b"print(1)")
+        self.assertEqual([c["stdin"] for c in k.cases], [b"in0", b""])
+        self.assertEqual(k.case_files(0), [("data/x", b"theirs"), ("shared.txt", b"s")])
+        # A case's own file wins over the execution's file of the same path.
+        self.assertEqual(k.case_files(1), [("data/x", b"mine"), ("shared.txt", b"s")])
+
+    def test_a_plain_payload_is_unpacked_as_before(self):
+        request, stdin, kept = self.read([(".pybox/request.json", b"{}"), ("main.py", b"x")])
+        self.assertEqual(kept, [])
+        self.assertTrue(os.path.isfile(os.path.join(self.dir, "main.py")))
+
+    def test_tests_must_be_a_short_list(self):
+        for bad in (b'{"tests": []}', b'{"tests": {}}', b'{"tests": 3}'):
+            with self.assertRaises(ValueError, msg=bad):
+                self.read([(".pybox/request.json", bad)])
+        with self.assertRaises(ValueError):
+            payload.read_payload(tar_of([(".pybox/request.json", b'{"tests": [{}]}')]), self.dir)  # nowhere to keep them
+
+
+class CasesTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+
+    def tearDown(self):
+        if os.path.isdir(self.dir):
+            os.chmod(self.dir, 0o700)
+            cases.empty_dir(self.dir)
+            os.rmdir(self.dir)
+
+    def test_empty_dir_removes_whatever_the_code_left(self):
+        d = self.dir
+        deep = os.path.join(d, *(["n"] * 300))  # deeper than the descriptor limit a sandbox has
+        os.makedirs(deep)
+        with open(os.path.join(deep, "f"), "w") as f:
+            f.write("x")
+        os.mkdir(os.path.join(d, "locked"))
+        with open(os.path.join(d, "locked", "f"), "w") as f:
+            f.write("x")
+        os.chmod(os.path.join(d, "locked"), 0)
+        os.mkfifo(os.path.join(d, "fifo"))
+        os.symlink("/", os.path.join(d, "root-link"))
+        os.symlink(d, os.path.join(d, "loop"))
+        os.mkdir(os.path.join(d, "ro"))
+        with open(os.path.join(d, "ro", "f"), "w") as f:
+            f.write("x")
+        os.chmod(os.path.join(d, "ro", "f"), 0)
+        os.chmod(os.path.join(d, "ro"), 0o500)
+        cwd = os.getcwd()
+        try:
+            cases.empty_dir(d)
+        finally:
+            os.chdir(cwd)
+        self.assertEqual(os.listdir(d), [])
+
+    def test_wipe_gives_back_the_modes(self):
+        with open(os.path.join(self.dir, "f"), "w") as f:
+            f.write("x")
+        places = cases.writable_places([self.dir, os.path.join(self.dir, "missing")])
+        self.assertEqual(list(places), [self.dir])
+        os.chmod(self.dir, 0o500)
+        cwd = os.getcwd()
+        try:
+            cases.wipe(places)
+        finally:
+            os.chdir(cwd)
+        self.assertEqual(os.listdir(self.dir), [])
+        self.assertEqual(os.stat(self.dir).st_mode & 0o777, places[self.dir])
+
+    def test_fill_work_lays_files_out(self):
+        cases.fill_work(self.dir, b"print(1)", [("a/b.txt", b"1"), ("../x", b"no"), ("main.py", b"no"), ("a", b"clash")])
+        self.assertEqual(sorted(os.listdir(self.dir)), ["a", "main.py", "out"])
+        with open(os.path.join(self.dir, "main.py"), "rb") as f:
+            self.assertEqual(f.read(), b"print(1)")
+        self.assertTrue(os.path.isdir(os.path.join(self.dir, "out")))
+
+    def test_sysv_ids(self):
+        path = os.path.join(self.dir, "shm")
+        with open(path, "w") as f:
+            f.write("       key      shmid perms size\n     24301     32769   600  4096\n  0 7 600 1\n")
+        self.assertEqual(cases.sysv_ids(path), [32769, 7])
+        self.assertEqual(cases.sysv_ids(os.path.join(self.dir, "none")), [])
+
+    def test_other_pids(self):
+        for name in ("1", "42", str(os.getpid()), "self", "sys"):
+            os.mkdir(os.path.join(self.dir, name))
+        self.assertEqual(sorted(cases.other_pids({42}, self.dir)), [1])
+
+    def test_case_output_keeps_up_to_the_cap(self):
+        out = cases.CaseOutput(5)
+        out.emit(1, b"abc")
+        out.emit(1, b"defgh")
+        out.emit(2, b"e")
+        out.emit(9, b"ignored")
+        self.assertEqual(out.stream(1, 8), {"b64": "YWJjZGU=", "totalBytes": 8, "truncated": True})
+        self.assertEqual(out.stream(2, 1), {"b64": "ZQ==", "totalBytes": 1, "truncated": False})
+
+    def test_case_kind(self):
+        self.assertEqual(cases.case_kind(0, False, True, None, None), "output_limit")
+        self.assertEqual(cases.case_kind(9, True, False, None, None), "timeout")
+        self.assertEqual(cases.case_kind(9, False, False, {"oomKills": 1}, {"oomKills": 2}), "oom")
+        self.assertEqual(cases.case_kind(0, False, False, {"oomKills": 1}, {"oomKills": 2}), "finished")  # it exited 0
+        self.assertEqual(cases.case_kind(9, False, False, {"oomKills": 2}, {"oomKills": 2}), "finished")  # killed itself
+        self.assertEqual(cases.case_kind(9, False, False, None, None), "finished")  # gVisor: no counter
+
+    def test_case_report(self):
+        out = cases.CaseOutput(10)
+        out.emit(1, b"hi\n")
+        r = cases.case_report(3, "finished", 9, None, 12.345, 1.0, out, {1: 3})
+        self.assertEqual((r["index"], r["exitCode"], r["signal"], r["durationMs"]), (3, 137, 9, 12.3))
+        self.assertEqual(r["stdout"]["b64"], "aGkK")
+        r = cases.case_report(0, "timeout", 9, {"type": "X"}, 1000, None, cases.CaseOutput(10), {})
+        self.assertEqual((r["exitCode"], r["signal"], r["error"]), (None, None, None))
+        r = cases.case_report(0, "finished", 3 << 8, {"type": "E"}, 1, 1, cases.CaseOutput(10), {})
+        self.assertEqual((r["exitCode"], r["signal"], r["error"]), (3, None, {"type": "E"}))
 
 
 if __name__ == "__main__":
