@@ -152,6 +152,9 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.close(null)
+        # Nothing else of the runner's: a test case's process is forked while the case before it
+        # runs, and must not hold that case's pipes.
+        close_other_fds((ctl_r, out_w, err_w, res_w))
         try:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # when memory runs out, the kernel picks the user's code, not the runner
@@ -185,6 +188,18 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
         run_code(code, main, res_w)
     finally:
         os._exit(70)
+
+
+def close_other_fds(keep):
+    """Closes every descriptor from 3 up but those in keep."""
+    low = 3
+    for fd in sorted(set(keep)) + [None]:
+        if fd is None:
+            os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            break
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
 
 
 def fail_setup(res_w, message):

@@ -229,6 +229,29 @@ class ChildTest(unittest.TestCase):
             with self.assertRaises(child.SetupError, msg=repr(bad)):
                 child.build_env({"env": bad})
 
+    def test_close_other_fds_keeps_only_what_it_is_told(self):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                a, b = os.pipe()
+                c, d = os.pipe()
+                e = os.dup(a) + 40  # a descriptor well above the rest
+                os.dup2(a, e)
+                child.close_other_fds((b, d))
+
+                def is_open(fd):
+                    try:
+                        os.fstat(fd)
+                        return True
+                    except OSError:
+                        return False
+                code = 0 if [is_open(fd) for fd in (a, b, c, d, e)] == [False, True, False, True, False] else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
     def test_preload_names(self):
         self.assertEqual(child.preload_names(" numpy, pandas,,"), ["numpy", "pandas"])
         self.assertEqual(child.preload_names(None), [])
