@@ -11,10 +11,12 @@ export interface PayloadRequest {
   /** The import policy, checked on the code's syntax tree before it runs; absent when off. */
   importPolicy?: { mode: 'warn' | 'block'; dangerous: string[]; safe: string[] };
   /**
-   * Test cases, in order: the runner runs the code once per case. Each case's stdin and files travel
-   * as archive entries of their own (`.pybox/cases/<i>/stdin`, `.pybox/cases/<i>/files/<path>`).
+   * Test cases, in order: the runner runs the code once per case. Each case's args, stdin and files
+   * travel as archive entries of their own (`.pybox/cases/<i>/args`, `.pybox/cases/<i>/stdin`,
+   * `.pybox/cases/<i>/files/<path>`), never in the request the runner keeps in its memory: that
+   * memory is every case process's inheritance.
    */
-  tests?: Array<{ args: string[]; timeoutMs: number }>;
+  tests?: Array<{ timeoutMs: number }>;
 }
 
 export interface PayloadInput {
@@ -23,12 +25,12 @@ export interface PayloadInput {
   files: Array<{ path: string; data: Buffer }>;
   request: PayloadRequest;
   /** The test cases' own input, index for index with request.tests. */
-  cases?: Array<{ stdin: string; files: Array<{ path: string; data: Buffer }> }>;
+  cases?: Array<{ args: string[]; stdin: string; files: Array<{ path: string; data: Buffer }> }>;
 }
 
-/** The archive entry that holds a test case's stdin, or one of its files. */
-export const caseEntry = (index: number, what: { stdin: true } | { file: string }): string =>
-  'stdin' in what ? `.pybox/cases/${index}/stdin` : `.pybox/cases/${index}/files/${what.file}`;
+/** The archive entry that holds a test case's args (JSON), its stdin, or one of its files. */
+export const caseEntry = (index: number, what: 'args' | 'stdin' | { file: string }): string =>
+  typeof what === 'string' ? `.pybox/cases/${index}/${what}` : `.pybox/cases/${index}/files/${what.file}`;
 
 export async function buildPayload(input: PayloadInput): Promise<Buffer> {
   const tar = pack();
@@ -52,7 +54,8 @@ export async function buildPayload(input: PayloadInput): Promise<Buffer> {
   await add('main.py', Buffer.from(input.code, 'utf8'));
   for (const f of input.files) await add(f.path, f.data);
   for (const [i, c] of (input.cases ?? []).entries()) {
-    if (c.stdin.length > 0) await add(caseEntry(i, { stdin: true }), Buffer.from(c.stdin, 'utf8'));
+    if (c.args.length > 0) await add(caseEntry(i, 'args'), Buffer.from(JSON.stringify(c.args)));
+    if (c.stdin.length > 0) await add(caseEntry(i, 'stdin'), Buffer.from(c.stdin, 'utf8'));
     for (const f of c.files) await add(caseEntry(i, { file: f.path }), f.data);
   }
   tar.finalize();

@@ -62,9 +62,9 @@ export class SandboxRunner implements Sandboxes {
         context: job.context,
         ...(job.importPolicy ? { importPolicy: job.importPolicy } : {}),
         caps: { floodBytes: settings.floodBytes, maxFiles: settings.outputFilesMax, maxFileBytes: settings.outputFilesMaxBytes, outputBytes: settings.outputBytes },
-        ...(tests ? { tests: tests.map((c) => ({ args: c.args, timeoutMs: c.timeoutMs })) } : {}),
+        ...(tests ? { tests: tests.map((c) => ({ timeoutMs: c.timeoutMs })) } : {}),
       },
-      ...(tests ? { cases: tests.map((c) => ({ stdin: c.stdin, files: c.files })) } : {}),
+      ...(tests ? { cases: tests.map((c) => ({ args: c.args, stdin: c.stdin, files: c.files })) } : {}),
     });
     if (job.signal?.aborted) return cancelledBeforeStart(settings.outputBytes, tests?.length);
     const config = configOf(job);

@@ -125,17 +125,19 @@ describe('buildPayload with test cases', () => {
       code: 'print(1)',
       stdin: '',
       files: [{ path: 'shared.txt', data: Buffer.from('s') }],
-      request: { args: [], env: {}, context: {}, caps: { floodBytes: 1000, maxFiles: 1, maxFileBytes: 1, outputBytes: 100 }, tests: [{ args: ['a'], timeoutMs: 1000 }, { args: [], timeoutMs: 2000 }] },
+      request: { args: [], env: {}, context: {}, caps: { floodBytes: 1000, maxFiles: 1, maxFileBytes: 1, outputBytes: 100 }, tests: [{ timeoutMs: 1000 }, { timeoutMs: 2000 }] },
       cases: [
-        { stdin: 'one\n', files: [{ path: longPath, data: Buffer.from('deep') }] },
-        { stdin: '', files: [] },
+        { args: ['a', 'ü'], stdin: 'one\n', files: [{ path: longPath, data: Buffer.from('deep') }] },
+        { args: [], stdin: '', files: [] },
       ],
     });
     const entries = await readTar(archive);
-    expect(entries.map((e) => e.header.name)).toEqual(['.pybox/request.json', 'main.py', 'shared.txt', '.pybox/cases/0/stdin', `.pybox/cases/0/files/${longPath}`]);
-    expect(entries[3]?.data.toString()).toBe('one\n');
-    expect(entries[4]?.data.toString()).toBe('deep');
-    expect(JSON.parse(entries[0]?.data.toString() ?? '{}').tests).toEqual([{ args: ['a'], timeoutMs: 1000 }, { args: [], timeoutMs: 2000 }]);
+    expect(entries.map((e) => e.header.name)).toEqual(['.pybox/request.json', 'main.py', 'shared.txt', '.pybox/cases/0/args', '.pybox/cases/0/stdin', `.pybox/cases/0/files/${longPath}`]);
+    expect(JSON.parse(entries[3]?.data.toString() ?? '[]')).toEqual(['a', 'ü']);
+    expect(entries[4]?.data.toString()).toBe('one\n');
+    expect(entries[5]?.data.toString()).toBe('deep');
+    // The request the runner keeps holds no case's input: only the time limits.
+    expect(JSON.parse(entries[0]?.data.toString() ?? '{}').tests).toEqual([{ timeoutMs: 1000 }, { timeoutMs: 2000 }]);
   });
 });
 
@@ -183,11 +185,11 @@ describe('a sandbox running test cases', () => {
       ['finished', 0, null, 'out 2\n'],
     ]);
     const entries = await readTar(r.payload);
-    expect(entries.map((e) => e.header.name)).toEqual(['.pybox/request.json', 'main.py', '.pybox/cases/0/stdin', '.pybox/cases/1/stdin', '.pybox/cases/2/stdin']);
+    expect(entries.map((e) => e.header.name)).toEqual(['.pybox/request.json', 'main.py', '.pybox/cases/0/args', '.pybox/cases/0/stdin', '.pybox/cases/1/stdin', '.pybox/cases/2/stdin']);
     const request = JSON.parse(entries[0]?.data.toString() ?? '{}');
     expect(request.args).toEqual([]);
     expect(request.caps.outputBytes).toBe(settings.outputBytes);
-    expect(request.tests).toEqual([{ args: ['x'], timeoutMs: 1000 }, { args: [], timeoutMs: 1000 }, { args: [], timeoutMs: 1000 }]);
+    expect(request.tests).toEqual([{ timeoutMs: 1000 }, { timeoutMs: 1000 }, { timeoutMs: 1000 }]);
     await r.runner.drain();
   });
 

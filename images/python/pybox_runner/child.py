@@ -27,6 +27,7 @@ import time
 import traceback
 import types
 
+from .payload import case_blob, safe_member_path, write_new_file
 from .protocol import CHUNK, write_all
 from .text import MESSAGE_LIMIT, TRACEBACK_LIMIT, clip, exception_type_name, exit_code_of, last_user_line, safe_str, user_frames
 
@@ -48,6 +49,8 @@ BASE_ENV = {
     "MPLCONFIGDIR": "/tmp/.matplotlib",
 }
 PR_SET_DUMPABLE = 4
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 PR_CAPBSET_DROP = 24
 CAP_LAST = 63
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -80,6 +83,19 @@ def drop_capabilities():
     header, data = Header(LINUX_CAPABILITY_VERSION_3, 0), (Data * 2)()
     if libc.capset(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def private_proc():
+    """A test case's process under gVisor: a mount namespace of its own with a /proc of its own PID
+    namespace. gVisor's /proc ignores non-dumpable, so through the container's /proc the case could
+    open the runner's descriptors (the store with every case's input) and those of the process
+    waiting for the next case; in its own /proc there is only its own PID namespace. Raises when
+    that cannot be done: no case runs without it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
+    if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+        raise OSError(ctypes.get_errno(), "mounting a private /proc failed")
 
 
 def seed_matplotlib_cache():
@@ -140,7 +156,7 @@ def wait_for_job(ctl_r):
     return b"".join(chunks)
 
 
-def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
+def child_main(ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late=False):
     """In the forked child: never returns. seed_late: copy matplotlib's cache only once the job
     came (a test case's process is forked before /tmp is emptied for it)."""
     try:
@@ -154,12 +170,14 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
         os.close(null)
         # Nothing else of the runner's: a test case's process is forked while the case before it
         # runs, and must not hold that case's pipes.
-        close_other_fds((ctl_r, out_w, err_w, res_w))
+        close_other_fds((ctl_r, out_w, err_w, res_w, store_fd))
         try:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # when memory runs out, the kernel picks the user's code, not the runner
         except OSError:
             pass
+        if isolated and seed_late:
+            private_proc()
         if isolated:
             drop_capabilities()
         if not seed_late:
@@ -177,6 +195,9 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
             seed_matplotlib_cache()
         try:
             request, code_bytes, stdin_data = pickle.loads(job)
+            if "case" in request:
+                request, stdin_data = take_case(request, store_fd)
+            os.close(store_fd)  # the code never holds the store (other cases' input is in it)
             setup_run(request, stdin_data, out_w, err_w)
             code = marshal.loads(code_bytes)
             main = make_main(request)
@@ -188,6 +209,28 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, seed_late=False):
         run_code(code, main, res_w)
     finally:
         os._exit(70)
+
+
+def take_case(request, store_fd):
+    """This test case's own input from the store: its files laid over the execution's in /work
+    (a case's file wins), its args; (the request to run with, stdin bytes)."""
+    try:
+        args, stdin_data, files = case_blob(store_fd, request["case"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SetupError("a test case's input cannot be read: %s" % e)
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise SetupError("a test case's args are not a list of strings")
+    for path, data in files:
+        target = safe_member_path(WORK, path)
+        if target is None or path == "main.py":
+            continue
+        try:
+            if os.path.lexists(target) and not os.path.isdir(target):
+                os.unlink(target)
+            write_new_file(target, data)
+        except OSError:
+            pass  # a directory where the file would go: the execution's stays, as in a plain run
+    return dict(request, args=args), stdin_data
 
 
 def close_other_fds(keep):

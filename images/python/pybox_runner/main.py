@@ -25,12 +25,13 @@ import os
 import pickle
 import signal
 import sys
+import tempfile
 import time
 
 from . import child as child_mod
 from .cases import CaseError, CaseOutput, case_kind, case_report, fill_work, sweep, wipe, writable_places
 from .memory import clamp_counts, memory_accounting, since
-from .payload import collect_out_files, make_out_dir, read_payload
+from .payload import collect_out_files, make_out_dir, read_cases, read_request, read_rest, store_read, test_count
 from .policy import check_imports
 from .protocol import KIND_CASE, KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
 from .relay import Relay
@@ -84,7 +85,7 @@ def isolate(again=False):
 class Child:
     """The code's process, forked ahead of its job."""
 
-    def __init__(self, names, isolated, seed_late=False):
+    def __init__(self, names, isolated, store_fd, seed_late=False):
         self.ctl_r, self.ctl_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -93,7 +94,7 @@ class Child:
         if self.pid == 0:
             for fd in (self.ctl_w, out_r, err_r, res_r):
                 os.close(fd)
-            child_mod.child_main(self.ctl_r, out_w, err_w, res_w, names, isolated, seed_late)
+            child_mod.child_main(self.ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late)
         os.close(self.ctl_r)
         for fd in (out_w, err_w, res_w):
             os.close(fd)
@@ -137,20 +138,63 @@ class Child:
             pass
 
 
-def start_child(names, isolated):
+def start_child(names, isolated, store_fd):
     """A preloading child; if it dies while preloading (say, a memory limit too small for numpy), a
     lean one instead: a sandbox that cannot preload still runs code."""
-    child = Child(names, isolated)
+    child = Child(names, isolated, store_fd)
     if child.wait_ready():
         return child
     if names:
         sys.stderr.write("pybox runner: the preloading process died; starting a lean one\n")
         if isolated and not isolate(again=True):
             setup_failure("cannot make a PID namespace for the code's process")
-        child = Child([], isolated)
+        child = Child([], isolated, store_fd)
         if child.wait_ready():
             return child
     setup_failure("the process for the code could not be started")
+
+
+def make_store():
+    """A file in memory for test cases' input (payload.read_cases), made before any process is
+    forked so that each inherits it; only a case's own process reads its part, and no process of
+    the code ever holds it open."""
+    try:
+        return os.memfd_create("pybox-cases", 0)
+    except (AttributeError, OSError):
+        fd, path = tempfile.mkstemp(prefix=".pybox-cases-", dir="/tmp")
+        os.unlink(path)
+        return fd
+
+
+def load_cases(count, store_fd):
+    """Reads the rest of a test-case archive in a process of its own, which exits before any case
+    runs: the runner's memory, which every case's process inherits, never holds a case's input."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            index = read_cases(io.FileIO(0, "rb", closefd=False), count, store_fd)
+            write_all(w, json.dumps(index).encode())
+            code = 0
+        except BaseException as e:
+            write_all(w, ("!" + safe_str(e)).encode("utf-8", "replace"))
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    data = b"".join(chunks)
+    if status != 0 or data.startswith(b"!"):
+        raise ValueError(data[1:].decode("utf-8", "replace") or "reading the test cases failed")
+    return json.loads(data)
 
 
 def parse_result(data):
@@ -219,18 +263,22 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     isolated = isolate()  # while /proc/self is still ours to write (before the runner is non-dumpable)
     child_mod.set_dumpable(False)
-    child = start_child(child_mod.preload_names(os.environ.get("PYBOX_PRELOAD")), isolated)
+    store_fd = make_store()
+    child = start_child(child_mod.preload_names(os.environ.get("PYBOX_PRELOAD")), isolated, store_fd)
     memory_before = memory_accounting()  # read while waiting: only the run's own OOM kills count
     cpu_before = process_cpu_ms(child.pid)  # its preloading is not the code's CPU time
     emit(KIND_READY, b"")
-    kept = []  # a test-case payload stays in memory (payload.Kept)
+    index, stdin_data = None, b""
     try:
-        # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's
-        # end, until the host closed stdin. Reading only what has arrived keeps a sandbox usable.
-        request, stdin_data = read_payload(io.FileIO(0, "rb", closefd=False), WORK, kept)
-        if kept:
-            source = kept[0].main
+        request = read_request(0)
+        count = test_count(request)
+        if count:
+            index = load_cases(count, store_fd)
+            source = store_read(store_fd, index["main"])
         else:
+            # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's
+            # end, until the host closed stdin. Reading only what has arrived keeps a sandbox usable.
+            stdin_data = read_rest(io.FileIO(0, "rb", closefd=False), WORK)
             with open(os.path.join(WORK, "main.py"), "rb") as f:
                 source = f.read()
             make_out_dir(OUT_DIR)
@@ -250,8 +298,8 @@ def main():
         write_all(1, encode_frames(KIND_STDERR, clip(shown, TRACEBACK_LIMIT).encode("utf-8", "backslashreplace")))
         report({"v": 1, "phase": "validation", "error": blocked}, 1)
 
-    if kept:
-        run_tests(request, kept[0], marshal.dumps(code), child, isolated, cpu_before, flagged)
+    if index is not None:
+        run_tests(request, index, store_fd, marshal.dumps(code), child, isolated, cpu_before, flagged)
 
     # The job goes to the waiting child; closing the pipe tells it the job is complete. (On every
     # early exit above, our descriptors close with us and the child exits on EOF.)
@@ -276,14 +324,7 @@ def case_timeout_s(case):
     return value / 1000.0
 
 
-def case_args(case):
-    args = case.get("args", [])
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        setup_failure("a test case's args are not a list of strings")
-    return args
-
-
-def run_tests(request, kept, code_bytes, child, isolated, cpu_before, flagged):
+def run_tests(request, index, store_fd, code_bytes, child, isolated, cpu_before, flagged):
     """Runs the compiled code once per test case, each as a fresh process in a fresh work
     directory (cases.py says how), and reports each as a KIND_CASE frame; then the final report.
     Under gVisor the process for the next case is forked while a case runs (a fork costs tens of
@@ -293,13 +334,25 @@ def run_tests(request, kept, code_bytes, child, isolated, cpu_before, flagged):
     out_cap = int(caps.get("outputBytes", 1 << 20))
     flood = int(caps.get("floodBytes", 1 << 20))
     # Only what a case's program needs: the other cases' arguments stay here.
-    base_job = {"env": request.get("env") or {}, "context": request.get("context") or {}}
+    base_job = {"env": request.get("env") or {}, "context": request.get("context") or {}, "store": store_fd}
+    main_source = store_read(store_fd, index["main"])
+    shared = [(path, store_read(store_fd, [offset, size])) for path, offset, size in index["files"]]
     places = writable_places()
     spare, total_cpu = None, 0.0
-    for index, case in enumerate(tests):
+    for number, case in enumerate(tests):
         timeout_s = case_timeout_s(case)
         try:
-            if index > 0:
+            if number == 0 and isolated:
+                # Under gVisor every case's process is one made for a case (child.private_proc), the
+                # first too: the one forked ahead of the payload goes.
+                child.discard()
+                if not isolate(again=True):
+                    setup_failure("cannot make a PID namespace for a test case")
+                child = Child([], isolated, store_fd, seed_late=True)
+                if not child.wait_ready():
+                    setup_failure("the process for a test case could not be started")
+                cpu_before = process_cpu_ms(child.pid)
+            if number > 0:
                 # Nothing of the last case may see this one: its processes go, then its files.
                 sweep({spare.pid} if spare is not None else set())
                 wipe(places)
@@ -309,20 +362,21 @@ def run_tests(request, kept, code_bytes, child, isolated, cpu_before, flagged):
                 if child is None:
                     if isolated and not isolate(again=True):
                         setup_failure("cannot make a PID namespace for a test case")
-                    child = Child([], isolated, seed_late=True)
+                    child = Child([], isolated, store_fd, seed_late=True)
                     if not child.wait_ready():
                         setup_failure("the process for a test case could not be started")
                 cpu_before = process_cpu_ms(child.pid)
-            fill_work(WORK, kept.main, kept.case_files(index))
+            fill_work(WORK, main_source, shared)
         except (CaseError, OSError) as e:
-            setup_failure("preparing test case %d failed: %s" % (index, safe_str(e)))
-        job = dict(base_job, args=case_args(case))
+            setup_failure("preparing test case %d failed: %s" % (number, safe_str(e)))
+        # The case's own input (args, stdin, files) is read by its own process from the store.
+        job = dict(base_job, case=index["cases"][number])
         memory_before = memory_accounting()
-        write_all(child.ctl_w, pickle.dumps((job, code_bytes, kept.cases[index]["stdin"])))
+        write_all(child.ctl_w, pickle.dumps((job, code_bytes, b"")))
         os.close(child.ctl_w)
         started = time.monotonic()
-        if isolated and index + 1 < len(tests) and isolate(again=True):
-            spare = Child([], isolated, seed_late=True)
+        if isolated and number + 1 < len(tests) and isolate(again=True):
+            spare = Child([], isolated, store_fd, seed_late=True)
         output = CaseOutput(out_cap)
         relay = Relay(child.pid, child.out_r, child.err_r, child.res_r, flood, output.emit,
                       deadline=started + timeout_s)
@@ -334,12 +388,12 @@ def run_tests(request, kept, code_bytes, child, isolated, cpu_before, flagged):
         child.close_pipes()
         failure, error = parse_result(relay.result)
         if failure is not None and not relay.timed_out and not relay.flooded:
-            setup_failure("setting up test case %d failed before the code started: %s" % (index, failure))
+            setup_failure("setting up test case %d failed before the code started: %s" % (number, failure))
         kind = case_kind(relay.status, relay.timed_out, relay.flooded, memory_before, memory_accounting())
         duration_ms = relay.wall_ms if kind == "finished" and relay.wall_ms is not None else elapsed_ms
         cpu_ms = run_cpu_ms(relay.cpu_ms, cpu_before)
         total_cpu += cpu_ms or 0.0
-        emit(KIND_CASE, json.dumps(case_report(index, kind, relay.status, error, duration_ms, cpu_ms, output, relay.counts),
+        emit(KIND_CASE, json.dumps(case_report(number, kind, relay.status, error, duration_ms, cpu_ms, output, relay.counts),
                                    ensure_ascii=True, separators=(",", ":")).encode())
     try:
         sweep(set())

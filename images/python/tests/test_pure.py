@@ -136,16 +136,40 @@ class PayloadTest(unittest.TestCase):
     def test_reads_request_stdin_and_files(self):
         stream = tar_of([(".pybox/request.json", b'{"args": ["a"]}'), (".pybox/stdin", b"in"),
                          ("main.py", b"print(1)"), ("data/x.csv", b"1,2"), ("../evil", b"no")])
-        request, stdin = payload.read_payload(stream, self.dir)
-        self.assertEqual(request, {"args": ["a"]})
+        fd = os.memfd_create("t")
+        try:
+            os.write(fd, stream.getvalue())
+            os.lseek(fd, 0, os.SEEK_SET)
+            request = payload.read_request(fd)
+            self.assertEqual(request, {"args": ["a"]})
+            stdin = payload.read_rest(io.FileIO(fd, "rb", closefd=False), self.dir)
+        finally:
+            os.close(fd)
         self.assertEqual(stdin, b"in")
         with open(os.path.join(self.dir, "data", "x.csv"), "rb") as f:
             self.assertEqual(f.read(), b"1,2")
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.dir), "evil")))
 
-    def test_a_payload_without_request_fails(self):
-        with self.assertRaises(ValueError):
-            payload.read_payload(tar_of([("main.py", b"")]), self.dir)
+    def test_a_payload_without_request_first_fails(self):
+        for entries in ([("main.py", b"")], [(".pybox/request.json", b"[]")], [(".pybox/request.json", b"")]):
+            fd = os.memfd_create("t")
+            try:
+                os.write(fd, tar_of(entries).getvalue())
+                os.lseek(fd, 0, os.SEEK_SET)
+                with self.assertRaises(ValueError, msg=repr(entries)):
+                    payload.read_request(fd)
+            finally:
+                os.close(fd)
+
+    def test_the_request_is_read_to_its_last_block_and_no_further(self):
+        fd = os.memfd_create("t")
+        try:
+            os.write(fd, tar_of([(".pybox/request.json", b'{"a": 1}'), ("main.py", b"x")]).getvalue())
+            os.lseek(fd, 0, os.SEEK_SET)
+            payload.read_request(fd)
+            self.assertEqual(os.lseek(fd, 0, os.SEEK_CUR), 1024)
+        finally:
+            os.close(fd)
 
     def test_out_dir_is_made_and_collected_within_caps(self):
         out = os.path.join(self.dir, "out")
@@ -307,47 +331,41 @@ class ResultTest(unittest.TestCase):
         self.assertEqual((r["exitCode"], r["signal"], r["memory"]), (3, None, {"oomKills": 0}))
 
 
-class KeptPayloadTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp()
-
-    def tearDown(self):
-        cases.empty_dir(self.dir)
-        os.rmdir(self.dir)
-
-    def read(self, entries):
-        kept = []
-        request, stdin = payload.read_payload(tar_of(entries), self.dir, kept)
-        return request, stdin, kept
-
-    def test_a_test_payload_stays_in_memory(self):
-        request, stdin, kept = self.read([
-            (".pybox/request.json", b'{"tests": [{"args": [], "timeoutMs": 1}, {"args": [], "timeoutMs": 1}]}'),
+class CasePayloadTest(unittest.TestCase):
+    def test_cases_go_to_the_store_and_each_blob_holds_only_its_case(self):
+        stream = tar_of([
             ("main.py", b"print(1)"), ("shared.txt", b"s"), ("data/x", b"theirs"),
-            (".pybox/cases/0/stdin", b"in0"), (".pybox/cases/1/files/data/x", b"mine"),
-            (".pybox/cases/1/files/../evil", b"no"), (".pybox/cases/7/stdin", b"out of range"),
-            (".pybox/cases/x/stdin", b"no"), (".pybox/other", b"no"),
+            (".pybox/cases/0/stdin", b"in0"), (".pybox/cases/0/args", b'["a", "b"]'),
+            (".pybox/cases/1/files/data/x", b"mine"), (".pybox/cases/1/files/../evil", b"no"),
+            (".pybox/cases/7/stdin", b"out of range"), (".pybox/cases/x/stdin", b"no"), (".pybox/other", b"no"),
         ])
-        self.assertEqual(os.listdir(self.dir), [])  # nothing on disk
-        self.assertEqual(len(kept), 1)
-        k = kept[0]
-        self.assertEqual(k.main, b"print(1)")
-        self.assertEqual([c["stdin"] for c in k.cases], [b"in0", b""])
-        self.assertEqual(k.case_files(0), [("data/x", b"theirs"), ("shared.txt", b"s")])
-        # A case's own file wins over the execution's file of the same path.
-        self.assertEqual(k.case_files(1), [("data/x", b"mine"), ("shared.txt", b"s")])
+        store = os.memfd_create("store")
+        try:
+            index = payload.read_cases(stream, 2, store)
+            self.assertEqual(payload.store_read(store, index["main"]), b"print(1)")
+            self.assertEqual([(p, payload.store_read(store, [o, n])) for p, o, n in index["files"]],
+                             [("shared.txt", b"s"), ("data/x", b"theirs")])
+            self.assertEqual(payload.case_blob(store, index["cases"][0]), (["a", "b"], b"in0", []))
+            self.assertEqual(payload.case_blob(store, index["cases"][1]), ([], b"", [("data/x", b"mine")]))
+            with self.assertRaises(ValueError):
+                payload.case_blob(store, [index["cases"][1][0], index["cases"][1][1] + 100])
+        finally:
+            os.close(store)
 
-    def test_a_plain_payload_is_unpacked_as_before(self):
-        request, stdin, kept = self.read([(".pybox/request.json", b"{}"), ("main.py", b"x")])
-        self.assertEqual(kept, [])
-        self.assertTrue(os.path.isfile(os.path.join(self.dir, "main.py")))
+    def test_args_must_be_strings(self):
+        store = os.memfd_create("store")
+        try:
+            with self.assertRaises(ValueError):
+                payload.read_cases(tar_of([(".pybox/cases/0/args", b"[1]")]), 1, store)
+        finally:
+            os.close(store)
 
     def test_tests_must_be_a_short_list(self):
-        for bad in (b'{"tests": []}', b'{"tests": {}}', b'{"tests": 3}'):
-            with self.assertRaises(ValueError, msg=bad):
-                self.read([(".pybox/request.json", bad)])
-        with self.assertRaises(ValueError):
-            payload.read_payload(tar_of([(".pybox/request.json", b'{"tests": [{}]}')]), self.dir)  # nowhere to keep them
+        self.assertEqual(payload.test_count({}), 0)
+        self.assertEqual(payload.test_count({"tests": [{}, {}]}), 2)
+        for bad in ({"tests": []}, {"tests": {}}, {"tests": 3}, {"tests": [{}] * (payload.MAX_CASES + 1)}):
+            with self.assertRaises(ValueError, msg=repr(bad)[:50]):
+                payload.test_count(bad)
 
 
 class CasesTest(unittest.TestCase):
