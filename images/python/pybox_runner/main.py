@@ -4,9 +4,11 @@ Protocol (one execution per container; src/engine/protocol.ts has the host's hal
 
   in  (stdin):  one tar archive. `.pybox/request.json` (args, env, context, caps) and optionally
                 `.pybox/stdin` are read into memory; `main.py` and input files go to /work.
+                With `tests` in the request, each case's args, stdin and files come as entries of
+                their own (`.pybox/cases/<i>/...`) and go to a memory file (run_tests, cases.py).
   out (stdout): frames (protocol.py). Ready first, once the code's process is forked and has
                 imported what PYBOX_PRELOAD names (set by the host for warm sandboxes, never by a
-                request); then the code's output; the report last.
+                request); then the code's output (with tests: one case frame per case); the report last.
   stderr:       the runner's own diagnostics only (never the user's output).
 
 The runner marks itself non-dumpable so the code cannot open its descriptors through /proc (runc),
