@@ -14,6 +14,7 @@ export const SCENARIOS = [
   'breakdown',
   'cluster',
   'burst',
+  'cases',
 ] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
@@ -38,6 +39,10 @@ export interface Counts {
   burstTotal: number;
   /** Seconds each cluster throughput row sends without pause (`clients` clients). */
   clusterSeconds: number;
+  /** Test cases in one execution, and as many separate executions to compare it with. */
+  cases: number;
+  /** How often the one execution with `cases` cases is timed (the separate executions: once less, at least once). */
+  casesRepeats: number;
 }
 
 export interface BenchOptions {
@@ -66,6 +71,8 @@ export const QUICK: Counts = {
   ceilingParallel: 8,
   burstTotal: 100,
   clusterSeconds: 8,
+  cases: 100,
+  casesRepeats: 2,
 };
 
 export const FULL: Counts = {
@@ -80,6 +87,8 @@ export const FULL: Counts = {
   ceilingParallel: 8,
   burstTotal: 500,
   clusterSeconds: 30,
+  cases: 100,
+  casesRepeats: 5,
 };
 
 /** The burst is slow and runc-only; a quick run leaves it out unless asked for by name. */
@@ -97,6 +106,8 @@ const COUNT_FLAGS: Record<string, keyof Counts> = {
   '--ceiling-parallel': 'ceilingParallel',
   '--burst-total': 'burstTotal',
   '--cluster-seconds': 'clusterSeconds',
+  '--cases': 'cases',
+  '--cases-repeats': 'casesRepeats',
 };
 
 export const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--skip a,b] [--runtime runc,runsc] [counts]
@@ -108,7 +119,10 @@ export const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--skip a,b
              (\`bash scripts/setup.sh test\` starts them; the scenario is skipped when they do not
              answer): paced print(1) as the paced row (same count and pace, default runtime), then
              --clients clients without pause for --cluster-seconds (default 30, quick 8) with one
-             worker and with two (the second on the second engine when it answers)`;
+             worker and with two (the second on the second engine when it answers)
+  cases:     --cases N test cases of a small program (stdin in, a sum out) in one execution, run
+             --cases-repeats times through pybox's sandbox code (cold sandbox included), against N
+             separate executions of the same program back-to-back through the service (pool on)`;
 
 export class ArgsError extends Error {}
 

@@ -46,6 +46,9 @@ const SCIENCE = [
   'print(df.groupby("g")["x"].mean().round(1).to_dict())',
 ].join('\n');
 const BENCH_LABEL = 'pybox.bench';
+/** The test-case scenario's program: a line of numbers in, their sum out. */
+const CASES_PROGRAM = 'print(sum(map(int, input().split())))';
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 const log = (s: string) => process.stderr.write(s + '\n');
 const cpuNow = (): CpuTicks => parseProcStat(readFileSync('/proc/stat', 'utf8'));
 
@@ -221,6 +224,51 @@ class Bench {
       }
     }
     if (this.has('breakdown')) await this.breakdown(runtime);
+    if (this.has('cases')) await this.cases(runtime);
+  }
+
+  /**
+   * Test cases: N cases of a small program in one execution (pybox's sandbox code over the engine,
+   * a sandbox started for it, as a run through the service with the pool empty would get), against
+   * N separate executions of the same program with the same inputs, back-to-back through the
+   * service with its pool on. Both rows are in ms per N.
+   */
+  async cases(runtime: RuntimeName): Promise<void> {
+    const c = this.counts;
+    const inputs = Array.from({ length: c.cases }, (_, i) => `${i} ${i * 7} ${i * 13}\n`);
+    const config = this.config(runtime, {});
+    const docker = new DockerEngine(dockerConnection(undefined, config.engine.socketPath), config.engine.apiTimeoutMs, { instance: config.engine.instance, logger: silentLogger });
+    const factory = new SandboxFactory(docker, sandboxSettings(config), silentLogger, systemClock);
+    const runner = new SandboxRunner(factory, new OnDemandSource(factory), systemClock);
+    const tests = inputs.map((stdin) => ({ stdin, args: [], files: [], timeoutMs: config.limits.defaults.timeoutMs }));
+    const once = async (): Promise<void> => {
+      const o = await runner.run({ ...codeJob({ id: `bench-${randomBytes(6).toString('hex')}`, image, runtime, code: CASES_PROGRAM, limits: { ...config.limits.defaults } }), tests });
+      const wrong = (o.cases ?? []).findIndex((k, i) => k.kind !== 'finished' || k.exitCode !== 0 || k.stdout.text() !== `${i * 21}\n`);
+      if (o.kind !== 'finished' || o.cases?.length !== c.cases || wrong >= 0) throw new Error(`the test-case run failed: ${o.kind} ${o.failure ?? ''} (case ${wrong})`);
+    };
+    try {
+      log(`cases: ${c.cases} test cases in one execution, ${c.casesRepeats} times (${runtime})`);
+      await once(); // not counted: the image's first start, the JIT
+      const one = await sequential(c.casesRepeats, once);
+      const r = this.row(`pybox ${c.cases} test cases in one execution (${runtime})`, 'cases', runtime, one, { perSecond: round1(c.cases / (median(one) / 1000)) });
+      const s = await this.serve(runtime, {});
+      try {
+        const repeats = Math.max(1, c.casesRepeats - 1);
+        log(`cases: ${c.cases} separate executions back-to-back, ${repeats} times (${runtime})`);
+        await this.execute(s.url, CASES_PROGRAM, inputs[0]);
+        await s.pybox.pool.filled();
+        const separate = await sequential(repeats, async () => {
+          for (const stdin of inputs) await this.execute(s.url, CASES_PROGRAM, stdin);
+        });
+        const ref = this.row(`pybox ${c.cases} separate executions back-to-back (${runtime})`, 'cases', runtime, separate, { perSecond: round1(c.cases / (median(separate) / 1000)) });
+        r.versus = versusLatency(r, ref);
+      } finally {
+        await s.close();
+      }
+    } finally {
+      await runner.drain();
+      docker.close();
+    }
   }
 
   /** The scenarios that share one service with its default settings (pool on, default preloads). */
@@ -272,8 +320,8 @@ class Bench {
     }
   }
 
-  async execute(url: string, code: string): Promise<void> {
-    const res = await fetch(`${url}/v1/executions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code }) });
+  async execute(url: string, code: string, stdin?: string): Promise<void> {
+    const res = await fetch(`${url}/v1/executions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code, ...(stdin === undefined ? {} : { stdin }) }) });
     const body = (await res.json()) as { status?: string };
     if (res.status !== 200 || body.status !== 'completed') throw new Error(`execution failed (${res.status}): ${JSON.stringify(body).slice(0, 300)}`);
   }

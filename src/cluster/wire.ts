@@ -5,10 +5,10 @@
 import { z } from 'zod';
 import { TENANT_NAME } from '../core/caller.ts';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
-import type { AcceptedExecution } from '../core/ports.ts';
+import type { AcceptedExecution, TestSpec } from '../core/ports.ts';
 import { REQUEST_ID_PATTERN } from '../core/request-id.ts';
 import { BASE64 } from '../core/results.ts';
-import { ExecutionRequest, ExecutionResult, FilePath } from '../core/schemas.ts';
+import { CompareMode, ExecutionRequest, ExecutionResult, FilePath, MAX_TESTS, TestCase, Tolerance } from '../core/schemas.ts';
 
 export const WIRE_VERSION = 1;
 
@@ -38,6 +38,27 @@ const WireFile = z.strictObject({
     .refine((s) => s.length % 4 === 0 && BASE64.test(s), 'must be base64'),
 });
 
+const fileBytes = (fs: Array<{ base64: string }>): number => fs.reduce((n, f) => n + (f.base64.length / 4) * 3, 0);
+/** The most characters of all test cases' stdin together: what the largest request body could hold. */
+const MAX_TESTS_TEXT_CHARS = 256 * 1024 * 1024;
+
+/** A test case's input as the sandbox runs it (SandboxCase), files as base64. */
+const WireCase = z.strictObject({
+  stdin: TestCase.shape.stdin.unwrap(),
+  args: request.args.unwrap(),
+  files: z.array(WireFile).max(64),
+  timeoutMs: positiveInt,
+});
+
+/** A test case's expectation as core judges it (TestSpec). */
+const WireTestSpec = z.strictObject({
+  name: z.string().min(1).max(200).regex(/^[^\p{Cc}]+$/u, 'must be printable'),
+  expectedStdout: TestCase.shape.expectedStdout,
+  expectedExitCode: TestCase.shape.expectedExitCode,
+  compare: CompareMode,
+  tolerance: Tolerance.optional(),
+});
+
 const ModuleList = z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/).max(200)).max(1000);
 
 export const ExecutionPayload = z.strictObject({
@@ -58,10 +79,28 @@ export const ExecutionPayload = z.strictObject({
     files: z
       .array(WireFile)
       .max(64)
-      .refine((fs) => fs.reduce((n, f) => n + (f.base64.length / 4) * 3, 0) <= MAX_INPUT_FILES_BYTES + 64 * 2, 'files too large in all'),
+      .refine((fs) => fileBytes(fs) <= MAX_INPUT_FILES_BYTES + 64 * 2, 'files too large in all'),
     limits: z.strictObject({ timeoutMs: positiveInt, memoryMb: positiveInt, cpus: positive }),
     importPolicy: z.strictObject({ mode: z.enum(['warn', 'block']), dangerous: ModuleList, safe: ModuleList }).optional(),
-  }),
+    tests: z
+      .array(WireCase)
+      .min(1)
+      .max(MAX_TESTS)
+      .refine((cs) => cs.reduce((n, c) => n + c.stdin.length, 0) <= MAX_TESTS_TEXT_CHARS, 'test cases\' stdin too large in all')
+      .optional(),
+  })
+    // Core counts the execution's and every case's files against one budget (inputFilesMaxBytes).
+    .refine((j) => fileBytes(j.files) + (j.tests ?? []).reduce((n, c) => n + fileBytes(c.files), 0) <= MAX_INPUT_FILES_BYTES + 64 * 2 * (1 + (j.tests?.length ?? 0)), {
+      message: 'files of the execution and its test cases too large in all',
+      path: ['tests'],
+    }),
+  /** The test cases' expectations, index for index with job.tests. */
+  tests: z.array(WireTestSpec).min(1).max(MAX_TESTS).optional(),
+  /** A background item (async execution or batch item). */
+  background: z.boolean().optional(),
+}).refine((p) => (p.tests?.length ?? 0) === (p.job.tests?.length ?? 0), {
+  message: 'tests and job.tests must name the same cases',
+  path: ['tests'],
 });
 export type ExecutionPayload = z.infer<typeof ExecutionPayload>;
 
@@ -95,6 +134,16 @@ export function toPayload(e: AcceptedExecution): ExecutionPayload {
   };
   if (e.requestId !== undefined) payload.requestId = e.requestId;
   if (job.importPolicy) payload.job.importPolicy = { mode: job.importPolicy.mode, dangerous: job.importPolicy.dangerous, safe: job.importPolicy.safe };
+  if (job.tests) {
+    payload.job.tests = job.tests.map((c) => ({
+      stdin: c.stdin,
+      args: c.args,
+      files: c.files.map((f) => ({ path: f.path, base64: f.data.toString('base64') })),
+      timeoutMs: c.timeoutMs,
+    }));
+  }
+  if (e.tests) payload.tests = e.tests.map((t) => specToWire(t));
+  if (e.background !== undefined) payload.background = e.background;
   return payload;
 }
 
@@ -103,9 +152,10 @@ export function fromPayload(data: unknown): AcceptedExecution {
   const parsed = ExecutionPayload.safeParse(data);
   if (!parsed.success) throw new WireError(`malformed execution payload: ${summarize(parsed.error)}`);
   const p = parsed.data;
-  const files = p.job.files.map((f) => ({ path: f.path, data: Buffer.from(f.base64, 'base64') }));
+  const decode = (fs: Array<{ path: string; base64: string }>) => fs.map((f) => ({ path: f.path, data: Buffer.from(f.base64, 'base64') }));
+  const { tests: cases, ...job } = p.job;
   const execution: AcceptedExecution = {
-    job: { ...p.job, files },
+    job: { ...job, files: decode(p.job.files) },
     limits: p.limits,
     tenant: p.tenant,
     maxInFlight: p.maxInFlight,
@@ -113,7 +163,29 @@ export function fromPayload(data: unknown): AcceptedExecution {
   };
   if (p.requestId !== undefined) execution.requestId = p.requestId;
   if (!p.job.importPolicy) delete execution.job.importPolicy;
+  if (cases) execution.job.tests = cases.map((c) => ({ stdin: c.stdin, args: c.args, files: decode(c.files), timeoutMs: c.timeoutMs }));
+  if (p.tests) execution.tests = p.tests.map((t) => specFromWire(t));
+  if (p.background !== undefined) execution.background = p.background;
   return execution;
+}
+
+type WireTestSpec = z.infer<typeof WireTestSpec>;
+
+/** Optional fields only when set: the spec comes back exactly as it went. */
+function specToWire(t: TestSpec): WireTestSpec {
+  const w: WireTestSpec = { name: t.name, compare: t.compare };
+  if (t.expectedStdout !== undefined) w.expectedStdout = t.expectedStdout;
+  if (t.expectedExitCode !== undefined) w.expectedExitCode = t.expectedExitCode;
+  if (t.tolerance !== undefined) w.tolerance = { relative: t.tolerance.relative, absolute: t.tolerance.absolute };
+  return w;
+}
+
+function specFromWire(w: WireTestSpec): TestSpec {
+  const t: TestSpec = { name: w.name, compare: w.compare };
+  if (w.expectedStdout !== undefined) t.expectedStdout = w.expectedStdout;
+  if (w.expectedExitCode !== undefined) t.expectedExitCode = w.expectedExitCode;
+  if (w.tolerance !== undefined) t.tolerance = w.tolerance;
+  return t;
 }
 
 /** A result is plain JSON already; parsed with the API's own schema plus bounds on its collections. */

@@ -28,3 +28,20 @@ export class CappedCapture {
     return new TextDecoder('utf-8', { fatal: false }).decode(Buffer.concat(this.chunks, this.kept));
   }
 }
+
+/** A stream the runner captured itself (a test case's): its kept bytes and the count it reported. */
+export class ReportedOutput {
+  constructor(
+    private readonly kept: Buffer,
+    /** Every byte the stream produced, kept or not (never less than what was kept). */
+    readonly totalBytes: number,
+  ) {}
+
+  get truncated(): boolean {
+    return this.totalBytes > this.kept.length;
+  }
+
+  text(): string {
+    return new TextDecoder('utf-8', { fatal: false }).decode(this.kept);
+  }
+}

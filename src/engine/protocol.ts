@@ -4,7 +4,7 @@
 //   1. Docker's multiplexing: [stream 1|2][0 0 0][u32 length][payload] (no TTY).
 //   2. Inside the container's stdout, the runner's frames: [kind][u32 length][payload], where
 //      kind 1 = the user's stdout, 2 = the user's stderr, 3 = the final report (JSON),
-//      4 = ready (the runner waits for its payload).
+//      4 = ready (the runner waits for its payload), 5 = one test case's end (JSON, before the report).
 // Both parsers bound what they buffer and fail closed on anything malformed.
 import { z } from 'zod';
 import { ExecutionError } from '../core/schemas.ts';
@@ -15,6 +15,8 @@ export const FRAME_STDERR = 2;
 export const FRAME_REPORT = 3;
 /** Empty; the runner is waiting for its payload (a warm sandbox is ready). */
 export const FRAME_READY = 4;
+/** One test case's end (JSON, CaseReport): once per case, in order, before the final report. */
+export const FRAME_CASE = 5;
 
 /** Docker copies container output in chunks of at most 32 KiB; anything far larger is not Docker. */
 const MAX_DOCKER_FRAME_BYTES = 16 * 1024 * 1024;
@@ -49,13 +51,14 @@ export class ProtocolError extends Error {
 
 /**
  * Parses the runner's frames. A frame may be at most `maxFrameBytes` (reports are bounded by
- * `maxReportBytes`); a larger or unknown frame is a protocol violation and ends the run.
+ * `maxReportBytes`, case frames by `maxCaseBytes`); a larger or unknown frame is a protocol
+ * violation and ends the run.
  */
 export class FrameParser {
   private pending: Buffer = Buffer.alloc(0);
 
   constructor(
-    private readonly limits: { maxFrameBytes: number; maxReportBytes: number },
+    private readonly limits: { maxFrameBytes: number; maxReportBytes: number; maxCaseBytes?: number },
     private readonly onFrame: (kind: number, payload: Buffer) => void,
   ) {}
 
@@ -65,8 +68,9 @@ export class FrameParser {
     while (buf.length >= 5) {
       const kind = buf[0] ?? 0;
       const size = buf.readUInt32BE(1);
-      const max = kind === FRAME_REPORT ? this.limits.maxReportBytes : this.limits.maxFrameBytes;
-      if (kind < FRAME_STDOUT || kind > FRAME_READY) throw new ProtocolError(`unknown frame kind ${kind}`);
+      const max =
+        kind === FRAME_REPORT ? this.limits.maxReportBytes : kind === FRAME_CASE ? (this.limits.maxCaseBytes ?? this.limits.maxFrameBytes) : this.limits.maxFrameBytes;
+      if (kind < FRAME_STDOUT || kind > FRAME_CASE) throw new ProtocolError(`unknown frame kind ${kind}`);
       if (size > max) throw new ProtocolError(`frame of ${size} bytes is over the limit of ${max}`);
       if (buf.length < 5 + size) break;
       this.onFrame(kind, buf.subarray(5, 5 + size));
@@ -135,3 +139,43 @@ export function parseReport(payload: Buffer): RunnerReport {
 // The report core reads is this schema's output: a change here that core does not know of fails to compile.
 const reportMatchesCore: z.ZodType<SandboxReport> = RunnerReport;
 void reportMatchesCore;
+
+/** The most bytes a case frame may take: both streams kept in full (base64) and a traceback's worth. */
+export function maxCaseFrameBytes(outputBytes: number): number {
+  return 2 * Math.ceil(outputBytes / 3) * 4 + 256 * 1024;
+}
+
+const BASE64_TEXT = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+const CaseStream = z.strictObject({
+  b64: z.string().regex(BASE64_TEXT, 'must be base64'),
+  totalBytes: z.int().min(0).max(Number.MAX_SAFE_INTEGER),
+  truncated: z.boolean(),
+});
+
+/** One test case's end as the runner reports it. Validated strictly: it comes from inside the sandbox. */
+export const CaseReport = z.strictObject({
+  v: z.literal(1),
+  index: z.int().min(0).max(1_000_000),
+  kind: z.enum(['finished', 'timeout', 'oom', 'output_limit']),
+  exitCode: z.int().min(0).max(511).nullable(),
+  signal: z.int().min(1).max(64).nullable(),
+  error: ExecutionError.nullable(),
+  durationMs: z.number().min(0).max(1e10),
+  cpuMs: z.number().min(0).max(1e10).nullable(),
+  stdout: CaseStream,
+  stderr: CaseStream,
+});
+export type CaseReport = z.infer<typeof CaseReport>;
+
+export function parseCaseReport(payload: Buffer): CaseReport {
+  let json: unknown;
+  try {
+    json = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new ProtocolError('a test case report is not JSON');
+  }
+  const parsed = CaseReport.safeParse(json);
+  if (!parsed.success) throw new ProtocolError(`a test case report is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
+  return parsed.data;
+}

@@ -1,6 +1,7 @@
 // Runs one job: take a sandbox for its configuration from the source (a warm pool, or prepared on
 // demand), run the job in it (its life is in sandbox.ts), and remove it, on every path.
 import { buildPayload } from './archive.ts';
+import { noCasesRun, wallLimitMs } from './cases.ts';
 import type { Clock, Sandboxes } from '../core/ports.ts';
 import { RECORD_WAIT_MS, configOf, type SandboxConfig, type SandboxJob, type SandboxOutcome } from '../core/sandbox.ts';
 import { CappedCapture } from './output.ts';
@@ -46,22 +47,26 @@ export class SandboxRunner implements Sandboxes {
     // start under gVisor, or a start that never completes at cpus 0.01) comes out of it, and what is
     // left bounds the code's run. A budget spent before the code started is a timeout in which
     // nothing ran (durationMs 0); reading a stopped container's final state may add under a second.
-    const deadline = this.clock.now() + job.limits.timeoutMs;
-    if (job.signal?.aborted) return cancelledBeforeStart(this.factory.settings.outputBytes);
+    // With test cases the budget is the sum of their limits plus a margin (cases.ts).
+    const deadline = this.clock.now() + wallLimitMs(job);
+    const tests = job.tests && job.tests.length > 0 ? job.tests : undefined;
+    if (job.signal?.aborted) return cancelledBeforeStart(this.factory.settings.outputBytes, tests?.length);
     const { settings } = this.factory;
     const payload = await buildPayload({
       code: job.code,
-      stdin: job.stdin,
+      stdin: tests ? '' : job.stdin,
       files: job.files,
       request: {
-        args: job.args,
+        args: tests ? [] : job.args,
         env: job.env,
         context: job.context,
         ...(job.importPolicy ? { importPolicy: job.importPolicy } : {}),
-        caps: { floodBytes: settings.floodBytes, maxFiles: settings.outputFilesMax, maxFileBytes: settings.outputFilesMaxBytes },
+        caps: { floodBytes: settings.floodBytes, maxFiles: settings.outputFilesMax, maxFileBytes: settings.outputFilesMaxBytes, outputBytes: settings.outputBytes },
+        ...(tests ? { tests: tests.map((c) => ({ timeoutMs: c.timeoutMs })) } : {}),
       },
+      ...(tests ? { cases: tests.map((c) => ({ args: c.args, stdin: c.stdin, files: c.files })) } : {}),
     });
-    if (job.signal?.aborted) return cancelledBeforeStart(settings.outputBytes);
+    if (job.signal?.aborted) return cancelledBeforeStart(settings.outputBytes, tests?.length);
     const config = configOf(job);
     const sandbox = this.source.acquire(config, job.id);
     try {
@@ -93,7 +98,7 @@ export class SandboxRunner implements Sandboxes {
   }
 }
 
-function cancelledBeforeStart(capBytes: number): SandboxOutcome {
+function cancelledBeforeStart(capBytes: number, cases: number | undefined): SandboxOutcome {
   return {
     kind: 'cancelled',
     report: null,
@@ -101,6 +106,7 @@ function cancelledBeforeStart(capBytes: number): SandboxOutcome {
     stderr: new CappedCapture(capBytes),
     durationMs: 0,
     failure: 'cancelled before the code started; nothing ran',
+    ...(cases !== undefined ? { cases: noCasesRun(cases) } : {}),
   };
 }
 

@@ -24,9 +24,10 @@ import { NO_OBSERVER, type Clock, type Logger, type Observer } from '../core/por
 import type { OutcomeKind, SandboxConfig, SandboxJob, SandboxOutcome } from '../core/sandbox.ts';
 import { containerSpec } from './container-spec.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
+import { CaseCollector, noCasesRun } from './cases.ts';
 import { classifyExit, classifyReport } from './outcome.ts';
 import { CappedCapture } from './output.ts';
-import { DockerDemuxer, FRAME_READY, FRAME_REPORT, FRAME_STDOUT, FrameParser, parseReport, type RunnerReport } from './protocol.ts';
+import { DockerDemuxer, FRAME_CASE, FRAME_READY, FRAME_REPORT, FRAME_STDOUT, FrameParser, maxCaseFrameBytes, parseCaseReport, parseReport, type RunnerReport } from './protocol.ts';
 import { DEFAULT_REMOVAL_SETTINGS, RemovalQueue, type RemovalSettings } from './removals.ts';
 
 export interface SandboxSettings {
@@ -64,6 +65,8 @@ interface Attached {
   run: SandboxRun;
   stdout: CappedCapture;
   stderr: CappedCapture;
+  /** With test cases: the cases reported so far. */
+  cases: CaseCollector | null;
   /** When the payload was sent: the code's own time starts there. */
   startedAt: number;
   timer: NodeJS.Timeout | undefined;
@@ -165,7 +168,11 @@ export class Sandbox {
   }
 
   private listen(socket: Duplex): void {
-    const limits = { maxFrameBytes: MAX_FRAME_BYTES, maxReportBytes: Math.ceil((this.deps.settings.outputFilesMaxBytes * 4) / 3) + 2 * 1024 * 1024 };
+    const limits = {
+      maxFrameBytes: MAX_FRAME_BYTES,
+      maxReportBytes: Math.ceil((this.deps.settings.outputFilesMaxBytes * 4) / 3) + 2 * 1024 * 1024,
+      maxCaseBytes: maxCaseFrameBytes(this.deps.settings.outputBytes),
+    };
     const parser = new FrameParser(limits, (kind, data) => (kind === FRAME_READY ? this.onReady() : this.onFrame(kind, data)));
     const demux = new DockerDemuxer((stream, data) => {
       if (stream === 'stdout') parser.push(data);
@@ -221,13 +228,16 @@ export class Sandbox {
       const stdout = new CappedCapture(this.deps.settings.outputBytes);
       const stderr = new CappedCapture(this.deps.settings.outputBytes);
       if (run.job.signal?.aborted) {
-        resolve({ kind: 'cancelled', report: null, stdout, stderr, durationMs: 0, failure: 'cancelled before the code started; nothing ran' });
+        const cancelled: SandboxOutcome = { kind: 'cancelled', report: null, stdout, stderr, durationMs: 0, failure: 'cancelled before the code started; nothing ran' };
+        if (run.job.tests && run.job.tests.length > 0) cancelled.cases = noCasesRun(run.job.tests.length);
+        resolve(cancelled);
         return;
       }
       const a: Attached = {
         run,
         stdout,
         stderr,
+        cases: run.job.tests && run.job.tests.length > 0 ? new CaseCollector(run.job.tests.length, this.deps.settings.outputBytes) : null,
         startedAt: this.deps.clock.now(),
         timer: undefined,
         onAbort: () => this.abort(),
@@ -278,6 +288,10 @@ export class Sandbox {
         this.onViolation(messageOf(e));
         return;
       }
+      if (a.cases && report.phase === 'run' && !a.cases.complete) {
+        this.onViolation(`the runner reported the end after ${a.cases.reported} of ${a.cases.count} test cases`);
+        return;
+      }
       // outcome.ts decides: at once, or (a failed gVisor run that may have hit the memory limit)
       // once the engine can say, after the container stopped.
       const verdict = classifyReport(a.run.job.runtime, report);
@@ -286,6 +300,15 @@ export class Sandbox {
       else {
         this.stoppedByItself = true;
         this.settle(verdict, report);
+      }
+      return;
+    }
+    if (kind === FRAME_CASE) {
+      try {
+        if (!a.cases) throw new Error('a test case report for a job without test cases');
+        a.cases.take(parseCaseReport(data));
+      } catch (e) {
+        this.onViolation(messageOf(e));
       }
       return;
     }
@@ -414,6 +437,9 @@ export class Sandbox {
   private outcome(kind: OutcomeKind, report: RunnerReport | null, a: Attached, durationMs: number, failure?: string): SandboxOutcome {
     const o: SandboxOutcome = { kind, report, stdout: a.stdout, stderr: a.stderr, durationMs };
     if (failure !== undefined) o.failure = failure;
+    // The case running when the sandbox itself ran out of memory is that case's oom (gVisor kills
+    // the whole sandbox at the limit); every other case the sandbox did not reach is not_run.
+    if (a.cases) o.cases = a.cases.outcomes(kind === 'oom' && !a.cases.complete ? 'oom' : undefined);
     return o;
   }
 

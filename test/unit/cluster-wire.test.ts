@@ -27,6 +27,23 @@ function accepted(): AcceptedExecution {
   };
 }
 
+/** An accepted execution with test cases (inputs in job.tests, expectations in tests), in the background. */
+function withTests(): AcceptedExecution {
+  const e = accepted();
+  e.job.stdin = '';
+  e.job.args = [];
+  e.job.tests = [
+    { stdin: '1 2\n', args: ['a'], files: [{ path: 'case.bin', data: Buffer.from([1, 0, 254]) }], timeoutMs: 2000 },
+    { stdin: '', args: [], files: [], timeoutMs: 5000 },
+  ];
+  e.tests = [
+    { name: 'adds', expectedStdout: '3\n', compare: 'trimmed' },
+    { name: 'case 2', expectedExitCode: 0, compare: 'float', tolerance: { relative: 1e-3, absolute: 0 } },
+  ];
+  e.background = true;
+  return e;
+}
+
 /** The payload as Redis gives it back: through JSON. */
 const viaJson = (v: unknown): unknown => JSON.parse(JSON.stringify(v));
 
@@ -40,6 +57,48 @@ describe('wire', () => {
     expect(back).toEqual(plain);
     expect('importPolicy' in back.job).toBe(false);
     expect('requestId' in back).toBe(false);
+  });
+
+  it('carries test cases, their files, their expectations and the background mark unchanged', () => {
+    const e = withTests();
+    const payload = viaJson(toPayload(e)) as ExecutionPayload;
+    expect(payload.job.tests?.[0]?.files[0]?.base64).toBe(Buffer.from([1, 0, 254]).toString('base64'));
+    const back = fromPayload(payload);
+    expect(back).toEqual(e);
+    expect(back.job.tests?.[0]?.files[0]?.data).toEqual(Buffer.from([1, 0, 254]));
+    expect('expectedExitCode' in (back.tests?.[0] ?? {})).toBe(false);
+    expect('tests' in fromPayload(viaJson(toPayload(accepted()))).job).toBe(false);
+  });
+
+  it.each([
+    ['expectations for fewer cases than the job has', (p: ExecutionPayload) => p.tests?.pop(), /tests/],
+    ['expectations without cases', (p: ExecutionPayload) => delete p.job.tests, /tests/],
+    ['a case file path climbing out', (p: ExecutionPayload) => ((p.job.tests?.[0]?.files[0] as { path: string }).path = '../x'), /job\.tests\.0\.files\.0\.path/],
+    ['a case file that is not base64', (p: ExecutionPayload) => ((p.job.tests?.[0]?.files[0] as { base64: string }).base64 = '@@@@'), /base64/],
+    ['an unknown key in a case', (p: ExecutionPayload) => ((p.job.tests?.[0] as unknown as Record<string, unknown>).expectedStdout = 'x'), /job\.tests\.0/],
+    ['a case without a time limit', (p: ExecutionPayload) => ((p.job.tests?.[1] as unknown as Record<string, unknown>).timeoutMs = 0), /timeoutMs/],
+    ['an unknown comparison', (p: ExecutionPayload) => ((p.tests?.[0] as unknown as Record<string, unknown>).compare = 'fuzzy'), /tests\.0\.compare/],
+    ['a negative tolerance', (p: ExecutionPayload) => ((p.tests?.[1]?.tolerance as { relative: number }).relative = -1), /tolerance/],
+    ['an exit code out of range', (p: ExecutionPayload) => ((p.tests?.[1] as { expectedExitCode: number }).expectedExitCode = 256), /expectedExitCode/],
+    ['a case name with a control character', (p: ExecutionPayload) => ((p.tests?.[0] as { name: string }).name = 'a\u0007'), /name/],
+    ['too many cases', (p: ExecutionPayload) => {
+      const c = p.job.tests?.[1];
+      const t = p.tests?.[0];
+      if (c && t) {
+        p.job.tests = Array.from({ length: 1001 }, () => c);
+        p.tests = Array.from({ length: 1001 }, () => t);
+      }
+    }, /tests/],
+    ['case files too large in all', (p: ExecutionPayload) => {
+      const big = { path: 'big', base64: 'AAAA'.repeat(10 * 1024 * 1024) }; // 30 MiB a case
+      for (const c of p.job.tests ?? []) c.files = Array.from({ length: 5 }, (_, i) => ({ ...big, path: `big${i}` }));
+    }, /too large/],
+    ['a background mark that is not a boolean', (p: ExecutionPayload) => ((p as unknown as Record<string, unknown>).background = 'yes'), /background/],
+  ])('refuses test cases with %s', (_what, spoil, where) => {
+    const p = viaJson(toPayload(withTests())) as ExecutionPayload;
+    spoil(p);
+    expect(() => fromPayload(p)).toThrow(WireError);
+    expect(() => fromPayload(p)).toThrow(where);
   });
 
   it("carries the accepting request's id to the worker", () => {

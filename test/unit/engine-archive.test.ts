@@ -6,7 +6,7 @@ const request: PayloadRequest = {
   args: ['--n', '3', 'ünï'],
   env: { FOO: 'bar', EMPTY: '' },
   context: { data: [1, 2, { a: null }], name: 'x"y' },
-  caps: { floodBytes: 1_000_000, maxFiles: 20, maxFileBytes: 5_242_880 },
+  caps: { floodBytes: 1_000_000, maxFiles: 20, maxFileBytes: 5_242_880, outputBytes: 50_000 },
 };
 
 const binary = Buffer.from(Array.from({ length: 1500 }, (_, i) => (i * 37 + 11) % 256));

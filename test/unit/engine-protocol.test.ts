@@ -114,7 +114,7 @@ describe('FrameParser', () => {
     expect(parseAll([runnerFrame(FRAME_STDOUT, payload)])).toEqual([[1, payload]]);
   });
 
-  it.each([0, 5, 255])('throws on unknown kind %i', (kind) => {
+  it.each([0, 6, 255])('throws on unknown kind %i', (kind) => {
     expect(() => parseAll([runnerFrame(kind, 'x')])).toThrow(ProtocolError);
     expect(() => parseAll([runnerFrame(kind, 'x')])).toThrow(`unknown frame kind ${kind}`);
   });

@@ -23,9 +23,11 @@ import signal
 import sys
 import tempfile
 import threading  # imported now: a program that used up its descriptors cannot import at exit
+import time
 import traceback
 import types
 
+from .payload import case_blob, safe_member_path, write_new_file
 from .protocol import CHUNK, write_all
 from .text import MESSAGE_LIMIT, TRACEBACK_LIMIT, clip, exception_type_name, exit_code_of, last_user_line, safe_str, user_frames
 
@@ -47,6 +49,8 @@ BASE_ENV = {
     "MPLCONFIGDIR": "/tmp/.matplotlib",
 }
 PR_SET_DUMPABLE = 4
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 PR_CAPBSET_DROP = 24
 CAP_LAST = 63
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -79,6 +83,19 @@ def drop_capabilities():
     header, data = Header(LINUX_CAPABILITY_VERSION_3, 0), (Data * 2)()
     if libc.capset(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def private_proc():
+    """A test case's process under gVisor: a mount namespace of its own with a /proc of its own PID
+    namespace. gVisor's /proc ignores non-dumpable, so through the container's /proc the case could
+    open the runner's descriptors (the store with every case's input) and those of the process
+    waiting for the next case; in its own /proc there is only its own PID namespace. Raises when
+    that cannot be done: no case runs without it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
+    if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+        raise OSError(ctypes.get_errno(), "mounting a private /proc failed")
 
 
 def seed_matplotlib_cache():
@@ -139,8 +156,9 @@ def wait_for_job(ctl_r):
     return b"".join(chunks)
 
 
-def child_main(ctl_r, out_w, err_w, res_w, names, isolated):
-    """In the forked child: never returns."""
+def child_main(ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late=False):
+    """In the forked child: never returns. seed_late: copy matplotlib's cache only once the job
+    came (a test case's process is forked before /tmp is emptied for it)."""
     try:
         # Python's own SIGINT behaviour (KeyboardInterrupt) for the code; the runner has none.
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -150,22 +168,36 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated):
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.close(null)
+        # Nothing else of the runner's: a test case's process is forked while the case before it
+        # runs, and must not hold that case's pipes.
+        close_other_fds((ctl_r, out_w, err_w, res_w, store_fd))
         try:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # when memory runs out, the kernel picks the user's code, not the runner
         except OSError:
             pass
+        if isolated and seed_late:
+            private_proc()
         if isolated:
             drop_capabilities()
-        set_dumpable(True)
-        seed_matplotlib_cache()
+        if not seed_late:
+            set_dumpable(True)
+            seed_matplotlib_cache()
         preload(names)
         write_all(res_w, b"P")
         job = wait_for_job(ctl_r)
         if not job:
             os._exit(0)  # the payload never came: nothing to run
+        if seed_late:
+            # A test case's process waits while the case before it runs: until its own job comes
+            # it stays non-dumpable, so nothing of that case can open its memory through /proc.
+            set_dumpable(True)
+            seed_matplotlib_cache()
         try:
             request, code_bytes, stdin_data = pickle.loads(job)
+            if "case" in request:
+                request, stdin_data = take_case(request, store_fd)
+            os.close(store_fd)  # the code never holds the store (other cases' input is in it)
             setup_run(request, stdin_data, out_w, err_w)
             code = marshal.loads(code_bytes)
             main = make_main(request)
@@ -177,6 +209,40 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated):
         run_code(code, main, res_w)
     finally:
         os._exit(70)
+
+
+def take_case(request, store_fd):
+    """This test case's own input from the store: its files laid over the execution's in /work
+    (a case's file wins), its args; (the request to run with, stdin bytes)."""
+    try:
+        args, stdin_data, files = case_blob(store_fd, request["case"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SetupError("a test case's input cannot be read: %s" % e)
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise SetupError("a test case's args are not a list of strings")
+    for path, data in files:
+        target = safe_member_path(WORK, path)
+        if target is None or path == "main.py":
+            continue
+        try:
+            if os.path.lexists(target) and not os.path.isdir(target):
+                os.unlink(target)
+            write_new_file(target, data)
+        except OSError:
+            pass  # a directory where the file would go: the execution's stays, as in a plain run
+    return dict(request, args=args), stdin_data
+
+
+def close_other_fds(keep):
+    """Closes every descriptor from 3 up but those in keep."""
+    low = 3
+    for fd in sorted(set(keep)) + [None]:
+        if fd is None:
+            os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            break
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
 
 
 def fail_setup(res_w, message):
@@ -232,6 +298,7 @@ def make_main(request):
 
 def run_code(code, main, res_w):
     exit_code, error = 0, None
+    started = time.monotonic()
     try:
         exec(code, main.__dict__)
     except SystemExit as e:
@@ -257,7 +324,8 @@ def run_code(code, main, res_w):
         # pandas take milliseconds to tear down), so the runner need not wait for that.
         own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_ms = round((own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime) * 1000, 1)
-        write_all(res_w, EXIT_MARK + json.dumps([exit_code, cpu_ms]).encode() + b"\n")
+        wall_ms = round((time.monotonic() - started) * 1000, 1)
+        write_all(res_w, EXIT_MARK + json.dumps([exit_code, cpu_ms, wall_ms]).encode() + b"\n")
         for fd in (1, 2, res_w):
             os.close(fd)
     except BaseException:

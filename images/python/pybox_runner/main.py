@@ -4,9 +4,11 @@ Protocol (one execution per container; src/engine/protocol.ts has the host's hal
 
   in  (stdin):  one tar archive. `.pybox/request.json` (args, env, context, caps) and optionally
                 `.pybox/stdin` are read into memory; `main.py` and input files go to /work.
+                With `tests` in the request, each case's args, stdin and files come as entries of
+                their own (`.pybox/cases/<i>/...`) and go to a memory file (run_tests, cases.py).
   out (stdout): frames (protocol.py). Ready first, once the code's process is forked and has
                 imported what PYBOX_PRELOAD names (set by the host for warm sandboxes, never by a
-                request); then the code's output; the report last.
+                request); then the code's output (with tests: one case frame per case); the report last.
   stderr:       the runner's own diagnostics only (never the user's output).
 
 The runner marks itself non-dumpable so the code cannot open its descriptors through /proc (runc),
@@ -25,12 +27,15 @@ import os
 import pickle
 import signal
 import sys
+import tempfile
+import time
 
 from . import child as child_mod
+from .cases import CaseError, CaseOutput, case_kind, case_report, fill_work, sweep, wipe, writable_places
 from .memory import clamp_counts, memory_accounting, since
-from .payload import collect_out_files, make_out_dir, read_payload
+from .payload import collect_out_files, make_out_dir, read_cases, read_request, read_rest, store_read, test_count
 from .policy import check_imports
-from .protocol import KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
+from .protocol import KIND_CASE, KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
 from .relay import Relay
 from .text import TRACEBACK_LIMIT, clip, compile_error_info, render_error_info, safe_str
 
@@ -38,6 +43,7 @@ WORK = child_mod.WORK
 OUT_DIR = os.path.join(WORK, "out")
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWIPC = 0x08000000
 SETUP_EXIT = 70
 
 
@@ -62,8 +68,9 @@ def isolate(again=False):
     libc = ctypes.CDLL(None, use_errno=True)
     if again:
         # Already in its own user namespace: a new PID namespace for the next child (the first
-        # one died with its init).
-        return libc.unshare(CLONE_NEWPID) == 0
+        # one died with its init), and a new IPC namespace (a test case's System V objects and
+        # message queues stay with it).
+        return libc.unshare(CLONE_NEWPID | CLONE_NEWIPC) == 0 or libc.unshare(CLONE_NEWPID) == 0
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0:
         return False
@@ -80,7 +87,7 @@ def isolate(again=False):
 class Child:
     """The code's process, forked ahead of its job."""
 
-    def __init__(self, names, isolated):
+    def __init__(self, names, isolated, store_fd, seed_late=False):
         self.ctl_r, self.ctl_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -89,7 +96,7 @@ class Child:
         if self.pid == 0:
             for fd in (self.ctl_w, out_r, err_r, res_r):
                 os.close(fd)
-            child_mod.child_main(self.ctl_r, out_w, err_w, res_w, names, isolated)
+            child_mod.child_main(self.ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late)
         os.close(self.ctl_r)
         for fd in (out_w, err_w, res_w):
             os.close(fd)
@@ -109,6 +116,14 @@ class Child:
         self.discard()
         return False
 
+    def close_pipes(self):
+        """After its run: the relay has read the pipes to their end."""
+        for fd in (self.out_r, self.err_r, self.res_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def discard(self):
         for fd in (self.ctl_w, self.out_r, self.err_r, self.res_r):
             try:
@@ -125,20 +140,63 @@ class Child:
             pass
 
 
-def start_child(names, isolated):
+def start_child(names, isolated, store_fd):
     """A preloading child; if it dies while preloading (say, a memory limit too small for numpy), a
     lean one instead: a sandbox that cannot preload still runs code."""
-    child = Child(names, isolated)
+    child = Child(names, isolated, store_fd)
     if child.wait_ready():
         return child
     if names:
         sys.stderr.write("pybox runner: the preloading process died; starting a lean one\n")
         if isolated and not isolate(again=True):
             setup_failure("cannot make a PID namespace for the code's process")
-        child = Child([], isolated)
+        child = Child([], isolated, store_fd)
         if child.wait_ready():
             return child
     setup_failure("the process for the code could not be started")
+
+
+def make_store():
+    """A file in memory for test cases' input (payload.read_cases), made before any process is
+    forked so that each inherits it; only a case's own process reads its part, and no process of
+    the code ever holds it open."""
+    try:
+        return os.memfd_create("pybox-cases", 0)
+    except (AttributeError, OSError):
+        fd, path = tempfile.mkstemp(prefix=".pybox-cases-", dir="/tmp")
+        os.unlink(path)
+        return fd
+
+
+def load_cases(count, store_fd):
+    """Reads the rest of a test-case archive in a process of its own, which exits before any case
+    runs: the runner's memory, which every case's process inherits, never holds a case's input."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            index = read_cases(io.FileIO(0, "rb", closefd=False), count, store_fd)
+            write_all(w, json.dumps(index).encode())
+            code = 0
+        except BaseException as e:
+            write_all(w, ("!" + safe_str(e)).encode("utf-8", "replace"))
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    data = b"".join(chunks)
+    if status != 0 or data.startswith(b"!"):
+        raise ValueError(data[1:].decode("utf-8", "replace") or "reading the test cases failed")
+    return json.loads(data)
 
 
 def parse_result(data):
@@ -207,17 +265,25 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     isolated = isolate()  # while /proc/self is still ours to write (before the runner is non-dumpable)
     child_mod.set_dumpable(False)
-    child = start_child(child_mod.preload_names(os.environ.get("PYBOX_PRELOAD")), isolated)
+    store_fd = make_store()
+    child = start_child(child_mod.preload_names(os.environ.get("PYBOX_PRELOAD")), isolated, store_fd)
     memory_before = memory_accounting()  # read while waiting: only the run's own OOM kills count
     cpu_before = process_cpu_ms(child.pid)  # its preloading is not the code's CPU time
     emit(KIND_READY, b"")
+    index, stdin_data = None, b""
     try:
-        # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's
-        # end, until the host closed stdin. Reading only what has arrived keeps a sandbox usable.
-        request, stdin_data = read_payload(io.FileIO(0, "rb", closefd=False), WORK)
-        with open(os.path.join(WORK, "main.py"), "rb") as f:
-            source = f.read()
-        make_out_dir(OUT_DIR)
+        request = read_request(0)
+        count = test_count(request)
+        if count:
+            index = load_cases(count, store_fd)
+            source = store_read(store_fd, index["main"])
+        else:
+            # Unbuffered: a buffered reader would block for a full 10 KiB record past the archive's
+            # end, until the host closed stdin. Reading only what has arrived keeps a sandbox usable.
+            stdin_data = read_rest(io.FileIO(0, "rb", closefd=False), WORK)
+            with open(os.path.join(WORK, "main.py"), "rb") as f:
+                source = f.read()
+            make_out_dir(OUT_DIR)
     except Exception as e:
         setup_failure("bad payload: %s" % safe_str(e))
 
@@ -234,6 +300,9 @@ def main():
         write_all(1, encode_frames(KIND_STDERR, clip(shown, TRACEBACK_LIMIT).encode("utf-8", "backslashreplace")))
         report({"v": 1, "phase": "validation", "error": blocked}, 1)
 
+    if index is not None:
+        run_tests(request, index, store_fd, marshal.dumps(code), child, isolated, cpu_before, flagged)
+
     # The job goes to the waiting child; closing the pipe tells it the job is complete. (On every
     # early exit above, our descriptors close with us and the child exits on EOF.)
     write_all(child.ctl_w, pickle.dumps((request, marshal.dumps(code), stdin_data)))
@@ -248,3 +317,96 @@ def main():
     files, dropped = collect_out_files(OUT_DIR, int(caps.get("maxFiles", 0)), int(caps.get("maxFileBytes", 0)))
     result = run_report(relay.status, error, flagged, relay.flooded, run_cpu_ms(relay.cpu_ms, cpu_before), files, dropped, memory)
     report(result, result["exitCode"] if result["exitCode"] < 256 else 1)
+
+
+def case_timeout_s(case):
+    value = case.get("timeoutMs") if isinstance(case, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 86_400_000:
+        setup_failure("a test case has no valid timeoutMs")
+    return value / 1000.0
+
+
+def run_tests(request, index, store_fd, code_bytes, child, isolated, cpu_before, flagged):
+    """Runs the compiled code once per test case, each as a fresh process in a fresh work
+    directory (cases.py says how), and reports each as a KIND_CASE frame; then the final report.
+    Under gVisor the process for the next case is forked while a case runs (a fork costs tens of
+    ms there), in a PID and IPC namespace of its own: nothing of the running case can reach it."""
+    tests = request.get("tests")
+    caps = request.get("caps") or {}
+    out_cap = int(caps.get("outputBytes", 1 << 20))
+    flood = int(caps.get("floodBytes", 1 << 20))
+    # Only what a case's program needs: the other cases' arguments stay here.
+    base_job = {"env": request.get("env") or {}, "context": request.get("context") or {}, "store": store_fd}
+    main_source = store_read(store_fd, index["main"])
+    shared = [(path, store_read(store_fd, [offset, size])) for path, offset, size in index["files"]]
+    places = writable_places()
+    spare, total_cpu = None, 0.0
+    for number, case in enumerate(tests):
+        timeout_s = case_timeout_s(case)
+        try:
+            if number == 0 and isolated:
+                # Under gVisor every case's process is one made for a case (child.private_proc), the
+                # first too: the one forked ahead of the payload goes.
+                child.discard()
+                if not isolate(again=True):
+                    setup_failure("cannot make a PID namespace for a test case")
+                child = Child([], isolated, store_fd, seed_late=True)
+                if not child.wait_ready():
+                    setup_failure("the process for a test case could not be started")
+                cpu_before = process_cpu_ms(child.pid)
+            if number > 0:
+                # Nothing of the last case may see this one: its processes go, then its files.
+                sweep({spare.pid} if spare is not None else set())
+                wipe(places)
+                child, spare = spare, None
+                if child is not None and not child.wait_ready():
+                    child = None
+                if child is None:
+                    if isolated and not isolate(again=True):
+                        setup_failure("cannot make a PID namespace for a test case")
+                    child = Child([], isolated, store_fd, seed_late=True)
+                    if not child.wait_ready():
+                        setup_failure("the process for a test case could not be started")
+                cpu_before = process_cpu_ms(child.pid)
+            fill_work(WORK, main_source, shared)
+        except (CaseError, OSError) as e:
+            setup_failure("preparing test case %d failed: %s" % (number, safe_str(e)))
+        # The case's own input (args, stdin, files) is read by its own process from the store.
+        job = dict(base_job, case=index["cases"][number])
+        memory_before = memory_accounting()
+        write_all(child.ctl_w, pickle.dumps((job, code_bytes, b"")))
+        os.close(child.ctl_w)
+        started = time.monotonic()
+        if isolated and number + 1 < len(tests) and isolate(again=True):
+            spare = Child([], isolated, store_fd, seed_late=True)
+        output = CaseOutput(out_cap)
+        relay = Relay(child.pid, child.out_r, child.err_r, child.res_r, flood, output.emit,
+                      deadline=started + timeout_s)
+        if spare is not None:
+            # kill(-1) would take the spare too: the case's PID namespace dies with its first process.
+            relay.kill = lambda _group, r=relay, pid=child.pid: None if r.reaped else kill_quietly(pid)
+        relay.run()
+        elapsed_ms = (time.monotonic() - started) * 1000
+        child.close_pipes()
+        failure, error = parse_result(relay.result)
+        if failure is not None and not relay.timed_out and not relay.flooded:
+            setup_failure("setting up test case %d failed before the code started: %s" % (number, failure))
+        kind = case_kind(relay.status, relay.timed_out, relay.flooded, memory_before, memory_accounting())
+        duration_ms = relay.wall_ms if kind == "finished" and relay.wall_ms is not None else elapsed_ms
+        cpu_ms = run_cpu_ms(relay.cpu_ms, cpu_before)
+        total_cpu += cpu_ms or 0.0
+        emit(KIND_CASE, json.dumps(case_report(number, kind, relay.status, error, duration_ms, cpu_ms, output, relay.counts),
+                                   ensure_ascii=True, separators=(",", ":")).encode())
+    try:
+        sweep(set())
+    except CaseError:
+        pass  # the run is over: the host removes the sandbox
+    report({"v": 1, "phase": "run", "exitCode": 0, "signal": None, "error": None, "files": [],
+            "filesDropped": 0, "flooded": False, "cpuMs": round(total_cpu, 1), "flaggedImports": flagged}, 0)
+
+
+def kill_quietly(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass

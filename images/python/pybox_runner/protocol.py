@@ -1,12 +1,13 @@
 """Frames on the runner's stdout (src/engine/protocol.ts has the host's half).
 
 [1 byte kind][4 bytes big-endian length][payload]: 1 = the user's stdout, 2 = the user's stderr,
-3 = the final report (JSON), last; 4 = ready (empty), first: the runner waits for its payload."""
+3 = the final report (JSON), last; 4 = ready (empty), first: the runner waits for its payload;
+5 = one test case's end (JSON, cases.case_report), once per case in order, before the report."""
 
 import json
 import os
 
-KIND_STDOUT, KIND_STDERR, KIND_REPORT, KIND_READY = 1, 2, 3, 4
+KIND_STDOUT, KIND_STDERR, KIND_REPORT, KIND_READY, KIND_CASE = 1, 2, 3, 4, 5
 CHUNK = 65536  # the host refuses larger output frames
 REPORT_VERSION = 1
 

@@ -11,6 +11,7 @@ import json
 import os
 import selectors
 import signal
+import time
 
 from .child import EXIT_MARK
 from .protocol import CHUNK, KIND_STDERR, KIND_STDOUT
@@ -20,8 +21,13 @@ RESULT_LIMIT = 1 << 20
 
 
 class Relay:
-    def __init__(self, pid, out_r, err_r, res_r, flood_bytes, emit):
+    def __init__(self, pid, out_r, err_r, res_r, flood_bytes, emit, deadline=None, kill=None):
         self.pid = pid
+        # (group or None) -> None: ends the code's processes (kill_all; a test case under gVisor
+        # kills its PID namespace only, sparing the process that waits for the next case).
+        self.kill = kill or kill_all
+        self.deadline = deadline  # time.monotonic() by which the code's process must be over, or None
+        self.timed_out = False
         self.fds = {out_r: KIND_STDOUT, err_r: KIND_STDERR, res_r: 0}
         self.flood_bytes = flood_bytes
         self.emit = emit  # (kind, bytes) -> None: one frame on the runner's stdout
@@ -29,7 +35,9 @@ class Relay:
         self.result = b""
         self.status = None
         self.cpu_ms = None
+        self.wall_ms = None  # the program's own wall time, when it said so in its exit mark
         self.flooded = False
+        self.reaped = False  # the code's own process has been waited for (its pid is free again)
 
     def run(self):
         wake_r, wake_w = os.pipe()
@@ -45,7 +53,14 @@ class Relay:
         open_fds = set(self.fds)
         self.reap()
         while open_fds:
-            for key, _ in sel.select(timeout=0.5):
+            wait = 0.5
+            if self.deadline is not None and not self.timed_out:
+                wait = min(wait, self.deadline - time.monotonic())
+                if wait <= 0:
+                    self.timed_out = True
+                    self.kill(self.pid)
+                    wait = 0.5
+            for key, _ in sel.select(timeout=wait):
                 fd, kind = key.fd, key.data
                 if kind == -1:
                     try:
@@ -63,6 +78,10 @@ class Relay:
         while self.status is None:
             self.reap(block=True)
         self.reap()  # whatever the final SIGKILL left as zombies
+        signal.set_wakeup_fd(-1)
+        sel.close()
+        os.close(wake_r)
+        os.close(wake_w)
         return self
 
     def take(self, kind, data):
@@ -76,7 +95,7 @@ class Relay:
         if self.counts[kind] > self.flood_bytes:
             if not self.flooded:
                 self.flooded = True
-                kill_all(self.pid)
+                self.kill(self.pid)
             return
         self.emit(kind, data)
 
@@ -86,10 +105,11 @@ class Relay:
         parsed = parse_exit_mark(self.result)
         if parsed is None:
             return
-        code, cpu_ms = parsed
+        code, cpu_ms, wall_ms = parsed
         self.status = code << 8  # a wait status: exited with code
         self.cpu_ms = cpu_ms
-        kill_all(None)
+        self.wall_ms = wall_ms
+        self.kill(None)
 
     def reap(self, block=False):
         """Collects every child that has changed state: the code's process, orphans, tracees."""
@@ -108,16 +128,20 @@ class Relay:
             if os.WIFSTOPPED(st):
                 release_tracee(done, st)  # not an exit: a process made us its tracer
             elif done == self.pid and self.status is None:
+                self.reaped = True
                 self.status = st
                 self.cpu_ms = round((usage.ru_utime + usage.ru_stime) * 1000, 1)
                 # The user's program is over: nothing it started may outlive it or hold our pipes.
-                kill_all(None)
+                self.kill(None)
+            elif done == self.pid:
+                self.reaped = True
             if block:
                 return
 
 
 def parse_exit_mark(data):
-    """(exit code, CPU ms) from the first complete exit mark on the result pipe, or None."""
+    """(exit code, CPU ms, wall ms) from the first complete exit mark on the result pipe, or None.
+    The times are None when absent or implausible."""
     start = data.find(EXIT_MARK)
     if start < 0:
         return None
@@ -125,14 +149,20 @@ def parse_exit_mark(data):
     if end < 0:
         return None
     try:
-        code, cpu_ms = json.loads(data[start + len(EXIT_MARK):end])
-    except (ValueError, TypeError):
+        fields = json.loads(data[start + len(EXIT_MARK):end])
+        code, cpu_ms = fields[0], fields[1]
+        wall_ms = fields[2] if len(fields) == 3 else None
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    if not isinstance(fields, list) or len(fields) > 3:
         return None
     if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 255:
         return None
     if not isinstance(cpu_ms, (int, float)) or isinstance(cpu_ms, bool) or not 0 <= cpu_ms < 1e10:
         cpu_ms = None
-    return code, cpu_ms
+    if not isinstance(wall_ms, (int, float)) or isinstance(wall_ms, bool) or not 0 <= wall_ms < 1e10:
+        wall_ms = None
+    return code, cpu_ms, wall_ms
 
 
 def kill_all(group):

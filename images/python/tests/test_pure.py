@@ -10,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pybox_runner import child, main, memory, payload, policy, protocol, text  # noqa: E402
+from pybox_runner import cases, child, main, memory, payload, policy, protocol, relay, text  # noqa: E402
 
 
 def tar_of(entries):
@@ -136,16 +136,40 @@ class PayloadTest(unittest.TestCase):
     def test_reads_request_stdin_and_files(self):
         stream = tar_of([(".pybox/request.json", b'{"args": ["a"]}'), (".pybox/stdin", b"in"),
                          ("main.py", b"print(1)"), ("data/x.csv", b"1,2"), ("../evil", b"no")])
-        request, stdin = payload.read_payload(stream, self.dir)
-        self.assertEqual(request, {"args": ["a"]})
+        fd = os.memfd_create("t")
+        try:
+            os.write(fd, stream.getvalue())
+            os.lseek(fd, 0, os.SEEK_SET)
+            request = payload.read_request(fd)
+            self.assertEqual(request, {"args": ["a"]})
+            stdin = payload.read_rest(io.FileIO(fd, "rb", closefd=False), self.dir)
+        finally:
+            os.close(fd)
         self.assertEqual(stdin, b"in")
         with open(os.path.join(self.dir, "data", "x.csv"), "rb") as f:
             self.assertEqual(f.read(), b"1,2")
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.dir), "evil")))
 
-    def test_a_payload_without_request_fails(self):
-        with self.assertRaises(ValueError):
-            payload.read_payload(tar_of([("main.py", b"")]), self.dir)
+    def test_a_payload_without_request_first_fails(self):
+        for entries in ([("main.py", b"")], [(".pybox/request.json", b"[]")], [(".pybox/request.json", b"")]):
+            fd = os.memfd_create("t")
+            try:
+                os.write(fd, tar_of(entries).getvalue())
+                os.lseek(fd, 0, os.SEEK_SET)
+                with self.assertRaises(ValueError, msg=repr(entries)):
+                    payload.read_request(fd)
+            finally:
+                os.close(fd)
+
+    def test_the_request_is_read_to_its_last_block_and_no_further(self):
+        fd = os.memfd_create("t")
+        try:
+            os.write(fd, tar_of([(".pybox/request.json", b'{"a": 1}'), ("main.py", b"x")]).getvalue())
+            os.lseek(fd, 0, os.SEEK_SET)
+            payload.read_request(fd)
+            self.assertEqual(os.lseek(fd, 0, os.SEEK_CUR), 1024)
+        finally:
+            os.close(fd)
 
     def test_out_dir_is_made_and_collected_within_caps(self):
         out = os.path.join(self.dir, "out")
@@ -229,6 +253,29 @@ class ChildTest(unittest.TestCase):
             with self.assertRaises(child.SetupError, msg=repr(bad)):
                 child.build_env({"env": bad})
 
+    def test_close_other_fds_keeps_only_what_it_is_told(self):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                a, b = os.pipe()
+                c, d = os.pipe()
+                e = os.dup(a) + 40  # a descriptor well above the rest
+                os.dup2(a, e)
+                child.close_other_fds((b, d))
+
+                def is_open(fd):
+                    try:
+                        os.fstat(fd)
+                        return True
+                    except OSError:
+                        return False
+                code = 0 if [is_open(fd) for fd in (a, b, c, d, e)] == [False, True, False, True, False] else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
     def test_preload_names(self):
         self.assertEqual(child.preload_names(" numpy, pandas,,"), ["numpy", "pandas"])
         self.assertEqual(child.preload_names(None), [])
@@ -250,13 +297,15 @@ class ResultTest(unittest.TestCase):
         self.assertEqual(main.parse_result(b"S\x00EXIT [0, 1]\n"), (None, None))
 
     def test_exit_mark(self):
-        from pybox_runner import relay
-        self.assertEqual(relay.parse_exit_mark(b'S{"a": 1}\x00EXIT [3, 12.5]\n'), (3, 12.5))
+        self.assertEqual(relay.parse_exit_mark(b'S{"a": 1}\x00EXIT [3, 12.5]\n'), (3, 12.5, None))
+        self.assertEqual(relay.parse_exit_mark(b'S\x00EXIT [0, 1.5, 7.25]\n'), (0, 1.5, 7.25))
+        self.assertEqual(relay.parse_exit_mark(b'S\x00EXIT [0, 1.5, -1]\n'), (0, 1.5, None))
+        self.assertIsNone(relay.parse_exit_mark(b'S\x00EXIT [0, 1, 2, 3]\n'))
         self.assertIsNone(relay.parse_exit_mark(b"S\x00EXIT [3, 1"))  # not complete yet
         self.assertIsNone(relay.parse_exit_mark(b"S"))
         for bad in (b"[300, 1]", b"[-1, 1]", b"[true, 1]", b'["0", 1]', b"[0]", b"{}"):
             self.assertIsNone(relay.parse_exit_mark(b"S\x00EXIT " + bad + b"\n"), bad)
-        self.assertEqual(relay.parse_exit_mark(b"S\x00EXIT [0, -5]\n"), (0, None))
+        self.assertEqual(relay.parse_exit_mark(b"S\x00EXIT [0, -5]\n"), (0, None, None))
 
     def test_the_code_cannot_forge_a_setup_failure(self):
         # After b"S" everything may be the code's: a setup failure it writes is no setup failure.
@@ -280,6 +329,140 @@ class ResultTest(unittest.TestCase):
         self.assertNotIn("memory", r)
         r = main.run_report(3 << 8, None, [], False, 1.0, [], 0, {"oomKills": 0})
         self.assertEqual((r["exitCode"], r["signal"], r["memory"]), (3, None, {"oomKills": 0}))
+
+
+class CasePayloadTest(unittest.TestCase):
+    def test_cases_go_to_the_store_and_each_blob_holds_only_its_case(self):
+        stream = tar_of([
+            ("main.py", b"print(1)"), ("shared.txt", b"s"), ("data/x", b"theirs"),
+            (".pybox/cases/0/stdin", b"in0"), (".pybox/cases/0/args", b'["a", "b"]'),
+            (".pybox/cases/1/files/data/x", b"mine"), (".pybox/cases/1/files/../evil", b"no"),
+            (".pybox/cases/7/stdin", b"out of range"), (".pybox/cases/x/stdin", b"no"), (".pybox/other", b"no"),
+        ])
+        store = os.memfd_create("store")
+        try:
+            index = payload.read_cases(stream, 2, store)
+            self.assertEqual(payload.store_read(store, index["main"]), b"print(1)")
+            self.assertEqual([(p, payload.store_read(store, [o, n])) for p, o, n in index["files"]],
+                             [("shared.txt", b"s"), ("data/x", b"theirs")])
+            self.assertEqual(payload.case_blob(store, index["cases"][0]), (["a", "b"], b"in0", []))
+            self.assertEqual(payload.case_blob(store, index["cases"][1]), ([], b"", [("data/x", b"mine")]))
+            with self.assertRaises(ValueError):
+                payload.case_blob(store, [index["cases"][1][0], index["cases"][1][1] + 100])
+        finally:
+            os.close(store)
+
+    def test_args_must_be_strings(self):
+        store = os.memfd_create("store")
+        try:
+            with self.assertRaises(ValueError):
+                payload.read_cases(tar_of([(".pybox/cases/0/args", b"[1]")]), 1, store)
+        finally:
+            os.close(store)
+
+    def test_tests_must_be_a_short_list(self):
+        self.assertEqual(payload.test_count({}), 0)
+        self.assertEqual(payload.test_count({"tests": [{}, {}]}), 2)
+        for bad in ({"tests": []}, {"tests": {}}, {"tests": 3}, {"tests": [{}] * (payload.MAX_CASES + 1)}):
+            with self.assertRaises(ValueError, msg=repr(bad)[:50]):
+                payload.test_count(bad)
+
+
+class CasesTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+
+    def tearDown(self):
+        if os.path.isdir(self.dir):
+            os.chmod(self.dir, 0o700)
+            cases.empty_dir(self.dir)
+            os.rmdir(self.dir)
+
+    def test_empty_dir_removes_whatever_the_code_left(self):
+        d = self.dir
+        deep = os.path.join(d, *(["n"] * 300))  # deeper than the descriptor limit a sandbox has
+        os.makedirs(deep)
+        with open(os.path.join(deep, "f"), "w") as f:
+            f.write("x")
+        os.mkdir(os.path.join(d, "locked"))
+        with open(os.path.join(d, "locked", "f"), "w") as f:
+            f.write("x")
+        os.chmod(os.path.join(d, "locked"), 0)
+        os.mkfifo(os.path.join(d, "fifo"))
+        os.symlink("/", os.path.join(d, "root-link"))
+        os.symlink(d, os.path.join(d, "loop"))
+        os.mkdir(os.path.join(d, "ro"))
+        with open(os.path.join(d, "ro", "f"), "w") as f:
+            f.write("x")
+        os.chmod(os.path.join(d, "ro", "f"), 0)
+        os.chmod(os.path.join(d, "ro"), 0o500)
+        cwd = os.getcwd()
+        try:
+            cases.empty_dir(d)
+        finally:
+            os.chdir(cwd)
+        self.assertEqual(os.listdir(d), [])
+
+    def test_wipe_gives_back_the_modes(self):
+        with open(os.path.join(self.dir, "f"), "w") as f:
+            f.write("x")
+        places = cases.writable_places([self.dir, os.path.join(self.dir, "missing")])
+        self.assertEqual(list(places), [self.dir])
+        os.chmod(self.dir, 0o500)
+        cwd = os.getcwd()
+        try:
+            cases.wipe(places)
+        finally:
+            os.chdir(cwd)
+        self.assertEqual(os.listdir(self.dir), [])
+        self.assertEqual(os.stat(self.dir).st_mode & 0o777, places[self.dir])
+
+    def test_fill_work_lays_files_out(self):
+        cases.fill_work(self.dir, b"print(1)", [("a/b.txt", b"1"), ("../x", b"no"), ("main.py", b"no"), ("a", b"clash")])
+        self.assertEqual(sorted(os.listdir(self.dir)), ["a", "main.py", "out"])
+        with open(os.path.join(self.dir, "main.py"), "rb") as f:
+            self.assertEqual(f.read(), b"print(1)")
+        self.assertTrue(os.path.isdir(os.path.join(self.dir, "out")))
+
+    def test_sysv_ids(self):
+        path = os.path.join(self.dir, "shm")
+        with open(path, "w") as f:
+            f.write("       key      shmid perms size\n     24301     32769   600  4096\n  0 7 600 1\n")
+        self.assertEqual(cases.sysv_ids(path), [32769, 7])
+        self.assertEqual(cases.sysv_ids(os.path.join(self.dir, "none")), [])
+
+    def test_other_pids(self):
+        for name in ("1", "42", str(os.getpid()), "self", "sys"):
+            os.mkdir(os.path.join(self.dir, name))
+        self.assertEqual(sorted(cases.other_pids({42}, self.dir)), [1])
+
+    def test_case_output_keeps_up_to_the_cap(self):
+        out = cases.CaseOutput(5)
+        out.emit(1, b"abc")
+        out.emit(1, b"defgh")
+        out.emit(2, b"e")
+        out.emit(9, b"ignored")
+        self.assertEqual(out.stream(1, 8), {"b64": "YWJjZGU=", "totalBytes": 8, "truncated": True})
+        self.assertEqual(out.stream(2, 1), {"b64": "ZQ==", "totalBytes": 1, "truncated": False})
+
+    def test_case_kind(self):
+        self.assertEqual(cases.case_kind(0, False, True, None, None), "output_limit")
+        self.assertEqual(cases.case_kind(9, True, False, None, None), "timeout")
+        self.assertEqual(cases.case_kind(9, False, False, {"oomKills": 1}, {"oomKills": 2}), "oom")
+        self.assertEqual(cases.case_kind(0, False, False, {"oomKills": 1}, {"oomKills": 2}), "finished")  # it exited 0
+        self.assertEqual(cases.case_kind(9, False, False, {"oomKills": 2}, {"oomKills": 2}), "finished")  # killed itself
+        self.assertEqual(cases.case_kind(9, False, False, None, None), "finished")  # gVisor: no counter
+
+    def test_case_report(self):
+        out = cases.CaseOutput(10)
+        out.emit(1, b"hi\n")
+        r = cases.case_report(3, "finished", 9, None, 12.345, 1.0, out, {1: 3})
+        self.assertEqual((r["index"], r["exitCode"], r["signal"], r["durationMs"]), (3, 137, 9, 12.3))
+        self.assertEqual(r["stdout"]["b64"], "aGkK")
+        r = cases.case_report(0, "timeout", 9, {"type": "X"}, 1000, None, cases.CaseOutput(10), {})
+        self.assertEqual((r["exitCode"], r["signal"], r["error"]), (None, None, None))
+        r = cases.case_report(0, "finished", 3 << 8, {"type": "E"}, 1, 1, cases.CaseOutput(10), {})
+        self.assertEqual((r["exitCode"], r["signal"], r["error"]), (3, None, {"type": "E"}))
 
 
 if __name__ == "__main__":
