@@ -15,6 +15,7 @@ import { cancelReasonOf, recordResult } from '../core/local-dispatch.ts';
 import type { AcceptedExecution, CancelReason, Dispatch, ExecutionStore, Logger } from '../core/ports.ts';
 import { buildResult, failedOutcome, notRun, type ResultDeps } from '../core/results.ts';
 import type { ExecutionResult, RuntimeName } from '../core/schemas.ts';
+import { wallLimitMs } from '../core/sandbox.ts';
 import { fastFailOptions, patientOptions, within, type RedisEndpoint } from './connection.ts';
 import { runsExecutions, type NodeReport } from './registry.ts';
 import { CANCEL_MARK_MS, JOB_NAME, QUEUE_NAME, cancelChannel, cancelMarkKey, resultFromWire, toPayload, type Admission, type ExecutionPayload } from './wire.ts';
@@ -303,7 +304,7 @@ export class QueueDispatch implements Dispatch {
   }
 
   private async admit(e: AcceptedExecution): Promise<{ inFlight: number }> {
-    const leaseMs = this.deps.leaseMs?.(e) ?? e.limits.timeoutMs + LEASE_MARGIN_MS;
+    const leaseMs = this.deps.leaseMs?.(e) ?? wallLimitMs(e.job) + LEASE_MARGIN_MS;
     let decision: { admitted: boolean; inFlight: number };
     try {
       decision = await within(this.deps.admission.admit({ tenant: e.tenant, id: e.job.id, maxInFlight: e.maxInFlight, leaseMs }), this.timeoutMs, 'admitting the execution');

@@ -154,3 +154,21 @@ export interface SandboxOutcome {
    */
   cases?: CaseOutcome[];
 }
+
+/** Time the whole sandbox gets beyond the sum of its cases' limits: its start, and each case's set-up. */
+export const TESTS_MARGIN_MS = 10_000;
+export const TESTS_MARGIN_PER_CASE_MS = 250;
+/** The most a sandbox running test cases may last, whatever its cases' limits add up to. */
+export const TESTS_WALL_CAP_MS = 60 * 60_000;
+
+/**
+ * The wall-clock limit of a job: its timeoutMs, or with test cases the sum of the cases' limits plus
+ * a margin (capped: cases past the cap end not_run). Never less than the job's own timeoutMs.
+ */
+export function wallLimitMs(job: Pick<SandboxJob, 'limits' | 'tests'>): number {
+  const tests = job.tests;
+  if (!tests || tests.length === 0) return job.limits.timeoutMs;
+  const sum = tests.reduce((n, c) => n + c.timeoutMs, 0);
+  const total = sum + TESTS_MARGIN_MS + TESTS_MARGIN_PER_CASE_MS * tests.length;
+  return Math.max(job.limits.timeoutMs, Math.min(total, TESTS_WALL_CAP_MS));
+}

@@ -2,27 +2,11 @@
 // cases. Every frame is hostile: one for a case out of order, out of range, seen before, or with
 // output past the cap it was given is a protocol violation (the run fails as internal), never
 // trusted. Pure, so every rule is unit-tested without Docker.
-import type { CaseOutcome, SandboxJob } from '../core/sandbox.ts';
+import type { CaseOutcome } from '../core/sandbox.ts';
 import { ReportedOutput } from './output.ts';
 import { ProtocolError, type CaseReport } from './protocol.ts';
 
-/** Time the whole sandbox gets beyond the sum of its cases' limits: its start, and each case's set-up. */
-export const TESTS_MARGIN_MS = 10_000;
-export const TESTS_MARGIN_PER_CASE_MS = 250;
-/** The most a sandbox running test cases may last, whatever its cases' limits add up to. */
-export const TESTS_WALL_CAP_MS = 60 * 60_000;
-
-/**
- * The wall-clock limit of a job: its timeoutMs, or with test cases the sum of the cases' limits plus
- * a margin (capped: cases past the cap end not_run). Never less than the job's own timeoutMs.
- */
-export function wallLimitMs(job: Pick<SandboxJob, 'limits' | 'tests'>): number {
-  const tests = job.tests;
-  if (!tests || tests.length === 0) return job.limits.timeoutMs;
-  const sum = tests.reduce((n, c) => n + c.timeoutMs, 0);
-  const total = sum + TESTS_MARGIN_MS + TESTS_MARGIN_PER_CASE_MS * tests.length;
-  return Math.max(job.limits.timeoutMs, Math.min(total, TESTS_WALL_CAP_MS));
-}
+export { TESTS_MARGIN_MS, TESTS_MARGIN_PER_CASE_MS, TESTS_WALL_CAP_MS, wallLimitMs } from '../core/sandbox.ts';
 
 const notRun = (): CaseOutcome => ({
   kind: 'not_run',

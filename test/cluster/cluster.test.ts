@@ -3,7 +3,8 @@
 // hold across the API nodes, and fair sharing across tenants when one floods every node.
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterInfo, ExecutionResult } from '../../src/core/schemas.ts';
+import { PyboxClient } from '../../src/client/client.ts';
+import { ClusterInfo, ExecutionResult, type BatchInfo } from '../../src/core/schemas.ts';
 import { Cluster, execute, ROOT, type NodeProcess } from '../support/cluster.ts';
 import { createTestDatabase, flushPrefix, redisUrl, secondEngineHost, type TestDatabase } from '../support/servers.ts';
 
@@ -176,4 +177,37 @@ describe('a cluster of two API nodes and two workers', () => {
     expect(finished.indexOf('b0'), finished.join(' ')).toBeLessThan(finished.indexOf(fifthOfA));
     expect(finished.indexOf('b1'), finished.join(' ')).toBeLessThan(finished.indexOf(fifthOfA));
   }, 60_000);
+
+  it('runs a batch across the workers, with test cases, while an interactive run of another tenant goes ahead of it; events read through the other API node', async () => {
+    const a = new PyboxClient({ baseUrl: apiA.url, apiKey: keys.flood });
+    const b = new PyboxClient({ baseUrl: apiB.url, apiKey: keys.flood });
+    const items = Array.from({ length: 6 }, (_, i) => ({
+      code: `import time\ntime.sleep(0.8)\nprint(int(input()) + ${i})`,
+      tests: [
+        { stdin: '1', expectedStdout: `${1 + i}` },
+        { stdin: '2', expectedStdout: i === 5 ? 'wrong' : `${2 + i}` },
+      ],
+    }));
+    const batch = await a.createBatch({ items });
+    const interactive = await execute(apiB.url, { code: 'print("now")' }, auth(keys.other));
+    expect(interactive.body).toMatchObject({ status: 'completed', stdout: 'now\n' });
+    const seen: number[] = [];
+    let last: BatchInfo | undefined;
+    for await (const e of b.batchEvents(batch.id)) {
+      if (e.type === 'item') seen.push(e.data.item.index);
+      else last = e.data;
+    }
+    expect(seen.sort()).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(last).toMatchObject({ state: 'completed', done: 6 });
+    // The interactive run did not wait for the batch: it was done before the batch was.
+    expect(Date.parse(String(interactive.body.finishedAt))).toBeLessThan(Date.parse(last?.finishedAt ?? ''));
+    const page = await b.getBatch(batch.id);
+    for (const item of page.items) {
+      expect(item.result?.status).toBe('completed');
+      expect(item.result?.summary).toMatchObject({ total: 2, passed: item.index === 5 ? 1 : 2 });
+    }
+    expect(page.items[5]?.result?.success).toBe(false);
+    // Another tenant cannot see it, through either node.
+    expect((await get(apiA, `/v1/batches/${batch.id}`, keys.other)).status).toBe(404);
+  }, 120_000);
 });
