@@ -121,8 +121,9 @@ export const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--skip a,b
              --clients clients without pause for --cluster-seconds (default 30, quick 8) with one
              worker and with two (the second on the second engine when it answers)
   cases:     --cases N test cases of a small program (stdin in, a sum out) in one execution, run
-             --cases-repeats times through pybox's sandbox code (cold sandbox included), against N
-             separate executions of the same program back-to-back through the service (pool on)`;
+             --cases-repeats times through the service (pool on); the same N inputs as a batch of
+             N executions (POST /v1/batches, followed to the end); and N separate executions of the
+             same program back-to-back, for reference`;
 
 export class ArgsError extends Error {}
 

@@ -228,46 +228,59 @@ class Bench {
   }
 
   /**
-   * Test cases: N cases of a small program in one execution (pybox's sandbox code over the engine,
-   * a sandbox started for it, as a run through the service with the pool empty would get), against
-   * N separate executions of the same program with the same inputs, back-to-back through the
-   * service with its pool on. Both rows are in ms per N.
+   * Test cases and batches, as a CI harness sends them, through the service with its default
+   * settings (pool on): N cases of a small program in one execution; the same N inputs as a batch of
+   * N executions (POST /v1/batches, followed until it is completed); and, for reference, N separate
+   * executions back-to-back. Rows are in ms per N; perSecond is programs or cases per second.
    */
   async cases(runtime: RuntimeName): Promise<void> {
     const c = this.counts;
     const inputs = Array.from({ length: c.cases }, (_, i) => `${i} ${i * 7} ${i * 13}\n`);
-    const config = this.config(runtime, {});
-    const docker = new DockerEngine(dockerConnection(undefined, config.engine.socketPath), config.engine.apiTimeoutMs, { instance: config.engine.instance, logger: silentLogger });
-    const factory = new SandboxFactory(docker, sandboxSettings(config), silentLogger, systemClock);
-    const runner = new SandboxRunner(factory, new OnDemandSource(factory), systemClock);
-    const tests = inputs.map((stdin) => ({ stdin, args: [], files: [], timeoutMs: config.limits.defaults.timeoutMs }));
-    const once = async (): Promise<void> => {
-      const o = await runner.run({ ...codeJob({ id: `bench-${randomBytes(6).toString('hex')}`, image, runtime, code: CASES_PROGRAM, limits: { ...config.limits.defaults } }), tests });
-      const wrong = (o.cases ?? []).findIndex((k, i) => k.kind !== 'finished' || k.exitCode !== 0 || k.stdout.text() !== `${i * 21}\n`);
-      if (o.kind !== 'finished' || o.cases?.length !== c.cases || wrong >= 0) throw new Error(`the test-case run failed: ${o.kind} ${o.failure ?? ''} (case ${wrong})`);
-    };
+    const s = await this.serve(runtime, {});
     try {
+      const post = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
+        const res = await fetch(`${s.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        const json = (await res.json()) as Record<string, unknown>;
+        if (res.status !== 200 && res.status !== 202) throw new Error(`POST ${path} answered ${res.status}: ${JSON.stringify(json).slice(0, 300)}`);
+        return json;
+      };
+      const tests = inputs.map((stdin, i) => ({ stdin, expectedStdout: `${i * 21}` }));
+      const once = async (): Promise<void> => {
+        const r = (await post('/v1/executions', { code: CASES_PROGRAM, tests })) as { status?: string; summary?: { passed?: number } };
+        if (r.status !== 'completed' || r.summary?.passed !== c.cases) throw new Error(`the test-case run failed: ${JSON.stringify(r).slice(0, 300)}`);
+      };
+      const batch = async (): Promise<void> => {
+        const { id } = (await post('/v1/batches', { items: inputs.map((stdin) => ({ code: CASES_PROGRAM, stdin })) })) as { id: string };
+        for (;;) {
+          const page = (await (await fetch(`${s.url}/v1/batches/${id}?limit=1`)).json()) as { state?: string; byStatus?: Record<string, number> };
+          if (page.state === 'completed') {
+            if (page.byStatus?.completed !== c.cases) throw new Error(`the batch failed: ${JSON.stringify(page).slice(0, 300)}`);
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
       log(`cases: ${c.cases} test cases in one execution, ${c.casesRepeats} times (${runtime})`);
-      await once(); // not counted: the image's first start, the JIT
+      await once(); // not counted: the first start of this configuration, the JIT
       const one = await sequential(c.casesRepeats, once);
       const r = this.row(`pybox ${c.cases} test cases in one execution (${runtime})`, 'cases', runtime, one, { perSecond: round1(c.cases / (median(one) / 1000)) });
-      const s = await this.serve(runtime, {});
-      try {
-        const repeats = Math.max(1, c.casesRepeats - 1);
-        log(`cases: ${c.cases} separate executions back-to-back, ${repeats} times (${runtime})`);
-        await this.execute(s.url, CASES_PROGRAM, inputs[0]);
-        await s.pybox.pool.filled();
-        const separate = await sequential(repeats, async () => {
-          for (const stdin of inputs) await this.execute(s.url, CASES_PROGRAM, stdin);
-        });
-        const ref = this.row(`pybox ${c.cases} separate executions back-to-back (${runtime})`, 'cases', runtime, separate, { perSecond: round1(c.cases / (median(separate) / 1000)) });
-        r.versus = versusLatency(r, ref);
-      } finally {
-        await s.close();
-      }
+      const repeats = Math.max(1, c.casesRepeats - 1);
+      log(`cases: a batch of ${c.cases} executions, ${repeats} times (${runtime})`);
+      await s.pybox.pool.filled();
+      const batches = await sequential(repeats, batch);
+      const b = this.row(`pybox a batch of ${c.cases} executions (${runtime}, jobs.concurrency ${s.config.jobs.concurrency})`, 'cases', runtime, batches, {
+        perSecond: round1(c.cases / (median(batches) / 1000)),
+      });
+      log(`cases: ${c.cases} separate executions back-to-back, ${repeats} times (${runtime})`);
+      await s.pybox.pool.filled();
+      const separate = await sequential(repeats, async () => {
+        for (const stdin of inputs) await this.execute(s.url, CASES_PROGRAM, stdin);
+      });
+      const ref = this.row(`pybox ${c.cases} separate executions back-to-back (${runtime})`, 'cases', runtime, separate, { perSecond: round1(c.cases / (median(separate) / 1000)) });
+      r.versus = versusLatency(r, ref);
+      b.versus = versusLatency(b, ref);
     } finally {
-      await runner.drain();
-      docker.close();
+      await s.close();
     }
   }
 
