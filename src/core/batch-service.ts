@@ -186,7 +186,7 @@ export class BatchService {
     await this.found(caller, id);
     const { clock, results } = this.deps;
     const taken = await this.deps.jobs.cancelBatch(id, this.deps.owner, clock.now(), this.deps.config.leaseMs);
-    const by = { by: 'client' as const, started: false };
+    const by = { by: 'batch' as const, started: false };
     for (const job of taken) {
       // A result may already be saved (an earlier DELETE cut short); it stands.
       let result = await this.deps.store.get(job.id);

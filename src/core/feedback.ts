@@ -17,8 +17,11 @@ export interface FlaggedImport {
 
 /** Why a run was cancelled, and whether the code had started by then. */
 export interface Cancellation {
-  /** Its caller went away (a closed connection, a cancelled tool call), or the service shut down. */
-  by: 'client' | 'shutdown';
+  /**
+   * Its caller went away (a closed connection, a cancelled tool call), the service shut down, or
+   * the batch it belonged to was cancelled (DELETE /v1/batches/{id}).
+   */
+  by: 'client' | 'shutdown' | 'batch';
   /** The code had begun to run (it may have printed, written files or used time). */
   started: boolean;
 }
@@ -125,7 +128,13 @@ function runHeadline(r: FeedbackInput, opts: FeedbackOptions, messageChars: numb
 
 function cancelledHeadline(r: FeedbackInput, c: Cancellation | undefined): string {
   const who =
-    c?.by === 'shutdown' ? 'the sandbox service was shutting down' : c?.by === 'client' ? 'the caller went away (the request was closed or cancelled)' : 'the caller went away or the service shut down';
+    c?.by === 'shutdown'
+      ? 'the sandbox service was shutting down'
+      : c?.by === 'client'
+        ? 'the caller went away (the request was closed or cancelled)'
+        : c?.by === 'batch'
+          ? 'the batch it belonged to was cancelled'
+          : 'the caller went away or the service shut down';
   const printed = r.stdout.length > 0 || r.stderr.length > 0;
   const when =
     c === undefined

@@ -277,6 +277,7 @@ describe.each(['memory', 'sqlite'] as const)('/v1/batches (%s stores)', (stores)
     expect(page.state).toBe('cancelled');
     expect(page.byStatus).toMatchObject({ completed: 1, cancelled: 3 });
     expect(page.items.map((i) => i.result?.status)).toEqual(['completed', 'cancelled', 'cancelled', 'cancelled']);
+    expect(page.items[1]?.result?.feedback).toContain('the batch it belonged to was cancelled');
     expect(sandboxes.jobs).toHaveLength(1);
     // The batch's webhook is queued when its last item is done; its items have none of their own.
     const delivery = await until(() => outbox.get(batchDeliveryId(info.id)), 'the delivery');
