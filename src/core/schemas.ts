@@ -310,11 +310,14 @@ export const BatchItem = z.object({
 });
 export type BatchItem = z.infer<typeof BatchItem>;
 
-export const BatchItemsQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(500).default(100),
-  /** Opaque cursor from a previous page's `nextCursor`. */
-  cursor: z.string().max(200).optional(),
-});
+/** A page's query: how many, and where the previous page ended (its opaque `nextCursor`). */
+const pageQuery = (defaultLimit: number) =>
+  z.strictObject({
+    limit: z.coerce.number().int().min(1).max(500).default(defaultLimit),
+    cursor: z.string().max(200).optional(),
+  });
+
+export const BatchItemsQuery = pageQuery(100);
 export type BatchItemsQuery = z.infer<typeof BatchItemsQuery>;
 
 /** GET /v1/batches/{id}: the batch and a page of its items, in index order. */
@@ -326,17 +329,13 @@ export const BatchItemEvent = z.object({ batchId: z.string(), seq: z.int(), item
 export type BatchItemEvent = z.infer<typeof BatchItemEvent>;
 
 /** GET /v1/batches: the caller's batches, newest first (every tenant's for an admin key). */
-export const BatchListQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(500).default(20),
-  /** Opaque cursor from a previous page's `nextCursor`. */
-  cursor: z.string().max(200).optional(),
-});
+export const BatchListQuery = pageQuery(20);
 export type BatchListQuery = z.infer<typeof BatchListQuery>;
 
 export const BatchList = z.object({ items: z.array(BatchInfo), nextCursor: z.string().nullable() });
 export type BatchList = z.infer<typeof BatchList>;
 
-/** GET /v1/webhooks/secret: the key the tenant's webhooks are signed with (HMAC-SHA256), base64url. */
+/** GET /v1/webhooks/secret: the key the tenant's webhooks are signed with (HMAC-SHA256), as `whsec_` and base64url. */
 export const WebhookSecret = z.object({ secret: z.string() });
 export type WebhookSecret = z.infer<typeof WebhookSecret>;
 

@@ -5,15 +5,10 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../src/config/schema.ts';
-import { silentLogger } from '../../src/core/logger.ts';
 import type { RuntimeName } from '../../src/core/schemas.ts';
 import type { SandboxCase, SandboxJob, SandboxOutcome } from '../../src/core/sandbox.ts';
-import { sandboxSettings } from '../../src/compose.ts';
-import { DockerEngine } from '../../src/engine/docker-engine.ts';
 import { imageTags } from '../../src/engine/image.ts';
-import { OnDemandSource, SandboxRunner } from '../../src/engine/run-sandbox.ts';
-import { SandboxFactory } from '../../src/engine/sandbox.ts';
-import { labelledContainers, runtimesUnderTest } from '../support/real.ts';
+import { directRunner, runtimesUnderTest } from '../support/real.ts';
 
 const image = imageTags(join(import.meta.dirname, '../../images')).sandbox;
 const runtimes = await runtimesUnderTest();
@@ -22,24 +17,12 @@ const kase = (fields: Partial<SandboxCase> = {}): SandboxCase => ({ stdin: '', a
 
 describe.each(runtimes)('test cases under %s', (runtime: RuntimeName) => {
   const config = ConfigSchema.parse({ limits: { outputBytes: 4096, floodBytes: 100_000 } });
-  const instance = `test-${randomUUID().slice(0, 8)}`;
-  let engine: DockerEngine;
-  let runner: SandboxRunner;
-
-  beforeAll(() => {
-    engine = new DockerEngine({ socketPath: config.engine.socketPath }, config.engine.apiTimeoutMs, { instance, logger: silentLogger });
-    const factory = new SandboxFactory(engine, { ...sandboxSettings(config), instance }, silentLogger, { now: () => Date.now() });
-    runner = new SandboxRunner(factory, new OnDemandSource(factory), { now: () => Date.now() });
-  });
-
-  afterAll(async () => {
-    await runner?.drain();
-    engine?.close();
-    expect(await labelledContainers(instance)).toEqual([]);
-  });
+  const direct = directRunner(config);
+  beforeAll(() => direct.start());
+  afterAll(() => direct.stop());
 
   const run = (code: string, tests: SandboxCase[], extra: Partial<SandboxJob> = {}): Promise<SandboxOutcome> =>
-    runner.run({
+    direct.runner.run({
       id: `cases-${randomUUID()}`,
       image,
       runtime,

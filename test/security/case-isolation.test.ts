@@ -8,15 +8,10 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../src/config/schema.ts';
-import { silentLogger } from '../../src/core/logger.ts';
 import type { RuntimeName } from '../../src/core/schemas.ts';
 import type { SandboxCase, SandboxOutcome } from '../../src/core/sandbox.ts';
-import { sandboxSettings } from '../../src/compose.ts';
-import { DockerEngine } from '../../src/engine/docker-engine.ts';
 import { imageTags } from '../../src/engine/image.ts';
-import { OnDemandSource, SandboxRunner } from '../../src/engine/run-sandbox.ts';
-import { SandboxFactory } from '../../src/engine/sandbox.ts';
-import { labelledContainers, runtimesUnderTest } from '../support/real.ts';
+import { directRunner, runtimesUnderTest } from '../support/real.ts';
 
 const image = imageTags(join(import.meta.dirname, '../../images')).sandbox;
 const runtimes = await runtimesUnderTest();
@@ -133,24 +128,12 @@ print("done")
 
 describe.each(runtimes)('test cases cannot reach each other under %s', (runtime: RuntimeName) => {
   const config = ConfigSchema.parse({});
-  const instance = `test-${randomUUID().slice(0, 8)}`;
-  let engine: DockerEngine;
-  let runner: SandboxRunner;
-
-  beforeAll(() => {
-    engine = new DockerEngine({ socketPath: config.engine.socketPath }, config.engine.apiTimeoutMs, { instance, logger: silentLogger });
-    const factory = new SandboxFactory(engine, { ...sandboxSettings(config), instance }, silentLogger, { now: () => Date.now() });
-    runner = new SandboxRunner(factory, new OnDemandSource(factory), { now: () => Date.now() });
-  });
-
-  afterAll(async () => {
-    await runner?.drain();
-    engine?.close();
-    expect(await labelledContainers(instance)).toEqual([]);
-  });
+  const direct = directRunner(config);
+  beforeAll(() => direct.start());
+  afterAll(() => direct.stop());
 
   const run = (modes: string[]): Promise<SandboxOutcome> =>
-    runner.run({
+    direct.runner.run({
       id: `isolation-${randomUUID()}`,
       image,
       runtime,

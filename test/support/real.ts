@@ -5,7 +5,10 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { composePybox, type Pybox } from '../../src/compose.ts';
+import { composePybox, sandboxSettings, type Pybox } from '../../src/compose.ts';
+import { DockerEngine } from '../../src/engine/docker-engine.ts';
+import { OnDemandSource, SandboxRunner } from '../../src/engine/run-sandbox.ts';
+import { SandboxFactory } from '../../src/engine/sandbox.ts';
 import { ConfigSchema, type Config } from '../../src/config/schema.ts';
 import { silentLogger } from '../../src/core/logger.ts';
 import type { RuntimeName } from '../../src/core/schemas.ts';
@@ -74,4 +77,32 @@ export async function postJson(app: Pybox['app'], path: string, body: unknown): 
     json = null;
   }
   return { status: res.status, json, text };
+}
+
+/**
+ * pybox's own sandbox code over the real engine with no pool and no service: each run gets a
+ * sandbox started for it. `start()` in beforeAll, `stop()` in afterAll (it checks nothing is left).
+ */
+export function directRunner(config: Config): { readonly runner: SandboxRunner; start(): void; stop(): Promise<void> } {
+  const instance = `test-${randomUUID().slice(0, 8)}`;
+  let engine: DockerEngine | undefined;
+  let runner: SandboxRunner | undefined;
+  const clock = { now: () => Date.now() };
+  return {
+    get runner() {
+      if (!runner) throw new Error('directRunner: start() it first');
+      return runner;
+    },
+    start() {
+      engine = new DockerEngine({ socketPath: config.engine.socketPath }, config.engine.apiTimeoutMs, { instance, logger: silentLogger });
+      const factory = new SandboxFactory(engine, { ...sandboxSettings(config), instance }, silentLogger, clock);
+      runner = new SandboxRunner(factory, new OnDemandSource(factory), clock);
+    },
+    async stop() {
+      await runner?.drain();
+      engine?.close();
+      const left = await labelledContainers(instance);
+      if (left.length > 0) throw new Error(`sandboxes of ${instance} left behind: ${left.length}`);
+    },
+  };
 }
