@@ -198,7 +198,12 @@ export class SqliteJobStore implements JobStore {
     checkMax(opts.max);
     if (opts.max === 0) return [];
     const now = ms(opts.nowMs);
-    return this.claimTx.immediate({ owner: opts.owner, max: opts.max, now, until: now + ms(opts.leaseMs), skip: new Set(opts.skipTenants ?? []) });
+    const skip = new Set(opts.skipTenants ?? []);
+    // Read first, outside a write transaction: a poll that finds nothing to claim never waits on (or
+    // holds) the database's write lock, which would block this whole process while another holds it.
+    const anything = this.openTenants.all().some((tenant) => !skip.has(tenant) && this.claimable.all({ tenant, now, max: 1 }).length > 0);
+    if (!anything) return [];
+    return this.claimTx.immediate({ owner: opts.owner, max: opts.max, now, until: now + ms(opts.leaseMs), skip });
   }
 
   async renew(owner: string, ids: string[], untilMs: number): Promise<void> {

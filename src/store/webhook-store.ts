@@ -76,6 +76,9 @@ export class SqliteWebhookOutbox implements WebhookOutbox {
     checkMax(max);
     if (max === 0) return [];
     const now = ms(nowMs);
+    // Read first, outside a write transaction: a poll that finds nothing due never waits on (or
+    // holds) the database's write lock, which would block this whole process while another holds it.
+    if (this.due.all({ now, max: 1 }).length === 0) return [];
     return this.claimTx.immediate(owner, now, max, now + ms(leaseMs));
   }
 
