@@ -2,7 +2,8 @@
 // an API node killed while its clients wait, Redis restarted, PostgreSQL stopped for a while, and
 // a rolling restart of every node under steady load.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterInfo, ExecutionResult, HistoryPage, Readiness } from '../../src/core/schemas.ts';
+import { PyboxClient } from '../../src/client/client.ts';
+import { ClusterInfo, ExecutionResult, HistoryPage, Readiness, type BatchPage } from '../../src/core/schemas.ts';
 import { Cluster, execute, labelled, PrivatePostgres, PrivateRedis, type NodeProcess } from '../support/cluster.ts';
 import { secondEngineHost } from '../support/servers.ts';
 
@@ -46,6 +47,8 @@ beforeAll(async () => {
       pool: { size: { runc: 1, runsc: 1 }, preload: { runc: [], runsc: [] } },
       cluster: { workerSlots: 1, lockMs: LOCK_MS },
       server: { shutdownGraceMs: 15_000 },
+      // A killed API node's jobs go to the other within this.
+      jobs: { leaseMs: 3000, pollMs: 200 },
     },
   });
   await Promise.all([
@@ -100,6 +103,29 @@ describe('cluster faults', () => {
     await until('the run recorded', async () => (await history(node('api-a'))).some((r) => r.stdout === `${marker}\n` && r.status === 'completed'), 20_000);
     await cluster.start('api-b', 'api');
   }, 60_000);
+
+  it('finishes a batch whose API node is killed in the middle of it: the other API node takes its jobs once their leases run out', async () => {
+    const a = new PyboxClient({ baseUrl: node('api-a').url });
+    const b = new PyboxClient({ baseUrl: node('api-b').url });
+    const items = Array.from({ length: 6 }, (_, i) => ({ code: `import time\ntime.sleep(0.7)\nprint(${i} * 3)` }));
+    const batch = await b.createBatch({ items });
+    // Both API nodes claim jobs; api-b is killed once it holds some.
+    await until('an item done', async () => (await a.getBatch(batch.id)).done >= 1, 20_000);
+    await cluster.kill('api-b');
+    const done = await new Promise<BatchPage>((resolve, reject) => {
+      const end = Date.now() + 60_000;
+      const poll = async () => {
+        const page = await a.getBatch(batch.id);
+        if (page.state === 'completed') return resolve(page);
+        if (Date.now() > end) return reject(new Error(`batch not finished: ${JSON.stringify({ done: page.done, byStatus: page.byStatus })}`));
+        setTimeout(() => void poll().catch(reject), 200);
+      };
+      void poll().catch(reject);
+    });
+    expect(done.done).toBe(6);
+    for (const item of done.items) expect(item.result, JSON.stringify(item)).toMatchObject({ status: 'completed', stdout: `${item.index * 3}\n` });
+    await cluster.start('api-b', 'api');
+  }, 120_000);
 
   it('answers 503 with Retry-After while Redis is away, says so in /readyz, recovers by itself and loses no accepted run', async () => {
     // Runs accepted before the restart: two run, the others wait in the queue (kept in Redis).
