@@ -103,7 +103,9 @@ class Child:
         self.out_r, self.err_r, self.res_r = out_r, err_r, res_r
 
     def wait_ready(self):
-        """True once the child has preloaded; False if it died first (then it is reaped)."""
+        """True once the child has preloaded; False if it died first (then it is reaped). A child
+        that could not set itself up says why first (b"F" + message): that is a setup failure of
+        the run, which no other child would get past."""
         got = b""
         while True:
             try:
@@ -113,6 +115,10 @@ class Child:
             break
         if got == b"P":
             return True
+        if got == b"F":
+            message, _ = parse_result(got + read_to_end(self.res_r, 16384))
+            self.discard()
+            setup_failure("setting up the code's process failed: %s" % message)
         self.discard()
         return False
 
@@ -138,6 +144,21 @@ class Child:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
+
+
+def read_to_end(fd, limit):
+    """At most limit bytes from fd, up to its end."""
+    chunks, size = [], 0
+    while size < limit:
+        try:
+            chunk = os.read(fd, limit - size)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def start_child(names, isolated, store_fd):
