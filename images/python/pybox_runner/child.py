@@ -183,7 +183,7 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late=
             try:
                 private_proc()
             except OSError as e:
-                fail_setup(res_w, "a private /proc for the code's process: %s" % safe_str(e))
+                fail_setup(res_w, "no /proc of its own: %s" % safe_str(e))
             drop_capabilities()
         if not seed_late:
             set_dumpable(True)
