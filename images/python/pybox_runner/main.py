@@ -11,8 +11,8 @@ Protocol (one execution per container; src/engine/protocol.ts has the host's hal
                 request); then the code's output (with tests: one case frame per case); the report last.
   stderr:       the runner's own diagnostics only (never the user's output).
 
-The runner marks itself non-dumpable so the code cannot open its descriptors through /proc (runc),
-relays and counts output, reaps every process as init, and once the code's process has exited
+The runner marks itself non-dumpable so the code cannot open its descriptors through /proc (runc;
+under gVisor, whose /proc ignores that mark, the code's process has a /proc of its own instead), relays and counts output, reaps every process as init, and once the code's process has exited
 SIGKILLs everything left, so the output is complete before the report is written.
 
 Everything here is on the trusted side, but the host still treats every byte it sends as hostile:
