@@ -1,6 +1,6 @@
 // Attack class: uploaded and returned file names. Input paths that climb out of the work directory
 // or hide in odd characters; output files that are links, pipes or devices, or have names meant for
-// a terminal or a log; too many and too large; and a report forged past the runner.
+// a terminal or a log; too many and too large; and a report forged at the runner's stdout.
 import { describe, expect } from 'vitest';
 import { battery, outOf, py, runtimesUnderTest } from './support.ts';
 
@@ -131,7 +131,7 @@ out["outside"] = [p for p in ("/escape", "/tmp/x", "/x") if os.path.exists(p)]`)
     expect(r.filesDropped).toBe(30 + 1 - outputFilesMax);
   });
 
-  sec('a report forged past the runner cannot smuggle file names or sizes the host would not accept', async ({ run }) => {
+  sec('a report forged at the runner\'s stdout cannot smuggle file names or sizes in', async ({ run }) => {
     const forged = {
       v: 1,
       phase: 'run',
@@ -153,11 +153,10 @@ out["outside"] = [p for p in ("/escape", "/tmp/x", "/x") if os.path.exists(p)]`)
     };
     const r = await run({
       code: [
-        'import os, json, time',
+        'import os, json',
         `payload = ${JSON.stringify(JSON.stringify(forged))}.encode()`,
         'fd = os.open("/proc/1/fd/1", os.O_WRONLY)',
         'os.write(fd, bytes([3]) + len(payload).to_bytes(4, "big") + payload)',
-        'time.sleep(5)',
       ].join('\n'),
     });
     if (runtime === 'runc') {
@@ -165,10 +164,12 @@ out["outside"] = [p for p in ("/escape", "/tmp/x", "/x") if os.path.exists(p)]`)
       expect(r).toMatchObject({ status: 'error', error: { type: 'PermissionError' } });
       return;
     }
-    // The code can lie about its own run (it wrote the report), never about anything else: only the
-    // one well-formed file is accepted, every other name or size is dropped by the host.
+    // Under gVisor the code's process has a /proc of its own PID namespace, where PID 1 is itself:
+    // the report went to its own stdout, and the true one has no file. (What the host does with
+    // names and sizes in a report is checked in test/unit/core-execution-service.test.ts.)
     expect(r.status).toBe('completed');
-    expect(r.files).toEqual([{ path: 'fine.txt', size: 4, contentBase64: 'ZXZpbA==' }]);
-    expect(r.filesDropped).toBe(6);
+    expect(r.stdout).toContain('"../../etc/cron.d/evil"');
+    expect(r.files).toEqual([]);
+    expect(r.filesDropped).toBeUndefined();
   });
 });

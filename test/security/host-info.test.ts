@@ -37,8 +37,9 @@ except OSError as e:
       expect(outOf(r)).toEqual({
         found: [],
         env: ['GIVEN', 'HOME', 'LANG', 'MPLBACKEND', 'MPLCONFIGDIR', 'PATH', 'PYTHONDONTWRITEBYTECODE', 'PYTHONUNBUFFERED', 'TMPDIR'],
-        // PID 1 is the runner: non-dumpable under runc (closed to the code); under gVisor, which
-        // ignores that, the image's ENV and the hostname, nothing of pybox's.
+        // Under runc PID 1 is the runner, non-dumpable (closed to the code). Under gVisor the code
+        // has a /proc of its own PID namespace, where PID 1 is its own process, forked from the
+        // runner: the environment the runner started with, the image's ENV and the hostname.
         init: runtime === 'runc' ? 'EACCES' : ['HOME', 'HOSTNAME', 'LANG', 'PATH', 'PYTHONDONTWRITEBYTECODE'],
       });
     } finally {
@@ -59,7 +60,8 @@ for pid in os.listdir("/proc"):
 out["commands"] = sorted(set(procs.values()))
 out["count"] = len(procs)`),
     });
-    expect(outOf(r)).toEqual({ commands: ['python3'], count: 2 }); // the runner (PID 1) and the code
+    // runc: the runner (PID 1) and the code; gVisor: the code alone, in a /proc of its own PID namespace.
+    expect(outOf(r)).toEqual({ commands: ['python3'], count: runtime === 'runc' ? 2 : 1 });
   });
 
   sec('there is no Docker socket, nor any other socket of the host', async ({ run }) => {
@@ -121,11 +123,43 @@ out["mem"] = attempt(lambda: open("/proc/%d/mem" % runner, "rb"))`),
       // The runner is non-dumpable: /proc of it belongs to root.
       expect(outOf(r)).toEqual({ fds: 'EACCES', environ: 'EACCES', mem: 'EACCES' });
     } else {
-      // The code runs in a PID namespace of its own: its parent is pid 0 there, with no /proc entry.
-      // (Known: through /proc/1 the runner is still visible, and gVisor ignores non-dumpable. The
-      // runner holds no secret (its environment is the image's, its payload already read); the
-      // host trusts nothing it reports.)
+      // The code runs in a PID namespace of its own, with a /proc of that namespace: its parent is
+      // pid 0 there, with no /proc entry, and the runner is in it under no number.
       expect(outOf(r)).toEqual({ fds: 'ENOENT', environ: 'ENOENT', mem: 'ENOENT' });
+    }
+  });
+
+  sec('the code cannot uncover the runner\'s /proc from a namespace of its own', async ({ run }) => {
+    const r = await run({
+      code: py(`
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def call(ok):
+    return "ok" if ok == 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+r, w = os.pipe()
+if os.fork() == 0:  # a process of one thread: a preloaded library's threads would bar unshare
+    res = {"unshare": call(libc.unshare(0x10000000 | 0x00020000))}  # user and mount
+    res["umount"] = call(libc.umount2(b"/proc", 2))  # MNT_DETACH
+    res["others"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid()))
+    try:
+        res["pid 1 stdout is mine"] = os.stat("/proc/1/fd/1").st_ino == os.fstat(1).st_ino
+    except OSError as e:
+        res["pid 1 stdout is mine"] = errno.errorcode[e.errno]
+    os.write(w, json.dumps(res).encode())
+    os._exit(0)
+os.close(w)
+os.wait()
+out.update(json.loads(os.read(r, 65536)))`),
+    });
+    const out = outOf(r);
+    if (runtime === 'runc') {
+      // pybox's seccomp profile refuses the namespaces; the runner at PID 1 is non-dumpable.
+      expect(out).toMatchObject({ unshare: 'EPERM', umount: 'EPERM', 'pid 1 stdout is mine': 'EACCES' });
+    } else {
+      // gVisor's kernel lets the code have a user and mount namespace of its own, but the /proc it
+      // inherits stays mounted (locked, as Linux locks mounts that came from a more privileged
+      // namespace): only the code's own PID namespace is in it, and PID 1 is the code itself.
+      expect(out).toEqual({ unshare: 'ok', umount: 'EINVAL', others: [], 'pid 1 stdout is mine': true });
     }
   });
 

@@ -1,12 +1,12 @@
 // Attack class: output floods. stdout, stderr, one endless line, binary and broken UTF-8, many
-// writers at once, and output sent past the runner straight into the container's stdout.
+// writers at once, and output aimed past the runner at the container's stdout (the frame channel).
 import { describe, expect } from 'vitest';
 import type { ExecutionResult } from '../../src/core/schemas.ts';
 import { battery, runtimesUnderTest } from './support.ts';
 
 const runtimes = await runtimesUnderTest();
 
-/** Python: write raw bytes into the container's stdout through PID 1's (the runner's) descriptor, past its framing. */
+/** Python: write raw bytes to PID 1's stdout, hoping it is the runner's (the frame channel to the host). */
 const RAW_STDOUT = `
 def raw(data):
     fd = os.open("/proc/1/fd/1", os.O_WRONLY)
@@ -20,11 +20,22 @@ def frame(kind, payload):
     return bytes([kind]) + len(payload).to_bytes(4, "big") + payload
 `;
 
+/** A frame as the runner writes it: kind, length (4 bytes, big-endian), payload. */
+const frameBytes = (kind: number, payload: string): Buffer => {
+  const body = Buffer.from(payload);
+  const head = Buffer.alloc(5);
+  head[0] = kind;
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+};
+
 describe.each(runtimes)('output floods under %s', (runtime) => {
   const sec = battery(runtime);
   // Under runc the runner is PID 1 and non-dumpable: its stdout cannot even be opened, and the code
-  // fails on its own. (gVisor ignores non-dumpable for /proc: there the host's checks must hold.)
-  const unreachable = (r: ExecutionResult): boolean => {
+  // fails on its own. Under gVisor (whose /proc ignores non-dumpable) the code's process has a /proc
+  // of its own PID namespace, where PID 1 is itself: the bytes go to its own stdout, framed by the
+  // runner as any output. Either way nothing reaches the frame channel.
+  const refused = (r: ExecutionResult): boolean => {
     if (runtime !== 'runc') return false;
     expect(r).toMatchObject({ status: 'error', error: { type: 'PermissionError' } });
     return true;
@@ -102,26 +113,47 @@ describe.each(runtimes)('output floods under %s', (runtime) => {
     }
   });
 
-  sec('bytes written past the runner into the container\'s stdout end the run as a protocol violation', async ({ run }) => {
-    const r = await run({ code: `import os\n${RAW_STDOUT}\nraw(b"\\xffnot a frame" * 100)\nimport time\ntime.sleep(5)` });
-    if (unreachable(r)) return;
-    expect(r.status).toBe('internal_error');
-    expect(r.error?.message).toBe('sandbox protocol violation: unknown frame kind 255');
-    expect(r.durationMs).toBeLessThan(5000); // the host stopped it at once, it did not wait for the sleep
+  sec('bytes aimed at the container\'s stdout through /proc/1 never reach the frame channel', async ({ run }) => {
+    const r = await run({ code: `import os\n${RAW_STDOUT}\nraw(b"\\xffnot a frame" * 100)` });
+    if (refused(r)) return;
+    // Not a protocol violation: the bytes are the code's own output.
+    expect(r.status).toBe('completed');
+    expect(r.stdout).toBe('\ufffdnot a frame'.repeat(100));
   });
 
-  sec('a forged frame claiming gigabytes is refused before anything is buffered', async ({ run }) => {
-    const r = await run({ code: `import os\n${RAW_STDOUT}\nraw(bytes([1]) + (2**31 - 1).to_bytes(4, "big") + b"x" * 1000)\nimport time\ntime.sleep(5)` });
-    if (unreachable(r)) return;
-    expect(r.status).toBe('internal_error');
-    expect(r.error?.message).toMatch(/^sandbox protocol violation: frame of 2147483647 bytes is over the limit of \d+$/);
+  sec('a frame claiming gigabytes aimed at the runner\'s stdout is only the code\'s own output', async ({ run }) => {
+    const r = await run({ code: `import os\n${RAW_STDOUT}\nraw(bytes([1]) + (2**31 - 1).to_bytes(4, "big") + b"x" * 1000)` });
+    if (refused(r)) return;
+    expect(r.status).toBe('completed');
+    expect(r.stdout).toBe('\u0001\u007f\ufffd\ufffd\ufffd' + 'x'.repeat(1000));
   });
 
-  sec('forged output frames past the runner still meet the host\'s own flood cap', async ({ run }) => {
+  sec('endless output frames aimed at the runner\'s stdout meet the flood cap as the code\'s own output', async ({ run }) => {
     const r = await run({ code: `import os\n${RAW_STDOUT}\nwhile True:\n    raw(frame(1, b"f" * 65536))`, timeoutMs: 20_000 });
-    if (unreachable(r)) return;
-    expect(r.status).toBe('output_limit');
-    expect(r.stdout).toBe('f'.repeat(50_000));
-    expect(r.truncated.stdout).toBe(true);
+    if (refused(r)) return;
+    expect(r).toMatchObject({ status: 'output_limit', truncated: { stdout: true, stderr: false } });
+    const header = '\u0001\u0000\u0001\u0000\u0000'; // each frame's kind and length, as text
+    expect(r.stdout).toBe((header + 'f'.repeat(65536)).slice(0, 50_000));
+  });
+
+  sec('a report forged at /proc/1/fd/1 is refused or lands in the code\'s own stdout: the result is the true one', async ({ run }) => {
+    const forged = JSON.stringify({ v: 1, phase: 'run', exitCode: 0, signal: null, error: null, files: [{ path: 'forged.txt', size: 4, base64: 'ZXZpbA==' }], filesDropped: 0, flooded: false, cpuMs: 1 });
+    const r = await run({
+      code: [
+        'import os, sys',
+        `${RAW_STDOUT}`,
+        `payload = ${JSON.stringify(forged)}.encode()`,
+        'try:',
+        '    raw(frame(3, payload))',
+        '    print("\\nwritten")',
+        'except OSError as e:',
+        '    print(type(e).__name__)',
+        'sys.exit(3)',
+      ].join('\n'),
+    });
+    // The run exited 3 with no file: the forged report (exit 0, a file) counts for nothing.
+    expect(r).toMatchObject({ status: 'error', exitCode: 3, signal: null, files: [] });
+    if (runtime === 'runc') expect(r.stdout).toBe('PermissionError\n');
+    else expect(r.stdout).toBe(Buffer.concat([frameBytes(3, forged), Buffer.from('\nwritten\n')]).toString('utf8'));
   });
 });

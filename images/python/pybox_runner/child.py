@@ -86,11 +86,13 @@ def drop_capabilities():
 
 
 def private_proc():
-    """A test case's process under gVisor: a mount namespace of its own with a /proc of its own PID
-    namespace. gVisor's /proc ignores non-dumpable, so through the container's /proc the case could
-    open the runner's descriptors (the store with every case's input) and those of the process
-    waiting for the next case; in its own /proc there is only its own PID namespace. Raises when
-    that cannot be done: no case runs without it."""
+    """The code's process under gVisor (a single run's and every test case's): a mount namespace of
+    its own with a /proc of its own PID namespace. gVisor's /proc ignores non-dumpable, so through
+    the container's /proc the code could open the runner's descriptors (its stdout, the frame
+    channel to the host, where it could forge its own report; with test cases the store with every
+    case's input) and those of the process waiting for the next case; in its own /proc there is only
+    its own PID namespace, where PID 1 is itself. Raises when that cannot be done: no code runs
+    without it."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
@@ -176,9 +178,12 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late=
                 f.write("1000")  # when memory runs out, the kernel picks the user's code, not the runner
         except OSError:
             pass
-        if isolated and seed_late:
-            private_proc()
         if isolated:
+            # While the capabilities of its user namespace are still held: mounting needs them.
+            try:
+                private_proc()
+            except OSError as e:
+                fail_setup(res_w, "no /proc of its own: %s" % safe_str(e))
             drop_capabilities()
         if not seed_late:
             set_dumpable(True)

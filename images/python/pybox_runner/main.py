@@ -11,8 +11,8 @@ Protocol (one execution per container; src/engine/protocol.ts has the host's hal
                 request); then the code's output (with tests: one case frame per case); the report last.
   stderr:       the runner's own diagnostics only (never the user's output).
 
-The runner marks itself non-dumpable so the code cannot open its descriptors through /proc (runc),
-relays and counts output, reaps every process as init, and once the code's process has exited
+The runner marks itself non-dumpable so the code cannot open its descriptors through /proc (runc;
+under gVisor, whose /proc ignores that mark, the code's process has a /proc of its own instead), relays and counts output, reaps every process as init, and once the code's process has exited
 SIGKILLs everything left, so the output is complete before the report is written.
 
 Everything here is on the trusted side, but the host still treats every byte it sends as hostile:
@@ -103,7 +103,9 @@ class Child:
         self.out_r, self.err_r, self.res_r = out_r, err_r, res_r
 
     def wait_ready(self):
-        """True once the child has preloaded; False if it died first (then it is reaped)."""
+        """True once the child has preloaded; False if it died first (then it is reaped). A child
+        that could not set itself up says why first (b"F" + message): that is a setup failure of
+        the run, which no other child would get past."""
         got = b""
         while True:
             try:
@@ -113,6 +115,10 @@ class Child:
             break
         if got == b"P":
             return True
+        if got == b"F":
+            message, _ = parse_result(got + read_to_end(self.res_r, 16384))
+            self.discard()
+            setup_failure("setting up the code's process failed: %s" % message)
         self.discard()
         return False
 
@@ -138,6 +144,21 @@ class Child:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
+
+
+def read_to_end(fd, limit):
+    """At most limit bytes from fd, up to its end."""
+    chunks, size = [], 0
+    while size < limit:
+        try:
+            chunk = os.read(fd, limit - size)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def start_child(names, isolated, store_fd):

@@ -280,6 +280,33 @@ class ChildTest(unittest.TestCase):
         self.assertEqual(child.preload_names(" numpy, pandas,,"), ["numpy", "pandas"])
         self.assertEqual(child.preload_names(None), [])
 
+    def test_a_code_process_without_a_private_proc_fails_the_run_closed(self):
+        # Under gVisor the code's process must have a /proc of its own before anything else: if it
+        # cannot, it says why and the run is a setup failure, never a run with the runner in sight.
+        class Failed(Exception):
+            pass
+
+        def no_proc():
+            raise OSError(1, "mounting a private /proc failed")
+
+        def setup_failure(message):
+            raise Failed(message)
+
+        saved = child.private_proc, main.setup_failure
+        child.private_proc, main.setup_failure = no_proc, setup_failure
+        store_fd = os.memfd_create("test-store", 0)
+        try:
+            process = main.Child([], True, store_fd)
+            with self.assertRaises(Failed) as caught:
+                process.wait_ready()
+        finally:
+            child.private_proc, main.setup_failure = saved
+            os.close(store_fd)
+        self.assertEqual(str(caught.exception),
+                         "setting up the code's process failed: no /proc of its own: [Errno 1] mounting a private /proc failed")
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(process.pid, os.WNOHANG)  # reaped
+
 
 class ResultTest(unittest.TestCase):
     def test_setup_failure_before_the_code(self):
