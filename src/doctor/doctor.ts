@@ -361,10 +361,13 @@ function dockerSocketCheck(f: Facts): DoctorCheck {
 }
 
 function memoryCheck(o: SandboxOutcome): DoctorCheck {
-  const ok = o.kind === 'oom';
-  return {
-    name: 'memory limit',
-    ok,
-    detail: ok ? `a run allocating without end was killed at ${MEMORY_PROBE_MB} MB (oom)` : `a run allocating without end ended with ${o.kind}${o.failure ? `: ${o.failure}` : ''}`,
-  };
+  if (o.kind === 'oom') return { name: 'memory limit', ok: true, detail: `a run allocating without end was killed at ${MEMORY_PROBE_MB} MB (oom)` };
+  // Under gVisor an allocation near the limit may be refused instead (its kernel answers ENOMEM):
+  // the limit held just the same, and the code saw a MemoryError.
+  const r = o.report;
+  if (o.kind === 'finished' && r?.phase === 'run' && r.error?.type === 'MemoryError') {
+    return { name: 'memory limit', ok: true, detail: `a run allocating without end was refused memory at ${MEMORY_PROBE_MB} MB (MemoryError)` };
+  }
+  const how = r?.phase === 'run' ? ` (exit code ${r.exitCode}${r.signal ? `, signal ${r.signal}` : ''}${r.error ? `, ${r.error.type}` : ''})` : '';
+  return { name: 'memory limit', ok: false, detail: `a run allocating without end ended with ${o.kind}${how}${o.failure ? `: ${o.failure}` : ''}` };
 }

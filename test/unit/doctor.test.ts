@@ -116,6 +116,15 @@ describe('Doctor', () => {
     }
   });
 
+  it('counts an allocation refused at the limit (MemoryError, as gVisor may answer) as the memory limit holding, and a plain error as not', async () => {
+    const run = (error: { type: string; message: string; line: null } | null, exitCode: number) =>
+      outcome('finished', { stdout: 'allocating\n', report: { v: 1, phase: 'run', exitCode, signal: null, error, files: [], filesDropped: 0, flooded: false } });
+    const refused = byName((await doctor({ memory: run({ type: 'MemoryError', message: '', line: null }, 1) }).d.run()).checks)['memory limit'];
+    expect(refused).toMatchObject({ ok: true, detail: expect.stringMatching(/refused memory at 128 MB \(MemoryError\)/) });
+    const other = byName((await doctor({ memory: run({ type: 'ValueError', message: 'x', line: null }, 1) }).d.run()).checks)['memory limit'];
+    expect(other).toMatchObject({ ok: false, detail: expect.stringMatching(/ended with finished \(exit code 1, ValueError\)/) });
+  });
+
   it('fails the runtime check when the sandbox does not run on the configured runtime, or auto passed over gVisor', async () => {
     const sharedKernel = await doctor({}, { runtime: 'runsc', runtimeChoice: 'runsc', availableRuntimes: ['runc', 'runsc'] }).d.run();
     expect(byName(sharedKernel.checks).runtime).toMatchObject({ ok: false, detail: expect.stringMatching(/configured runsc, but the sandbox sees kernel .*: the host kernel is shared/) });
