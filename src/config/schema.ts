@@ -201,6 +201,8 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** Most items one batch may hold. */
       maxBatchItems: z.int().min(1).max(100_000).default(1000),
+      /** Most async executions and batch items one tenant may have waiting or running at once; more get 429. */
+      maxOpenPerTenant: z.int().min(1).max(10_000_000).default(10_000),
       /**
        * Background items this node runs at once. They take slots like any run, so fewer than the
        * node's slots leaves room for interactive runs. 0: the node runs none (an API node that only accepts).

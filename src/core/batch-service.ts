@@ -63,6 +63,8 @@ export type BatchStreamEvent = { type: 'item'; event: BatchItemEvent } | { type:
 /** Events read from the store at a time. */
 const EVENTS_PAGE = 200;
 const DEFAULT_EVENTS_POLL_MS = 1000;
+/** Retry-After of a submission refused because its tenant has too many jobs open. */
+const OPEN_JOBS_RETRY_S = 10;
 
 function invalid(path: string, message: string): PyboxError {
   return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
@@ -105,6 +107,23 @@ function under(prefix: string, e: unknown): unknown {
 export class BatchService {
   constructor(private readonly deps: BatchServiceDeps) {}
 
+  /**
+   * A tenant's jobs waiting or running are capped (jobs.maxOpenPerTenant): past it a submission gets
+   * 429 until some are done. Counted before adding, so submissions racing each other may pass it by
+   * one batch at most.
+   */
+  private async assertRoom(caller: Caller, adding: number): Promise<void> {
+    const max = this.deps.config.maxOpenPerTenant;
+    if (adding > max) throw invalid('items', `holds ${adding} items; this server keeps at most ${max} of a tenant's jobs at once`);
+    const open = await this.deps.jobs.openJobs(caller.tenant);
+    if (open + adding <= max) return;
+    throw new PyboxError('rate_limited', `this tenant already has ${open} async executions and batch items waiting or running; at most ${max} at once`, {
+      retryAfterS: OPEN_JOBS_RETRY_S,
+      details: { limit: 'jobs', maxOpenPerTenant: max, open },
+      rateLimit: { policy: 'jobs', quota: max, remaining: Math.max(0, max - open), resetS: OPEN_JOBS_RETRY_S },
+    });
+  }
+
   private checkUrl(url: string, path: string): void {
     (this.deps.checkWebhookUrl ?? basicWebhookUrlCheck)(url, path);
   }
@@ -125,6 +144,7 @@ export class BatchService {
       webhookUrl: webhook?.url ?? null,
       createdAtMs,
     };
+    await this.assertRoom(caller, 1);
     await this.deps.jobs.createJob(job);
     this.deps.runner.wake();
     return { id: job.id, state: 'queued', batchId: null, createdAt: new Date(createdAtMs).toISOString() };
@@ -155,6 +175,7 @@ export class BatchService {
       createdAtMs,
     }));
     const batch = { id, tenant: caller.tenant, label: req.label ?? null, webhookUrl: req.webhook?.url ?? null, createdAtMs };
+    await this.assertRoom(caller, items.length);
     await this.deps.jobs.createBatch(batch, items);
     this.deps.runner.wake();
     const info = await this.deps.jobs.batch(id);

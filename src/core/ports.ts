@@ -326,6 +326,8 @@ export interface JobStore {
    * Completing a job that is already done changes nothing and returns null.
    */
   complete(id: string, status: ExecutionStatus, nowMs: number): Promise<{ batchFinished: BatchRecord | null }>;
+  /** How many of the tenant's jobs are not done yet (queued or running): what its cap counts. */
+  openJobs(tenant: string): Promise<number>;
   /** A job not done yet, as its tenant (or an admin: tenant undefined) may see it. */
   pending(id: string, tenant?: string): Promise<{ state: PendingState; batchId: string | null; createdAt: string } | undefined>;
   batch(id: string, tenant?: string): Promise<BatchRecord | undefined>;

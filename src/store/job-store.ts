@@ -60,6 +60,7 @@ export class SqliteJobStore implements JobStore {
   private readonly deleteJob: Statement<[number]>;
   private readonly countCompletion: Statement<[Params], BatchRow & { done_seq: number }>;
   private readonly markDone: Statement<[Params]>;
+  private readonly openOfTenant: Statement<[string], number>;
   private readonly pendingOf: Statement<[Params], { state: string; batch_id: string | null; created_at_ms: number }>;
   private readonly batchOf: Statement<[Params], BatchRow>;
   private readonly itemsPage: Statement<[string, number, number], ItemRow>;
@@ -116,6 +117,7 @@ export class SqliteJobStore implements JobStore {
     this.markDone = db.prepare(
       `UPDATE jobs SET state = 'done', status = @status, done_seq = @doneSeq, owner = NULL, lease_until_ms = NULL, request = '' WHERE seq = @seq`,
     );
+    this.openOfTenant = db.prepare<[string], number>(`SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state <> 'done'`).pluck();
     this.pendingOf = db.prepare(`SELECT state, batch_id, created_at_ms FROM jobs WHERE id = @id AND (@tenant IS NULL OR tenant = @tenant) AND state <> 'done'`);
     this.batchOf = db.prepare(`SELECT ${BATCH_COLUMNS} FROM batches WHERE id = @id AND (@tenant IS NULL OR tenant = @tenant)`);
     const itemColumns = `j.idx, j.id, j.state, e.result FROM jobs j LEFT JOIN executions e ON e.id = j.id AND j.state = 'done'`;
@@ -220,6 +222,10 @@ export class SqliteJobStore implements JobStore {
 
   async complete(id: string, status: ExecutionStatus, nowMs: number): Promise<{ batchFinished: BatchRecord | null }> {
     return { batchFinished: this.completeTx.immediate(id, checkStatus(status), ms(nowMs)) };
+  }
+
+  async openJobs(tenant: string): Promise<number> {
+    return this.openOfTenant.get(tenant) ?? 0;
   }
 
   async pending(id: string, tenant?: string): Promise<{ state: PendingState; batchId: string | null; createdAt: string } | undefined> {

@@ -91,12 +91,16 @@ export function describeJobStoreContract(name: string, makeStores: MakeJobStores
         const { jobs } = await open();
         const a = job({ webhookUrl: 'https://hooks.example/a' });
         await jobs.createJob(a);
+        expect(await jobs.openJobs('acme')).toBe(1);
+        expect(await jobs.openJobs('other')).toBe(0);
         expect(await jobs.pending(a.id)).toEqual({ state: 'queued', batchId: null, createdAt: new Date(T0).toISOString() });
         expect(await jobs.claim({ owner: 'n1', max: 5, nowMs: T0, leaseMs: LEASE })).toEqual([a]);
+        expect(await jobs.openJobs('acme')).toBe(1);
         expect(await jobs.pending(a.id, 'acme')).toMatchObject({ state: 'running' });
         expect(await jobs.claim({ owner: 'n2', max: 5, nowMs: T0 + 1, leaseMs: LEASE })).toEqual([]);
         expect(await jobs.complete(a.id, 'completed', T0 + 2)).toEqual({ batchFinished: null });
         expect(await jobs.pending(a.id)).toBeUndefined();
+        expect(await jobs.openJobs('acme')).toBe(0);
         expect(await jobs.complete(a.id, 'completed', T0 + 3)).toEqual({ batchFinished: null });
         expect(await jobs.claim({ owner: 'n1', max: 5, nowMs: T0 + LEASE * 2, leaseMs: LEASE })).toEqual([]);
       });

@@ -68,11 +68,11 @@ const STORES: Record<'memory' | 'sqlite', () => Stores> = {
   },
 };
 
-function setup(opts: { concurrency?: number; maxBatchItems?: number; stores?: keyof typeof STORES } = {}) {
+function setup(opts: { concurrency?: number; maxBatchItems?: number; maxOpenPerTenant?: number; stores?: keyof typeof STORES } = {}) {
   const clock = { now: () => Date.now() };
   const logger = new RecordingLogger();
   const config = defaultConfig();
-  const jobsConfig = { ...config.jobs, concurrency: opts.concurrency ?? 2, pollMs: 20, maxBatchItems: opts.maxBatchItems ?? 50 };
+  const jobsConfig = { ...config.jobs, concurrency: opts.concurrency ?? 2, pollMs: 20, maxBatchItems: opts.maxBatchItems ?? 50, maxOpenPerTenant: opts.maxOpenPerTenant ?? 10_000 };
   const sandboxes = new HeldSandboxes();
   const { store, jobs, outbox, secrets, jobCount } = STORES[opts.stores ?? 'memory']();
   let n = 0;
@@ -301,6 +301,23 @@ describe.each(['memory', 'sqlite'] as const)('/v1/batches (%s stores)', (stores)
     const empty = await call(a, 'POST', '/v1/batches', { items: [] });
     expect(empty.status).toBe(400);
     expect(jobCount()).toBe(0);
+  });
+
+  it('caps the jobs a tenant has open: past it, 429 with Retry-After until some are done; another tenant is not held back', async () => {
+    const { call, a, b, sandboxes, jobCount } = setup({ maxOpenPerTenant: 5, concurrency: 1, stores });
+    sandboxes.held = true;
+    expect((await call(a, 'POST', '/v1/batches', { items: items(4) })).status).toBe(202);
+    const over = await call(a, 'POST', '/v1/batches', { items: items(2) });
+    expect(over.status).toBe(429);
+    expect(over.headers.get('retry-after')).toBe('10');
+    expect(((await over.json()) as ErrorJson).error).toMatchObject({ code: 'rate_limited', details: { limit: 'jobs', maxOpenPerTenant: 5, open: 4 } });
+    expect((await call(a, 'POST', '/v1/executions?async=true', { code: 'print(1)' })).status).toBe(202);
+    expect((await call(a, 'POST', '/v1/executions?async=true', { code: 'print(1)' })).status).toBe(429);
+    expect((await call(b, 'POST', '/v1/batches', { items: items(5) })).status).toBe(202);
+    // A batch larger than the cap could never pass: refused as a bad request, not "later".
+    expect((await call(b, 'POST', '/v1/batches', { items: items(6) })).status).toBe(400);
+    expect(jobCount()).toBe(10);
+    sandboxes.release();
   });
 
   it('answers another tenant\'s batch exactly as an unknown one', async () => {

@@ -150,6 +150,11 @@ export class MemoryJobStore implements JobStore {
 
   private readonly cancelled = new Set<string>();
 
+  async openJobs(tenant: string): Promise<number> {
+    this.check();
+    return [...this.jobs.values()].filter((r) => r.state !== 'done' && r.job.tenant === tenant).length;
+  }
+
   async pending(id: string, tenant?: string): Promise<{ state: PendingState; batchId: string | null; createdAt: string } | undefined> {
     this.check();
     const r = this.jobs.get(id);

@@ -72,7 +72,7 @@ function setup(opts: { concurrency?: number; leaseMs?: number; owner?: string; l
       clock,
       logger,
       owner,
-      config: { maxBatchItems: 1000, concurrency: opts.concurrency ?? 2, leaseMs: opts.leaseMs ?? 5000, pollMs: 20 },
+      config: { maxBatchItems: 1000, maxOpenPerTenant: 10_000, concurrency: opts.concurrency ?? 2, leaseMs: opts.leaseMs ?? 5000, pollMs: 20 },
       callerFor: async (tenant) => ({ tenant, keyId: null, admin: false, limits: { ...NO_TENANT_LIMITS, ...opts.limits?.[tenant] } }),
       results,
     });

@@ -176,6 +176,12 @@ export class PostgresJobStore implements JobStore {
     return { batchFinished };
   }
 
+  async openJobs(tenant: string): Promise<number> {
+    if (hasNul(tenant)) return 0;
+    const { rows } = await this.pool.query<{ n: string }>(`SELECT COUNT(*) AS n FROM jobs WHERE tenant = $1 AND state <> 'done'`, [tenant]);
+    return Number(rows[0]?.n ?? 0);
+  }
+
   async pending(id: string, tenant?: string): Promise<{ state: PendingState; batchId: string | null; createdAt: string } | undefined> {
     if (hasNul(id) || (tenant !== undefined && hasNul(tenant))) return undefined;
     const { rows } = await this.pool.query<{ state: string; batch_id: string | null; created_at_ms: string }>(
