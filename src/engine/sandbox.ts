@@ -56,6 +56,8 @@ export interface SandboxRun {
 const EXIT_WAIT_MS = 5_000;
 /** Past the deadline, the final state is still worth this long a wait. */
 const EXIT_GRACE_MS = 750;
+/** How long a sandbox whose runner was SIGKILLed unexplained waits before asking the engine again why. */
+const LATE_EXIT_FACTS_MS = 1000;
 /** The runner relays in 64 KiB chunks; anything larger is not from the runner. */
 const MAX_FRAME_BYTES = 1024 * 1024;
 /** Frames kept before a job takes the sandbox; a waiting runner sends almost none. */
@@ -385,6 +387,12 @@ export class Sandbox {
         if (container) {
           exitCode = await container.wait(waitMs);
           state = await container.state();
+          // The runner killed with nothing to say why: on a loaded host the engine may record the
+          // OOM kill a moment after the exit. Asked once more before this is called our failure.
+          if (report === null && exitCode === 137 && !state.oomKilled && !state.killedFromOutside && !state.gone) {
+            await new Promise((r) => setTimeout(r, LATE_EXIT_FACTS_MS));
+            state = await container.state();
+          }
         }
       } catch (e) {
         if (e instanceof PyboxError && e.code === 'engine_unavailable') engineLost = `the connection to the Docker engine was lost while the code ran: ${e.message}`;

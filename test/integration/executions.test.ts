@@ -130,7 +130,7 @@ describe.each(runtimes)('executions under %s', (runtime) => {
 
   it('reports an out-of-memory kill as oom', async () => {
     const r = await run({ code: 'blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))\n', memoryMb: 96 });
-    expect(r.status).toBe('oom');
+    expect(r.status, JSON.stringify(r.error)).toBe('oom');
     expect(r.limits.memoryMb).toBe(96);
     expect(r.feedback).toContain('memory limit of 96 MB');
   });

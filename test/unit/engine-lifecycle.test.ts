@@ -153,6 +153,21 @@ describe('the caller\'s timeoutMs bounds the whole wait', () => {
     expect(h.engine.last.calls).toContain('removed');
   });
 
+  it('a runner SIGKILLed with nothing to say why asks the engine once more: an OOM kill recorded late is oom, not our failure', async () => {
+    const late = harness(() => ({ waitResult: 137, state: { oomKilled: false }, laterState: { oomKilled: true } }));
+    const r = await running(late, job({ runtime: 'runsc' }));
+    r.container.socket.finish();
+    expect((await r.outcome).kind).toBe('oom');
+    expect(r.container.count('state')).toBe(2);
+    await late.runner.drain();
+    const never = harness(() => ({ waitResult: 137, state: { oomKilled: false } }));
+    const n = await running(never, job({ runtime: 'runsc' }));
+    n.container.socket.finish();
+    expect((await n.outcome).kind).toBe('failed');
+    expect(n.container.count('state')).toBe(2);
+    await never.runner.drain();
+  });
+
   it('a sandbox that dies before it is ready is classified from its exit, not left waiting', async () => {
     const h = harness(() => ({ dieAtStart: true, waitResult: 2, state: { oomKilled: false } }));
     const o = await h.runner.run(job({ runtime: 'runsc', limits: limits(5000) }));

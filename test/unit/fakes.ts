@@ -166,6 +166,8 @@ export interface FakeContainerOptions {
   /** What wait() resolves with (the exit code, or null for "did not stop in time"). */
   waitResult?: number | null;
   state?: Partial<ContainerState>;
+  /** The state from the second read on (an engine that records the OOM kill late). */
+  laterState?: Partial<ContainerState>;
   /** Runs inside wait(), e.g. to advance a clock. */
   onWait?: () => void;
   onStart?: () => void;
@@ -229,8 +231,9 @@ export class FakeContainer implements SandboxContainer {
   }
 
   async state(): Promise<ContainerState> {
+    const later = this.opts.laterState !== undefined && this.calls.includes('state');
     this.calls.push('state');
-    return { running: false, exitCode: this.opts.waitResult ?? 0, oomKilled: false, ...this.opts.state };
+    return { running: false, exitCode: this.opts.waitResult ?? 0, oomKilled: false, ...(later ? this.opts.laterState : this.opts.state) };
   }
 
   async remove(): Promise<void> {
