@@ -4,25 +4,10 @@
 import { describe, expect, it } from 'vitest';
 import { PyboxClient, type FetchLike } from '../../src/client/client.ts';
 import { ConnectionError, NotFoundError, UnexpectedResponseError } from '../../src/client/errors.ts';
-import { BatchInfo, EXECUTION_STATUSES, ExecutionResult, PendingExecution, type BatchItem } from '../../src/core/schemas.ts';
+import { BatchInfo, EXECUTION_STATUSES, PendingExecution, type BatchItem } from '../../src/core/schemas.ts';
+import { sampleResult } from '../http/fake-service.ts';
 
-const RESULT = ExecutionResult.parse({
-  id: 'exec-1',
-  status: 'completed',
-  success: true,
-  exitCode: 0,
-  signal: null,
-  stdout: '2\n',
-  stderr: '',
-  truncated: { stdout: false, stderr: false },
-  durationMs: 12,
-  error: null,
-  feedback: 'ok',
-  runtime: 'runc',
-  limits: { timeoutMs: 30_000, memoryMb: 256, cpus: 1, outputBytes: 50_000 },
-  createdAt: '2026-01-01T00:00:00.000Z',
-  finishedAt: '2026-01-01T00:00:00.012Z',
-});
+const RESULT = sampleResult();
 const BY_STATUS = Object.fromEntries(EXECUTION_STATUSES.map((s) => [s, 0]));
 const PENDING = PendingExecution.parse({ id: 'exec-1', state: 'queued', batchId: null, createdAt: '2026-01-01T00:00:00.000Z' });
 const INFO = BatchInfo.parse({
