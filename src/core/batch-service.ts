@@ -3,13 +3,12 @@
 // reads scoped to the caller's tenant (another tenant's batch is not found, exactly like an unknown
 // one), cancellation, and the stream of a batch's item completions.
 import { visibleTenant, type Caller } from './caller.ts';
-import { PyboxError } from './errors.ts';
+import { invalidField, PyboxError } from './errors.ts';
 import type { JobCompletion } from './job-runner.ts';
 import { batchInfoOf, recordedShape, type RequestChecks } from './job-shapes.ts';
 import type { Clock, ExecutionStore, JobStore, Logger, StoredJob } from './ports.ts';
 import { buildResult, notRun, type ResultDeps } from './results.ts';
 import type {
-  AppliedLimits,
   AsyncExecutionRequest,
   BatchInfo,
   BatchItemEvent,
@@ -18,7 +17,6 @@ import type {
   BatchListQuery,
   BatchPage,
   BatchRequest,
-  ExecutionRequest,
   ExecutionResult,
   PendingExecution,
 } from './schemas.ts';
@@ -66,9 +64,6 @@ const DEFAULT_EVENTS_POLL_MS = 1000;
 /** Retry-After of a submission refused because its tenant has too many jobs open. */
 const OPEN_JOBS_RETRY_S = 10;
 
-function invalid(path: string, message: string): PyboxError {
-  return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
-}
 
 /** http or https, a host, no user or password: what may be stored before the policy resolves it. */
 export function basicWebhookUrlCheck(url: string, path: string): void {
@@ -76,11 +71,11 @@ export function basicWebhookUrlCheck(url: string, path: string): void {
   try {
     parsed = new URL(url);
   } catch {
-    throw invalid(path, 'is not a valid URL');
+    throw invalidField(path, 'is not a valid URL');
   }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw invalid(path, 'must be an http or https URL');
-  if (parsed.username !== '' || parsed.password !== '') throw invalid(path, 'must not carry credentials');
-  if (parsed.hostname === '') throw invalid(path, 'must name a host');
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw invalidField(path, 'must be an http or https URL');
+  if (parsed.username !== '' || parsed.password !== '') throw invalidField(path, 'must not carry credentials');
+  if (parsed.hostname === '') throw invalidField(path, 'must name a host');
 }
 
 /**
@@ -90,7 +85,7 @@ export function basicWebhookUrlCheck(url: string, path: string): void {
 export function webhookUrlCheckFrom(check: (raw: string) => { ok: true } | { ok: false; reason: string }): WebhookUrlCheck {
   return (url, path) => {
     const verdict = check(url);
-    if (!verdict.ok) throw invalid(path, verdict.reason);
+    if (!verdict.ok) throw invalidField(path, verdict.reason);
   };
 }
 
@@ -114,7 +109,7 @@ export class BatchService {
    */
   private async assertRoom(caller: Caller, adding: number): Promise<void> {
     const max = this.deps.config.maxOpenPerTenant;
-    if (adding > max) throw invalid('items', `holds ${adding} items; this server keeps at most ${max} of a tenant's jobs at once`);
+    if (adding > max) throw invalidField('items', `holds ${adding} items; this server keeps at most ${max} of a tenant's jobs at once`);
     const open = await this.deps.jobs.openJobs(caller.tenant);
     if (open + adding <= max) return;
     throw new PyboxError('rate_limited', `this tenant already has ${open} async executions and batch items waiting or running; at most ${max} at once`, {
@@ -153,7 +148,7 @@ export class BatchService {
   /** POST /v1/batches: every item checked first; the batch and its items are kept in one go. */
   async createBatch(caller: Caller, req: BatchRequest, requestId?: string): Promise<BatchInfo> {
     const max = this.deps.config.maxBatchItems;
-    if (req.items.length > max) throw invalid('items', `holds ${req.items.length} items; this server takes at most ${max} per batch`);
+    if (req.items.length > max) throw invalidField('items', `holds ${req.items.length} items; this server takes at most ${max} per batch`);
     req.items.forEach((item, i) => {
       try {
         this.deps.service.check(caller, item);
@@ -204,15 +199,17 @@ export class BatchService {
    * (each still ends with a result); items already running go on. Answers the batch as it is then.
    */
   async cancelBatch(caller: Caller, id: string): Promise<BatchInfo> {
-    await this.found(caller, id);
+    const batch = await this.found(caller, id);
     const { clock, results } = this.deps;
     const taken = await this.deps.jobs.cancelBatch(id, this.deps.owner, clock.now(), this.deps.config.leaseMs);
     const by = { by: 'batch' as const, started: false };
+    // Every item is the batch's tenant's: its limits are read once, when the first item needs them.
+    let owner: Caller | undefined;
     for (const job of taken) {
       // A result may already be saved (an earlier DELETE cut short); it stands.
       let result = await this.deps.store.get(job.id);
       if (!result) {
-        const { limits, tests } = recordedShape(this.deps.service, await this.deps.callerFor(job.tenant), job.request);
+        const { limits, tests } = recordedShape(this.deps.service, (owner ??= await this.deps.callerFor(batch.tenant)), job.request);
         result = buildResult(results, { id: job.id, code: job.request.code, limits, outcome: notRun(), createdAtMs: job.createdAtMs, cancellation: by, tests });
         await this.deps.store.save(result, { tenant: job.tenant, outputBytes: 0 });
       }

@@ -54,6 +54,11 @@ export class PyboxError extends Error {
 
 export const isPyboxError = (e: unknown): e is PyboxError => e instanceof PyboxError;
 
+/** A 400 about one field of a request: `path` as the request names it, and what is wrong with it. */
+export function invalidField(path: string, message: string): PyboxError {
+  return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
+}
+
 /**
  * The 429 for a tenant at its ceiling of executions in flight (running or waiting). One builder,
  * so a single node (core/concurrency.ts) and a cluster (cluster/redis-limits.ts) refuse alike.

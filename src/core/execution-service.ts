@@ -9,7 +9,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Config, ImportPolicy, LimitSet } from '../config/schema.ts';
 import { visibleTenant, type Caller, type TenantLimits } from './caller.ts';
-import { PyboxError } from './errors.ts';
+import { invalidField, PyboxError } from './errors.ts';
 import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from './limits.ts';
 import type { AcceptedExecution, CancelReason, Clock, Dispatch, ExecuteOptions, ExecutionBackend, ExecutionService, ExecutionStore, Logger, Readiness, RuntimeInfo, TestSpec } from './ports.ts';
 import { isValidRequestId } from './request-id.ts';
@@ -312,7 +312,7 @@ export class DefaultExecutionService implements ExecutionService {
    * inputFilesMaxBytes: the files, and each case's files and stdin. Throws invalid_request naming the
    * field. `limits` are the request's as applied; a case's own time limit is clamped like them.
    */
-  acceptInputs(
+  private acceptInputs(
     req: Pick<ExecutionRequest, 'files' | 'tests' | 'stdin' | 'args'>,
     limits: AppliedLimits,
     tenant?: TenantLimits,
@@ -322,7 +322,7 @@ export class DefaultExecutionService implements ExecutionService {
     if (!req.tests) return { files };
     // A case's stdin and args replace the run's: both given is a mistake the caller should hear of.
     for (const field of ['stdin', 'args'] as const) {
-      if (req[field] !== undefined) throw invalid(field, 'must not be given with tests: give each test case its own');
+      if (req[field] !== undefined) throw invalidField(field, 'must not be given with tests: give each test case its own');
     }
     const maxTimeoutMs = this.effectiveLimits(tenant).max.timeoutMs;
     const execPaths = new Set(files.map((f) => f.path));
@@ -332,24 +332,24 @@ export class DefaultExecutionService implements ExecutionService {
     let regexChars = 0;
     for (const [i, t] of req.tests.entries()) {
       const at = `tests[${i}]`;
-      if (t.timeoutMs !== undefined && !(t.timeoutMs >= MIN_TIMEOUT_MS)) throw invalid(`${at}.timeoutMs`, `must be at least ${MIN_TIMEOUT_MS} (ms)`);
+      if (t.timeoutMs !== undefined && !(t.timeoutMs >= MIN_TIMEOUT_MS)) throw invalidField(`${at}.timeoutMs`, `must be at least ${MIN_TIMEOUT_MS} (ms)`);
       const caseFiles = decodeFiles(t.files ?? [], `${at}.files`, budget);
       // Laid over the run's files: the same path replaces one, but a file cannot also be a directory.
       assertNoFileDirClash(new Set([...execPaths, ...caseFiles.map((f) => f.path)]), `${at}.files`);
       const stdin = t.stdin ?? '';
       budget.used += Buffer.byteLength(stdin, 'utf8');
-      if (budget.used > budget.max) throw invalid(`${at}.stdin`, `${budget.what} exceed ${budget.max} bytes in total`);
+      if (budget.used > budget.max) throw invalidField(`${at}.stdin`, `${budget.what} exceed ${budget.max} bytes in total`);
       const compare = t.compare ?? 'trimmed';
       if (compare === 'regex' && t.expectedStdout !== undefined) {
         regexChars += t.expectedStdout.length;
-        if (regexChars > MAX_REGEX_CHARS) throw invalid(`${at}.expectedStdout`, `the test cases' regular expressions exceed ${MAX_REGEX_CHARS} characters in total`);
+        if (regexChars > MAX_REGEX_CHARS) throw invalidField(`${at}.expectedStdout`, `the test cases' regular expressions exceed ${MAX_REGEX_CHARS} characters in total`);
         let error = patterns.get(t.expectedStdout);
         if (error === undefined) {
           const re = compileRegex(t.expectedStdout);
           error = 'error' in re ? re.error : null;
           patterns.set(t.expectedStdout, error);
         }
-        if (error !== null) throw invalid(`${at}.expectedStdout`, `is not a valid regular expression (RE2 syntax): ${error}`);
+        if (error !== null) throw invalidField(`${at}.expectedStdout`, `is not a valid regular expression (RE2 syntax): ${error}`);
       }
       cases.push({ stdin, args: t.args ?? [], files: caseFiles, timeoutMs: Math.min(t.timeoutMs ?? limits.timeoutMs, maxTimeoutMs) });
       const spec: TestSpec = { name: t.name ?? `case ${i + 1}`, compare };
@@ -374,14 +374,14 @@ function decodeFiles(files: NonNullable<ExecutionRequest['files']>, at: string, 
   const seen = new Set<string>();
   const out: AcceptedExecution['job']['files'] = [];
   for (const [i, f] of files.entries()) {
-    if (seen.has(f.path)) throw invalid(`${at}[${i}].path`, `duplicate path ${f.path}`);
+    if (seen.has(f.path)) throw invalidField(`${at}[${i}].path`, `duplicate path ${f.path}`);
     seen.add(f.path);
     if (f.encoding === 'base64' && (f.content.length % 4 !== 0 || !BASE64.test(f.content))) {
-      throw invalid(`${at}[${i}].content`, 'is not valid base64');
+      throw invalidField(`${at}[${i}].content`, 'is not valid base64');
     }
     const data = Buffer.from(f.content, f.encoding === 'base64' ? 'base64' : 'utf8');
     budget.used += data.length;
-    if (budget.used > budget.max) throw invalid(at, `${budget.what} exceed ${budget.max} bytes in total`);
+    if (budget.used > budget.max) throw invalidField(at, `${budget.what} exceed ${budget.max} bytes in total`);
     out.push({ path: f.path, data });
   }
   assertNoFileDirClash(seen, at);
@@ -394,7 +394,7 @@ function assertNoFileDirClash(paths: ReadonlySet<string>, at: string): void {
     const parts = p.split('/');
     for (let i = 1; i < parts.length; i++) {
       const dir = parts.slice(0, i).join('/');
-      if (paths.has(dir)) throw invalid(at, `${dir} is both a file and a directory`);
+      if (paths.has(dir)) throw invalidField(at, `${dir} is both a file and a directory`);
     }
   }
 }
@@ -410,7 +410,7 @@ function assertFloors(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cp
     ['cpus', req.cpus, MIN_CPUS, 'CPUs'],
   ] as const;
   for (const [path, value, floor, unit] of floors) {
-    if (value !== undefined && !(value >= floor)) throw invalid(path, `must be at least ${floor} (${unit})`);
+    if (value !== undefined && !(value >= floor)) throw invalidField(path, `must be at least ${floor} (${unit})`);
   }
 }
 
@@ -419,6 +419,3 @@ function noUsage(tenant: string): TenantUsage {
   return { tenant, executions: 0, byStatus, wallMs: 0, cpuMs: 0, outputBytes: 0 };
 }
 
-function invalid(path: string, message: string): PyboxError {
-  return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
-}

@@ -227,7 +227,8 @@ function countsSentence(s: TestSummary): string {
   return `${s.passed} of ${s.total} ${cases} passed${others.length > 0 ? `; ${others.join(', ')}` : ''}.`;
 }
 
-function summaryOf(tests: readonly TestResult[]): TestSummary {
+/** The cases counted by verdict (the result's `summary`). */
+export function summarizeTests(tests: readonly TestResult[]): TestSummary {
   const s: TestSummary = { total: tests.length, passed: 0, failed: 0, error: 0, timeout: 0, oom: 0, output_limit: 0, not_run: 0 };
   for (const t of tests) s[t.verdict]++;
   return s;
@@ -335,7 +336,7 @@ const OTHERS_SHOWN = 10;
  * pass (its input, where its output differs, its error), then which others did not pass.
  */
 function renderTestsFeedback(r: FeedbackInput, tests: readonly TestResult[], code: string, opts: FeedbackOptions, budget: number): string {
-  const summary = r.summary ?? summaryOf(tests);
+  const summary = r.summary ?? summarizeTests(tests);
   const parts = [testsHeadline(r, summary, opts, Math.floor(budget / 5))];
   const bad = tests.filter((t) => t.verdict !== 'passed' && t.verdict !== 'not_run');
   const first = bad[0];

@@ -1,6 +1,6 @@
 // The seams between pybox's parts. core depends on these interfaces only; main.ts wires the real
 // implementations (engine/, store/) and tests hand in fakes.
-import type { AppliedLimits, BatchInfo, BatchItem, ClusterInfo, CompareMode, ExecutionRequest as ExecutionRequestT, PendingState, Tolerance, WebhookState, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
+import type { AppliedLimits, BatchInfo, BatchItem, ClusterInfo, CompareMode, PendingState, Tolerance, WebhookState, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
 import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { Caller, TenantLimits } from './caller.ts';
 import type { RateLimitState } from './errors.ts';
@@ -287,7 +287,7 @@ export interface StoredJob {
   /** The batch it belongs to, and its place there; null and 0 for an async execution. */
   batchId: string | null;
   index: number;
-  request: ExecutionRequestT;
+  request: ExecutionRequest;
   /** The id of the HTTP request that submitted it, for the log lines. */
   requestId: string | null;
   /** An async execution's own webhook (a batch has one for the whole batch). */

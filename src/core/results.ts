@@ -4,9 +4,9 @@
 import { constants } from 'node:os';
 import type { Config } from '../config/schema.ts';
 import type { CaseOutcome, SandboxOutcome, SandboxReport } from './sandbox.ts';
-import { renderFeedback, seconds, type Cancellation, type CaseInput, type FeedbackInput } from './feedback.ts';
+import { renderFeedback, seconds, summarizeTests, type Cancellation, type CaseInput, type FeedbackInput } from './feedback.ts';
 import type { Clock, TestSpec } from './ports.ts';
-import { TEST_VERDICTS, type AppliedLimits, type ExecutionResult, type ExecutionStatus, type OutputFile, type RuntimeName, type TestResult, type TestSummary } from './schemas.ts';
+import type { AppliedLimits, ExecutionResult, ExecutionStatus, OutputFile, RuntimeName, TestResult, TestSummary } from './schemas.ts';
 import { judge, newCompareContext } from './verdicts.ts';
 
 /** Signal numbers to names; aliases (SIGIOT for 6) come later in the table and are skipped. */
@@ -217,9 +217,7 @@ function judgeCases(deps: ResultDeps, input: ResultInput, specs: readonly TestSp
     if (message) result.message = message;
     return result;
   });
-  const summary = Object.fromEntries([['total', tests.length], ...TEST_VERDICTS.map((v) => [v, 0])]) as TestSummary;
-  for (const t of tests) summary[t.verdict]++;
-  return { tests, summary };
+  return { tests, summary: summarizeTests(tests) };
 }
 
 function caseMessage(deps: ResultDeps, input: ResultInput, index: number, verdict: TestResult['verdict'], o: CaseOutcome, signal: string | null, status: ExecutionStatus): string | undefined {

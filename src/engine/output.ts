@@ -31,6 +31,9 @@ export class CappedCapture {
 
 /** A stream the runner captured itself (a test case's): its kept bytes and the count it reported. */
 export class ReportedOutput {
+  /** Decoded once: the verdict, the result and the feedback each read it. */
+  private decoded: string | undefined;
+
   constructor(
     private readonly kept: Buffer,
     /** Every byte the stream produced, kept or not (never less than what was kept). */
@@ -42,6 +45,7 @@ export class ReportedOutput {
   }
 
   text(): string {
-    return new TextDecoder('utf-8', { fatal: false }).decode(this.kept);
+    this.decoded ??= new TextDecoder('utf-8', { fatal: false }).decode(this.kept);
+    return this.decoded;
   }
 }
