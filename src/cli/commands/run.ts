@@ -10,7 +10,7 @@ import { writeRaw, type CliContext } from '../context.ts';
 import { clientFor, collect, describeError, EXIT_SERVICE, inputFileFrom, parseFileSpec, parseWholeNumber, type RemoteOptions } from '../remote.ts';
 
 /** The exit code for each way a run can end that is not the program's own exit. */
-export const RUN_EXIT_CODES = {
+const RUN_EXIT_CODES = {
   /** A syntax error or a refused import: Python exits 1 for a SyntaxError too. */
   validation_failed: 1,
   timeout: 124,
@@ -37,7 +37,7 @@ export function exitCodeOf(result: ExecutionResult): number {
 }
 
 /** What a sandbox did to the program, in one line for stderr; null when the program ended by itself. */
-export function endMessage(result: ExecutionResult): string | null {
+function endMessage(result: ExecutionResult): string | null {
   switch (result.status) {
     case 'timeout':
       return `pybox: the program was stopped at its time limit (${result.limits.timeoutMs} ms)`;

@@ -63,7 +63,7 @@ export function registerTest(program: Command, ctx: CliContext): void {
  * the sum of their limits (the server's default, 30 s, where none is given; the server clamps them
  * to its maxima), plus time in the queue.
  */
-export function answerBudgetMs(suite: Suite): number {
+function answerBudgetMs(suite: Suite): number {
   const perProgram = suite.programs.map((p) => p.cases.reduce((sum, c) => sum + (c.timeoutMs ?? p.timeoutMs ?? 30_000), 0));
   return Math.max(360_000, ...perProgram.map((ms) => ms + 120_000));
 }
