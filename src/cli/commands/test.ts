@@ -9,7 +9,7 @@ import { clientFor, describeError, EXIT_SERVICE, parseWholeNumber, printable, ty
 import { discoverSuite, SuiteError, type Suite } from '../suite/discovery.ts';
 import { writeJunit } from '../suite/junit.ts';
 import { createProgress } from '../suite/progress.ts';
-import { exitCodeFor, failureDetails, jsonSummary, summaryTable, totals } from '../suite/report.ts';
+import { exitCodeFor, failureDetails, jsonSummary, resultWord, summaryTable, totals } from '../suite/report.ts';
 import { runSuite, type ProgramOutcome } from '../suite/runner.ts';
 
 interface TestOptions extends RemoteOptions {
@@ -102,9 +102,8 @@ export async function testCommand(ctx: CliContext, path: string, opts: TestOptio
         counts[o.verdict]++;
         const s = o.result?.summary;
         const cases = s ? `${s.passed}/${s.total} cases` : `${o.program.cases.length} cases`;
-        const word = o.verdict === 'passed' ? 'PASS' : o.verdict === 'failed' ? 'FAIL' : 'NOT RUN';
         const why = o.verdict === 'unrun' ? ` - ${printable(o.problem ?? '')}` : o.result && o.result.status !== 'completed' ? ` (${o.result.status})` : '';
-        progress.tick(`${word} ${o.program.name}  ${cases}  ${(o.wallMs / 1000).toFixed(2)}s${why}`, counts);
+        progress.tick(`${resultWord(o)} ${o.program.name}  ${cases}  ${(o.wallMs / 1000).toFixed(2)}s${why}`, counts);
       },
     });
   } finally {

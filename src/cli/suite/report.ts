@@ -69,7 +69,7 @@ function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(2)}s`;
 }
 
-function resultWord(o: ProgramOutcome): string {
+export function resultWord(o: ProgramOutcome): string {
   return o.verdict === 'passed' ? 'PASS' : o.verdict === 'failed' ? 'FAIL' : 'NOT RUN';
 }
 
