@@ -4,6 +4,7 @@
 // own. --json prints the whole result instead.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { DEFAULT_CLIENT_TIMEOUT_MS } from '../../client/client.ts';
 import type { ExecutionResult, ExecutionStatus } from '../../core/schemas.ts';
 import { ExecutionRequest } from '../../core/schemas.ts';
 import { writeRaw, type CliContext } from '../context.ts';
@@ -127,7 +128,7 @@ export async function runCommand(ctx: CliContext, file: string, opts: RunOptions
     return EXIT_SERVICE;
   }
 
-  const timeoutMs = Math.max(360_000, (request.timeoutMs ?? 0) + 60_000);
+  const timeoutMs = Math.max(DEFAULT_CLIENT_TIMEOUT_MS, (request.timeoutMs ?? 0) + 60_000);
   let result: ExecutionResult;
   try {
     result = await clientFor(ctx, opts, { timeoutMs }).execute(request);

@@ -4,6 +4,7 @@
 // (files X.py + X.in/X.out) and src/cli/suite/manifest.ts (pybox-tests.yaml).
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { DEFAULT_CLIENT_TIMEOUT_MS } from '../../client/client.ts';
 import type { CliContext } from '../context.ts';
 import { clientFor, describeError, EXIT_SERVICE, parseWholeNumber, printable, type RemoteOptions } from '../remote.ts';
 import { discoverSuite, SuiteError, type Suite } from '../suite/discovery.ts';
@@ -65,7 +66,7 @@ export function registerTest(program: Command, ctx: CliContext): void {
  */
 function answerBudgetMs(suite: Suite): number {
   const perProgram = suite.programs.map((p) => p.cases.reduce((sum, c) => sum + (c.timeoutMs ?? p.timeoutMs ?? 30_000), 0));
-  return Math.max(360_000, ...perProgram.map((ms) => ms + 120_000));
+  return Math.max(DEFAULT_CLIENT_TIMEOUT_MS, ...perProgram.map((ms) => ms + 120_000));
 }
 
 export async function testCommand(ctx: CliContext, path: string, opts: TestOptions): Promise<number> {
