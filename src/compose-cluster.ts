@@ -200,7 +200,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
     if (metrics) {
       // /metrics alone is guarded and authenticated as on an API node (keys are in PostgreSQL, read
       // through the same store); the probes stay open to the orchestrator by whatever name it uses.
-      const guard = guardBrowsers({ keysRequired: () => auth.required(), allowedHosts: config.server.allowedHosts, allowedOrigins: config.server.allowedOrigins });
+      const guard = guardBrowsers({ keysRequired: (request) => auth.required(request), allowedHosts: config.server.allowedHosts, allowedOrigins: config.server.allowedOrigins });
       app.use(observeRequests(metrics));
       app.use('/metrics', guard, authenticate(auth));
     }

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import { PyboxClient } from '../client/client.ts';
+import { clientFromEnv, type PyboxClient } from '../client/client.ts';
 import { PyboxClientError } from '../client/errors.ts';
 import { FilePath, type InputFile } from '../core/schemas.ts';
 import type { CliContext } from './context.ts';
@@ -17,11 +17,8 @@ export interface RemoteOptions {
 }
 
 export function clientFor(ctx: CliContext, opts: RemoteOptions, extra: { retries?: number; timeoutMs?: number } = {}): PyboxClient {
-  return new PyboxClient({
-    baseUrl: opts.url || ctx.env.PYBOX_URL || undefined,
-    apiKey: opts.key || ctx.env.PYBOX_API_KEY || undefined,
-    ...extra,
-  });
+  // --url and --key win over the environment; empty means unset, as in clientFromEnv.
+  return clientFromEnv({ PYBOX_URL: opts.url || ctx.env.PYBOX_URL, PYBOX_API_KEY: opts.key || ctx.env.PYBOX_API_KEY }, extra);
 }
 
 /** Text from a server, safe for a terminal: one line, no control characters (escape sequences). */

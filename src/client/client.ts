@@ -17,8 +17,8 @@ import {
   type ExecutionStatus,
   type WebhookTarget,
 } from '../core/schemas.ts';
-import { ConnectionError, errorFromAnswer, PyboxClientError, TimeoutError, UnexpectedResponseError } from './errors.ts';
-import { MAX_RETRY_WAIT_S, sleep } from './wait.ts';
+import { causeMessage, ConnectionError, errorFromAnswer, jsonOrUndefined, TimeoutError, UnexpectedResponseError } from './errors.ts';
+import { retryWaitS, sleep } from './wait.ts';
 import { followBatchEvents, type BatchEvent, type BatchEventsOptions } from './sse.ts';
 
 export const DEFAULT_PYBOX_URL = 'http://127.0.0.1:8080';
@@ -200,8 +200,8 @@ export class PyboxClient {
       try {
         return await this.once(method, path, opts);
       } catch (e) {
-        const wait = e instanceof PyboxClientError && (e.status === 429 || e.status === 503) ? e.retryAfterS : undefined;
-        if (wait === undefined || wait > MAX_RETRY_WAIT_S || attempt >= this.retries) throw e;
+        const wait = retryWaitS(e);
+        if (wait === undefined || attempt >= this.retries) throw e;
         await sleep(Math.max(wait, 0.05) * 1000, opts.signal);
       }
     }
@@ -230,16 +230,10 @@ export class PyboxClient {
     } catch (e) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? e; // the caller's own abort
       if (timeout.aborted) throw new TimeoutError(`no answer from pybox at ${this.baseUrl} within ${this.timeoutMs} ms`, { code: 'timeout', cause: e });
-      const why = e instanceof Error ? ((e.cause as Error | undefined)?.message ?? e.message) : String(e);
-      throw new ConnectionError(`cannot reach pybox at ${this.baseUrl}: ${why}`, { code: 'connection_failed', cause: e });
+      throw new ConnectionError(`cannot reach pybox at ${this.baseUrl}: ${causeMessage(e)}`, { code: 'connection_failed', cause: e });
     }
 
-    let json: unknown;
-    try {
-      json = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
+    const json = jsonOrUndefined(text);
     if (!response.ok) throw errorFromAnswer(method, path, response, json);
     return { status: response.status, json };
   }

@@ -50,7 +50,7 @@ export class TimeoutError extends PyboxClientError {}
 export class UnexpectedResponseError extends PyboxClientError {}
 
 /** The class for an HTTP error answer, by status first and the service's code second. */
-export function errorClassFor(status: number, code: string): typeof PyboxClientError {
+function errorClassFor(status: number, code: string): typeof PyboxClientError {
   if (status === 401 || status === 403) return AuthError;
   if (status === 404) return NotFoundError;
   if (status === 429) return RateLimitError;
@@ -81,4 +81,19 @@ export function errorFromAnswer(method: string, path: string, response: Response
     details: body?.details,
     retryAfterS: response.headers.has('retry-after') && Number.isFinite(retryAfter) ? retryAfter : undefined,
   });
+}
+
+/** What to say about a failed fetch: the message of its cause (undici's "fetch failed" says little), else its own. */
+export function causeMessage(e: unknown): string {
+  return e instanceof Error ? ((e.cause as Error | undefined)?.message ?? e.message) : String(e);
+}
+
+/** A body's JSON, or undefined when it is empty or not JSON. */
+export function jsonOrUndefined(text: string): unknown {
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
 }

@@ -3,8 +3,8 @@
 // timeout, a restarted node) is opened again with Last-Event-ID, so no item is lost or repeated.
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { BatchInfo, BatchItemEvent } from '../core/schemas.ts';
-import { ConnectionError, errorFromAnswer, PyboxClientError, UnexpectedResponseError } from './errors.ts';
-import { MAX_RETRY_WAIT_S, sleep } from './wait.ts';
+import { causeMessage, ConnectionError, errorFromAnswer, jsonOrUndefined, PyboxClientError, UnexpectedResponseError } from './errors.ts';
+import { MAX_RETRY_WAIT_S, retryWaitS, sleep } from './wait.ts';
 
 export type BatchEvent = { type: 'item'; data: BatchItemEvent } | { type: 'done'; data: BatchInfo };
 
@@ -65,20 +65,14 @@ export async function* followBatchEvents(connect: Connect, opts: BatchEventsOpti
         response = await connect(lastEventId, signal);
       } catch (e) {
         if (opts.signal?.aborted) throw opts.signal.reason ?? e;
-        lastProblem = e instanceof Error ? ((e.cause as Error | undefined)?.message ?? e.message) : String(e);
+        lastProblem = causeMessage(e);
         failures++;
         continue;
       }
       if (!response.ok) {
         const text = await response.text().catch(() => '');
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        const error = errorFromAnswer('GET', 'events', response, json);
-        const wait = (error.status === 429 || error.status === 503) && error.retryAfterS !== undefined && error.retryAfterS <= MAX_RETRY_WAIT_S ? error.retryAfterS : undefined;
+        const error = errorFromAnswer('GET', 'events', response, jsonOrUndefined(text));
+        const wait = retryWaitS(error);
         if (wait === undefined) throw error;
         lastProblem = error.message;
         failures++;
@@ -128,7 +122,7 @@ export async function* followBatchEvents(connect: Connect, opts: BatchEventsOpti
       } catch (e) {
         if (e instanceof PyboxClientError) throw e;
         if (opts.signal?.aborted) throw opts.signal.reason ?? e;
-        lastProblem = e instanceof Error ? ((e.cause as Error | undefined)?.message ?? e.message) : String(e);
+        lastProblem = causeMessage(e);
       } finally {
         await reader.cancel().catch(() => {});
       }

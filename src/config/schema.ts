@@ -296,4 +296,3 @@ export type LimitSet = z.infer<typeof Limits>;
 export type ImportPolicy = Config['importPolicy'];
 export type ToolsConfig = Config['tools'];
 export type ClusterConfig = Config['cluster'];
-export type MetricsConfig = Config['metrics'];

@@ -6,7 +6,7 @@ import type { Observer } from '../core/ports.ts';
 import { routePattern } from './route.ts';
 
 /** The label of requests no route matched (404s, refused preflights). */
-export const UNMATCHED_ROUTE = 'unmatched';
+const UNMATCHED_ROUTE = 'unmatched';
 
 /** Methods reported as themselves; any other (a client may send any token) is counted as OTHER. */
 const KNOWN_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);

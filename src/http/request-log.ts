@@ -33,7 +33,7 @@ export interface RequestLogOptions {
 }
 
 /** The client's id when it is acceptable, else a new one: what it sent otherwise goes nowhere. */
-export function acceptRequestId(given: string | undefined, newId: () => string = randomUUID): string {
+function acceptRequestId(given: string | undefined, newId: () => string = randomUUID): string {
   return isValidRequestId(given) ? given : newId();
 }
 

@@ -32,7 +32,7 @@ could not take or follow the batch, 130 interrupted (the batch was cancelled).
 The server is --url or PYBOX_URL (default http://127.0.0.1:8080), the key --key or PYBOX_API_KEY.`;
 
 /** The requests of a JSON Lines file and the 1-based line each came from, or what is wrong with which line. */
-export function readJsonl(text: string): { items: ExecutionRequest[]; lines: number[]; problems: string[] } {
+function readJsonl(text: string): { items: ExecutionRequest[]; lines: number[]; problems: string[] } {
   const items: ExecutionRequest[] = [];
   const lines: number[] = [];
   const problems: string[] = [];

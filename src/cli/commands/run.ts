@@ -4,13 +4,14 @@
 // own. --json prints the whole result instead.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { DEFAULT_CLIENT_TIMEOUT_MS } from '../../client/client.ts';
 import type { ExecutionResult, ExecutionStatus } from '../../core/schemas.ts';
 import { ExecutionRequest } from '../../core/schemas.ts';
 import { writeRaw, type CliContext } from '../context.ts';
 import { clientFor, collect, describeError, EXIT_SERVICE, inputFileFrom, parseFileSpec, parseWholeNumber, type RemoteOptions } from '../remote.ts';
 
 /** The exit code for each way a run can end that is not the program's own exit. */
-export const RUN_EXIT_CODES = {
+const RUN_EXIT_CODES = {
   /** A syntax error or a refused import: Python exits 1 for a SyntaxError too. */
   validation_failed: 1,
   timeout: 124,
@@ -37,7 +38,7 @@ export function exitCodeOf(result: ExecutionResult): number {
 }
 
 /** What a sandbox did to the program, in one line for stderr; null when the program ended by itself. */
-export function endMessage(result: ExecutionResult): string | null {
+function endMessage(result: ExecutionResult): string | null {
   switch (result.status) {
     case 'timeout':
       return `pybox: the program was stopped at its time limit (${result.limits.timeoutMs} ms)`;
@@ -127,7 +128,7 @@ export async function runCommand(ctx: CliContext, file: string, opts: RunOptions
     return EXIT_SERVICE;
   }
 
-  const timeoutMs = Math.max(360_000, (request.timeoutMs ?? 0) + 60_000);
+  const timeoutMs = Math.max(DEFAULT_CLIENT_TIMEOUT_MS, (request.timeoutMs ?? 0) + 60_000);
   let result: ExecutionResult;
   try {
     result = await clientFor(ctx, opts, { timeoutMs }).execute(request);

@@ -4,12 +4,13 @@
 // (files X.py + X.in/X.out) and src/cli/suite/manifest.ts (pybox-tests.yaml).
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { DEFAULT_CLIENT_TIMEOUT_MS } from '../../client/client.ts';
 import type { CliContext } from '../context.ts';
 import { clientFor, describeError, EXIT_SERVICE, parseWholeNumber, printable, type RemoteOptions } from '../remote.ts';
 import { discoverSuite, SuiteError, type Suite } from '../suite/discovery.ts';
 import { writeJunit } from '../suite/junit.ts';
 import { createProgress } from '../suite/progress.ts';
-import { exitCodeFor, failureDetails, jsonSummary, summaryTable, totals } from '../suite/report.ts';
+import { exitCodeFor, failureDetails, jsonSummary, resultWord, summaryTable, totals } from '../suite/report.ts';
 import { runSuite, type ProgramOutcome } from '../suite/runner.ts';
 
 interface TestOptions extends RemoteOptions {
@@ -63,9 +64,9 @@ export function registerTest(program: Command, ctx: CliContext): void {
  * the sum of their limits (the server's default, 30 s, where none is given; the server clamps them
  * to its maxima), plus time in the queue.
  */
-export function answerBudgetMs(suite: Suite): number {
+function answerBudgetMs(suite: Suite): number {
   const perProgram = suite.programs.map((p) => p.cases.reduce((sum, c) => sum + (c.timeoutMs ?? p.timeoutMs ?? 30_000), 0));
-  return Math.max(360_000, ...perProgram.map((ms) => ms + 120_000));
+  return Math.max(DEFAULT_CLIENT_TIMEOUT_MS, ...perProgram.map((ms) => ms + 120_000));
 }
 
 export async function testCommand(ctx: CliContext, path: string, opts: TestOptions): Promise<number> {
@@ -102,9 +103,8 @@ export async function testCommand(ctx: CliContext, path: string, opts: TestOptio
         counts[o.verdict]++;
         const s = o.result?.summary;
         const cases = s ? `${s.passed}/${s.total} cases` : `${o.program.cases.length} cases`;
-        const word = o.verdict === 'passed' ? 'PASS' : o.verdict === 'failed' ? 'FAIL' : 'NOT RUN';
         const why = o.verdict === 'unrun' ? ` - ${printable(o.problem ?? '')}` : o.result && o.result.status !== 'completed' ? ` (${o.result.status})` : '';
-        progress.tick(`${word} ${o.program.name}  ${cases}  ${(o.wallMs / 1000).toFixed(2)}s${why}`, counts);
+        progress.tick(`${resultWord(o)} ${o.program.name}  ${cases}  ${(o.wallMs / 1000).toFixed(2)}s${why}`, counts);
       },
     });
   } finally {

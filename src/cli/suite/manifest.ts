@@ -104,6 +104,11 @@ function inputFiles(root: string, manifest: string, field: string, refs: z.infer
   });
 }
 
+/** A case with the comparison it is given (its own, else its program's, else the defaults'), where there is one. */
+function withComparison(c: TestCase, compare: CompareMode | undefined, tolerance: Tolerance | undefined): TestCase {
+  return { ...c, ...(compare ? { compare } : {}), ...(tolerance ? { tolerance } : {}) };
+}
+
 /** The programs a manifest names, with their cases; names are left unset where the manifest gives none. */
 export function loadManifest(manifestPath: string, root: string): Array<Omit<ProgramSpec, 'name'> & { name?: string | undefined }> {
   const fromHere = relative(process.cwd(), manifestPath);
@@ -128,11 +133,12 @@ export function loadManifest(manifestPath: string, root: string): Array<Omit<Pro
     const file = localPath(root, shown, `${field}.program`, p.program);
     const compare = p.compare ?? defaults.compare;
     const tolerance = p.tolerance ?? defaults.tolerance;
+    const programTolerance = tolerance ? Tolerance.parse(tolerance) : undefined;
     const timeoutMs = p.timeoutMs ?? defaults.timeoutMs;
     let cases: TestCase[];
     if (p.cases === undefined) {
       const dir = resolve(file, '..');
-      cases = conventionCases(dir, basename(file, '.py'));
+      cases = conventionCases(dir, basename(file, '.py')).map((c) => withComparison(c, compare, programTolerance));
       if (cases.length === 0) throw new SuiteError(`${shown}: ${field}: ${p.program} has no cases: give cases: or put its .in/.out files beside it`);
     } else {
       cases = p.cases.map((c, ci) => {
@@ -140,7 +146,7 @@ export function loadManifest(manifestPath: string, root: string): Array<Omit<Pro
         const stdin = c.stdinFile !== undefined ? readFileSync(localPath(root, shown, `${cf}.stdinFile`, c.stdinFile), 'utf8') : c.stdin;
         const expectedStdout = c.expectedStdoutFile !== undefined ? readFileSync(localPath(root, shown, `${cf}.expectedStdoutFile`, c.expectedStdoutFile), 'utf8') : c.expectedStdout;
         const files = inputFiles(root, shown, `${cf}.files`, c.files);
-        return {
+        const built: TestCase = {
           ...(c.name !== undefined ? { name: c.name } : {}),
           ...(stdin !== undefined ? { stdin } : {}),
           ...(c.args !== undefined ? { args: c.args } : {}),
@@ -149,17 +155,8 @@ export function loadManifest(manifestPath: string, root: string): Array<Omit<Pro
           ...(c.expectedExitCode !== undefined ? { expectedExitCode: c.expectedExitCode } : {}),
           ...(c.timeoutMs !== undefined ? { timeoutMs: c.timeoutMs } : {}),
         };
+        return withComparison(built, c.compare ?? compare, c.tolerance ? Tolerance.parse(c.tolerance) : programTolerance);
       });
-      // Each case's own comparison, else the program's, else the defaults'.
-      cases = cases.map((c, ci) => {
-        const own = p.cases![ci]!;
-        const caseCompare = own.compare ?? compare;
-        const caseTolerance = own.tolerance ?? tolerance;
-        return { ...c, ...(caseCompare ? { compare: caseCompare } : {}), ...(caseTolerance ? { tolerance: Tolerance.parse(caseTolerance) } : {}) };
-      });
-    }
-    if (p.cases === undefined) {
-      cases = cases.map((c) => ({ ...c, ...(compare ? { compare } : {}), ...(tolerance ? { tolerance: Tolerance.parse(tolerance) } : {}) }));
     }
     return {
       name: p.name,

@@ -6,13 +6,11 @@ import type { CliContext } from '../context.ts';
 export interface Progress {
   /** One unit done; `line` is what the plain mode prints for it, `counts` what the bar shows. */
   tick(line: string, counts: Record<string, number>): void;
-  /** Says something without breaking the bar. */
-  note(line: string): void;
   stop(): void;
 }
 
 /** The bar when stderr is a terminal and CI is not set (CI logs want lines), else plain lines. */
-export function wantsBar(ctx: CliContext, force?: 'bar' | 'plain'): boolean {
+function wantsBar(ctx: CliContext, force?: 'bar' | 'plain'): boolean {
   if (force) return force === 'bar';
   return Boolean(ctx.tty?.isTTY) && !ctx.env.CI;
 }
@@ -22,7 +20,6 @@ export function createProgress(ctx: CliContext, opts: { total: number; unit: str
     let done = 0;
     return {
       tick: (line) => ctx.err(`[${String(++done).padStart(String(opts.total).length)}/${opts.total}] ${line}`),
-      note: (line) => ctx.err(line),
       stop: () => {},
     };
   }
@@ -43,11 +40,6 @@ export function createProgress(ctx: CliContext, opts: { total: number; unit: str
   bar.start(opts.total, 0, zero);
   return {
     tick: (_line, counts) => bar.update(++value, counts),
-    note: (line) => {
-      // cli-progress redraws the bar on its next tick; a note goes on the line above it.
-      ctx.tty!.write(`\r\x1b[2K${line}\n`);
-      bar.render();
-    },
     stop: () => bar.stop(),
   };
 }

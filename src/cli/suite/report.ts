@@ -4,7 +4,7 @@ import { TEST_VERDICTS, type TestResult, type TestVerdict } from '../../core/sch
 import type { ProgramOutcome } from './runner.ts';
 
 /** 0: every case of every program passed; 1: some did not; 2: some program could not be run by pybox. */
-export const TEST_EXIT = { passed: 0, failed: 1, unrun: 2 } as const;
+const TEST_EXIT = { passed: 0, failed: 1, unrun: 2 } as const;
 
 export function exitCodeFor(outcomes: ProgramOutcome[]): number {
   if (outcomes.some((o) => o.verdict === 'unrun')) return TEST_EXIT.unrun;
@@ -69,7 +69,7 @@ function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(2)}s`;
 }
 
-function resultWord(o: ProgramOutcome): string {
+export function resultWord(o: ProgramOutcome): string {
   return o.verdict === 'passed' ? 'PASS' : o.verdict === 'failed' ? 'FAIL' : 'NOT RUN';
 }
 
