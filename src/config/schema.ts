@@ -2,6 +2,7 @@
 // that file, lays the environment overrides over it and parses it with this schema (fail fast).
 import { z } from 'zod';
 import { MIN_CPUS, MIN_MEMORY_MB, MIN_TIMEOUT_MS } from '../core/limits.ts';
+import { LOG_FORMATS, LOG_LEVELS } from '../core/logger.ts';
 import { allowEntryProblem } from '../webhooks/address-policy.ts';
 
 /** Defaults and maxima alike must allow a run to work: at least the floors a sandbox needs. */
@@ -284,9 +285,9 @@ export const ConfigSchema = z.strictObject({
     .prefault({}),
   log: z
     .strictObject({
-      level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+      level: z.enum(LOG_LEVELS).default('info'),
       /** json: one object per line; pretty: readable; auto: pretty when stderr is a terminal, else json. */
-      format: z.enum(['json', 'pretty', 'auto']).default('auto'),
+      format: z.enum(LOG_FORMATS).default('auto'),
     })
     .prefault({}),
 });
