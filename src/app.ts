@@ -108,15 +108,18 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/mcp', mcpRoutes(agentTools));
   describeServed(app, MCP_OPERATIONS);
 
+  answerErrors(app, logger);
+  return app;
+}
+
+/** Unknown routes and every error answered in the one error shape, with the request's log fields. */
+export function answerErrors(app: OpenAPIHono<BlankEnv>, logger: Logger): void {
   app.notFound((c) => {
     const { status, body } = errorReply(new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`), logger, where(c));
     return c.json(body, status);
   });
-
   app.onError((err, c) => {
     const { status, body, headers } = errorReply(err, logger, where(c));
     return c.json(body, status, headers);
   });
-
-  return app;
 }

@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { BlankEnv } from 'hono/types';
 import { Redis } from 'ioredis';
-import { createApp } from './app.ts';
+import { answerErrors, createApp } from './app.ts';
 import { ClusterBackend } from './cluster/cluster-backend.ts';
 import { QueueDispatch } from './cluster/queue-dispatch.ts';
 import { QueueWorker } from './cluster/queue-worker.ts';
@@ -24,10 +24,8 @@ import { shutdown, type Drainable } from './core/shutdown.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { metricsRoutes } from './http/routes/metrics.ts';
 import { authenticate } from './http/auth.ts';
-import { errorReply } from './http/errors.ts';
 import { guardBrowsers } from './http/guard.ts';
 import { observeRequests } from './http/metrics.ts';
-import { PyboxError } from './core/errors.ts';
 import { MeteredRequestLimiter } from './metrics/metered.ts';
 import { PrometheusMetrics } from './metrics/prometheus.ts';
 import { openStores } from './store/open.ts';
@@ -206,14 +204,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
     }
     app.route('/', healthRoutes({ readiness }));
     if (metrics) app.route('/', metricsRoutes(metrics));
-    app.notFound((c) => {
-      const { status, body } = errorReply(new PyboxError('not_found', `no route for ${c.req.method} ${c.req.path}`), logger, { method: c.req.method, path: c.req.path });
-      return c.json(body, status);
-    });
-    app.onError((err, c) => {
-      const { status, body, headers } = errorReply(err, logger, { method: c.req.method, path: c.req.path });
-      return c.json(body, status, headers);
-    });
+    answerErrors(app, logger);
   }
 
   // Every beat tells the cluster this node is alive, with its slots and its engine's health.
