@@ -3,7 +3,7 @@
 import { PyboxError } from '../core/errors.ts';
 import type { BatchRecord, StoredJob, WebhookDelivery } from '../core/ports.ts';
 import { EXECUTION_STATUSES, ExecutionRequest, type BatchItem, type ExecutionStatus, type WebhookState } from '../core/schemas.ts';
-import { parseStored, zeroByStatus } from './codec.ts';
+import { DAY_MS, parseStored, zeroByStatus } from './codec.ts';
 
 /** PostgreSQL hands bigint columns back as text; SQLite as numbers. */
 type Int = number | string;
@@ -223,8 +223,6 @@ export interface EndedRetention {
   /** Kept this many days after they ended (the history's store.maxAgeDays); 0 or none keeps them. */
   maxAgeDays?: number | undefined;
 }
-
-const DAY_MS = 86_400_000;
 
 /** What ended before this is pruned, at nowMs; null when nothing is. */
 export function endedBefore(retention: EndedRetention, nowMs: number): number | null {

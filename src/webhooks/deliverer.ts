@@ -33,7 +33,10 @@ export interface WebhookDelivererDeps {
   owner: string;
   /** Makes the HTTP call; httpTransport() unless a test hands in another. */
   transport?: WebhookTransport;
-  /** Told once a delivery is delivered or given up for good (e.g. JobStore.setBatchWebhook). */
+  /**
+   * Told once a delivery is delivered or given up for good. The batch's webhook state needs no hook:
+   * the outbox's delivered/failed set it in the same transaction.
+   */
   onSettled?: (delivery: WebhookDelivery, state: SettledState) => void | Promise<void>;
   /** How often the outbox is asked for due deliveries when nobody wakes the loop (default 1000 ms). */
   pollMs?: number;

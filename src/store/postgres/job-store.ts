@@ -39,6 +39,9 @@ const LOCKING = 'BEGIN ISOLATION LEVEL READ COMMITTED';
 const INSERT_ROWS = 500;
 const INSERT_BYTES = 4 * 1024 * 1024;
 
+/** The batch's columns as the completion's CTE `b` returns them. */
+const B_BATCH_COLUMNS = BATCH_COLUMNS.split(', ').map((col) => `b.${col}`).join(', ');
+
 const ITEM_COLUMNS = `j.idx, j.id, j.state, e.result FROM jobs j LEFT JOIN executions e ON e.id = j.id AND j.state = 'done'`;
 
 export class PostgresJobStore implements JobStore {
@@ -166,7 +169,7 @@ export class PostgresJobStore implements JobStore {
            RETURNING ${BATCH_COLUMNS}, next_seq - 1 AS done_seq
          )
          UPDATE jobs SET done_seq = b.done_seq FROM b WHERE jobs.id = $4
-         RETURNING ${BATCH_COLUMNS.split(', ').map((col) => `b.${col}`).join(', ')}`,
+         RETURNING ${B_BATCH_COLUMNS}`,
         [batchId, status, now, id],
       );
       const batch = rows[0];
