@@ -7,7 +7,7 @@
 import type { Pool } from 'pg';
 import type { BatchRecord, JobStore, StoredJob } from '../../core/ports.ts';
 import type { BatchInfo, BatchItem, ExecutionStatus, PendingState, WebhookState } from '../../core/schemas.ts';
-import { decodeCursor, encodeCursor, invalid } from '../codec.ts';
+import { checkLimit, decodeCursor, pageOf } from '../codec.ts';
 import {
   BATCH_COLUMNS,
   JOB_COLUMNS,
@@ -208,22 +208,19 @@ export class PostgresJobStore implements JobStore {
 
   async batchItems(id: string, query: { limit: number; cursor?: string | undefined }): Promise<{ items: BatchItem[]; nextCursor: string | null }> {
     const { limit, cursor } = query;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     const from = cursor === undefined ? 0 : firstIndexOf(decodeCursor(cursor));
     if (hasNul(id)) return { items: [], nextCursor: null };
-    // One row more than asked tells whether another page exists without a COUNT.
     const { rows } = await this.pool.query<ItemRow>(`SELECT ${ITEM_COLUMNS} WHERE j.batch_id = $1 AND j.idx >= $2 ORDER BY j.idx LIMIT $3`, [
       id,
       from,
       limit + 1,
     ]);
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return { items: items.map(batchItem), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(itemCursor(last.idx)) : null };
+    return pageOf(rows, limit, batchItem, (last) => itemCursor(last.idx));
   }
 
   async batchEvents(id: string, afterSeq: number, limit: number): Promise<Array<{ seq: number; item: BatchItem }>> {
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     if (hasNul(id)) return [];
     const { rows } = await this.pool.query<ItemRow & { done_seq: number }>(
       `SELECT j.done_seq, ${ITEM_COLUMNS} WHERE j.batch_id = $1 AND j.done_seq > $2 ORDER BY j.done_seq LIMIT $3`,
@@ -234,16 +231,14 @@ export class PostgresJobStore implements JobStore {
 
   async listBatches(query: { tenant?: string | undefined; limit: number; cursor?: string | undefined }): Promise<{ items: BatchInfo[]; nextCursor: string | null }> {
     const { tenant, limit, cursor } = query;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
     if (tenant !== undefined && hasNul(tenant)) return { items: [], nextCursor: null };
     const { rows } = await this.pool.query<BatchRow & { seq: string }>(
       `SELECT seq, ${BATCH_COLUMNS} FROM batches WHERE ${tenant === undefined ? '' : 'tenant = $3 AND '}seq < $1 ORDER BY seq DESC LIMIT $2`,
       tenant === undefined ? [before, limit + 1] : [before, limit + 1, tenant],
     );
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return { items: items.map((r) => batchInfo(batchRecord(r))), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(Number(last.seq)) : null };
+    return pageOf(rows, limit, (r) => batchInfo(batchRecord(r)), (last) => Number(last.seq));
   }
 
   async cancelBatch(id: string, owner: string, nowMs: number, leaseMs: number): Promise<StoredJob[]> {
