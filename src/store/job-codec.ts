@@ -40,6 +40,22 @@ export interface BatchRow {
 
 export const BATCH_COLUMNS = 'id, tenant, label, webhook_url, webhook_state, total, done, by_status, state, created_at_ms, finished_at_ms';
 
+/**
+ * The tenants with jobs not done (`t`, ending with a NULL row), each found by one index seek past
+ * the previous one, so a claim costs the number of tenants, not of queued jobs.
+ */
+export const OPEN_TENANTS = `
+  WITH RECURSIVE t(tenant) AS (
+    SELECT (SELECT tenant FROM jobs WHERE state <> 'done' ORDER BY tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT tenant FROM jobs WHERE state <> 'done' AND jobs.tenant > t.tenant ORDER BY tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL
+  )`;
+
+/** A job a claim may take: queued and due, or running under a lease that ran out; `now` is the parameter's text (@now, $1). */
+export function claimable(now: string): string {
+  return `state <> 'done' AND ((state = 'queued' AND not_before_ms <= ${now}) OR (state = 'running' AND lease_until_ms <= ${now}))`;
+}
+
 /** A batch item: its job, and the stored result's JSON once it is done. */
 export interface ItemRow {
   idx: number;

@@ -10,6 +10,7 @@ import type { SqliteDatabase } from './db.ts';
 import {
   BATCH_COLUMNS,
   JOB_COLUMNS,
+  OPEN_TENANTS,
   batchInfo,
   batchItem,
   batchRecord,
@@ -17,6 +18,7 @@ import {
   checkJob,
   checkMax,
   checkStatus,
+  claimable,
   endedBefore,
   firstIndexOf,
   itemCursor,
@@ -32,19 +34,10 @@ import {
 
 type Params = Record<string, string | number | null>;
 
-/**
- * The tenants with jobs not done, each found by one index seek past the previous one, so a claim
- * costs the number of tenants, not of queued jobs.
- */
-export const OPEN_TENANTS = `
-  WITH RECURSIVE t(tenant) AS (
-    SELECT (SELECT tenant FROM jobs WHERE state <> 'done' ORDER BY tenant LIMIT 1)
-    UNION ALL
-    SELECT (SELECT tenant FROM jobs WHERE state <> 'done' AND tenant > t.tenant ORDER BY tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL
-  )`;
+export { OPEN_TENANTS };
 
-/** A job a claim may take: queued and due, or running under a lease that ran out. */
-export const CLAIMABLE = `state <> 'done' AND ((state = 'queued' AND not_before_ms <= @now) OR (state = 'running' AND lease_until_ms <= @now))`;
+/** The claim's condition as SQLite's statements name the time (@now). */
+export const CLAIMABLE = claimable('@now');
 
 export class SqliteJobStore implements JobStore {
   private readonly insertBatch: Statement<[Params]>;

@@ -11,6 +11,7 @@ import { checkLimit, decodeCursor, pageOf } from '../codec.ts';
 import {
   BATCH_COLUMNS,
   JOB_COLUMNS,
+  OPEN_TENANTS,
   batchInfo,
   batchItem,
   batchRecord,
@@ -18,6 +19,7 @@ import {
   checkJob,
   checkMax,
   checkStatus,
+  claimable,
   endedBefore,
   firstIndexOf,
   itemCursor,
@@ -32,6 +34,8 @@ import {
 } from '../job-codec.ts';
 import { hasNul } from './execution-store.ts';
 import { inTransaction } from './tx.ts';
+
+const CLAIMABLE = claimable('$1');
 
 const LOCKING = 'BEGIN ISOLATION LEVEL READ COMMITTED';
 
@@ -85,19 +89,14 @@ export class PostgresJobStore implements JobStore {
         `SELECT tenant, count(*)::int AS n FROM jobs WHERE state = 'running' AND lease_until_ms > $1 GROUP BY tenant`,
         [now],
       );
-      // The tenants with jobs not done, each found by one index seek past the previous one; then each
-      // tenant's oldest claimable jobs, locked, and those another claim holds skipped.
+      // The open tenants, then each tenant's oldest claimable jobs, locked, and those another claim
+      // holds skipped.
       const { rows } = await c.query<JobRow>(
-        `WITH RECURSIVE t(tenant) AS (
-           SELECT (SELECT tenant FROM jobs WHERE state <> 'done' ORDER BY tenant LIMIT 1)
-           UNION ALL
-           SELECT (SELECT tenant FROM jobs WHERE state <> 'done' AND jobs.tenant > t.tenant ORDER BY tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL
-         )
+        `${OPEN_TENANTS}
          SELECT j.* FROM (SELECT tenant FROM t WHERE tenant IS NOT NULL AND tenant <> ALL ($3::text[])) AS o
          CROSS JOIN LATERAL (
            SELECT ${JOB_COLUMNS} FROM jobs
-           WHERE jobs.tenant = o.tenant AND state <> 'done'
-             AND ((state = 'queued' AND not_before_ms <= $1) OR (state = 'running' AND lease_until_ms <= $1))
+           WHERE jobs.tenant = o.tenant AND ${CLAIMABLE}
            ORDER BY created_at_ms, seq LIMIT $2
            FOR UPDATE SKIP LOCKED
          ) AS j`,
