@@ -1,7 +1,7 @@
 // What the SQLite and PostgreSQL job stores share so they answer alike: how rows read back as
 // jobs, batches and items, which jobs a claim takes, and the checks on what is written.
 import { PyboxError } from '../core/errors.ts';
-import type { BatchRecord, StoredJob, WebhookDelivery } from '../core/ports.ts';
+import type { BatchRecord, StoredDelivery, StoredJob, WebhookDelivery } from '../core/ports.ts';
 import { EXECUTION_STATUSES, ExecutionRequest, type BatchItem, type ExecutionStatus, type WebhookState } from '../core/schemas.ts';
 import { DAY_MS, parseStored, zeroByStatus } from './codec.ts';
 
@@ -143,7 +143,7 @@ export function batchItem(row: ItemRow): BatchItem {
   return { index: row.idx, executionId: row.id, state: row.state as BatchItem['state'], result };
 }
 
-export function delivery(row: DeliveryRow): WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null } {
+export function delivery(row: DeliveryRow): StoredDelivery {
   return {
     id: row.id,
     tenant: row.tenant,
@@ -156,6 +156,12 @@ export function delivery(row: DeliveryRow): WebhookDelivery & { state: WebhookSt
     lastError: row.last_error,
     lastStatus: row.last_status,
   };
+}
+
+/** A delivery as claimDue hands it out: what to send, without what the outbox keeps about it. */
+export function dueDelivery(row: DeliveryRow): WebhookDelivery {
+  const { state: _state, lastError: _lastError, lastStatus: _lastStatus, ...due } = delivery(row);
+  return due;
 }
 
 /** What a claim may take: a job ready to run, and the age it is served by. */
