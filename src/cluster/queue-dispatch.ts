@@ -75,15 +75,15 @@ export interface QueueDispatchDeps {
  * How long the live workers' list is trusted. A worker counts as gone only after three missed
  * heartbeats (6 s by default) anyway; the list is read again ahead of need at half this age.
  */
-export const WORKERS_CACHE_MS = 2000;
+const WORKERS_CACHE_MS = 2000;
 
 /** Events kept in the queue's stream (about): each finished one holds a whole result. */
-export const EVENTS_KEPT = 2000;
+const EVENTS_KEPT = 2000;
 /** Finished jobs kept at most (each holds its result), besides their age. */
-export const FINISHED_KEPT = 1000;
+const FINISHED_KEPT = 1000;
 
 /** An admission outlives its execution's time limit by this, to cover the wait in the queue. */
-export const LEASE_MARGIN_MS = 5 * 60_000;
+const LEASE_MARGIN_MS = 5 * 60_000;
 
 const STALLED_WHY = 'it stopped renewing its hold on the job, as a worker that crashed or lost its connection to Redis does';
 
