@@ -11,9 +11,9 @@
 import { Queue, QueueEvents, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { PyboxError } from '../core/errors.ts';
-import { cancelReasonOf, recordResult } from '../core/local-dispatch.ts';
+import { cancelReasonOf, recordResult, resultOf } from '../core/local-dispatch.ts';
 import type { AcceptedExecution, CancelReason, Dispatch, ExecutionStore, Logger } from '../core/ports.ts';
-import { buildResult, failedOutcome, notRun, type ResultDeps } from '../core/results.ts';
+import { failedOutcome, notRun, type ResultDeps } from '../core/results.ts';
 import type { ExecutionResult, RuntimeName } from '../core/schemas.ts';
 import { wallLimitMs } from '../core/sandbox.ts';
 import { fastFailOptions, patientOptions, within, type RedisEndpoint } from './connection.ts';
@@ -75,15 +75,15 @@ export interface QueueDispatchDeps {
  * How long the live workers' list is trusted. A worker counts as gone only after three missed
  * heartbeats (6 s by default) anyway; the list is read again ahead of need at half this age.
  */
-export const WORKERS_CACHE_MS = 2000;
+const WORKERS_CACHE_MS = 2000;
 
 /** Events kept in the queue's stream (about): each finished one holds a whole result. */
-export const EVENTS_KEPT = 2000;
+const EVENTS_KEPT = 2000;
 /** Finished jobs kept at most (each holds its result), besides their age. */
-export const FINISHED_KEPT = 1000;
+const FINISHED_KEPT = 1000;
 
 /** An admission outlives its execution's time limit by this, to cover the wait in the queue. */
-export const LEASE_MARGIN_MS = 5 * 60_000;
+const LEASE_MARGIN_MS = 5 * 60_000;
 
 const STALLED_WHY = 'it stopped renewing its hold on the job, as a worker that crashed or lost its connection to Redis does';
 
@@ -368,15 +368,7 @@ export class QueueDispatch implements Dispatch {
     const why = stalled ? STALLED_WHY : failureText(reason);
     this.deps.logger.error('an execution failed on a worker', { id, reason: why });
     const what = stalled ? 'the worker running this execution went away' : 'the worker could not finish this execution';
-    const result = buildResult(this.resultDeps(), {
-      id,
-      code: execution.job.code,
-      limits: execution.limits,
-      outcome: failedOutcome(`${what} (${why}); it may have run partly; retry is safe`),
-      createdAtMs: execution.createdAtMs,
-      tests: execution.tests,
-      caseInputs: execution.job.tests,
-    });
+    const result = resultOf(this.resultDeps(), execution, failedOutcome(`${what} (${why}); it may have run partly; retry is safe`));
     await recordResult(this.deps, execution.tenant, result, 0);
     this.settle(w, result);
   }
@@ -400,16 +392,7 @@ export class QueueDispatch implements Dispatch {
   // ---- cancellation ----------------------------------------------------------------------------
 
   private async recordCancelled(execution: AcceptedExecution, by: CancelReason): Promise<ExecutionResult> {
-    const result = buildResult(this.resultDeps(), {
-      id: execution.job.id,
-      code: execution.job.code,
-      limits: execution.limits,
-      outcome: notRun(),
-      createdAtMs: execution.createdAtMs,
-      cancellation: { by, started: false },
-      tests: execution.tests,
-      caseInputs: execution.job.tests,
-    });
+    const result = resultOf(this.resultDeps(), execution, notRun(), { by, started: false });
     this.deps.logger.info('execution cancelled', { id: execution.job.id, by, started: false });
     await recordResult(this.deps, execution.tenant, result, 0);
     return result;

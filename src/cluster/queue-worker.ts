@@ -99,10 +99,7 @@ export class QueueWorker {
   close(graceMs: number): Promise<void> {
     this.closing ??= (async () => {
       const timer = setTimeout(() => {
-        for (const r of this.active.values()) {
-          r.waiting.abort('shutdown' satisfies CancelReason);
-          r.running.abort('shutdown' satisfies CancelReason);
-        }
+        for (const r of this.active.values()) this.abort(r, 'shutdown');
       }, graceMs);
       try {
         await this.worker.close();

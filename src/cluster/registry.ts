@@ -12,7 +12,7 @@ export const NODE_ROLES = ['api', 'worker', 'all'] as const;
 export type NodeRole = (typeof NODE_ROLES)[number];
 
 /** Missed heartbeats after which a node's report expires. */
-export const MISSED_BEATS = 3;
+const MISSED_BEATS = 3;
 
 /**
  * One node as it last reported itself. A plain object schema (unknown keys dropped, not refused),

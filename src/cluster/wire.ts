@@ -10,7 +10,7 @@ import { REQUEST_ID_PATTERN } from '../core/request-id.ts';
 import { BASE64 } from '../core/results.ts';
 import { CompareMode, ExecutionRequest, ExecutionResult, FilePath, MAX_TESTS, TestCase, Tolerance } from '../core/schemas.ts';
 
-export const WIRE_VERSION = 1;
+const WIRE_VERSION = 1;
 
 /**
  * An execution's id as a job id: BullMQ refuses ids that are integers or hold ':', and the id ends
@@ -22,7 +22,7 @@ export const ExecutionId = z
   .refine((id) => !/^\d+$/.test(id), 'must not be a number');
 
 /** Most bytes of all input files together (the most limits.inputFilesMaxBytes allows). */
-export const MAX_INPUT_FILES_BYTES = 256 * 1024 * 1024;
+const MAX_INPUT_FILES_BYTES = 256 * 1024 * 1024;
 /** A request's file content is at most 16 Mi characters; as UTF-8 that is at most 48 MiB of bytes. */
 const MAX_FILE_BASE64_CHARS = Math.ceil((48 * 1024 * 1024) / 3) * 4;
 

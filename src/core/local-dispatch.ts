@@ -85,16 +85,7 @@ export class LocalDispatch implements Dispatch {
       outcome = notRun();
       cancellation = { by: cancelReasonOf(signals.waiting), started: false };
     }
-    const result = buildResult(deps.results, {
-      id: job.id,
-      code: job.code,
-      limits: execution.limits,
-      outcome,
-      createdAtMs: execution.createdAtMs,
-      cancellation,
-      tests: execution.tests,
-      caseInputs: execution.job.tests,
-    });
+    const result = resultOf(deps.results, execution, outcome, cancellation);
     const ids = { id: job.id, requestId: execution.requestId, tenant: execution.tenant };
     if (result.status === 'internal_error') deps.logger.error('execution failed on our side', { ...ids, why: result.error?.message });
     const queueWaitMs = Math.max(0, (startedAtMs ?? deps.results.clock.now()) - execution.createdAtMs);
@@ -103,6 +94,20 @@ export class LocalDispatch implements Dispatch {
     await recordResult(deps, execution.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes);
     return result;
   }
+}
+
+/** The result of an accepted execution that ended with `outcome`, wherever it ran (or did not). */
+export function resultOf(results: ResultDeps, execution: AcceptedExecution, outcome: SandboxOutcome, cancellation?: Cancellation): ExecutionResult {
+  return buildResult(results, {
+    id: execution.job.id,
+    code: execution.job.code,
+    limits: execution.limits,
+    outcome,
+    createdAtMs: execution.createdAtMs,
+    cancellation,
+    tests: execution.tests,
+    caseInputs: execution.job.tests,
+  });
 }
 
 /** Saves a result; a failed save is logged and reported, never thrown: the caller still gets what its code did. */

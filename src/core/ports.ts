@@ -360,6 +360,9 @@ export interface WebhookDelivery {
   nextAtMs: number;
 }
 
+/** A delivery as the outbox keeps it: where it stands, and what the last try got. */
+export type StoredDelivery = WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null };
+
 /** The webhook calls waiting or retrying (an outbox); any node may claim due ones for a lease. */
 export interface WebhookOutbox {
   enqueue(delivery: Omit<WebhookDelivery, 'attempts' | 'nextAtMs'>, nowMs: number): Promise<void>;
@@ -369,7 +372,7 @@ export interface WebhookOutbox {
   delivered(id: string, nowMs: number, httpStatus: number): Promise<void>;
   /** Failed: tried again at nextAtMs, or given up for good when null. */
   failed(id: string, nowMs: number, outcome: { nextAtMs: number | null; error: string; httpStatus: number | null }): Promise<void>;
-  get(id: string): Promise<(WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null }) | undefined>;
+  get(id: string): Promise<StoredDelivery | undefined>;
 }
 
 /** Each tenant's webhook signing secret, made on first use. */

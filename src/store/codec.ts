@@ -62,6 +62,20 @@ export function decodeCursor(cursor: string): number {
   return seq;
 }
 
+export function checkLimit(limit: number): void {
+  if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+}
+
+/**
+ * A page of `limit` items out of `rows`, read with one row more than asked: that extra row tells
+ * whether another page exists without a COUNT, and the cursor then points past the page's last row.
+ */
+export function pageOf<R, T>(rows: readonly R[], limit: number, map: (row: R) => T, cursorOf: (row: R) => number): { items: T[]; nextCursor: string | null } {
+  const page = rows.slice(0, limit);
+  const last = page[page.length - 1];
+  return { items: page.map((row) => map(row)), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(cursorOf(last)) : null };
+}
+
 export function invalid(path: string, message: string): PyboxError {
   return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
 }

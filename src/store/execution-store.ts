@@ -5,7 +5,7 @@ import { LOCAL_TENANT } from '../core/caller.ts';
 import type { Clock, ExecutionMeter, ExecutionStore } from '../core/ports.ts';
 import type { ExecutionResult, ExecutionStatus, HistoryPage, Stats, TenantUsage } from '../core/schemas.ts';
 import type { SqliteDatabase } from './db.ts';
-import { DAY_MS, FIRST_DAY, LAST_DAY, type StoredRow as StoredResult, type UsageRow, decodeCursor, encodeCursor, foldUsage, invalid, nearestRank, normalizeIso, parseStored, zeroByStatus } from './codec.ts';
+import { DAY_MS, FIRST_DAY, LAST_DAY, type StoredRow as StoredResult, type UsageRow, checkLimit, decodeCursor, foldUsage, nearestRank, pageOf, normalizeIso, parseStored, zeroByStatus } from './codec.ts';
 
 type StoredRow = StoredResult & { seq: number };
 
@@ -140,7 +140,7 @@ export class SqliteExecutionStore implements ExecutionStore {
 
   async list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined; tenant?: string | undefined }): Promise<HistoryPage> {
     const { limit, status, cursor, tenant } = query;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
     // One row more than asked tells whether another page exists without a COUNT.
     const rows =
@@ -151,12 +151,7 @@ export class SqliteExecutionStore implements ExecutionStore {
         : status === undefined
           ? this.pageOfTenant.all(tenant, before, limit + 1)
           : this.pageOfTenantStatus.all(tenant, status, before, limit + 1);
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return {
-      items: items.map(parseStored),
-      nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.seq) : null,
-    };
+    return pageOf(rows, limit, parseStored, (last) => last.seq);
   }
 
   async stats(tenant?: string): Promise<Stats> {

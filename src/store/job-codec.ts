@@ -1,9 +1,9 @@
 // What the SQLite and PostgreSQL job stores share so they answer alike: how rows read back as
 // jobs, batches and items, which jobs a claim takes, and the checks on what is written.
 import { PyboxError } from '../core/errors.ts';
-import type { BatchRecord, StoredJob, WebhookDelivery } from '../core/ports.ts';
+import type { BatchRecord, StoredDelivery, StoredJob, WebhookDelivery } from '../core/ports.ts';
 import { EXECUTION_STATUSES, ExecutionRequest, type BatchItem, type ExecutionStatus, type WebhookState } from '../core/schemas.ts';
-import { parseStored, zeroByStatus } from './codec.ts';
+import { DAY_MS, parseStored, zeroByStatus } from './codec.ts';
 
 /** PostgreSQL hands bigint columns back as text; SQLite as numbers. */
 type Int = number | string;
@@ -39,6 +39,22 @@ export interface BatchRow {
 }
 
 export const BATCH_COLUMNS = 'id, tenant, label, webhook_url, webhook_state, total, done, by_status, state, created_at_ms, finished_at_ms';
+
+/**
+ * The tenants with jobs not done (`t`, ending with a NULL row), each found by one index seek past
+ * the previous one, so a claim costs the number of tenants, not of queued jobs.
+ */
+export const OPEN_TENANTS = `
+  WITH RECURSIVE t(tenant) AS (
+    SELECT (SELECT tenant FROM jobs WHERE state <> 'done' ORDER BY tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT tenant FROM jobs WHERE state <> 'done' AND jobs.tenant > t.tenant ORDER BY tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL
+  )`;
+
+/** A job a claim may take: queued and due, or running under a lease that ran out; `now` is the parameter's text (@now, $1). */
+export function claimable(now: string): string {
+  return `state <> 'done' AND ((state = 'queued' AND not_before_ms <= ${now}) OR (state = 'running' AND lease_until_ms <= ${now}))`;
+}
 
 /** A batch item: its job, and the stored result's JSON once it is done. */
 export interface ItemRow {
@@ -127,7 +143,7 @@ export function batchItem(row: ItemRow): BatchItem {
   return { index: row.idx, executionId: row.id, state: row.state as BatchItem['state'], result };
 }
 
-export function delivery(row: DeliveryRow): WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null } {
+export function delivery(row: DeliveryRow): StoredDelivery {
   return {
     id: row.id,
     tenant: row.tenant,
@@ -140,6 +156,12 @@ export function delivery(row: DeliveryRow): WebhookDelivery & { state: WebhookSt
     lastError: row.last_error,
     lastStatus: row.last_status,
   };
+}
+
+/** A delivery as claimDue hands it out: what to send, without what the outbox keeps about it. */
+export function dueDelivery(row: DeliveryRow): WebhookDelivery {
+  const { state: _state, lastError: _lastError, lastStatus: _lastStatus, ...due } = delivery(row);
+  return due;
 }
 
 /** What a claim may take: a job ready to run, and the age it is served by. */
@@ -223,8 +245,6 @@ export interface EndedRetention {
   /** Kept this many days after they ended (the history's store.maxAgeDays); 0 or none keeps them. */
   maxAgeDays?: number | undefined;
 }
-
-const DAY_MS = 86_400_000;
 
 /** What ended before this is pruned, at nowMs; null when nothing is. */
 export function endedBefore(retention: EndedRetention, nowMs: number): number | null {

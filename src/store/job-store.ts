@@ -5,11 +5,12 @@
 import type { Statement, Transaction } from 'better-sqlite3';
 import type { BatchRecord, JobStore, StoredJob } from '../core/ports.ts';
 import type { BatchInfo, BatchItem, ExecutionStatus, PendingState, WebhookState } from '../core/schemas.ts';
-import { decodeCursor, encodeCursor, invalid } from './codec.ts';
+import { checkLimit, decodeCursor, pageOf } from './codec.ts';
 import type { SqliteDatabase } from './db.ts';
 import {
   BATCH_COLUMNS,
   JOB_COLUMNS,
+  OPEN_TENANTS,
   batchInfo,
   batchItem,
   batchRecord,
@@ -17,6 +18,7 @@ import {
   checkJob,
   checkMax,
   checkStatus,
+  claimable,
   endedBefore,
   firstIndexOf,
   itemCursor,
@@ -32,19 +34,10 @@ import {
 
 type Params = Record<string, string | number | null>;
 
-/**
- * The tenants with jobs not done, each found by one index seek past the previous one, so a claim
- * costs the number of tenants, not of queued jobs.
- */
-export const OPEN_TENANTS = `
-  WITH RECURSIVE t(tenant) AS (
-    SELECT (SELECT tenant FROM jobs WHERE state <> 'done' ORDER BY tenant LIMIT 1)
-    UNION ALL
-    SELECT (SELECT tenant FROM jobs WHERE state <> 'done' AND tenant > t.tenant ORDER BY tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL
-  )`;
+export { OPEN_TENANTS };
 
-/** A job a claim may take: queued and due, or running under a lease that ran out. */
-export const CLAIMABLE = `state <> 'done' AND ((state = 'queued' AND not_before_ms <= @now) OR (state = 'running' AND lease_until_ms <= @now))`;
+/** The claim's condition as SQLite's statements name the time (@now). */
+export const CLAIMABLE = claimable('@now');
 
 export class SqliteJobStore implements JobStore {
   private readonly insertBatch: Statement<[Params]>;
@@ -241,28 +234,22 @@ export class SqliteJobStore implements JobStore {
 
   async batchItems(id: string, query: { limit: number; cursor?: string | undefined }): Promise<{ items: BatchItem[]; nextCursor: string | null }> {
     const { limit, cursor } = query;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     const from = cursor === undefined ? 0 : firstIndexOf(decodeCursor(cursor));
-    // One row more than asked tells whether another page exists without a COUNT.
-    const rows = this.itemsPage.all(id, from, limit + 1);
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return { items: items.map(batchItem), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(itemCursor(last.idx)) : null };
+    return pageOf(this.itemsPage.all(id, from, limit + 1), limit, batchItem, (last) => itemCursor(last.idx));
   }
 
   async batchEvents(id: string, afterSeq: number, limit: number): Promise<Array<{ seq: number; item: BatchItem }>> {
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     return this.eventsPage.all(id, seqAfter(afterSeq), limit).map((row) => ({ seq: row.done_seq, item: batchItem(row) }));
   }
 
   async listBatches(query: { tenant?: string | undefined; limit: number; cursor?: string | undefined }): Promise<{ items: BatchInfo[]; nextCursor: string | null }> {
     const { tenant, limit, cursor } = query;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
     const rows = tenant === undefined ? this.batchesPage.all(before, limit + 1) : this.batchesPageOfTenant.all(tenant, before, limit + 1);
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return { items: items.map((r) => batchInfo(batchRecord(r))), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.seq) : null };
+    return pageOf(rows, limit, (r) => batchInfo(batchRecord(r)), (last) => last.seq);
   }
 
   async cancelBatch(id: string, owner: string, nowMs: number, leaseMs: number): Promise<StoredJob[]> {

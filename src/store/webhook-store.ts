@@ -2,10 +2,10 @@
 // in SQLite. A delivery that ends also ends its batch's webhook state, in the same transaction.
 import { randomBytes } from 'node:crypto';
 import type { Statement, Transaction } from 'better-sqlite3';
-import type { Clock, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../core/ports.ts';
+import type { Clock, StoredDelivery, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../core/ports.ts';
 import type { WebhookState } from '../core/schemas.ts';
 import type { SqliteDatabase } from './db.ts';
-import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, endedBefore, errorText, ms, type DeliveryRow, type EndedRetention } from './job-codec.ts';
+import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, dueDelivery, endedBefore, errorText, ms, type DeliveryRow, type EndedRetention } from './job-codec.ts';
 
 type Params = Record<string, string | number | null>;
 
@@ -58,7 +58,7 @@ export class SqliteWebhookOutbox implements WebhookOutbox {
     this.claimTx = db.transaction((owner: string, now: number, max: number, until: number) => {
       const rows = this.due.all({ now, max });
       for (const row of rows) this.lease.run({ seq: row.seq, owner, until });
-      return rows.map(delivery).map(({ state: _s, lastError: _e, lastStatus: _t, ...d }) => d);
+      return rows.map(dueDelivery);
     });
     this.finishTx = db.transaction((params: Params) => {
       const row = this.finish.get(params);
@@ -98,7 +98,7 @@ export class SqliteWebhookOutbox implements WebhookOutbox {
     });
   }
 
-  async get(id: string): Promise<(WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null }) | undefined> {
+  async get(id: string): Promise<StoredDelivery | undefined> {
     const row = this.byId.get(id);
     return row === undefined ? undefined : delivery(row);
   }

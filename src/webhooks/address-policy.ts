@@ -15,7 +15,7 @@ export interface ResolvedAddress {
 export type Resolver = (host: string) => Promise<ResolvedAddress[]>;
 
 /** The system resolver (getaddrinfo: /etc/hosts, then DNS), every address in the order given. */
-export const systemResolver: Resolver = async (host) => {
+const systemResolver: Resolver = async (host) => {
   const answers = await lookup(host, { all: true, verbatim: true });
   return answers.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
 };
@@ -221,7 +221,7 @@ export function allowEntryProblem(entry: string): string | null {
 }
 
 /** A webhooks.allow entry: a host name, an IPv4 or IPv6 address, or a CIDR range of either. */
-export function parseAllowEntry(entry: string): AllowEntry | { problem: string } {
+function parseAllowEntry(entry: string): AllowEntry | { problem: string } {
   const shown = JSON.stringify(entry);
   if (entry.trim() !== entry || entry === '') return { problem: `${shown} must not be empty or have spaces around it` };
   if (entry.includes('//') || /[?#@\s]/.test(entry)) {

@@ -8,9 +8,9 @@ import { webhookHeaders } from './signature.ts';
 import { httpTransport, WebhookTimeoutError, type WebhookTransport } from './transport.ts';
 
 /** The first retry waits this long; each one after waits twice the one before. */
-export const FIRST_RETRY_MS = 1000;
+const FIRST_RETRY_MS = 1000;
 /** No wait between tries is longer. */
-export const MAX_RETRY_MS = 3_600_000;
+const MAX_RETRY_MS = 3_600_000;
 
 /** How long to wait before try `attempt + 1`, after try `attempt` (from 1) failed: doubling, ±20% so retries spread. */
 export function retryDelayMs(attempt: number, random: () => number = Math.random): number {
@@ -33,7 +33,10 @@ export interface WebhookDelivererDeps {
   owner: string;
   /** Makes the HTTP call; httpTransport() unless a test hands in another. */
   transport?: WebhookTransport;
-  /** Told once a delivery is delivered or given up for good (e.g. JobStore.setBatchWebhook). */
+  /**
+   * Told once a delivery is delivered or given up for good. The batch's webhook state needs no hook:
+   * the outbox's delivered/failed set it in the same transaction.
+   */
   onSettled?: (delivery: WebhookDelivery, state: SettledState) => void | Promise<void>;
   /** How often the outbox is asked for due deliveries when nobody wakes the loop (default 1000 ms). */
   pollMs?: number;

@@ -23,10 +23,10 @@ export interface WebhookCall {
 export type WebhookTransport = (call: WebhookCall) => Promise<{ status: number }>;
 
 /** Most answer bytes read before the connection is dropped. */
-export const DEFAULT_MAX_ANSWER_BYTES = 64 * 1024;
+const DEFAULT_MAX_ANSWER_BYTES = 64 * 1024;
 
 /** A socket lookup that only ever answers from `addresses` (optionally only one family). */
-export function pinnedLookup(addresses: readonly ResolvedAddress[]): LookupFunction {
+function pinnedLookup(addresses: readonly ResolvedAddress[]): LookupFunction {
   return (_hostname, options, callback) => {
     const family = options.family === 4 || options.family === 'IPv4' ? 4 : options.family === 6 || options.family === 'IPv6' ? 6 : 0;
     const list = addresses.filter((a) => family === 0 || a.family === family);

@@ -6,7 +6,7 @@ import { LOCAL_TENANT } from '../../core/caller.ts';
 import { PyboxError } from '../../core/errors.ts';
 import type { Clock, ExecutionMeter, ExecutionStore } from '../../core/ports.ts';
 import type { ExecutionResult, ExecutionStatus, HistoryPage, Stats, TenantUsage } from '../../core/schemas.ts';
-import { DAY_MS, FIRST_DAY, LAST_DAY, decodeCursor, encodeCursor, foldUsage, invalid, nearestRank, normalizeIso, parseStored, zeroByStatus } from '../codec.ts';
+import { DAY_MS, FIRST_DAY, LAST_DAY, checkLimit, decodeCursor, foldUsage, nearestRank, pageOf, normalizeIso, parseStored, zeroByStatus } from '../codec.ts';
 import { inTransaction } from './tx.ts';
 
 /**
@@ -127,7 +127,7 @@ export class PostgresExecutionStore implements ExecutionStore {
   async list(query: { limit: number; status?: ExecutionStatus | undefined; cursor?: string | undefined; tenant?: string | undefined }): Promise<HistoryPage> {
     this.assertOpen();
     const { limit, status, cursor, tenant } = query;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
     if ((tenant !== undefined && hasNul(tenant)) || (status !== undefined && hasNul(status))) return { items: [], nextCursor: null };
     // One row more than asked tells whether another page exists without a COUNT.
@@ -137,12 +137,7 @@ export class PostgresExecutionStore implements ExecutionStore {
     if (status !== undefined) where.push(`status = $${params.push(status)}`);
     where.push('seq < $1');
     const { rows } = await this.pool.query<PageRow>(`SELECT seq, id, result FROM executions WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT $2`, params);
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return {
-      items: items.map(parseStored),
-      nextCursor: rows.length > limit && last !== undefined ? encodeCursor(Number(last.seq)) : null,
-    };
+    return pageOf(rows, limit, parseStored, (last) => Number(last.seq));
   }
 
   /** Read in one REPEATABLE READ snapshot, so the counts and the ranks the percentiles use agree. */

@@ -7,10 +7,11 @@
 import type { Pool } from 'pg';
 import type { BatchRecord, JobStore, StoredJob } from '../../core/ports.ts';
 import type { BatchInfo, BatchItem, ExecutionStatus, PendingState, WebhookState } from '../../core/schemas.ts';
-import { decodeCursor, encodeCursor, invalid } from '../codec.ts';
+import { checkLimit, decodeCursor, pageOf } from '../codec.ts';
 import {
   BATCH_COLUMNS,
   JOB_COLUMNS,
+  OPEN_TENANTS,
   batchInfo,
   batchItem,
   batchRecord,
@@ -18,6 +19,7 @@ import {
   checkJob,
   checkMax,
   checkStatus,
+  claimable,
   endedBefore,
   firstIndexOf,
   itemCursor,
@@ -33,11 +35,16 @@ import {
 import { hasNul } from './execution-store.ts';
 import { inTransaction } from './tx.ts';
 
+const CLAIMABLE = claimable('$1');
+
 const LOCKING = 'BEGIN ISOLATION LEVEL READ COMMITTED';
 
 /** Rows per INSERT of a batch's items, and request text per INSERT at most (whichever comes first). */
 const INSERT_ROWS = 500;
 const INSERT_BYTES = 4 * 1024 * 1024;
+
+/** The batch's columns as the completion's CTE `b` returns them. */
+const B_BATCH_COLUMNS = BATCH_COLUMNS.split(', ').map((col) => `b.${col}`).join(', ');
 
 const ITEM_COLUMNS = `j.idx, j.id, j.state, e.result FROM jobs j LEFT JOIN executions e ON e.id = j.id AND j.state = 'done'`;
 
@@ -82,19 +89,14 @@ export class PostgresJobStore implements JobStore {
         `SELECT tenant, count(*)::int AS n FROM jobs WHERE state = 'running' AND lease_until_ms > $1 GROUP BY tenant`,
         [now],
       );
-      // The tenants with jobs not done, each found by one index seek past the previous one; then each
-      // tenant's oldest claimable jobs, locked, and those another claim holds skipped.
+      // The open tenants, then each tenant's oldest claimable jobs, locked, and those another claim
+      // holds skipped.
       const { rows } = await c.query<JobRow>(
-        `WITH RECURSIVE t(tenant) AS (
-           SELECT (SELECT tenant FROM jobs WHERE state <> 'done' ORDER BY tenant LIMIT 1)
-           UNION ALL
-           SELECT (SELECT tenant FROM jobs WHERE state <> 'done' AND jobs.tenant > t.tenant ORDER BY tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL
-         )
+        `${OPEN_TENANTS}
          SELECT j.* FROM (SELECT tenant FROM t WHERE tenant IS NOT NULL AND tenant <> ALL ($3::text[])) AS o
          CROSS JOIN LATERAL (
            SELECT ${JOB_COLUMNS} FROM jobs
-           WHERE jobs.tenant = o.tenant AND state <> 'done'
-             AND ((state = 'queued' AND not_before_ms <= $1) OR (state = 'running' AND lease_until_ms <= $1))
+           WHERE jobs.tenant = o.tenant AND ${CLAIMABLE}
            ORDER BY created_at_ms, seq LIMIT $2
            FOR UPDATE SKIP LOCKED
          ) AS j`,
@@ -166,7 +168,7 @@ export class PostgresJobStore implements JobStore {
            RETURNING ${BATCH_COLUMNS}, next_seq - 1 AS done_seq
          )
          UPDATE jobs SET done_seq = b.done_seq FROM b WHERE jobs.id = $4
-         RETURNING ${BATCH_COLUMNS.split(', ').map((col) => `b.${col}`).join(', ')}`,
+         RETURNING ${B_BATCH_COLUMNS}`,
         [batchId, status, now, id],
       );
       const batch = rows[0];
@@ -205,22 +207,19 @@ export class PostgresJobStore implements JobStore {
 
   async batchItems(id: string, query: { limit: number; cursor?: string | undefined }): Promise<{ items: BatchItem[]; nextCursor: string | null }> {
     const { limit, cursor } = query;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     const from = cursor === undefined ? 0 : firstIndexOf(decodeCursor(cursor));
     if (hasNul(id)) return { items: [], nextCursor: null };
-    // One row more than asked tells whether another page exists without a COUNT.
     const { rows } = await this.pool.query<ItemRow>(`SELECT ${ITEM_COLUMNS} WHERE j.batch_id = $1 AND j.idx >= $2 ORDER BY j.idx LIMIT $3`, [
       id,
       from,
       limit + 1,
     ]);
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return { items: items.map(batchItem), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(itemCursor(last.idx)) : null };
+    return pageOf(rows, limit, batchItem, (last) => itemCursor(last.idx));
   }
 
   async batchEvents(id: string, afterSeq: number, limit: number): Promise<Array<{ seq: number; item: BatchItem }>> {
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     if (hasNul(id)) return [];
     const { rows } = await this.pool.query<ItemRow & { done_seq: number }>(
       `SELECT j.done_seq, ${ITEM_COLUMNS} WHERE j.batch_id = $1 AND j.done_seq > $2 ORDER BY j.done_seq LIMIT $3`,
@@ -231,16 +230,14 @@ export class PostgresJobStore implements JobStore {
 
   async listBatches(query: { tenant?: string | undefined; limit: number; cursor?: string | undefined }): Promise<{ items: BatchInfo[]; nextCursor: string | null }> {
     const { tenant, limit, cursor } = query;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+    checkLimit(limit);
     const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
     if (tenant !== undefined && hasNul(tenant)) return { items: [], nextCursor: null };
     const { rows } = await this.pool.query<BatchRow & { seq: string }>(
       `SELECT seq, ${BATCH_COLUMNS} FROM batches WHERE ${tenant === undefined ? '' : 'tenant = $3 AND '}seq < $1 ORDER BY seq DESC LIMIT $2`,
       tenant === undefined ? [before, limit + 1] : [before, limit + 1, tenant],
     );
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return { items: items.map((r) => batchInfo(batchRecord(r))), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(Number(last.seq)) : null };
+    return pageOf(rows, limit, (r) => batchInfo(batchRecord(r)), (last) => Number(last.seq));
   }
 
   async cancelBatch(id: string, owner: string, nowMs: number, leaseMs: number): Promise<StoredJob[]> {

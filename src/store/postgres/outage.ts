@@ -11,14 +11,14 @@ const AWAY_SQLSTATE = /^(08|57P0[1-3]|53300)/;
 const AWAY_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const AWAY_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down)/i;
 
-export function isOutage(e: unknown): boolean {
+function isOutage(e: unknown): boolean {
   if (!(e instanceof Error)) return false;
   const code = (e as { code?: unknown }).code;
   if (typeof code === 'string' && (AWAY_SQLSTATE.test(code) || AWAY_NODE_CODES.has(code))) return true;
   return AWAY_MESSAGES.test(e.message);
 }
 
-export function outageError(e: unknown): PyboxError {
+function outageError(e: unknown): PyboxError {
   return new PyboxError('store_unavailable', 'the store (PostgreSQL) does not answer; retry shortly', { retryAfterS: STORE_RETRY_S, cause: e });
 }
 

@@ -2,9 +2,9 @@
 // SQLite's (store/webhook-store.ts). Each call is one statement, so each is atomic by itself.
 import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
-import type { Clock, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../../core/ports.ts';
+import type { Clock, StoredDelivery, WebhookDelivery, WebhookOutbox, WebhookSecrets } from '../../core/ports.ts';
 import type { WebhookState } from '../../core/schemas.ts';
-import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, endedBefore, errorText, ms, type DeliveryRow, type EndedRetention } from '../job-codec.ts';
+import { DELIVERY_COLUMNS, SECRET_BYTES, checkMax, delivery, dueDelivery, endedBefore, errorText, ms, type DeliveryRow, type EndedRetention } from '../job-codec.ts';
 import { hasNul } from './execution-store.ts';
 
 export class PostgresWebhookOutbox implements WebhookOutbox {
@@ -45,7 +45,7 @@ export class PostgresWebhookOutbox implements WebhookOutbox {
       [owner, now + ms(leaseMs), now, max],
     );
     rows.sort((a, b) => Number(a.next_at_ms) - Number(b.next_at_ms) || Number(a.seq) - Number(b.seq));
-    return rows.map(delivery).map(({ state: _s, lastError: _e, lastStatus: _t, ...d }) => d);
+    return rows.map(dueDelivery);
   }
 
   async delivered(id: string, nowMs: number, httpStatus: number): Promise<void> {
@@ -57,7 +57,7 @@ export class PostgresWebhookOutbox implements WebhookOutbox {
     await this.finish(id, ms(nowMs), nextAtMs === null ? 'failed' : 'pending', nextAtMs, errorText(outcome.error), outcome.httpStatus);
   }
 
-  async get(id: string): Promise<(WebhookDelivery & { state: WebhookState; lastError: string | null; lastStatus: number | null }) | undefined> {
+  async get(id: string): Promise<StoredDelivery | undefined> {
     if (hasNul(id)) return undefined;
     const { rows } = await this.pool.query<DeliveryRow>(`SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1`, [id]);
     const row = rows[0];
