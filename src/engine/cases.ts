@@ -2,8 +2,8 @@
 // cases. Every frame is hostile: one for a case out of order, out of range, seen before, or with
 // output past the cap it was given is a protocol violation (the run fails as internal), never
 // trusted. Pure, so every rule is unit-tested without Docker.
-import type { CaseOutcome } from '../core/sandbox.ts';
-import { ReportedOutput } from './output.ts';
+import type { CaseOutcome, SandboxCase, SandboxOutcome } from '../core/sandbox.ts';
+import { CappedCapture, ReportedOutput } from './output.ts';
 import { ProtocolError, type CaseReport } from './protocol.ts';
 
 export { TESTS_MARGIN_MS, TESTS_MARGIN_PER_CASE_MS, TESTS_WALL_CAP_MS, wallLimitMs } from '../core/sandbox.ts';
@@ -82,4 +82,23 @@ export class CaseCollector {
 /** Every case not_run: the sandbox never ran any (a validation failure, or nothing started). */
 export function noCasesRun(count: number): CaseOutcome[] {
   return new CaseCollector(count, 0).outcomes();
+}
+
+/** A job's test cases, or undefined for a plain run (an empty list is a plain run too). */
+export function casesOf(tests: SandboxCase[] | undefined): SandboxCase[] | undefined {
+  return tests && tests.length > 0 ? tests : undefined;
+}
+
+/** The outcome of a job cancelled before its code started: nothing ran, every case not_run. */
+export function cancelledBeforeStart(capBytes: number, tests?: SandboxCase[]): SandboxOutcome {
+  const cases = casesOf(tests);
+  return {
+    kind: 'cancelled',
+    report: null,
+    stdout: new CappedCapture(capBytes),
+    stderr: new CappedCapture(capBytes),
+    durationMs: 0,
+    failure: 'cancelled before the code started; nothing ran',
+    ...(cases ? { cases: noCasesRun(cases.length) } : {}),
+  };
 }

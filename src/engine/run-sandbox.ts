@@ -1,10 +1,9 @@
 // Runs one job: take a sandbox for its configuration from the source (a warm pool, or prepared on
 // demand), run the job in it (its life is in sandbox.ts), and remove it, on every path.
 import { buildPayload } from './archive.ts';
-import { noCasesRun, wallLimitMs } from './cases.ts';
+import { cancelledBeforeStart, casesOf, wallLimitMs } from './cases.ts';
 import type { Clock, Sandboxes } from '../core/ports.ts';
 import { RECORD_WAIT_MS, configOf, type SandboxConfig, type SandboxJob, type SandboxOutcome } from '../core/sandbox.ts';
-import { CappedCapture } from './output.ts';
 import type { Sandbox, SandboxFactory } from './sandbox.ts';
 
 /** Where a job's sandbox comes from. */
@@ -49,8 +48,8 @@ export class SandboxRunner implements Sandboxes {
     // nothing ran (durationMs 0); reading a stopped container's final state may add under a second.
     // With test cases the budget is the sum of their limits plus a margin (cases.ts).
     const deadline = this.clock.now() + wallLimitMs(job);
-    const tests = job.tests && job.tests.length > 0 ? job.tests : undefined;
-    if (job.signal?.aborted) return cancelledBeforeStart(this.factory.settings.outputBytes, tests?.length);
+    const tests = casesOf(job.tests);
+    if (job.signal?.aborted) return cancelledBeforeStart(this.factory.settings.outputBytes, tests);
     const { settings } = this.factory;
     const payload = await buildPayload({
       code: job.code,
@@ -66,7 +65,7 @@ export class SandboxRunner implements Sandboxes {
       },
       ...(tests ? { cases: tests.map((c) => ({ args: c.args, stdin: c.stdin, files: c.files })) } : {}),
     });
-    if (job.signal?.aborted) return cancelledBeforeStart(settings.outputBytes, tests?.length);
+    if (job.signal?.aborted) return cancelledBeforeStart(settings.outputBytes, tests);
     const config = configOf(job);
     const sandbox = this.source.acquire(config, job.id);
     try {
@@ -96,18 +95,6 @@ export class SandboxRunner implements Sandboxes {
     await Promise.all(this.waiting);
     return this.factory.drain();
   }
-}
-
-function cancelledBeforeStart(capBytes: number, cases: number | undefined): SandboxOutcome {
-  return {
-    kind: 'cancelled',
-    report: null,
-    stdout: new CappedCapture(capBytes),
-    stderr: new CappedCapture(capBytes),
-    durationMs: 0,
-    failure: 'cancelled before the code started; nothing ran',
-    ...(cases !== undefined ? { cases: noCasesRun(cases) } : {}),
-  };
 }
 
 /** Resolves once `p` settles (either way) or after `ms`, whichever comes first. */

@@ -24,7 +24,7 @@ import { NO_OBSERVER, type Clock, type Logger, type Observer } from '../core/por
 import type { OutcomeKind, SandboxConfig, SandboxJob, SandboxOutcome } from '../core/sandbox.ts';
 import { containerSpec } from './container-spec.ts';
 import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
-import { CaseCollector, noCasesRun } from './cases.ts';
+import { CaseCollector, cancelledBeforeStart, casesOf } from './cases.ts';
 import { classifyExit, classifyReport } from './outcome.ts';
 import { CappedCapture } from './output.ts';
 import { DockerDemuxer, FRAME_CASE, FRAME_READY, FRAME_REPORT, FRAME_STDOUT, FrameParser, maxCaseFrameBytes, parseCaseReport, parseReport, type RunnerReport } from './protocol.ts';
@@ -227,19 +227,16 @@ export class Sandbox {
     if (this.state === 'failed') return Promise.reject(this.prepareError ?? new Error(this.failure ?? 'the sandbox failed'));
     if (this.state !== 'preparing' && this.state !== 'ready') return Promise.reject(new Error(`sandbox ${this.id} cannot take a job while ${this.state}`));
     return new Promise<SandboxOutcome>((resolve, reject) => {
-      const stdout = new CappedCapture(this.deps.settings.outputBytes);
-      const stderr = new CappedCapture(this.deps.settings.outputBytes);
       if (run.job.signal?.aborted) {
-        const cancelled: SandboxOutcome = { kind: 'cancelled', report: null, stdout, stderr, durationMs: 0, failure: 'cancelled before the code started; nothing ran' };
-        if (run.job.tests && run.job.tests.length > 0) cancelled.cases = noCasesRun(run.job.tests.length);
-        resolve(cancelled);
+        resolve(cancelledBeforeStart(this.deps.settings.outputBytes, run.job.tests));
         return;
       }
+      const tests = casesOf(run.job.tests);
       const a: Attached = {
         run,
-        stdout,
-        stderr,
-        cases: run.job.tests && run.job.tests.length > 0 ? new CaseCollector(run.job.tests.length, this.deps.settings.outputBytes) : null,
+        stdout: new CappedCapture(this.deps.settings.outputBytes),
+        stderr: new CappedCapture(this.deps.settings.outputBytes),
+        cases: tests ? new CaseCollector(tests.length, this.deps.settings.outputBytes) : null,
         startedAt: this.deps.clock.now(),
         timer: undefined,
         onAbort: () => this.abort(),

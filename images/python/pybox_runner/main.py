@@ -206,15 +206,8 @@ def load_cases(count, store_fd):
         finally:
             os._exit(code)
     os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
+    data = child_mod.wait_for_job(r)
     _, status = os.waitpid(pid, 0)
-    data = b"".join(chunks)
     if status != 0 or data.startswith(b"!"):
         raise ValueError(data[1:].decode("utf-8", "replace") or "reading the test cases failed")
     return json.loads(data)
@@ -322,7 +315,7 @@ def main():
         report({"v": 1, "phase": "validation", "error": blocked}, 1)
 
     if index is not None:
-        run_tests(request, index, store_fd, marshal.dumps(code), child, isolated, cpu_before, flagged)
+        run_tests(request, index, store_fd, source, marshal.dumps(code), child, isolated, flagged)
 
     # The job goes to the waiting child; closing the pipe tells it the job is complete. (On every
     # early exit above, our descriptors close with us and the child exits on EOF.)
@@ -347,7 +340,17 @@ def case_timeout_s(case):
     return value / 1000.0
 
 
-def run_tests(request, index, store_fd, code_bytes, child, isolated, cpu_before, flagged):
+def case_child(isolated, store_fd):
+    """A fresh process for a test case, waiting for its job (under gVisor in a PID namespace of its own)."""
+    if isolated and not isolate(again=True):
+        setup_failure("cannot make a PID namespace for a test case")
+    child = Child([], isolated, store_fd, seed_late=True)
+    if not child.wait_ready():
+        setup_failure("the process for a test case could not be started")
+    return child
+
+
+def run_tests(request, index, store_fd, main_source, code_bytes, child, isolated, flagged):
     """Runs the compiled code once per test case, each as a fresh process in a fresh work
     directory (cases.py says how), and reports each as a KIND_CASE frame; then the final report.
     Under gVisor the process for the next case is forked while a case runs (a fork costs tens of
@@ -357,8 +360,7 @@ def run_tests(request, index, store_fd, code_bytes, child, isolated, cpu_before,
     out_cap = int(caps.get("outputBytes", 1 << 20))
     flood = int(caps.get("floodBytes", 1 << 20))
     # Only what a case's program needs: the other cases' arguments stay here.
-    base_job = {"env": request.get("env") or {}, "context": request.get("context") or {}, "store": store_fd}
-    main_source = store_read(store_fd, index["main"])
+    base_job = {"env": request.get("env") or {}, "context": request.get("context") or {}}
     shared = [(path, store_read(store_fd, [offset, size])) for path, offset, size in index["files"]]
     places = writable_places()
     spare, total_cpu = None, 0.0
@@ -369,12 +371,7 @@ def run_tests(request, index, store_fd, code_bytes, child, isolated, cpu_before,
                 # Under gVisor every case's process is one made for a case (child.private_proc), the
                 # first too: the one forked ahead of the payload goes.
                 child.discard()
-                if not isolate(again=True):
-                    setup_failure("cannot make a PID namespace for a test case")
-                child = Child([], isolated, store_fd, seed_late=True)
-                if not child.wait_ready():
-                    setup_failure("the process for a test case could not be started")
-                cpu_before = process_cpu_ms(child.pid)
+                child = case_child(isolated, store_fd)
             if number > 0:
                 # Nothing of the last case may see this one: its processes go, then its files.
                 sweep({spare.pid} if spare is not None else set())
@@ -383,12 +380,8 @@ def run_tests(request, index, store_fd, code_bytes, child, isolated, cpu_before,
                 if child is not None and not child.wait_ready():
                     child = None
                 if child is None:
-                    if isolated and not isolate(again=True):
-                        setup_failure("cannot make a PID namespace for a test case")
-                    child = Child([], isolated, store_fd, seed_late=True)
-                    if not child.wait_ready():
-                        setup_failure("the process for a test case could not be started")
-                cpu_before = process_cpu_ms(child.pid)
+                    child = case_child(isolated, store_fd)
+            cpu_before = process_cpu_ms(child.pid)
             fill_work(WORK, main_source, shared)
         except (CaseError, OSError) as e:
             setup_failure("preparing test case %d failed: %s" % (number, safe_str(e)))

@@ -21,11 +21,11 @@ RESULT_LIMIT = 1 << 20
 
 
 class Relay:
-    def __init__(self, pid, out_r, err_r, res_r, flood_bytes, emit, deadline=None, kill=None):
+    def __init__(self, pid, out_r, err_r, res_r, flood_bytes, emit, deadline=None):
         self.pid = pid
-        # (group or None) -> None: ends the code's processes (kill_all; a test case under gVisor
-        # kills its PID namespace only, sparing the process that waits for the next case).
-        self.kill = kill or kill_all
+        # (group or None) -> None: ends the code's processes. run_tests replaces it for a test case
+        # under gVisor, which kills its PID namespace only, sparing the process for the next case.
+        self.kill = kill_all
         self.deadline = deadline  # time.monotonic() by which the code's process must be over, or None
         self.timed_out = False
         self.fds = {out_r: KIND_STDOUT, err_r: KIND_STDERR, res_r: 0}
