@@ -112,6 +112,10 @@ export const ConfigSchema = z.strictObject({
       outputFilesMaxBytes: z.int().min(0).max(256 * 1024 * 1024).default(5 * 1024 * 1024),
       /** Bytes of each stream kept per test case in the result (the comparison sees up to outputBytes). */
       testOutputBytes: z.int().min(0).max(64 * 1024 * 1024).default(4096),
+      /** Rich outputs (figures, a session call's displayed value) kept per run; more are counted in outputsDropped. */
+      outputsMax: z.int().min(0).max(100).default(10),
+      /** Bytes of one rich output (a PNG, or a displayed text) at most. */
+      outputsMaxBytes: z.int().min(1024).max(64 * 1024 * 1024).default(2 * 1024 * 1024),
     })
     .prefault({})
     .refine((l) => l.defaults.timeoutMs <= l.max.timeoutMs && l.defaults.memoryMb <= l.max.memoryMb && l.defaults.cpus <= l.max.cpus, {
@@ -197,6 +201,24 @@ export const ConfigSchema = z.strictObject({
     .prefault({})
     .refine((c) => (c.postgresUrl === null) === (c.redisUrl === null), { message: 'cluster.postgresUrl and cluster.redisUrl go together: set both or neither' })
     .refine((c) => c.role === 'all' || c.postgresUrl !== null, { message: 'cluster.role api or worker needs cluster.postgresUrl and cluster.redisUrl' }),
+  /** Sessions: a live interpreter per session, in a sandbox of its own (POST /v1/sessions). */
+  sessions: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** A session with no call for this long ends (a request may ask for less). */
+      idleTimeoutMs: z.int().min(1000).max(86_400_000).default(10 * 60_000),
+      /** A session ends this long after it was created, however busy. */
+      maxLifetimeMs: z.int().min(1000).max(7 * 86_400_000).default(60 * 60_000),
+      /** Most live sessions one tenant may hold (across the cluster). */
+      maxPerTenant: z.int().min(0).max(100_000).default(8),
+      /** Most live sessions one node (embedded, or a worker) holds. */
+      maxPerHost: z.int().min(0).max(100_000).default(32),
+      /** Most bytes one file download from a session may carry. */
+      maxDownloadBytes: z.int().min(1024).max(256 * 1024 * 1024).default(10 * 1024 * 1024),
+      /** How long an interrupted call may take to stop before its interpreter is restarted. */
+      interruptGraceMs: z.int().min(100).max(60_000).default(2000),
+    })
+    .prefault({}),
   /** Async executions and batches: kept in the store, run in the background beside interactive runs. */
   jobs: z
     .strictObject({

@@ -16,6 +16,9 @@ export const ERROR_CODES = [
   'store_unavailable', // the history store cannot be written
   'queue_unavailable', // cluster: Redis (the queue and the limits) does not answer
   'no_workers', // cluster: no worker is alive to run executions
+  'session_busy', // a session call (or file operation) while another call of the same session runs
+  'session_limit', // the tenant or the host has as many sessions as allowed
+  'session_ended', // the session has ended (idle, lifetime, deleted, its sandbox lost); create a new one
   'shutting_down',
   'internal', // anything else
 ] as const;

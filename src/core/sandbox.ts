@@ -35,7 +35,16 @@ export interface SandboxJob {
    * cancel, flood) is removed at once regardless.
    */
   recorded?: Promise<unknown>;
+  /**
+   * Told of the code's output as the sandbox relays it (streaming): the bytes of each stream up to
+   * limits.outputBytes, in order, never after the outcome. Bytes, not text: a chunk may end inside
+   * a UTF-8 character (decode with a StringDecoder per stream).
+   */
+  onOutput?: OutputListener;
 }
+
+/** Output as it is produced: the stream and its next bytes. Must not throw. */
+export type OutputListener = (stream: 'stdout' | 'stderr', data: Buffer) => void;
 
 /** One test case as the sandbox runs it (its expectation stays with core: see TestSpec). */
 export interface SandboxCase {
@@ -137,7 +146,18 @@ export type SandboxReport =
       flooded: boolean;
       cpuMs?: number | null | undefined;
       flaggedImports?: Array<{ module: string; line: number | null }> | undefined;
+      /** Figures (and in a session the last expression's value), as the runner captured them. */
+      outputs?: ReportedRichOutput[] | undefined;
+      /** Rich outputs the runner did not send (over its caps). */
+      outputsDropped?: number | undefined;
     };
+
+/** A rich output as the runner reported it: hostile, checked again by core (type, base64, caps). */
+export interface ReportedRichOutput {
+  type: string;
+  data: string;
+  kind: 'figure' | 'result';
+}
 
 export interface SandboxOutcome {
   kind: OutcomeKind;

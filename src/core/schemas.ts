@@ -201,6 +201,36 @@ export const TestSummary = z.object({
 });
 export type TestSummary = z.infer<typeof TestSummary>;
 
+/**
+ * A rich output of a run: a figure (matplotlib, `plt.show()` or still open at the end) as a PNG,
+ * or, in a session, the value of a call's last expression as a notebook shows it (text/plain, and
+ * text/html or text/markdown for objects that provide them, such as pandas DataFrames).
+ * `data` is base64 for images, text otherwise.
+ */
+export const OUTPUT_TYPES = ['image/png', 'text/plain', 'text/html', 'text/markdown'] as const;
+export const ResultOutput = z.object({
+  type: z.enum(OUTPUT_TYPES),
+  data: z.string(),
+  /** figure: drawn with matplotlib; result: the value of the last expression (sessions). */
+  kind: z.enum(['figure', 'result']),
+});
+export type ResultOutput = z.infer<typeof ResultOutput>;
+
+/** Where a session call ran, and what it did to the session's state. */
+export const SessionCallInfo = z.object({
+  sessionId: z.string(),
+  /** 1 for the session's first call. */
+  call: z.int(),
+  /**
+   * The interpreter was restarted during this call (it did not stop when interrupted, or it was
+   * killed): variables and imports from earlier calls are gone; files in the work directory stay.
+   */
+  stateLost: z.boolean(),
+  /** The session's sandbox is gone (it ran out of memory as a whole, or failed): the session has ended. */
+  ended: z.boolean(),
+});
+export type SessionCallInfo = z.infer<typeof SessionCallInfo>;
+
 export const ExecutionResult = z.object({
   id: z.string(),
   status: ExecutionStatus,
@@ -223,6 +253,12 @@ export const ExecutionResult = z.object({
    */
   tests: z.array(TestResult).optional(),
   summary: TestSummary.optional(),
+  /** Figures, and in a session the last expression's value; capped (limits.outputsMax, outputsMaxBytes). */
+  outputs: z.array(ResultOutput).optional(),
+  /** Rich outputs that were not returned (over the count or size cap, or not valid). */
+  outputsDropped: z.int().optional(),
+  /** Present for a call in a session. */
+  session: SessionCallInfo.optional(),
   feedback: z.string(),
   runtime: RuntimeName,
   limits: AppliedLimits,
@@ -231,7 +267,7 @@ export const ExecutionResult = z.object({
 });
 export type ExecutionResult = z.infer<typeof ExecutionResult>;
 
-export const ExecutionSummary = ExecutionResult.omit({ files: true });
+export const ExecutionSummary = ExecutionResult.omit({ files: true, outputs: true });
 
 /**
  * Where pybox POSTs when an async execution or a batch finishes. Only addresses the operator allows
@@ -491,3 +527,82 @@ export const ClusterInfo = z.object({
   waiting: z.int(),
 });
 export type ClusterInfo = z.infer<typeof ClusterInfo>;
+
+// ---- sessions ------------------------------------------------------------------------------------
+
+/**
+ * POST /v1/sessions: a live Python interpreter in a sandbox of its own, hardened as an execution's,
+ * whose variables, imports and files persist from one call to the next. Limits are clamped to the
+ * caller's maxima as an execution's are; `timeoutMs` is each call's default time limit.
+ */
+export const SessionRequest = z.strictObject({
+  timeoutMs: ExecutionRequest.shape.timeoutMs,
+  memoryMb: ExecutionRequest.shape.memoryMb,
+  cpus: ExecutionRequest.shape.cpus,
+  env: ExecutionRequest.shape.env,
+  /** Files put in the work directory before the first call. */
+  files: ExecutionRequest.shape.files,
+  /** Ends the session after this long without a call (within the server's sessions.idleTimeoutMs maximum). */
+  idleTimeoutMs: z.int().min(1000).max(86_400_000).optional(),
+});
+export type SessionRequest = z.infer<typeof SessionRequest>;
+
+export const SESSION_STATES = ['active', 'ended'] as const;
+export const SessionState = z.enum(SESSION_STATES);
+export type SessionState = z.infer<typeof SessionState>;
+
+/** Why a session ended: deleted by its caller, idle too long, past its lifetime, its sandbox lost, the server stopping. */
+export const SESSION_END_REASONS = ['deleted', 'idle', 'lifetime', 'failed', 'shutdown'] as const;
+export const SessionEndReason = z.enum(SESSION_END_REASONS);
+export type SessionEndReason = z.infer<typeof SessionEndReason>;
+
+export const SessionInfo = z.object({
+  id: z.string(),
+  state: SessionState,
+  runtime: RuntimeName,
+  /** Each call's limits (timeoutMs is the default a call may lower or raise within the maximum). */
+  limits: AppliedLimits,
+  idleTimeoutMs: z.int(),
+  createdAt: z.string(),
+  lastUsedAt: z.string(),
+  /** When it ends if left idle from now on, and when it ends at the latest. */
+  idleExpiresAt: z.string(),
+  expiresAt: z.string(),
+  /** Calls made so far. */
+  calls: z.int(),
+  endedReason: SessionEndReason.nullable(),
+});
+export type SessionInfo = z.infer<typeof SessionInfo>;
+
+export const SessionList = z.object({ items: z.array(SessionInfo) });
+export type SessionList = z.infer<typeof SessionList>;
+
+/** POST /v1/sessions/{id}/executions: code run in the session's live interpreter. */
+export const SessionCallRequest = z.strictObject({
+  code: ExecutionRequest.shape.code,
+  stdin: ExecutionRequest.shape.stdin,
+  /** Written to the work directory before the code runs (replacing files of the same path). */
+  files: ExecutionRequest.shape.files,
+  timeoutMs: ExecutionRequest.shape.timeoutMs,
+});
+export type SessionCallRequest = z.infer<typeof SessionCallRequest>;
+
+/** PUT /v1/sessions/{id}/files: files written to the session's work directory. */
+export const SessionFilesUpload = z.strictObject({ files: z.array(InputFile).min(1).max(64) });
+export type SessionFilesUpload = z.infer<typeof SessionFilesUpload>;
+
+export const SessionFileEntry = z.object({ path: z.string(), size: z.int() });
+export const SessionFileList = z.object({ files: z.array(SessionFileEntry), truncated: z.boolean() });
+export type SessionFileList = z.infer<typeof SessionFileList>;
+
+// ---- streaming ---------------------------------------------------------------------------------
+
+/**
+ * With `Accept: text/event-stream`, POST /v1/executions and POST /v1/sessions/{id}/executions
+ * answer with server-sent events: `stdout` and `stderr` events (data: {"text": "..."}) as output
+ * is produced, up to limits.outputBytes per stream, then one `result` event (data: the
+ * ExecutionResult) last; or one `error` event (data: the ErrorBody) when the run could not be done.
+ */
+export const STREAM_EVENTS = ['stdout', 'stderr', 'result', 'error'] as const;
+export const OutputChunk = z.object({ text: z.string() });
+export type OutputChunk = z.infer<typeof OutputChunk>;

@@ -23,6 +23,9 @@ export const STATUS_BY_CODE: Record<ErrorCode, ContentfulStatusCode> = {
   store_unavailable: 503,
   queue_unavailable: 503,
   no_workers: 503,
+  session_busy: 409,
+  session_limit: 429,
+  session_ended: 410,
   shutting_down: 503,
   internal: 500,
 };

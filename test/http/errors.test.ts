@@ -20,6 +20,9 @@ const EXPECTED: Record<ErrorCode, number> = {
   shutting_down: 503,
   queue_unavailable: 503,
   no_workers: 503,
+  session_busy: 409,
+  session_limit: 429,
+  session_ended: 410,
   internal: 500,
 };
 
