@@ -15,6 +15,7 @@ export const SCENARIOS = [
   'cluster',
   'burst',
   'cases',
+  'sessions',
 ] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
@@ -43,6 +44,8 @@ export interface Counts {
   cases: number;
   /** How often the one execution with `cases` cases is timed (the separate executions: once less, at least once). */
   casesRepeats: number;
+  /** Idle sessions opened at once to measure what one costs in memory. */
+  sessions: number;
 }
 
 export interface BenchOptions {
@@ -73,6 +76,7 @@ export const QUICK: Counts = {
   clusterSeconds: 8,
   cases: 100,
   casesRepeats: 2,
+  sessions: 4,
 };
 
 export const FULL: Counts = {
@@ -89,6 +93,7 @@ export const FULL: Counts = {
   clusterSeconds: 30,
   cases: 100,
   casesRepeats: 5,
+  sessions: 12,
 };
 
 /** The burst is slow and runc-only; a quick run leaves it out unless asked for by name. */
@@ -108,6 +113,7 @@ const COUNT_FLAGS: Record<string, keyof Counts> = {
   '--cluster-seconds': 'clusterSeconds',
   '--cases': 'cases',
   '--cases-repeats': 'casesRepeats',
+  '--sessions': 'sessions',
 };
 
 export const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--skip a,b] [--runtime runc,runsc] [counts]

@@ -38,6 +38,12 @@ const WARMUP_RUNS = 5;
 const root = join(import.meta.dirname, '..');
 const image = imageTags(join(root, 'images')).sandbox;
 const docker = new Docker();
+
+/** MemAvailable of /proc/meminfo, in MiB. */
+function memAvailableMiB(): number {
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) / 1024 : 0;
+}
 const PRINT = 'print(1)';
 /** A small DataFrame job, as a model writes them: build, group, summarise. */
 const SCIENCE = [
@@ -129,6 +135,8 @@ class Bench {
   readonly breakdowns: Record<string, unknown> = {};
   /** pybox instances this run started: whatever they leave is removed at the end. */
   readonly instances: string[] = [];
+  /** What an idle session holds, by runtime (the sessions scenario). */
+  readonly sessionMemory: Record<string, { sessions: number; hostMiBPerSession: number; cgroupMiBPerSession: number | null; perGiB: number | null }> = {};
   readonly storeDir = mkdtempSync(join(tmpdir(), 'pybox-bench-store-'));
   burst: Record<string, number | string> | null = null;
   cluster: Record<string, unknown> | null = null;
@@ -224,6 +232,67 @@ class Bench {
     }
     if (this.has('breakdown')) await this.breakdown(runtime);
     if (this.has('cases')) await this.cases(runtime);
+    if (this.has('sessions')) await this.sessions(runtime);
+  }
+
+  /**
+   * A live session: print(1) calls at the paced scenario's pace and back-to-back (read against the
+   * subprocess baseline), then how much memory an idle session holds: by its container's cgroup,
+   * and by what the host has available before and after opening `sessions` of them.
+   */
+  async sessions(runtime: RuntimeName): Promise<void> {
+    const c = this.counts;
+    const s = await this.serve(runtime, { sessions: { maxPerTenant: c.sessions + 1, maxPerHost: c.sessions + 1 } });
+    try {
+      const open = async (): Promise<string> => {
+        const res = await fetch(`${s.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+        const body = (await res.json()) as { id?: string };
+        if (res.status !== 201 || !body.id) throw new Error(`session not created (${res.status}): ${JSON.stringify(body).slice(0, 300)}`);
+        return body.id;
+      };
+      const call = async (id: string, code: string): Promise<void> => {
+        const res = await fetch(`${s.url}/v1/sessions/${id}/executions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code }) });
+        const body = (await res.json()) as { status?: string };
+        if (res.status !== 200 || body.status !== 'completed') throw new Error(`session call failed (${res.status}): ${JSON.stringify(body).slice(0, 300)}`);
+      };
+      const close = (id: string) => fetch(`${s.url}/v1/sessions/${id}`, { method: 'DELETE' }).then((r) => r.body?.cancel());
+      log(`sessions: print(1) in a live session, every ${this.opts.pacedIntervalMs} ms and back-to-back (${runtime})`);
+      const id = await open();
+      await sequential(3, () => call(id, PRINT)); // the session's first calls (imports, caches) are not its steady state
+      this.row(`pybox session, print(1) every ${this.opts.pacedIntervalMs} ms (${runtime})`, 'sessions', runtime, await paced(c.paced, this.opts.pacedIntervalMs, () => call(id, PRINT)));
+      this.row(`pybox session, print(1) back-to-back (${runtime})`, 'sessions', runtime, await sequential(c.samples, () => call(id, PRINT)));
+      await close(id);
+
+      log(`sessions: memory of ${c.sessions} idle sessions (${runtime})`);
+      await new Promise((r) => setTimeout(r, 2000)); // the closed session's removal
+      const before = memAvailableMiB();
+      const ids: string[] = [];
+      for (let i = 0; i < c.sessions; i++) ids.push(await open());
+      for (const one of ids) await call(one, 'x = 1');
+      await new Promise((r) => setTimeout(r, 2000)); // settled: nothing of the starts is still allocating
+      const after = memAvailableMiB();
+      const cgroup: number[] = [];
+      for (const one of ids) {
+        const found = await docker.listContainers({ filters: { label: [`pybox.execution=${one}`] } });
+        const info = found[0];
+        if (!info) continue;
+        const stats = (await docker.getContainer(info.Id).stats({ stream: false })) as { memory_stats?: { usage?: number; stats?: Record<string, number> } };
+        const m = stats.memory_stats;
+        if (m?.usage !== undefined) cgroup.push((m.usage - (m.stats?.total_inactive_file ?? m.stats?.inactive_file ?? 0)) / 2 ** 20);
+      }
+      for (const one of ids) await close(one);
+      const hostPer = (before - after) / c.sessions;
+      const cgroupPer = cgroup.length ? [...cgroup].sort((a, b) => a - b)[Math.floor(cgroup.length / 2)]! : null;
+      this.sessionMemory[runtime] = {
+        sessions: c.sessions,
+        hostMiBPerSession: round1(hostPer),
+        cgroupMiBPerSession: cgroupPer === null ? null : round1(cgroupPer),
+        perGiB: hostPer > 0 ? Math.floor(1024 / hostPer) : null,
+      };
+      log(`  ${JSON.stringify(this.sessionMemory[runtime])}`);
+    } finally {
+      await s.close();
+    }
   }
 
   /**
@@ -783,6 +852,7 @@ async function main(): Promise<void> {
       breakdown: bench.breakdowns,
       burst: bench.burst,
       cluster: bench.cluster,
+      sessionMemory: bench.sessionMemory,
     };
     const resultsDir = join(root, 'bench', 'results');
     mkdirSync(resultsDir, { recursive: true });
@@ -795,6 +865,9 @@ async function main(): Promise<void> {
     for (const [runtime, b] of Object.entries(bench.breakdowns)) printBreakdown(runtime, b as Parameters<typeof printBreakdown>[1]);
     if (bench.burst) console.log(`\nburst: ${JSON.stringify(bench.burst)}`);
     if (bench.cluster) console.log(`\ncluster: ${JSON.stringify(bench.cluster)}`);
+    for (const [runtime, m] of Object.entries(bench.sessionMemory)) {
+      console.log(`\nidle sessions (${runtime}): ${m.hostMiBPerSession} MiB each by the host's available memory, ${m.cgroupMiBPerSession ?? '?'} MiB by the container's cgroup; about ${m.perGiB ?? '?'} per GiB`);
+    }
     console.log(`\nwrote bench/results/latest.json and bench/results/latest.svg`);
   } finally {
     const removed = await bench.cleanUp();
