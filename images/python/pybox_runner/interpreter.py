@@ -34,6 +34,7 @@ from .text import MESSAGE_LIMIT, TRACEBACK_LIMIT, clip, exception_type_name, exi
 
 WORK = child_mod.WORK
 CALL_PREFIX = "<call "
+RUNNER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Source kept for tracebacks of functions defined in earlier calls: the most recent calls only.
 LINECACHE_CALLS = 200
 
@@ -43,7 +44,8 @@ _user = [False]
 
 def on_sigint(signum, frame):
     if _user[0]:
-        raise KeyboardInterrupt
+        # Raised from C: the traceback ends in the code's own frame, not here.
+        signal.default_int_handler(signum, frame)
     # Not the code's time: the runner's interrupt came after the call was over.
 
 
@@ -202,10 +204,22 @@ def last_user_line(tb):
     return line
 
 
+def without_runner_frames(te):
+    """The interpreter's own frames (the SIGINT handler, the display) leave every traceback of the chain."""
+    seen = set()
+    while te is not None and id(te) not in seen:
+        seen.add(id(te))
+        te.stack = traceback.StackSummary.from_list([f for f in te.stack if not f.filename.startswith(RUNNER_DIR)])
+        without_runner_frames(te.__cause__)
+        te = te.__context__
+
+
 def describe(e):
     """The code's exception: printed on stderr as Python would, and as the report's error."""
     tb = user_tb(e.__traceback__)
-    text = clip("".join(traceback.format_exception(type(e), e, tb)), TRACEBACK_LIMIT)
+    te = traceback.TracebackException(type(e), e, tb, compact=True)
+    without_runner_frames(te)
+    text = clip("".join(te.format()), TRACEBACK_LIMIT)
     try:
         sys.stderr.write(text)
     except BaseException:

@@ -42,6 +42,21 @@ def split_path(path):
     return path.split("/")
 
 
+def open_dir_at(dfd, name):
+    """A descriptor of the directory name in dfd, only if name is a directory itself. gVisor
+    (20221219) follows a link on open(O_DIRECTORY | O_NOFOLLOW): what was opened must be what
+    lstat saw, a directory of this file system."""
+    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.ELOOP if stat.S_ISLNK(st.st_mode) else errno.ENOTDIR, "not a directory", name)
+    fd = os.open(name, DIR_FLAGS, dir_fd=dfd)
+    opened = os.fstat(fd)
+    if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise OSError(errno.ELOOP, "changed while it was opened", name)
+    return fd
+
+
 def open_dirs(root, parts, create=False):
     """A descriptor of root/parts[0]/.../parts[-1], each component a real directory. With create,
     missing ones are made and a file or link in the way is replaced by a directory."""
@@ -49,14 +64,14 @@ def open_dirs(root, parts, create=False):
     try:
         for part in parts:
             try:
-                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
+                nfd = open_dir_at(fd, part)
             except OSError as e:
                 if not create or e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                     raise
                 if e.errno != errno.ENOENT:
                     os.unlink(part, dir_fd=fd)
                 os.mkdir(part, 0o755, dir_fd=fd)
-                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
+                nfd = open_dir_at(fd, part)
             os.close(fd)
             fd = nfd
         return fd
@@ -116,6 +131,9 @@ def read_file(root, path, max_bytes):
         raise FileError("not_found", "no such file")
     try:
         try:
+            seen = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+            if not stat.S_ISREG(seen.st_mode):
+                raise FileError("not_found", "not a regular file")
             fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dfd)
         except OSError:
             raise FileError("not_found", "no such file")
@@ -123,7 +141,7 @@ def read_file(root, path, max_bytes):
         os.close(dfd)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (seen.st_dev, seen.st_ino):
             raise FileError("not_found", "not a regular file")
         if st.st_size > max_bytes:
             raise FileError("too_large", "the file has %d bytes, over the limit of %d" % (st.st_size, max_bytes))
