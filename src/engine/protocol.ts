@@ -90,6 +90,7 @@ export interface FrameLimits {
 export class FrameParser {
   private chunks: Buffer[] = [];
   private size = 0;
+  private next: { kind: number; size: number } | null = null;
 
   constructor(
     private readonly limits: FrameLimits,
@@ -122,12 +123,18 @@ export class FrameParser {
     this.chunks.push(chunk);
     this.size += chunk.length;
     while (this.size >= 5) {
-      const head = this.header();
-      const kind = head[0] ?? 0;
-      const size = head.readUInt32BE(1);
-      const max = this.maxFor(kind);
-      if (size > max) throw new ProtocolError(`frame of ${size} bytes is over the limit of ${max}`);
+      // A header is checked once, when it arrives; its frame then waits for its bytes.
+      if (!this.next) {
+        const head = this.header();
+        const kind = head[0] ?? 0;
+        const size = head.readUInt32BE(1);
+        const max = this.maxFor(kind);
+        if (size > max) throw new ProtocolError(`frame of ${size} bytes is over the limit of ${max}`);
+        this.next = { kind, size };
+      }
+      const { kind, size } = this.next;
       if (this.size < 5 + size) break;
+      this.next = null;
       const frame = this.take(5 + size);
       this.onFrame(kind, frame.subarray(5));
     }
