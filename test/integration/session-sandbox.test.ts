@@ -185,6 +185,35 @@ describe.each(runtimes)('session sandboxes under %s', (runtime) => {
     expect(o.stdout.text()).toBe('fresh\n');
   });
 
+  it('interrupts a call that floods its output, relays no more than the flood limit, and keeps the state', async () => {
+    await call('flood_survivor = 3');
+    let relayed = 0;
+    const o = await call('import sys\nwhile True:\n    sys.stdout.write("x" * 65536)', { onOutput: (s, d) => (relayed += s === 'stdout' ? d.length : 0) });
+    expect(o).toMatchObject({ kind: 'output_limit', stateLost: false, sandboxLost: false });
+    expect(o.stdout.totalBytes).toBeLessThanOrEqual(config.limits.floodBytes);
+    expect(o.stdout.text().length).toBe(config.limits.outputBytes);
+    expect(relayed).toBe(config.limits.outputBytes);
+    expect((await call('print(flood_survivor)')).stdout.text()).toBe('3\n');
+  });
+
+  it('tells the memory limit: the interpreter restarts (runc) or the sandbox goes (gVisor kills it whole)', async () => {
+    const small = await sessions.open({ id: randomUUID(), image, runtime, limits: { memoryMb: 160, cpus: 1 }, env: {}, files: [] });
+    try {
+      await small.call({ id: 'm1', code: 'kept = 1', stdin: '', files: [], timeoutMs: 5000 });
+      const o = await small.call({ id: 'm2', code: 'b = b"x" * (400 << 20)', stdin: '', files: [], timeoutMs: 30_000 });
+      expect(o).toMatchObject({ kind: 'oom', stateLost: true });
+      if (runtime === 'runc') expect(o.sandboxLost).toBe(false);
+      if (!o.sandboxLost) {
+        const after = await small.call({ id: 'm3', code: 'print("kept" in globals())', stdin: '', files: [], timeoutMs: 5000 });
+        expect(after.stdout.text()).toBe('False\n');
+      } else {
+        expect(await small.ended).toMatch(/memory/);
+      }
+    } finally {
+      await small.close();
+    }
+  });
+
   it('removes the container on close, and a closed session refuses calls', async () => {
     const other = await sessions.open({ id: randomUUID(), image, runtime, limits: { memoryMb: 256, cpus: 1 }, env: {}, files: [] });
     expect((await other.call({ id: 'only', code: 'print(2)', stdin: '', files: [], timeoutMs: 5000 })).stdout.text()).toBe('2\n');
