@@ -177,6 +177,17 @@ describe.each(runtimes)('session sandboxes under %s', (runtime) => {
     expect(after.stdout.text()).toBe('5\n');
   });
 
+  it("cannot reach the runner's own descriptors to forge a call's end", async () => {
+    const forged = 'b"\\x06\\x00\\x00\\x00\\x02{}"';
+    const o = await call(
+      `import os\nfor fd in (0, 1):\n    try:\n        f = os.open("/proc/1/fd/%d" % fd, os.O_WRONLY)\n        os.write(f, ${forged})\n        print("wrote", fd)\n    except OSError as e:\n        print("refused", fd)`,
+    );
+    // runc: the runner (PID 1) is not dumpable; gVisor: PID 1 of the code's own /proc is the interpreter itself.
+    expect(o).toMatchObject({ kind: 'finished', sandboxLost: false });
+    expect(o.stdout.text()).toMatch(/(refused|wrote) 1\n$/);
+    expect((await call('print("still")')).stdout.text()).toBe('still\n');
+  });
+
   it('restarts an interpreter that dies between calls, and the next call says its state was lost', async () => {
     await call('import threading, os, time\nthreading.Thread(target=lambda: (time.sleep(0.3), os._exit(0)), daemon=True).start()');
     await new Promise((r) => setTimeout(r, 1500));
