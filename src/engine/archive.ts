@@ -33,6 +33,41 @@ export const caseEntry = (index: number, what: 'args' | 'stdin' | { file: string
   typeof what === 'string' ? `.pybox/cases/${index}/${what}` : `.pybox/cases/${index}/files/${what.file}`;
 
 export async function buildPayload(input: PayloadInput): Promise<Buffer> {
+  const entries: Array<[string, Buffer]> = [];
+  // The request comes first so the runner knows its caps before any user file arrives.
+  entries.push(['.pybox/request.json', Buffer.from(JSON.stringify(input.request))]);
+  if (input.stdin.length > 0) entries.push(['.pybox/stdin', Buffer.from(input.stdin, 'utf8')]);
+  entries.push(['main.py', Buffer.from(input.code, 'utf8')]);
+  for (const f of input.files) entries.push([f.path, f.data]);
+  for (const [i, c] of (input.cases ?? []).entries()) {
+    if (c.args.length > 0) entries.push([caseEntry(i, 'args'), Buffer.from(JSON.stringify(c.args))]);
+    if (c.stdin.length > 0) entries.push([caseEntry(i, 'stdin'), Buffer.from(c.stdin, 'utf8')]);
+    for (const f of c.files) entries.push([caseEntry(i, { file: f.path }), f.data]);
+  }
+  return packTar(entries);
+}
+
+/** What a session's runner is started with (pybox_runner/session.py). */
+export interface SessionPayloadRequest {
+  session: true;
+  env: Record<string, string>;
+  caps: { floodBytes: number; outputBytes: number; maxOutputs: number; maxOutputBytes: number; interruptGraceMs: number };
+}
+
+/**
+ * A session's payload: an archive holding its request only. The runner reads it to its last block
+ * and then reads frames; the session's files follow as a PUT frame (filesArchive).
+ */
+export function buildSessionPayload(request: SessionPayloadRequest): Promise<Buffer> {
+  return packTar([['.pybox/request.json', Buffer.from(JSON.stringify(request))]]);
+}
+
+/** Files for a session's work directory, as a PUT frame carries them. */
+export function filesArchive(files: Array<{ path: string; data: Buffer }>): Promise<Buffer> {
+  return packTar(files.map((f) => [f.path, f.data]));
+}
+
+async function packTar(entries: Array<[string, Buffer]>): Promise<Buffer> {
   const tar = pack();
   const chunks: Buffer[] = [];
   tar.on('data', (c: unknown) => {
@@ -42,21 +77,10 @@ export async function buildPayload(input: PayloadInput): Promise<Buffer> {
     tar.on('end', resolve);
     tar.on('error', reject);
   });
-  const add = (name: string, data: Buffer) =>
-    new Promise<void>((resolve, reject) => {
-      tar.entry({ name, size: data.length, mode: 0o644, type: 'file', mtime: new Date(0) }, data, (err) =>
-        err ? reject(err) : resolve(),
-      );
+  for (const [name, data] of entries) {
+    await new Promise<void>((resolve, reject) => {
+      tar.entry({ name, size: data.length, mode: 0o644, type: 'file', mtime: new Date(0) }, data, (err) => (err ? reject(err) : resolve()));
     });
-  // The request comes first so the runner knows its caps before any user file arrives.
-  await add('.pybox/request.json', Buffer.from(JSON.stringify(input.request)));
-  if (input.stdin.length > 0) await add('.pybox/stdin', Buffer.from(input.stdin, 'utf8'));
-  await add('main.py', Buffer.from(input.code, 'utf8'));
-  for (const f of input.files) await add(f.path, f.data);
-  for (const [i, c] of (input.cases ?? []).entries()) {
-    if (c.args.length > 0) await add(caseEntry(i, 'args'), Buffer.from(JSON.stringify(c.args)));
-    if (c.stdin.length > 0) await add(caseEntry(i, 'stdin'), Buffer.from(c.stdin, 'utf8'));
-    for (const f of c.files) await add(caseEntry(i, { file: f.path }), f.data);
   }
   tar.finalize();
   await done;

@@ -4,8 +4,10 @@
 //   1. Docker's multiplexing: [stream 1|2][0 0 0][u32 length][payload] (no TTY).
 //   2. Inside the container's stdout, the runner's frames: [kind][u32 length][payload], where
 //      kind 1 = the user's stdout, 2 = the user's stderr, 3 = the final report (JSON),
-//      4 = ready (the runner waits for its payload), 5 = one test case's end (JSON, before the report).
+//      4 = ready (the runner waits for its payload), 5 = one test case's end (JSON, before the report);
+//      in a session (no report): 6 = a call's end (JSON), 7 = a reply to the payload or a host frame (JSON).
 // Both parsers bound what they buffer and fail closed on anything malformed.
+// In a session the host writes frames of the same layout on stdin after the payload (HOST_*).
 import { z } from 'zod';
 import { ExecutionError } from '../core/schemas.ts';
 import type { SandboxReport } from '../core/sandbox.ts';
@@ -17,6 +19,26 @@ export const FRAME_REPORT = 3;
 export const FRAME_READY = 4;
 /** One test case's end (JSON, CaseReport): once per case, in order, before the final report. */
 export const FRAME_CASE = 5;
+/** Session mode: a call's end (JSON, CallEnd), after all of the call's output. */
+export const FRAME_CALL_END = 6;
+/** Session mode: the answer to the payload, or to a PUT, GET or LIST (JSON, Reply). */
+export const FRAME_REPLY = 7;
+
+/** Host → runner frames in session mode, after the payload. */
+export const HOST_CALL = 1;
+export const HOST_INTERRUPT = 2;
+export const HOST_PUT = 3;
+export const HOST_GET = 4;
+export const HOST_LIST = 5;
+export type HostFrameKind = typeof HOST_CALL | typeof HOST_INTERRUPT | typeof HOST_PUT | typeof HOST_GET | typeof HOST_LIST;
+
+/** A frame for the runner's stdin: [kind][u32 BE length][payload]. */
+export function encodeHostFrame(kind: HostFrameKind, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = kind;
+  head.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([head, payload]);
+}
 
 /** Docker copies container output in chunks of at most 32 KiB; anything far larger is not Docker. */
 const MAX_DOCKER_FRAME_BYTES = 16 * 1024 * 1024;
@@ -49,34 +71,107 @@ export class ProtocolError extends Error {
   override readonly name = 'ProtocolError';
 }
 
+/** What the parser accepts. Kinds 6 and 7 (session mode) are unknown kinds unless their bounds are given. */
+export interface FrameLimits {
+  maxFrameBytes: number;
+  maxReportBytes: number;
+  maxCaseBytes?: number;
+  maxCallEndBytes?: number;
+  /** Read when a reply's header arrives: the bound of the reply expected next. */
+  maxReplyBytes?: () => number;
+}
+
 /**
  * Parses the runner's frames. A frame may be at most `maxFrameBytes` (reports are bounded by
- * `maxReportBytes`, case frames by `maxCaseBytes`); a larger or unknown frame is a protocol
- * violation and ends the run.
+ * `maxReportBytes`, case frames by `maxCaseBytes`, session frames by theirs); a larger or unknown
+ * frame is a protocol violation and ends the run. A frame's bytes are joined once, when all of
+ * them are there: a large frame in many socket chunks costs one copy, not one per chunk.
  */
 export class FrameParser {
-  private pending: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private next: { kind: number; size: number } | null = null;
 
   constructor(
-    private readonly limits: { maxFrameBytes: number; maxReportBytes: number; maxCaseBytes?: number },
+    private readonly limits: FrameLimits,
     private readonly onFrame: (kind: number, payload: Buffer) => void,
   ) {}
 
-  push(chunk: Buffer): void {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    let buf = this.pending;
-    while (buf.length >= 5) {
-      const kind = buf[0] ?? 0;
-      const size = buf.readUInt32BE(1);
-      const max =
-        kind === FRAME_REPORT ? this.limits.maxReportBytes : kind === FRAME_CASE ? (this.limits.maxCaseBytes ?? this.limits.maxFrameBytes) : this.limits.maxFrameBytes;
-      if (kind < FRAME_STDOUT || kind > FRAME_CASE) throw new ProtocolError(`unknown frame kind ${kind}`);
-      if (size > max) throw new ProtocolError(`frame of ${size} bytes is over the limit of ${max}`);
-      if (buf.length < 5 + size) break;
-      this.onFrame(kind, buf.subarray(5, 5 + size));
-      buf = buf.subarray(5 + size);
+  private maxFor(kind: number): number {
+    const l = this.limits;
+    switch (kind) {
+      case FRAME_STDOUT:
+      case FRAME_STDERR:
+      case FRAME_READY:
+        return l.maxFrameBytes;
+      case FRAME_REPORT:
+        return l.maxReportBytes;
+      case FRAME_CASE:
+        return l.maxCaseBytes ?? l.maxFrameBytes;
+      case FRAME_CALL_END:
+        if (l.maxCallEndBytes !== undefined) return l.maxCallEndBytes;
+        break;
+      case FRAME_REPLY:
+        if (l.maxReplyBytes !== undefined) return l.maxReplyBytes();
+        break;
     }
-    this.pending = buf.length === 0 ? Buffer.alloc(0) : buf;
+    throw new ProtocolError(`unknown frame kind ${kind}`);
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.size >= 5) {
+      // A header is checked once, when it arrives; its frame then waits for its bytes.
+      if (!this.next) {
+        const head = this.header();
+        const kind = head[0] ?? 0;
+        const size = head.readUInt32BE(1);
+        const max = this.maxFor(kind);
+        if (size > max) throw new ProtocolError(`frame of ${size} bytes is over the limit of ${max}`);
+        this.next = { kind, size };
+      }
+      const { kind, size } = this.next;
+      if (this.size < 5 + size) break;
+      this.next = null;
+      const frame = this.take(5 + size);
+      this.onFrame(kind, frame.subarray(5));
+    }
+  }
+
+  /** The first five bytes, in the first chunk (joined with the next ones when split). */
+  private header(): Buffer {
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= 5) return first;
+    const joined = Buffer.concat(this.chunks, this.size);
+    this.chunks = [joined];
+    return joined;
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    this.size -= n;
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const parts: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      const c = this.chunks[0] as Buffer;
+      if (c.length <= need) {
+        parts.push(c);
+        this.chunks.shift();
+        need -= c.length;
+      } else {
+        parts.push(c.subarray(0, need));
+        this.chunks[0] = c.subarray(need);
+        need = 0;
+      }
+    }
+    return Buffer.concat(parts, n);
   }
 }
 
@@ -178,4 +273,62 @@ export function parseCaseReport(payload: Buffer): CaseReport {
   const parsed = CaseReport.safeParse(json);
   if (!parsed.success) throw new ProtocolError(`a test case report is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
   return parsed.data;
+}
+
+// ---- session mode --------------------------------------------------------------------------
+
+/** A rich output as the runner passes it on (checked again by core: type, base64, caps). */
+const CallOutput = z.strictObject({ type: z.string().max(100), data: z.string(), kind: z.enum(['figure', 'result']) });
+
+/** A call's end in a session, as the runner reports it. Validated strictly: it comes from inside the sandbox. */
+export const CallEnd = z
+  .strictObject({
+    v: z.literal(1),
+    id: z.string().max(256),
+    kind: z.enum(['finished', 'timeout', 'oom', 'output_limit', 'cancelled']),
+    phase: z.enum(['run', 'validation']),
+    exitCode: z.int().min(0).max(511).nullable(),
+    signal: z.int().min(1).max(64).nullable(),
+    error: ExecutionError.nullable(),
+    outputs: z.array(CallOutput).max(1000),
+    outputsDropped: z.int().min(0).max(1e9),
+    cpuMs: z.number().min(0).max(1e10).nullable(),
+    wallMs: z.number().min(0).max(1e10),
+    stateLost: z.boolean(),
+  })
+  .refine((e) => e.phase === 'run' || e.error !== null, { message: 'a validation failure names its error' });
+export type CallEnd = z.infer<typeof CallEnd>;
+
+/** The runner's answer to the payload or to a PUT, GET or LIST. */
+export const Reply = z.union([
+  z.strictObject({
+    ok: z.literal(true),
+    /** GET: the file's bytes, base64. */
+    data: z.string().optional(),
+    /** LIST: the work directory's regular files. */
+    files: z.array(z.strictObject({ path: z.string().min(1).max(4096), size: z.int().min(0).max(Number.MAX_SAFE_INTEGER) })).max(100_000).optional(),
+    truncated: z.boolean().optional(),
+  }),
+  z.strictObject({ ok: z.literal(false), code: z.enum(['not_found', 'too_large', 'invalid']), message: z.string().max(4096) }),
+]);
+export type Reply = z.infer<typeof Reply>;
+
+function parseJsonFrame<T>(payload: Buffer, schema: z.ZodType<T>, what: string): T {
+  let json: unknown;
+  try {
+    json = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new ProtocolError(`${what} is not JSON`);
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) throw new ProtocolError(`${what} is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
+  return parsed.data;
+}
+
+export const parseCallEnd = (payload: Buffer): CallEnd => parseJsonFrame(payload, CallEnd, "a call's end");
+export const parseReply = (payload: Buffer): Reply => parseJsonFrame(payload, Reply, 'a reply');
+
+/** The most bytes a call's end may take: every rich output at its cap as ASCII-escaped JSON, and an error's worth. */
+export function maxCallEndFrameBytes(outputsMax: number, outputsMaxBytes: number): number {
+  return (outputsMax + 1) * (6 * outputsMaxBytes + 1024) + 1024 * 1024;
 }

@@ -2,6 +2,8 @@
 
 Protocol (one execution per container; src/engine/protocol.ts has the host's half):
 
+  With "session": true in the request the runner serves a live interpreter instead (session.py).
+
   in  (stdin):  one tar archive. `.pybox/request.json` (args, env, context, caps) and optionally
                 `.pybox/stdin` are read into memory; `main.py` and input files go to /work.
                 With `tests` in the request, each case's args, stdin and files come as entries of
@@ -37,6 +39,7 @@ from .payload import collect_out_files, make_out_dir, read_cases, read_request, 
 from .policy import check_imports
 from .protocol import KIND_CASE, KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
 from .relay import Relay
+from .session import serve_session
 from .text import TRACEBACK_LIMIT, clip, compile_error_info, render_error_info, safe_str
 
 WORK = child_mod.WORK
@@ -287,6 +290,9 @@ def main():
     index, stdin_data = None, b""
     try:
         request = read_request(0)
+        if request.get("session") is True:
+            os.close(store_fd)
+            serve_session(request, child, isolated)  # never returns
         count = test_count(request)
         if count:
             index = load_cases(count, store_fd)

@@ -2,12 +2,15 @@
 
 [1 byte kind][4 bytes big-endian length][payload]: 1 = the user's stdout, 2 = the user's stderr,
 3 = the final report (JSON), last; 4 = ready (empty), first: the runner waits for its payload;
-5 = one test case's end (JSON, cases.case_report), once per case in order, before the report."""
+5 = one test case's end (JSON, cases.case_report), once per case in order, before the report.
+In session mode (session.py) there is no report: 6 = a call's end (JSON), 7 = the answer to the
+initial payload or to a host frame (JSON). The host's frames on stdin use the same layout."""
 
 import json
 import os
 
 KIND_STDOUT, KIND_STDERR, KIND_REPORT, KIND_READY, KIND_CASE = 1, 2, 3, 4, 5
+KIND_CALL_END, KIND_REPLY = 6, 7
 CHUNK = 65536  # the host refuses larger output frames
 REPORT_VERSION = 1
 
