@@ -7,7 +7,7 @@
 //      4 = ready (the runner waits for its payload), 5 = one test case's end (JSON, before the report).
 // Both parsers bound what they buffer and fail closed on anything malformed.
 import { z } from 'zod';
-import { ExecutionError } from '../core/schemas.ts';
+import { ExecutionError, OUTPUT_TYPES } from '../core/schemas.ts';
 import type { SandboxReport } from '../core/sandbox.ts';
 
 export const FRAME_STDOUT = 1;
@@ -55,7 +55,10 @@ export class ProtocolError extends Error {
  * violation and ends the run.
  */
 export class FrameParser {
-  private pending: Buffer = Buffer.alloc(0);
+  // Chunks not yet parsed, and their total length: a large frame (a report with figures) arrives in
+  // hundreds of chunks, which are joined once when it is complete, not once per chunk (quadratic).
+  private chunks: Buffer[] = [];
+  private buffered = 0;
 
   constructor(
     private readonly limits: { maxFrameBytes: number; maxReportBytes: number; maxCaseBytes?: number },
@@ -63,20 +66,38 @@ export class FrameParser {
   ) {}
 
   push(chunk: Buffer): void {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    let buf = this.pending;
-    while (buf.length >= 5) {
-      const kind = buf[0] ?? 0;
-      const size = buf.readUInt32BE(1);
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    while (this.buffered >= 5) {
+      const head = this.joined(5);
+      const kind = head[0] ?? 0;
+      const size = head.readUInt32BE(1);
       const max =
         kind === FRAME_REPORT ? this.limits.maxReportBytes : kind === FRAME_CASE ? (this.limits.maxCaseBytes ?? this.limits.maxFrameBytes) : this.limits.maxFrameBytes;
       if (kind < FRAME_STDOUT || kind > FRAME_CASE) throw new ProtocolError(`unknown frame kind ${kind}`);
       if (size > max) throw new ProtocolError(`frame of ${size} bytes is over the limit of ${max}`);
-      if (buf.length < 5 + size) break;
+      if (this.buffered < 5 + size) break;
+      const buf = this.joined(5 + size);
       this.onFrame(kind, buf.subarray(5, 5 + size));
-      buf = buf.subarray(5 + size);
+      this.drop(5 + size);
     }
-    this.pending = buf.length === 0 ? Buffer.alloc(0) : buf;
+  }
+
+  /** The first chunk, made to hold at least `n` buffered bytes (joining chunks only when needed). */
+  private joined(n: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= n) return first;
+    const all = Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [all];
+    return all;
+  }
+
+  /** Forgets the first `n` bytes (a parsed frame); they are all in the first chunk. */
+  private drop(n: number): void {
+    const first = this.chunks[0] as Buffer;
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
   }
 }
 
@@ -84,6 +105,21 @@ const ReturnedFile = z.object({
   path: z.string().min(1).max(1024),
   size: z.int().min(0),
   base64: z.string(),
+});
+
+/** Room one rich output takes in a report at most: its data as long as outputsMaxBytes in base64 (texts are held to that too), plus its type and kind. */
+const RICH_OUTPUT_OVERHEAD = 256;
+
+/** The most bytes a report's rich outputs may add to it (images/python/pybox_runner/rich.py, wire_limit, agrees). */
+export function maxOutputsReportBytes(outputsMax: number, outputsMaxBytes: number): number {
+  return outputsMax * (4 * Math.ceil(outputsMaxBytes / 3) + RICH_OUTPUT_OVERHEAD);
+}
+
+/** A rich output as the runner reports it; core checks its data (base64, PNG, size) and the caps. */
+export const ReportedOutput = z.strictObject({
+  type: z.enum(OUTPUT_TYPES),
+  data: z.string(),
+  kind: z.enum(['figure', 'result']),
 });
 
 /** The runner's final report. Validated strictly: it comes from inside the sandbox. */
@@ -120,6 +156,10 @@ export const RunnerReport = z.discriminatedUnion('phase', [
       .optional(),
     /** Imports the import policy flagged (warn mode); the code ran anyway. */
     flaggedImports: z.array(z.object({ module: z.string().max(200), line: z.int().min(1).nullable() })).max(1000).optional(),
+    /** Figures the code drew (plt.show(), or left open), within the caps the request named (maxOutputs, maxOutputBytes). */
+    outputs: z.array(ReportedOutput).max(100).optional(),
+    /** Figures over those caps, or that could not be drawn. */
+    outputsDropped: z.int().min(0).max(2 ** 31).optional(),
   }),
 ]);
 export type RunnerReport = z.infer<typeof RunnerReport>;
