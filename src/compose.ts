@@ -89,6 +89,8 @@ export function sandboxSettings(config: Config): SandboxSettings {
     floodBytes: config.limits.floodBytes,
     outputFilesMax: config.limits.outputFilesMax,
     outputFilesMaxBytes: config.limits.outputFilesMaxBytes,
+    outputsMax: config.limits.outputsMax,
+    outputsMaxBytes: config.limits.outputsMaxBytes,
     startTimeoutMs: config.engine.startTimeoutMs,
   };
 }

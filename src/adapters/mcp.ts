@@ -11,9 +11,9 @@ import { randomUUID } from 'node:crypto';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
-import { CallToolRequestSchema, CancelledNotificationSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolRequestSchema, CancelledNotificationSchema, ListToolsRequestSchema, type CallToolResult, type ImageContent, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import pkg from '../../package.json' with { type: 'json' };
-import { callTool, inputJsonSchema, outputJsonSchema, type PyboxTool, type ToolBackend } from './tools.ts';
+import { callTool, inputJsonSchema, outputJsonSchema, type PyboxTool, type ToolBackend, type ToolOutcome } from './tools.ts';
 
 export const MCP_INSTRUCTIONS =
   'pybox runs Python code in an isolated sandbox with no network. Call execute_python_code with a complete ' +
@@ -100,6 +100,23 @@ export function mcpToolList(tools: readonly PyboxTool[]): Tool[] {
   }));
 }
 
+/** A run's figures as MCP image content, after the text: a model can look at its plots. */
+function figureContent(outcome: ToolOutcome): ImageContent[] {
+  return (outcome.result?.outputs ?? []).filter((o) => o.type === 'image/png').map((o) => ({ type: 'image', data: o.data, mimeType: 'image/png' }));
+}
+
+/**
+ * The structured result without its images' data: they are the image content already, and a host
+ * that shows structuredContent to a model as text would hand it megabytes of base64.
+ */
+function structuredOf(outcome: ToolOutcome): Record<string, unknown> | undefined {
+  const structured = outcome.structured;
+  if (!structured || !('outputs' in structured) || !structured.outputs) return structured;
+  const { outputs, ...rest } = structured;
+  const texts = outputs.filter((o) => o.type !== 'image/png');
+  return texts.length > 0 ? { ...rest, outputs: texts } : rest;
+}
+
 export function createMcpServer(opts: McpServerOptions): Server {
   const server = new Server(
     { name: 'pybox', title: 'pybox Python sandbox', version: pkg.version },
@@ -133,8 +150,9 @@ export function createMcpServer(opts: McpServerOptions): Server {
           }, PROGRESS_INTERVAL_MS);
     try {
       const outcome = await callTool(opts.tools, opts.backend, request.params.name, request.params.arguments ?? {}, { signal });
-      const result: CallToolResult = { content: [{ type: 'text', text: outcome.text }], isError: outcome.isError };
-      if (outcome.structured) result.structuredContent = outcome.structured;
+      const result: CallToolResult = { content: [{ type: 'text', text: outcome.text }, ...figureContent(outcome)], isError: outcome.isError };
+      const structured = structuredOf(outcome);
+      if (structured) result.structuredContent = structured;
       if (outcome.result) result._meta = { 'pybox/execution': { id: outcome.result.id, status: outcome.result.status } };
       return result;
     } catch (e) {

@@ -86,7 +86,8 @@ export const EXECUTE_PYTHON_DESCRIPTION =
   'the error type and message with the line of the code that caused it, or why the run was stopped ' +
   '(time, memory or output limit). Each call starts from scratch: nothing is kept between calls, and ' +
   'there is no network access. numpy, pandas and matplotlib are installed. Print the results you need; ' +
-  'files the code writes under out/ are returned. Use it for calculations, data analysis and for ' +
+  'files the code writes under out/ are returned, and matplotlib figures (plt.show(), or left open) come back ' +
+  'as PNG images. Use it for calculations, data analysis and for ' +
   'checking code by running it; when a run fails, read the feedback, fix the code and run it again.';
 
 /** A name the model sent, shown back to it: quoted when odd, and never at any length. */

@@ -169,6 +169,32 @@ function importNote(flagged: readonly FlaggedImport[]): string | null {
   return `Note: this server's import policy flags ${named.join(', ')}${more}. The code was allowed to run, but the sandbox has no network and no privileges, so code relying on these modules may not work; prefer the standard library and the installed packages.`;
 }
 
+const plural = (n: number, one: string, many: string) => (n === 1 ? one : many);
+
+/** "2 figures were produced (PNG images, in outputs)." and what was not returned; null when neither. */
+function figuresNote(r: FeedbackInput): string | null {
+  const figures = (r.outputs ?? []).filter((o) => o.kind === 'figure').length;
+  const dropped = r.outputsDropped ?? 0;
+  const said: string[] = [];
+  if (figures > 0) said.push(`${figures} ${plural(figures, 'figure was', 'figures were')} produced (${plural(figures, 'a PNG image', 'PNG images')}, in outputs).`);
+  if (dropped > 0) {
+    said.push(
+      `${dropped} ${figures > 0 ? 'more ' : ''}${plural(dropped, 'output was', 'outputs were')} not returned: over the limit on their number or size, or ${plural(dropped, 'it', 'they')} could not be drawn.`,
+    );
+  }
+  return said.length > 0 ? said.join(' ') : null;
+}
+
+/** A session call's displayed value (its text/plain form, briefly), and in which other forms outputs has it. */
+function valueNote(r: FeedbackInput, chars: number): string | null {
+  const results = (r.outputs ?? []).filter((o) => o.kind === 'result');
+  const plain = results.find((o) => o.type === 'text/plain');
+  if (!plain) return null;
+  const others = results.filter((o) => o.type !== 'text/plain').map((o) => (o.type === 'text/html' ? 'HTML' : 'Markdown'));
+  const also = others.length > 0 ? ` (also as ${others.join(' and ')} in outputs)` : '';
+  return `Value of the last expression${also}:\n${indent(trimMiddle(plain.data.trimEnd(), chars))}`;
+}
+
 /**
  * The feedback text for a result: never longer than `budgetChars`. The headline, the user's line
  * and the traceback come first; stdout and stderr share what is left, head and tail kept.
@@ -177,6 +203,10 @@ export function renderFeedback(r: FeedbackInput, code: string, opts: FeedbackOpt
   const budget = opts.budgetChars ?? DEFAULT_FEEDBACK_BUDGET_CHARS;
   if (r.tests && r.status !== 'validation_failed') return renderTestsFeedback(r, r.tests, code, opts, budget);
   const parts: string[] = [headline(r, opts, Math.floor(budget / 5))];
+  const figures = figuresNote(r);
+  if (figures) parts.push(figures);
+  const value = valueNote(r, Math.min(600, Math.floor(budget / 8)));
+  if (value) parts.push(value);
   const at = pointer(r, code);
   if (at) parts.push(at);
   if (r.status === 'error' && r.error?.traceback) {
@@ -194,7 +224,7 @@ export function renderFeedback(r: FeedbackInput, code: string, opts: FeedbackOpt
   if (r.stdout.length > 0) {
     streams.push(`stdout${r.truncated.stdout ? ' (cut at the output limit)' : ''}:\n${trimMiddle(r.stdout.trimEnd(), share)}`);
   } else if (r.status === 'completed') {
-    streams.push('stdout: (empty: the code printed nothing; use print() to show results)');
+    streams.push(r.outputs?.length ? 'stdout: (empty)' : 'stdout: (empty: the code printed nothing; use print() to show results)');
   }
   if (stderrShown.length > 0) {
     streams.push(`stderr${r.truncated.stderr ? ' (cut at the output limit)' : ''}:\n${trimMiddle(stderrShown.trimEnd(), share)}`);

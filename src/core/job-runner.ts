@@ -81,7 +81,7 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 const MAX_RETRY_WAIT_MS = 60_000;
 
 const summaryOf = (r: ExecutionResult) => {
-  const { files: _files, ...summary } = r;
+  const { files: _files, outputs: _outputs, ...summary } = r;
   return summary;
 };
 

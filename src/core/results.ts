@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.ts';
 import type { CaseOutcome, SandboxOutcome, SandboxReport } from './sandbox.ts';
 import { renderFeedback, seconds, summarizeTests, type Cancellation, type CaseInput, type FeedbackInput } from './feedback.ts';
 import type { Clock, TestSpec } from './ports.ts';
-import type { AppliedLimits, ExecutionResult, ExecutionStatus, OutputFile, RuntimeName, TestResult, TestSummary } from './schemas.ts';
+import { OUTPUT_TYPES, type AppliedLimits, type ExecutionResult, type ExecutionStatus, type OutputFile, type ResultOutput, type RuntimeName, type TestResult, type TestSummary } from './schemas.ts';
 import { judge, newCompareContext } from './verdicts.ts';
 
 /** Signal numbers to names; aliases (SIGIOT for 6) come later in the table and are skipped. */
@@ -18,7 +18,7 @@ const SAFE_RETURNED_PATH = /^[^\p{Cc}\p{Cf}\\]{1,1024}$/u;
 
 export interface ResultDeps {
   runtime: RuntimeName;
-  limits: Pick<Config['limits'], 'floodBytes' | 'outputFilesMax' | 'outputFilesMaxBytes' | 'testOutputBytes'>;
+  limits: Pick<Config['limits'], 'floodBytes' | 'outputFilesMax' | 'outputFilesMaxBytes' | 'testOutputBytes' | 'outputsMax' | 'outputsMaxBytes'>;
   clock: Clock;
   /** Most characters of a result's feedback text; the default budget when absent. */
   feedbackBudgetChars?: number | undefined;
@@ -66,6 +66,8 @@ export function buildResult(deps: ResultDeps, input: ResultInput): ExecutionResu
   let error: ExecutionResult['error'] = null;
   let files: OutputFile[] | undefined;
   let filesDropped: number | undefined;
+  let outputs: ResultOutput[] = [];
+  let outputsDropped = 0;
   let cpuMs: number | null = null;
   const runReport = r?.phase === 'run' ? r : null;
   if (runReport) {
@@ -74,6 +76,7 @@ export function buildResult(deps: ResultDeps, input: ResultInput): ExecutionResu
     error = runReport.error;
     cpuMs = runReport.cpuMs ?? null;
     ({ files, dropped: filesDropped } = acceptFiles(deps, runReport));
+    ({ outputs, dropped: outputsDropped } = acceptOutputs(deps, runReport));
   }
   switch (o.kind) {
     case 'timeout':
@@ -151,6 +154,8 @@ export function buildResult(deps: ResultDeps, input: ResultInput): ExecutionResu
   };
   if (files) partial.files = files;
   if (filesDropped) partial.filesDropped = filesDropped;
+  if (outputs.length > 0) partial.outputs = outputs;
+  if (outputsDropped > 0) partial.outputsDropped = outputsDropped;
   if (judged) {
     partial.tests = judged.tests;
     partial.summary = judged.summary;
@@ -274,4 +279,41 @@ function acceptFiles(deps: ResultDeps, report: Extract<SandboxReport, { phase: '
     files.push({ path: f.path, size, contentBase64: f.base64 });
   }
   return { files, dropped };
+}
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const OUTPUT_TYPE_SET: ReadonlySet<string> = new Set(OUTPUT_TYPES);
+/** With the u flag, \p{Cs} matches only a surrogate without its pair: text JSON clients reject. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Re-checks the rich outputs (figures) reported from inside the sandbox: a known type and kind;
+ * an image canonical base64 of a PNG; a text well-formed; each within outputsMaxBytes, at most
+ * outputsMax of them. The rest are counted with those the runner dropped.
+ */
+function acceptOutputs(deps: ResultDeps, report: Extract<SandboxReport, { phase: 'run' }>): { outputs: ResultOutput[]; dropped: number } {
+  const { outputsMax, outputsMaxBytes } = deps.limits;
+  const outputs: ResultOutput[] = [];
+  const reported = report.outputsDropped ?? 0;
+  let dropped = Number.isSafeInteger(reported) && reported > 0 ? reported : 0;
+  for (const o of report.outputs ?? []) {
+    const output = outputs.length < outputsMax ? acceptedOutput(o, outputsMaxBytes) : null;
+    if (output) outputs.push(output);
+    else dropped++;
+  }
+  return { outputs, dropped };
+}
+
+function acceptedOutput(o: { type: string; data: string; kind: string }, maxBytes: number): ResultOutput | null {
+  if (!OUTPUT_TYPE_SET.has(o.type) || (o.kind !== 'figure' && o.kind !== 'result')) return null;
+  const type = o.type as ResultOutput['type'];
+  if (type === 'image/png') {
+    // Checked on its length before the pattern: a string far too long is refused without scanning it.
+    if (o.data.length % 4 !== 0 || o.data.length > 4 * Math.ceil(maxBytes / 3) || !BASE64.test(o.data)) return null;
+    if (Buffer.byteLength(o.data, 'base64') > maxBytes) return null;
+    if (!Buffer.from(o.data.slice(0, 12), 'base64').subarray(0, 8).equals(PNG_SIGNATURE)) return null;
+  } else if (o.data.length > maxBytes || LONE_SURROGATE.test(o.data) || Buffer.byteLength(o.data, 'utf8') > maxBytes) {
+    return null;
+  }
+  return { type, data: o.data, kind: o.kind };
 }

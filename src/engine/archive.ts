@@ -6,8 +6,11 @@ export interface PayloadRequest {
   args: string[];
   env: Record<string, string>;
   context: Record<string, unknown>;
-  /** outputBytes: what the runner keeps of each stream of a test case (a run's own output is capped here). */
-  caps: { floodBytes: number; maxFiles: number; maxFileBytes: number; outputBytes: number };
+  /**
+   * outputBytes: what the runner keeps of each stream of a test case (a run's own output is capped here).
+   * maxOutputs, maxOutputBytes: the figures a single run returns, and the bytes of each; none when absent.
+   */
+  caps: { floodBytes: number; maxFiles: number; maxFileBytes: number; outputBytes: number; maxOutputs?: number; maxOutputBytes?: number };
   /** The import policy, checked on the code's syntax tree before it runs; absent when off. */
   importPolicy?: { mode: 'warn' | 'block'; dangerous: string[]; safe: string[] };
   /**

@@ -9,7 +9,7 @@
 // Both parsers bound what they buffer and fail closed on anything malformed.
 // In a session the host writes frames of the same layout on stdin after the payload (HOST_*).
 import { z } from 'zod';
-import { ExecutionError } from '../core/schemas.ts';
+import { ExecutionError, OUTPUT_TYPES } from '../core/schemas.ts';
 import type { SandboxReport } from '../core/sandbox.ts';
 
 export const FRAME_STDOUT = 1;
@@ -181,6 +181,21 @@ const ReturnedFile = z.object({
   base64: z.string(),
 });
 
+/** Room one rich output takes in a report at most: its data as long as outputsMaxBytes in base64 (texts are held to that too), plus its type and kind. */
+const RICH_OUTPUT_OVERHEAD = 256;
+
+/** The most bytes a report's rich outputs may add to it (images/python/pybox_runner/rich.py, wire_limit, agrees). */
+export function maxOutputsReportBytes(outputsMax: number, outputsMaxBytes: number): number {
+  return outputsMax * (4 * Math.ceil(outputsMaxBytes / 3) + RICH_OUTPUT_OVERHEAD);
+}
+
+/** A rich output as the runner reports it; core checks its data (base64, PNG, size) and the caps. */
+export const ReportedOutput = z.strictObject({
+  type: z.enum(OUTPUT_TYPES),
+  data: z.string(),
+  kind: z.enum(['figure', 'result']),
+});
+
 /** The runner's final report. Validated strictly: it comes from inside the sandbox. */
 export const RunnerReport = z.discriminatedUnion('phase', [
   z.object({ v: z.literal(1), phase: z.literal('setup'), message: z.string().max(4096) }),
@@ -215,6 +230,10 @@ export const RunnerReport = z.discriminatedUnion('phase', [
       .optional(),
     /** Imports the import policy flagged (warn mode); the code ran anyway. */
     flaggedImports: z.array(z.object({ module: z.string().max(200), line: z.int().min(1).nullable() })).max(1000).optional(),
+    /** Figures the code drew (plt.show(), or left open), within the caps the request named (maxOutputs, maxOutputBytes). */
+    outputs: z.array(ReportedOutput).max(100).optional(),
+    /** Figures over those caps, or that could not be drawn. */
+    outputsDropped: z.int().min(0).max(2 ** 31).optional(),
   }),
 ]);
 export type RunnerReport = z.infer<typeof RunnerReport>;

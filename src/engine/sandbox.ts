@@ -27,7 +27,7 @@ import type { ContainerEngine, ContainerState, SandboxContainer } from './docker
 import { CaseCollector, cancelledBeforeStart, casesOf } from './cases.ts';
 import { classifyExit, classifyReport } from './outcome.ts';
 import { CappedCapture } from './output.ts';
-import { DockerDemuxer, FRAME_CASE, FRAME_READY, FRAME_REPORT, FRAME_STDOUT, FrameParser, maxCaseFrameBytes, parseCaseReport, parseReport, type RunnerReport } from './protocol.ts';
+import { DockerDemuxer, FRAME_CASE, FRAME_READY, FRAME_REPORT, FRAME_STDOUT, FrameParser, maxCaseFrameBytes, maxOutputsReportBytes, parseCaseReport, parseReport, type RunnerReport } from './protocol.ts';
 import { DEFAULT_REMOVAL_SETTINGS, RemovalQueue, type RemovalSettings } from './removals.ts';
 
 export interface SandboxSettings {
@@ -37,6 +37,9 @@ export interface SandboxSettings {
   floodBytes: number;
   outputFilesMax: number;
   outputFilesMaxBytes: number;
+  /** Rich outputs (figures) a run returns at most, and the bytes of each (limits.outputsMax, outputsMaxBytes). */
+  outputsMax: number;
+  outputsMaxBytes: number;
   /** How long a sandbox may take from create to its runner's ready frame before it counts as failed. */
   startTimeoutMs: number;
   removals?: RemovalSettings;
@@ -172,7 +175,8 @@ export class Sandbox {
   private listen(socket: Duplex): void {
     const limits = {
       maxFrameBytes: MAX_FRAME_BYTES,
-      maxReportBytes: Math.ceil((this.deps.settings.outputFilesMaxBytes * 4) / 3) + 2 * 1024 * 1024,
+      maxReportBytes:
+        Math.ceil((this.deps.settings.outputFilesMaxBytes * 4) / 3) + maxOutputsReportBytes(this.deps.settings.outputsMax, this.deps.settings.outputsMaxBytes) + 2 * 1024 * 1024,
       maxCaseBytes: maxCaseFrameBytes(this.deps.settings.outputBytes),
     };
     const parser = new FrameParser(limits, (kind, data) => (kind === FRAME_READY ? this.onReady() : this.onFrame(kind, data)));

@@ -44,6 +44,12 @@ export function parseStored(row: StoredRow): ExecutionResult {
   return parsed.data;
 }
 
+/** A stored result as a page of history shows it: rich outputs (figures) left out, GET /v1/executions/{id} has them. */
+export function historyItem(row: StoredRow): ExecutionResult {
+  const { outputs: _outputs, ...item } = parseStored(row);
+  return item;
+}
+
 /** Age pruning compares ISO strings, which only orders correctly when they all share one form. */
 export function normalizeIso(timestamp: string): string {
   const ms = Date.parse(timestamp);

@@ -5,7 +5,7 @@ import { LOCAL_TENANT } from '../core/caller.ts';
 import type { Clock, ExecutionMeter, ExecutionStore } from '../core/ports.ts';
 import type { ExecutionResult, ExecutionStatus, HistoryPage, Stats, TenantUsage } from '../core/schemas.ts';
 import type { SqliteDatabase } from './db.ts';
-import { DAY_MS, FIRST_DAY, LAST_DAY, type StoredRow as StoredResult, type UsageRow, checkLimit, decodeCursor, foldUsage, nearestRank, pageOf, normalizeIso, parseStored, zeroByStatus } from './codec.ts';
+import { DAY_MS, FIRST_DAY, LAST_DAY, type StoredRow as StoredResult, type UsageRow, checkLimit, decodeCursor, foldUsage, historyItem, nearestRank, pageOf, normalizeIso, parseStored, zeroByStatus } from './codec.ts';
 
 type StoredRow = StoredResult & { seq: number };
 
@@ -151,7 +151,7 @@ export class SqliteExecutionStore implements ExecutionStore {
         : status === undefined
           ? this.pageOfTenant.all(tenant, before, limit + 1)
           : this.pageOfTenantStatus.all(tenant, status, before, limit + 1);
-    return pageOf(rows, limit, parseStored, (last) => last.seq);
+    return pageOf(rows, limit, historyItem, (last) => last.seq);
   }
 
   async stats(tenant?: string): Promise<Stats> {

@@ -136,8 +136,8 @@ export function batchInfo(record: BatchRecord): Omit<BatchRecord, 'tenant'> {
 export function batchItem(row: ItemRow): BatchItem {
   let result: BatchItem['result'] = null;
   if (row.state === 'done' && row.result !== null) {
-    // Output files stay out of a page of items: GET /v1/executions/{id} has them.
-    const { files: _files, ...summary } = parseStored({ id: row.id, result: row.result });
+    // Output files and figures stay out of a page of items: GET /v1/executions/{id} has them.
+    const { files: _files, outputs: _outputs, ...summary } = parseStored({ id: row.id, result: row.result });
     result = summary;
   }
   return { index: row.idx, executionId: row.id, state: row.state as BatchItem['state'], result };

@@ -228,7 +228,7 @@ function cluster(over: Partial<QueueDispatchDeps> = {}) {
     admission,
     tenantLimitError: (max, retryAfterS) => new PyboxError('rate_limited', `at most ${max} in flight`, { retryAfterS }),
     store,
-    results: { limits: { floodBytes: 1_000_000, outputFilesMax: 20, outputFilesMaxBytes: 5_000_000, testOutputBytes: 4096 }, clock },
+    results: { limits: { floodBytes: 1_000_000, outputFilesMax: 20, outputFilesMaxBytes: 5_000_000, testOutputBytes: 4096, outputsMax: 10, outputsMaxBytes: 2_097_152 }, clock },
     maxQueue: 100,
     retryAfterS: 2,
     registry: { nodes: async () => [workerNode()] },
@@ -425,7 +425,7 @@ describe('QueueDispatch and QueueWorker', () => {
       gate: new ConcurrencyGate(1, 10, 2),
       store: workerStore,
       image: 'pybox-python:test',
-      results: { runtime: 'runc', limits: { floodBytes: 1_000_000, outputFilesMax: 20, outputFilesMaxBytes: 5_000_000, testOutputBytes: 4096 }, clock },
+      results: { runtime: 'runc', limits: { floodBytes: 1_000_000, outputFilesMax: 20, outputFilesMaxBytes: 5_000_000, testOutputBytes: 4096, outputsMax: 10, outputsMaxBytes: 2_097_152 }, clock },
       logger: quiet,
     });
     // Two jobs taken at once, one sandbox slot: the second waits in the worker's own gate.

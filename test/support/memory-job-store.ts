@@ -174,7 +174,7 @@ export class MemoryJobStore implements JobStore {
     if (row.state === 'done') {
       const full = await this.resultOf(row.job.id);
       if (full) {
-        const { files: _files, ...summary } = full;
+        const { files: _files, outputs: _outputs, ...summary } = full;
         result = summary;
       }
     }

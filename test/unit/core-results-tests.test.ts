@@ -11,7 +11,7 @@ const LIMITS = { timeoutMs: 5000, memoryMb: 256, cpus: 1, outputBytes: 50_000 };
 
 const deps = (testOutputBytes = 4096): ResultDeps => ({
   runtime: 'runc',
-  limits: { floodBytes: 1_000_000, outputFilesMax: 5, outputFilesMaxBytes: 10_000, testOutputBytes },
+  limits: { floodBytes: 1_000_000, outputFilesMax: 5, outputFilesMaxBytes: 10_000, testOutputBytes, outputsMax: 10, outputsMaxBytes: 2_097_152 },
   clock: new ManualClock(),
 });
 

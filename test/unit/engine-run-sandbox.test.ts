@@ -120,7 +120,7 @@ describe('SandboxRunner: a normal run', () => {
       args: ['a1'],
       env: { K: 'v' },
       context: { n: 3 },
-      caps: { floodBytes: 1000, maxFiles: 7, maxFileBytes: 4096, outputBytes: 100 },
+      caps: { floodBytes: 1000, maxFiles: 7, maxFileBytes: 4096, outputBytes: 100, maxOutputs: 3, maxOutputBytes: 4096 },
     });
     expect(entries[2]?.data.toString()).toBe(j.code);
     expect(entries[3]?.data.toString()).toBe('input');

@@ -27,6 +27,8 @@ export const testSandboxSettings = (over: Partial<SandboxSettings> = {}): Sandbo
   floodBytes: 1000,
   outputFilesMax: 7,
   outputFilesMaxBytes: 4096,
+  outputsMax: 3,
+  outputsMaxBytes: 4096,
   startTimeoutMs: 500,
   ...over,
 });
@@ -342,7 +344,7 @@ export class MemoryStore implements ExecutionStore {
   }
   async list(query: { limit: number; status?: ExecutionStatus | undefined; tenant?: string | undefined }): Promise<HistoryPage> {
     const items = [...this.visible(query.tenant)].reverse().filter((r) => !query.status || r.status === query.status);
-    return { items: items.slice(0, query.limit), nextCursor: null };
+    return { items: items.slice(0, query.limit).map(({ outputs: _outputs, ...item }) => item), nextCursor: null };
   }
   async stats(tenant?: string): Promise<Stats> {
     const rows = this.visible(tenant);

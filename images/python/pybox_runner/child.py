@@ -27,6 +27,7 @@ import time
 import traceback
 import types
 
+from . import rich
 from .payload import case_blob, safe_member_path, write_new_file
 from .protocol import CHUNK, write_all
 from .text import MESSAGE_LIMIT, TRACEBACK_LIMIT, clip, exception_type_name, exit_code_of, last_user_line, safe_str, user_frames
@@ -37,6 +38,9 @@ SETUP_MESSAGE_LIMIT = 2000
 # On the result pipe, after the code's error (JSON, ASCII: never a NUL): the program's exit code and
 # CPU time. The code can write it too; it could only end its own run early with it.
 EXIT_MARK = b"\x00EXIT "
+# Before the exit mark, after the code's error: the run's rich outputs (figures) as JSON,
+# {"outputs": [...], "dropped": n}. The code can write it too: it could only spoil its own figures.
+OUTPUTS_MARK = b"\x00OUTPUTS "
 # Environment every run starts from; the request's env is laid over it. Nothing else is inherited.
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -45,7 +49,8 @@ BASE_ENV = {
     "LANG": "C.UTF-8",
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
-    "MPLBACKEND": "Agg",
+    # Agg, but plt.show() and the figures left open come back in the result (mpl_backend.py).
+    "MPLBACKEND": "module://pybox_runner.mpl_backend",
     "MPLCONFIGDIR": "/tmp/.matplotlib",
 }
 PR_SET_DUMPABLE = 4
@@ -206,12 +211,14 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late=
             setup_run(request, stdin_data, out_w, err_w)
             code = marshal.loads(code_bytes)
             main = make_main(request)
+            caps = rich_caps(request)
+            rich.configure(*(caps or (0, 0)))
         except SetupError as e:
             fail_setup(res_w, str(e))
         except BaseException as e:
             fail_setup(res_w, "%s: %s" % (type(e).__name__, safe_str(e)))
         write_all(res_w, b"S")
-        run_code(code, main, res_w)
+        run_code(code, main, res_w, caps)
     finally:
         os._exit(70)
 
@@ -299,7 +306,27 @@ def make_main(request):
     return main
 
 
-def run_code(code, main, res_w):
+def rich_caps(request):
+    """(most figures, most bytes of one) a single run returns; None for a test case's run, which
+    returns none."""
+    return None if "case" in request else rich.caps_of(request.get("caps"))
+
+
+def rich_section(caps):
+    """The figures of the run, for the result pipe (OUTPUTS_MARK + JSON), or b"" when there are none."""
+    if caps is None:
+        return b""
+    try:
+        outputs, dropped = rich.capture_figures(*caps)
+        if not outputs and not dropped:
+            return b""
+        return OUTPUTS_MARK + json.dumps({"outputs": outputs, "dropped": dropped}, ensure_ascii=True).encode()
+    except BaseException:
+        return b""
+
+
+def run_code(code, main, res_w, caps=None):
+    """caps: rich_caps(request), the caps of the figures returned."""
     exit_code, error = 0, None
     started = time.monotonic()
     try:
@@ -319,10 +346,16 @@ def run_code(code, main, res_w):
             "traceback": text,
         }
         exit_code = 1
+    if caps is not None:
+        rich.keep_open_at_exit()
     exit_code = finish_interpreter(exit_code)
+    # After atexit: a figure drawn there is the program's too. Its rendering is counted in the run's time.
+    outputs = rich_section(caps)
     try:
         if error is not None:
             write_all(res_w, json.dumps(error, ensure_ascii=True).encode())
+        if outputs:
+            write_all(res_w, outputs)
         # The program is over: say so before the process frees its memory (a preloaded numpy and
         # pandas take milliseconds to tear down), so the runner need not wait for that.
         own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

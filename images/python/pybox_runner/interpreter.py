@@ -236,6 +236,8 @@ def run_call(ns, call):
     try:
         set_stdin(call["stdin"])
         remember_source(call["filename"], call["source"])
+        # plt.show() keeps what it draws within this call's caps until capture_figures takes it.
+        rich.configure(call["maxOutputs"], call["maxOutputBytes"])
     except BaseException as e:
         return {"exitCode": 1, "error": {"type": "InternalError", "message": "the call could not be set up: " + safe_str(e),
                                          "line": None, "traceback": None}, "outputs": [], "outputsDropped": 0}

@@ -38,7 +38,8 @@ from .memory import clamp_counts, memory_accounting, since
 from .payload import collect_out_files, make_out_dir, read_cases, read_request, read_rest, store_read, test_count
 from .policy import check_imports
 from .protocol import KIND_CASE, KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
-from .relay import Relay
+from .relay import RESULT_LIMIT, Relay
+from .rich import caps_of, wire_limit
 from .session import serve_session
 from .text import TRACEBACK_LIMIT, clip, compile_error_info, render_error_info, safe_str
 
@@ -229,6 +230,9 @@ def parse_result(data):
         mark = body.find(child_mod.EXIT_MARK)
         if mark >= 0:
             body = body[:mark]
+        outputs = body.rfind(child_mod.OUTPUTS_MARK)
+        if outputs >= 0:
+            body = body[:outputs]
         if not body:
             return None, None
         try:
@@ -237,6 +241,36 @@ def parse_result(data):
             return None, None
         return None, error if isinstance(error, dict) else None
     return None, None
+
+
+RICH_TYPES = ("image/png", "text/plain", "text/html", "text/markdown")
+
+
+def parse_outputs(data, max_count):
+    """(outputs, dropped) from the child's result pipe: the figures it sent (child.rich_section),
+    shaped as the report carries them. The code could have written them: the host checks them again."""
+    body = data[1:] if data.startswith(b"S") else b""
+    mark = body.find(child_mod.EXIT_MARK)
+    if mark >= 0:
+        body = body[:mark]
+    start = body.rfind(child_mod.OUTPUTS_MARK)
+    if start < 0:
+        return [], 0
+    try:
+        section = json.loads(body[start + len(child_mod.OUTPUTS_MARK):])
+        items, dropped = section["outputs"], section["dropped"]
+    except (ValueError, TypeError, KeyError):
+        return [], 0
+    if not isinstance(items, list) or not isinstance(dropped, int) or isinstance(dropped, bool) or not 0 <= dropped < 1 << 31:
+        return [], 0
+    outputs = []
+    for item in items:
+        if (len(outputs) < max_count and isinstance(item, dict) and item.get("type") in RICH_TYPES
+                and isinstance(item.get("data"), str) and item.get("kind") in ("figure", "result")):
+            outputs.append({"type": item["type"], "data": item["data"], "kind": item["kind"]})
+        else:
+            dropped += 1
+    return outputs, dropped
 
 
 def process_cpu_ms(pid):
@@ -256,7 +290,7 @@ def run_cpu_ms(total, before):
     return round(max(0.0, total - (before or 0.0)), 1)
 
 
-def run_report(status, error, flagged, flooded, cpu_ms, files, dropped, memory):
+def run_report(status, error, flagged, flooded, cpu_ms, files, dropped, memory, outputs=None, outputs_dropped=0):
     exit_code = os.waitstatus_to_exitcode(status)
     signum = -exit_code if exit_code < 0 else None
     result = {
@@ -273,6 +307,9 @@ def run_report(status, error, flagged, flooded, cpu_ms, files, dropped, memory):
     }
     if memory is not None:
         result["memory"] = memory
+    if outputs or outputs_dropped:
+        result["outputs"] = outputs or []
+        result["outputsDropped"] = outputs_dropped
     return result
 
 
@@ -329,13 +366,19 @@ def main():
     os.close(child.ctl_w)
 
     caps = request.get("caps") or {}
-    relay = Relay(child.pid, child.out_r, child.err_r, child.res_r, int(caps.get("floodBytes", 1 << 20)), emit).run()
+    max_outputs, max_output_bytes = caps_of(caps)
+    # Room on the result pipe for the figures the child may send within its caps.
+    result_limit = RESULT_LIMIT + wire_limit(max_outputs, max_output_bytes) + 4096
+    relay = Relay(child.pid, child.out_r, child.err_r, child.res_r, int(caps.get("floodBytes", 1 << 20)), emit,
+                  result_limit=result_limit).run()
     failure, error = parse_result(relay.result)
     if failure is not None:
         setup_failure("setting up the run failed before the code started: " + failure)
     memory = clamp_counts(since(memory_before, memory_accounting()))
     files, dropped = collect_out_files(OUT_DIR, int(caps.get("maxFiles", 0)), int(caps.get("maxFileBytes", 0)))
-    result = run_report(relay.status, error, flagged, relay.flooded, run_cpu_ms(relay.cpu_ms, cpu_before), files, dropped, memory)
+    outputs, outputs_dropped = parse_outputs(relay.result, max_outputs)
+    result = run_report(relay.status, error, flagged, relay.flooded, run_cpu_ms(relay.cpu_ms, cpu_before), files, dropped, memory,
+                        outputs, outputs_dropped)
     report(result, result["exitCode"] if result["exitCode"] < 256 else 1)
 
 

@@ -17,11 +17,14 @@ from .child import EXIT_MARK
 from .protocol import CHUNK, KIND_STDERR, KIND_STDOUT
 
 PTRACE_DETACH = 17
+# The result pipe's bytes kept for a run without figures (a single run's are added: main.py).
 RESULT_LIMIT = 1 << 20
+# An exit mark is a few dozen bytes: its line is looked for in no more than this.
+EXIT_MARK_MAX = 256
 
 
 class Relay:
-    def __init__(self, pid, out_r, err_r, res_r, flood_bytes, emit, deadline=None):
+    def __init__(self, pid, out_r, err_r, res_r, flood_bytes, emit, deadline=None, result_limit=RESULT_LIMIT):
         self.pid = pid
         # (group or None) -> None: ends the code's processes. run_tests replaces it for a test case
         # under gVisor, which kills its PID namespace only, sparing the process for the next case.
@@ -32,7 +35,12 @@ class Relay:
         self.flood_bytes = flood_bytes
         self.emit = emit  # (kind, bytes) -> None: one frame on the runner's stdout
         self.counts = {KIND_STDOUT: 0, KIND_STDERR: 0}
-        self.result = b""
+        # What the code's process says on its result pipe: its error, its figures (up to the caps the
+        # runner computed result_limit from), its exit mark. A bytearray: appending stays linear.
+        self.result = bytearray()
+        self.result_limit = result_limit
+        # Where to look for the exit mark next (never the whole result again); None: no more looking.
+        self.mark_from = 0
         self.status = None
         self.cpu_ms = None
         self.wall_ms = None  # the program's own wall time, when it said so in its exit mark
@@ -86,7 +94,7 @@ class Relay:
 
     def take(self, kind, data):
         if kind == 0:
-            if len(self.result) < RESULT_LIMIT:
+            if len(self.result) < self.result_limit:
                 self.result += data
                 if self.status is None:
                     self.exit_mark()
@@ -102,8 +110,19 @@ class Relay:
     def exit_mark(self):
         """The program said it is over (exit code, CPU time): as good as reaping it, without waiting
         for its memory to be freed."""
-        parsed = parse_exit_mark(self.result)
+        if self.mark_from is None:
+            return
+        start = self.result.find(EXIT_MARK, self.mark_from)
+        if start < 0:
+            self.mark_from = max(0, len(self.result) - len(EXIT_MARK) + 1)
+            return
+        self.mark_from = start
+        end = self.result.find(b"\n", start, start + EXIT_MARK_MAX)
+        if end < 0 and len(self.result) < start + EXIT_MARK_MAX:
+            return  # the rest of the mark is still on its way
+        parsed = parse_exit_mark(bytes(self.result[start:end + 1])) if end >= 0 else None
         if parsed is None:
+            self.mark_from = None  # only the first mark counts: a malformed one leaves the end to reaping
             return
         code, cpu_ms, wall_ms = parsed
         self.status = code << 8  # a wait status: exited with code

@@ -6,7 +6,7 @@ import { LOCAL_TENANT } from '../../core/caller.ts';
 import { PyboxError } from '../../core/errors.ts';
 import type { Clock, ExecutionMeter, ExecutionStore } from '../../core/ports.ts';
 import type { ExecutionResult, ExecutionStatus, HistoryPage, Stats, TenantUsage } from '../../core/schemas.ts';
-import { DAY_MS, FIRST_DAY, LAST_DAY, checkLimit, decodeCursor, foldUsage, nearestRank, pageOf, normalizeIso, parseStored, zeroByStatus } from '../codec.ts';
+import { DAY_MS, FIRST_DAY, LAST_DAY, checkLimit, decodeCursor, foldUsage, historyItem, nearestRank, pageOf, normalizeIso, parseStored, zeroByStatus } from '../codec.ts';
 import { inTransaction } from './tx.ts';
 
 /**
@@ -137,7 +137,7 @@ export class PostgresExecutionStore implements ExecutionStore {
     if (status !== undefined) where.push(`status = $${params.push(status)}`);
     where.push('seq < $1');
     const { rows } = await this.pool.query<PageRow>(`SELECT seq, id, result FROM executions WHERE ${where.join(' AND ')} ORDER BY seq DESC LIMIT $2`, params);
-    return pageOf(rows, limit, parseStored, (last) => Number(last.seq));
+    return pageOf(rows, limit, historyItem, (last) => Number(last.seq));
   }
 
   /** Read in one REPEATABLE READ snapshot, so the counts and the ranks the percentiles use agree. */
