@@ -25,7 +25,7 @@ import {
   WebhookSecret,
 } from '../core/schemas.ts';
 import type { DoctorReport as DoctorReportType } from '../doctor/doctor.ts';
-import { OPEN_PATHS } from './auth.ts';
+import { isPublicPage, OPEN_PATHS } from './auth.ts';
 import { STATUS_BY_CODE } from './errors.ts';
 import { JsonRpcBody, JsonRpcErrorResponse, JsonRpcMessage } from './jsonrpc-schemas.ts';
 import { UNGUARDED_PATHS } from './guard.ts';
@@ -204,7 +204,7 @@ function operationOf(route: RouteConfig): Record<string, unknown> {
   // What the app-level middleware may answer on this path, before the route itself runs.
   const added: Responses = {};
   if (!UNGUARDED_PATHS.has(path)) Object.assign(added, errorResponses('host_not_allowed', 'origin_not_allowed'));
-  if (!OPEN_PATHS.has(path)) {
+  if (!OPEN_PATHS.has(path) && !isPublicPage(path)) {
     op.security = [{ apiKey: [] }];
     Object.assign(added, errorResponses('unauthorized', 'rate_limited'));
   }
