@@ -32,7 +32,15 @@ export interface CodeEditor {
   markError(error: { line: number; column?: number | null; message: string } | null): void;
 }
 
+/** The nonce the server wrote into this answer's page; CodeMirror's style elements need it under the page's CSP. */
+function styleNonce(): string | null {
+  const meta = document.querySelector('meta[name="pybox-style-nonce"]');
+  const value = meta?.getAttribute('content') ?? '';
+  return /^[A-Za-z0-9+/=]{16,}$/.test(value) ? value : null;
+}
+
 export function createEditor(parent: HTMLElement, opts: { initial: string; onRun: () => void; label: string }): CodeEditor {
+  const nonce = styleNonce();
   const run = () => {
     opts.onRun();
     return true;
@@ -49,6 +57,7 @@ export function createEditor(parent: HTMLElement, opts: { initial: string; onRun
         Prec.highest(keymap.of([{ key: 'Mod-Enter', run }])),
         errorLine,
         EditorView.contentAttributes.of({ 'aria-label': opts.label }),
+        ...(nonce ? [EditorView.cspNonce.of(nonce)] : []),
       ],
     }),
   });

@@ -110,6 +110,7 @@ function applyLimits(info: RuntimeInfo): void {
   ui.memory.max = String(max.memoryMb);
   ui.memory.value ||= String(defaults.memoryMb);
   ui.memoryRange.textContent = `${MIN_MEMORY_MB}–${max.memoryMb}`;
+  document.body.dataset.limits = 'loaded';
 }
 
 async function loadLimits(): Promise<void> {

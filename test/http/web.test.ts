@@ -16,7 +16,7 @@ beforeAll(() => {
   dir = join(root, 'web');
   outside = join(root, 'secret.js');
   mkdirSync(join(dir, 'assets'), { recursive: true });
-  writeFileSync(join(dir, 'index.html'), '<!doctype html><title>playground</title>');
+  writeFileSync(join(dir, 'index.html'), '<!doctype html><meta name="pybox-style-nonce" content="__PYBOX_STYLE_NONCE__"><title>playground</title>');
   writeFileSync(join(dir, 'docs.html'), '<!doctype html><title>reference</title>');
   writeFileSync(join(dir, 'assets', 'playground.js'), 'console.log(1)');
   writeFileSync(join(dir, 'assets', 'playground.css'), 'body{}');
@@ -38,7 +38,7 @@ describe('the pages', () => {
     const h = harness({ webDir: dir });
     const res = await h.app.request(path, { headers: { host: 'localhost:8080' } });
     expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    expect(res.headers.get('content-type')?.toLowerCase()).toBe('text/html; charset=utf-8');
     const csp = res.headers.get('content-security-policy') ?? '';
     for (const part of CSP_PARTS) expect(csp).toContain(part);
     expect(csp).not.toContain('unsafe-inline');
@@ -47,13 +47,27 @@ describe('the pages', () => {
     expect(await res.text()).toContain(`<title>${title}</title>`);
   });
 
-  it('answers 304 to a matching If-None-Match, and the page again after a change', async () => {
+  it('writes a fresh style nonce into each answer, the same in the page and its policy, and lets nothing cache it', async () => {
     const h = harness({ webDir: dir });
-    const first = await h.app.request('/');
+    const nonces: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const res = await h.app.request('/');
+      const nonce = /'nonce-([A-Za-z0-9+/=]+)'/.exec(res.headers.get('content-security-policy') ?? '')?.[1] ?? '';
+      expect(nonce.length).toBeGreaterThanOrEqual(24);
+      expect(await res.text()).toContain(`<meta name="pybox-style-nonce" content="${nonce}">`);
+      expect(res.headers.get('cache-control')).toBe('no-store');
+      nonces.push(nonce);
+    }
+    expect(nonces[0]).not.toBe(nonces[1]);
+  });
+
+  it('answers an asset 304 to a matching If-None-Match', async () => {
+    const h = harness({ webDir: dir });
+    const first = await h.app.request('/assets/playground.js');
     const etag = first.headers.get('etag') ?? '';
     expect(etag).toMatch(/^W\/"/);
-    expect((await h.app.request('/', { headers: { 'if-none-match': etag } })).status).toBe(304);
-    expect((await h.app.request('/', { headers: { 'if-none-match': 'W/"other"' } })).status).toBe(200);
+    expect((await h.app.request('/assets/playground.js', { headers: { 'if-none-match': etag } })).status).toBe(304);
+    expect((await h.app.request('/assets/playground.js', { headers: { 'if-none-match': 'W/"other"' } })).status).toBe(200);
   });
 
   it('answers a page saying how to build them when the directory holds no build, and the API still works', async () => {

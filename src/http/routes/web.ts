@@ -2,6 +2,7 @@
 // their assets, from the directory scripts/build-web.ts builds (build/web). Nothing is loaded from
 // elsewhere, and the pages' policy lets only their own files run: no inline script, no other origin,
 // no framing. A directory without the build answers a page saying how to make it, not a crash.
+import { randomBytes } from 'node:crypto';
 import { lstat, readFile } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
@@ -15,23 +16,30 @@ import { PyboxError } from '../../core/errors.ts';
 export const DEFAULT_WEB_DIR = join(import.meta.dirname, '..', '..', '..', 'build', 'web');
 
 /**
- * script-src 'self' forbids inline scripts; img-src data: is for figures (base64 PNG) and Swagger
- * UI's icons; HTML values of a run are shown in a sandboxed srcdoc frame, which inherits all this.
+ * script-src 'self' forbids inline scripts. Style elements need the page's nonce: the editor
+ * (CodeMirror) adds its own at run time and is given the nonce (the page's `pybox-style-nonce` meta
+ * element, written per answer). img-src data: is for figures (base64 PNG) and Swagger UI's icons;
+ * HTML values of a run are shown in a sandboxed srcdoc frame, which inherits all this.
  */
-export const PAGE_CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "font-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+export function pagePolicy(styleNonce?: string): string {
+  return [
+    "default-src 'none'",
+    "script-src 'self'",
+    `style-src 'self'${styleNonce ? ` 'nonce-${styleNonce}'` : ''}`,
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+}
+
+/** Where a page's HTML has the nonce written (web/*.html). */
+const NONCE_SLOT = /__PYBOX_STYLE_NONCE__/g;
 
 const SECURITY_HEADERS = {
-  'Content-Security-Policy': PAGE_CSP,
+  'Content-Security-Policy': pagePolicy(),
   'X-Content-Type-Options': 'nosniff',
   'X-Frame-Options': 'DENY',
   'Referrer-Policy': 'no-referrer',
@@ -59,7 +67,7 @@ const playground = createRoute({
   path: '/',
   operationId: 'playground',
   summary: 'The playground: a web page to run code, with sessions, streamed output and history',
-  responses: { 200: { description: 'The page (its script and styles are under /assets)', content: htmlPage }, 304: notModified, 503: notBuilt },
+  responses: { 200: { description: 'The page (its script and styles are under /assets)', content: htmlPage }, 503: notBuilt },
 });
 
 const reference = createRoute({
@@ -67,7 +75,7 @@ const reference = createRoute({
   path: '/docs',
   operationId: 'docs',
   summary: 'The API reference: this document rendered by Swagger UI',
-  responses: { 200: { description: 'The page (it fetches /openapi.json)', content: htmlPage }, 304: notModified, 503: notBuilt },
+  responses: { 200: { description: 'The page (it fetches /openapi.json)', content: htmlPage }, 503: notBuilt },
 });
 
 const asset = createRoute({
@@ -127,10 +135,13 @@ function answer(c: Context, found: Found, contentType: string): Response {
 export function webRoutes(dir: string): OpenAPIHono {
   const app = routeGroup();
 
+  // A page is written afresh for each answer, with a nonce of its own: never cached, never a 304.
   const page = (file: string) => async (c: Context) => {
     const found = await readInside(dir, file);
-    if (!found) return c.html(notBuiltPage(dir), 503, SECURITY_HEADERS);
-    return answer(c, found, 'text/html; charset=utf-8');
+    const headers = { ...SECURITY_HEADERS, 'Cache-Control': 'no-store' };
+    if (!found) return c.html(notBuiltPage(dir), 503, headers);
+    const nonce = randomBytes(18).toString('base64');
+    return c.html(found.bytes.toString('utf8').replace(NONCE_SLOT, nonce), 200, { ...headers, 'Content-Security-Policy': pagePolicy(nonce) });
   };
 
   serve(app, playground, page('index.html'));
