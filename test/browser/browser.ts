@@ -73,7 +73,8 @@ export async function setCode(page: Page, code: string): Promise<void> {
 
 /** The editor's text, line by line as CodeMirror renders it. */
 export async function editorText(page: Page): Promise<string> {
-  return (await page.locator('.cm-content .cm-line').allInnerTexts()).join('\n');
+  // An empty line renders as a <br>, which innerText reads as a newline of its own.
+  return (await page.locator('.cm-content .cm-line').allInnerTexts()).map((l) => l.replace(/\n$/, '')).join('\n');
 }
 
 /** Runs the editor's code with the keyboard and waits until the status is no longer busy. */
