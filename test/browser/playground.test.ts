@@ -67,19 +67,46 @@ describe('the playground against a real pybox', () => {
     await closeAll(pages);
   });
 
-  it('runs code with stdin and shows stdout and stderr apart, the status and the feedback', async () => {
+  it('runs code with stdin and an input file, shows stdout and stderr apart, the status, the feedback and the files it wrote', async () => {
     const { page, errors } = await open();
     await ready(page);
-    await setCode(page, 'import sys\nname = input()\nprint(f"hello, {name}")\nfor i in range(3):\n    print(i, i * i)\nprint("careful", file=sys.stderr)\n');
+    await setCode(
+      page,
+      'import sys\nname = input()\nprint(f"hello, {name}")\nfor i in range(3):\n    print(i, i * i)\nprint("careful", file=sys.stderr)\n' +
+        'total = sum(int(x) for x in open("numbers.txt").read().split())\nopen("out/total.txt", "w").write(str(total))\nprint("total", total)\n',
+    );
     await page.locator('#stdin').fill('Ada');
+    await page.locator('#files').setInputFiles({ name: 'numbers.txt', mimeType: 'text/plain', buffer: Buffer.from('1 2 3 36\n') });
+    expect(await page.locator('#file-list').innerText()).toContain('numbers.txt');
     await runCode(page);
     expect(await page.locator('#status').innerText()).toMatch(/^Completed · \d+(\.\d+)? (ms|s) · exit 0 · runc$/);
     expect(await page.locator('#status').getAttribute('data-tone')).toBe('ok');
-    expect(await page.locator('.out-stdout').allInnerTexts()).toEqual(['hello, Ada\n0 0\n1 1\n2 4\n']);
+    expect(await page.locator('.out-stdout').allInnerTexts()).toEqual(['hello, Ada\n0 0\n1 1\n2 4\ntotal 42\n']);
     expect(await page.locator('.out-stderr').allInnerTexts()).toEqual(['careful\n']);
+    const link = page.locator('#download-list a');
+    expect(await link.innerText()).toBe('total.txt');
+    const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+    expect(download.suggestedFilename()).toBe('total.txt');
     await page.locator('#feedback-box summary').click();
     expect(await page.locator('#feedback').innerText()).not.toBe('');
     await screenshot(page, 'playground');
+    expect(errors).toEqual([]);
+    await closeAll(pages);
+  });
+
+  it('runs within the time limit chosen on the page, from the keyboard anywhere on it', async () => {
+    const { page, errors } = await open();
+    await ready(page);
+    await setCode(page, 'while True:\n    pass\n');
+    await page.locator('#timeout').fill('1');
+    // Ctrl/Cmd+Enter from another field than the editor runs too.
+    await page.locator('#stdin').focus();
+    await page.keyboard.press('ControlOrMeta+Enter');
+    await page.locator('#status:not([data-tone="busy"])').waitFor({ timeout: 60_000 });
+    expect(await page.locator('#status').innerText()).toMatch(/^Timed out/);
+    await page.locator('#timeout').fill('100000');
+    await page.locator('#run').click();
+    expect(await page.locator('#status').innerText()).toMatch(/^The time limit must be a whole number from 1 to \d+/);
     expect(errors).toEqual([]);
     await closeAll(pages);
   });
