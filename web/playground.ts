@@ -379,6 +379,8 @@ ui.keyForm.addEventListener('submit', (e) => {
   keyChanged();
 });
 
+// A reloaded page may get its mode back from the browser's form restoration.
+if (sessionMode()) showSession('Session mode: variables, imports and files persist between runs. The first run starts the session.');
 setStatus('Ready.');
 document.body.dataset.ready = 'true';
 void loadLimits();
