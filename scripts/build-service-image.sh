@@ -25,6 +25,8 @@ timeout 10 docker info >/dev/null 2>&1 || die "no Docker engine answers (scripts
 
 # The sandbox image and its base, built only when missing (seconds when both exist).
 node --import tsx scripts/build-image.ts >&2
+# The web pages (playground, reference) the API nodes serve, built here as set-up builds them.
+node --import tsx scripts/build-web.ts >&2
 base=$(node --import tsx --input-type=module -e \
   "import { imageTags } from './src/engine/image.ts'; process.stdout.write(imageTags('images').base)")
 docker image inspect "$base" >/dev/null 2>&1 || die "the base image $base is missing after scripts/build-image.ts"
@@ -36,7 +38,7 @@ tag=$(
   {
     printf 'base %s\nnode %s\n' "$base" "$("$NODE_BIN" --version)"
     sha256sum "$NODE_BIN" | cut -d' ' -f1
-    find src bin config images -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    find src bin config images build/web -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     sha256sum "${inputs[@]}"
   } | sha256sum | cut -c1-12
 )
@@ -54,6 +56,7 @@ trap 'rm -rf "$stage"' EXIT
 log "staging the app and its production dependencies in $stage"
 mkdir -p "$stage/app"
 cp -a package.json package-lock.json src bin config images "$stage/app/"
+mkdir -p "$stage/app/build" && cp -a build/web "$stage/app/build/web"
 install -m 755 "$NODE_BIN" "$stage/node"
 # A copy of the local install, pruned of dev dependencies: npm needs no network for that, and the
 # native better-sqlite3 built for this machine (same Debian release as the base) comes along.

@@ -4,9 +4,11 @@
 #   1. Node dependencies (npm ci when package-lock.json changed since the last install)
 #   2. a Docker engine that answers (installed and started on Debian as root; gVisor registered)
 #   3. the sandbox image, built from images/ when its content hash has no image yet
+#   4. the web pages (playground, API reference) in build/web, rebuilt when their sources changed
 # `setup.sh test` (npm's pretest) also starts what the cluster tests need: PostgreSQL, Redis and a
 # second Docker engine (scripts/ensure-*.sh), and installs the Prometheus binaries the metrics tests
-# run (scripts/ensure-prometheus.sh) and xmllint for the JUnit reports (scripts/ensure-xmllint.sh).
+# run (scripts/ensure-prometheus.sh), xmllint for the JUnit reports (scripts/ensure-xmllint.sh) and
+# Chromium for the browser tests (scripts/ensure-chromium.sh).
 # `npm start` does not: the all-in-one node needs none.
 #   PYBOX_TEST_POSTGRES_URL / PYBOX_TEST_REDIS_URL set: that server is used as it is, not started.
 #   PYBOX_SECOND_ENGINE=0: no second engine (its tests are skipped).
@@ -35,6 +37,7 @@ fi
 
 bash scripts/ensure-engine.sh
 node --import tsx scripts/build-image.ts
+node --import tsx scripts/build-web.ts
 
 if [ "$mode" = test ]; then
   # What these start (not what was already running) the suite's global teardown stops again.
@@ -47,4 +50,6 @@ if [ "$mode" = test ]; then
   bash scripts/ensure-prometheus.sh >/dev/null
   # The CLI tests validate `pybox test --junit` reports with it.
   bash scripts/ensure-xmllint.sh >/dev/null
+  # The browser tests (test/browser) drive it headless.
+  bash scripts/ensure-chromium.sh >/dev/null
 fi

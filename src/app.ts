@@ -14,6 +14,7 @@ import { observeRequests } from './http/metrics.ts';
 import { metricsRoutes } from './http/routes/metrics.ts';
 import { errorReply } from './http/errors.ts';
 import { docsRoutes } from './http/routes/docs.ts';
+import { DEFAULT_WEB_DIR, webRoutes } from './http/routes/web.ts';
 import { executionRoutes } from './http/routes/executions.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { legacyRoutes } from './http/routes/legacy.ts';
@@ -66,6 +67,8 @@ export interface AppDeps {
   batches?: BatchService;
   /** The tenants' webhook secrets behind /v1/webhooks/secret; the routes are absent without them. */
   webhookSecrets?: WebhookSecrets;
+  /** Where the web pages were built (scripts/build-web.ts); this package's build/web when absent. */
+  webDir?: string;
 }
 
 /** What an error's log line says of its request. */
@@ -92,6 +95,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/', healthRoutes(service));
   const documented = () => app.openAPIRegistry.definitions.flatMap((d) => (d.type === 'route' ? [d.route] : []));
   app.route('/', docsRoutes(deps.version ?? pkg.version, documented));
+  app.route('/', webRoutes(deps.webDir ?? DEFAULT_WEB_DIR));
   app.route('/v1/executions', executionRoutes(service, deps.batches));
   if (deps.batches) app.route('/v1', batchRoutes(deps.batches, logger));
   if (deps.webhookSecrets) app.route('/v1', webhookSecretRoutes(deps.webhookSecrets));

@@ -17,12 +17,21 @@ declare module 'hono' {
 /** Orchestrators probe these without credentials; they reveal nothing of any tenant. */
 export const OPEN_PATHS: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
 
+/**
+ * The web pages and their assets (routes/web.ts): the same files for everyone, holding nothing of
+ * any tenant; the API calls they make carry the key. The browser guard still applies to them.
+ */
+export function isPublicPage(path: string): boolean {
+  return path === '/' || path === '/docs' || /^\/assets\/[^/]+$/.test(path);
+}
+
 /** One message for every failure: which check failed is not the client's business. */
 const UNAUTHORIZED = 'a valid API key is required: send it as Authorization: Bearer <key>';
 
 export function authenticate(auth: Authenticator): MiddlewareHandler {
   return async function authenticateCaller(c, next) {
     if (OPEN_PATHS.has(c.req.path)) return next();
+    if ((c.req.method === 'GET' || c.req.method === 'HEAD') && isPublicPage(c.req.path)) return next();
     if (!(await auth.required(c.req.raw))) {
       c.set('caller', LOCAL_CALLER);
       return next();

@@ -11,6 +11,7 @@ import {
   BatchList,
   BatchPage,
   BatchRequest,
+  ClusterInfo,
   ErrorBody,
   ExecutionRequest,
   ExecutionResult,
@@ -25,7 +26,7 @@ import {
   WebhookSecret,
 } from '../core/schemas.ts';
 import type { DoctorReport as DoctorReportType } from '../doctor/doctor.ts';
-import { OPEN_PATHS } from './auth.ts';
+import { isPublicPage, OPEN_PATHS } from './auth.ts';
 import { STATUS_BY_CODE } from './errors.ts';
 import { JsonRpcBody, JsonRpcErrorResponse, JsonRpcMessage } from './jsonrpc-schemas.ts';
 import { UNGUARDED_PATHS } from './guard.ts';
@@ -77,6 +78,7 @@ const COMPONENTS = {
   LegacyStats: { schema: LegacyStats, io: 'output' },
   ToolList: { schema: ToolList, io: 'output' },
   DoctorReport: { schema: DoctorReport, io: 'output' },
+  ClusterInfo: { schema: ClusterInfo, io: 'output' },
   MetricsText: { schema: MetricsText, io: 'output' },
   OpenApiDocument: { schema: OpenApiDocument, io: 'output' },
   JsonRpcBody: { schema: JsonRpcBody, io: 'input' },
@@ -204,7 +206,7 @@ function operationOf(route: RouteConfig): Record<string, unknown> {
   // What the app-level middleware may answer on this path, before the route itself runs.
   const added: Responses = {};
   if (!UNGUARDED_PATHS.has(path)) Object.assign(added, errorResponses('host_not_allowed', 'origin_not_allowed'));
-  if (!OPEN_PATHS.has(path)) {
+  if (!OPEN_PATHS.has(path) && !isPublicPage(path)) {
     op.security = [{ apiKey: [] }];
     Object.assign(added, errorResponses('unauthorized', 'rate_limited'));
   }

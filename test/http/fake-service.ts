@@ -163,7 +163,7 @@ export class FakeKeys implements ApiKeyLookup {
 export const NO_KEYS: ApiKeyLookup = { hasKeys: async () => false, findKeyByHash: async () => undefined };
 
 export function harness(
-  opts: { keys?: ApiKeyLookup; clock?: Clock; doctor?: AppDeps['doctor']; allowedHosts?: string[]; allowedOrigins?: string[]; batches?: AppDeps['batches']; webhookSecrets?: AppDeps['webhookSecrets'] } = {},
+  opts: { keys?: ApiKeyLookup; clock?: Clock; doctor?: AppDeps['doctor']; allowedHosts?: string[]; allowedOrigins?: string[]; batches?: AppDeps['batches']; webhookSecrets?: AppDeps['webhookSecrets']; webDir?: string; cluster?: AppDeps['cluster'] } = {},
 ) {
   const service = new FakeExecutionService();
   const logger = recordingLogger();
@@ -179,6 +179,8 @@ export function harness(
     ...(opts.allowedOrigins ? { allowedOrigins: opts.allowedOrigins } : {}),
     ...(opts.batches ? { batches: opts.batches } : {}),
     ...(opts.webhookSecrets ? { webhookSecrets: opts.webhookSecrets } : {}),
+    ...(opts.webDir ? { webDir: opts.webDir } : {}),
+    ...(opts.cluster ? { cluster: opts.cluster } : {}),
   });
   const post = (path: string, body: unknown, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
     app.request(path, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) });

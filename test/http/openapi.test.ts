@@ -50,7 +50,8 @@ function idleBatches(): BatchService {
 
 /** An app with every optional route group, so every route it can serve is served. */
 function fullHarness() {
-  return harness({ doctor: { run: async () => report }, batches: idleBatches(), webhookSecrets: new MemoryWebhookSecrets() });
+  const cluster = { status: async () => ({ mode: 'embedded' as const, nodes: [], slots: 2, running: 0, waiting: 0 }) };
+  return harness({ doctor: { run: async () => report }, batches: idleBatches(), webhookSecrets: new MemoryWebhookSecrets(), cluster });
 }
 
 async function fetchDoc(h = fullHarness()): Promise<{ doc: Doc; text: string; contentType: string | null }> {
@@ -88,7 +89,7 @@ describe('GET /openapi.json', () => {
     }
     const { doc } = await fetchDoc();
     expect(operations(doc).map(({ method, path }) => `${method} ${path}`)).toEqual(
-      expect.arrayContaining(['post /v1/executions', 'get /v1/executions', 'get /v1/executions/{id}', 'get /v1/doctor', 'get /v1/tools', 'get /v1/usage', 'post /mcp', 'get /mcp', 'delete /mcp', 'get /openapi.json', 'get /docs', 'get /healthz', 'get /readyz', 'post /api/execute-code', 'get /api/code-history', 'get /api/code-stats']),
+      expect.arrayContaining(['post /v1/executions', 'get /v1/executions', 'get /v1/executions/{id}', 'get /v1/doctor', 'get /v1/cluster', 'get /v1/tools', 'get /v1/usage', 'post /mcp', 'get /mcp', 'delete /mcp', 'get /openapi.json', 'get /docs', 'get /docs/plain', 'get /', 'get /assets/{name}', 'get /healthz', 'get /readyz', 'post /api/execute-code', 'get /api/code-history', 'get /api/code-stats']),
     );
     // Without a doctor there is no such route, and the document says so.
     expect(Object.keys((await fetchDoc(harness())).doc.paths)).not.toContain('/v1/doctor');
@@ -208,11 +209,11 @@ describe('GET /openapi.json', () => {
   });
 });
 
-describe('GET /docs', () => {
+describe('GET /docs/plain', () => {
   it('shows every documented operation on a page that runs and loads nothing', async () => {
     const h = fullHarness();
     const { doc } = await fetchDoc(h);
-    const res = await h.app.request('/docs');
+    const res = await h.app.request('/docs/plain');
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^text\/html/);
     expect(res.headers.get('content-security-policy')).toBe("default-src 'none'; style-src 'unsafe-inline'");

@@ -1,7 +1,8 @@
 // Runs once around the whole suite. After every test file has finished, nothing this run started
 // may be left: no container labelled pybox.execution on either engine (the default one and the
 // second one the cluster tests use), no pybox server process of this checkout, no private Redis or
-// PostgreSQL of a fault test, no Prometheus of the metrics test, and no gVisor process. What was
+// PostgreSQL of a fault test, no Prometheus of the metrics test, no browser of the browser tests,
+// and no gVisor process. What was
 // there before the run (another run on the same machine, the shared servers set-up started) is not
 // this run's to judge. Last, the servers set-up started for the run are stopped again.
 import { spawnSync } from 'node:child_process';
@@ -44,6 +45,8 @@ function processes(): Map<number, string> {
       })();
       const ours =
         (cwd === ROOT && (cmd.includes('src/main.ts') || cmd.includes('bin/pybox.mjs') || /[\s/]test\/\S+\.ts\b/.test(cmd))) ||
+        // The browser tests' Chromium (started from this checkout, so with its working directory).
+        (cwd === ROOT && /^\S*\/chrom(e|ium)\b/.test(cmd)) ||
         // Redis rewrites its title to "redis-server host:port"; the shared one was there before setup.
         /^redis-server\b/.test(cmd) ||
         (/postgres/.test(cmd) && cmd.includes('pybox-pg-')) ||

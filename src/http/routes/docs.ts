@@ -1,6 +1,7 @@
 // The OpenAPI document, built once per app from the routes its registry holds (every route served
 // through route.ts's `serve`, and the agent tools' description from agent-tools-doc.ts), and the
-// same document as a page for people at /docs: static HTML, no script, nothing fetched elsewhere.
+// same document as a plain page at /docs/plain: static HTML, no script, nothing fetched elsewhere (the
+// interactive reference at /docs, Swagger UI, is one of the web pages: routes/web.ts).
 import { createRoute, OpenAPIHono, type RouteConfig } from '@hono/zod-openapi';
 import { buildOpenApi, OpenApiDocument, type OpenApiDoc } from '../openapi.ts';
 import { routeGroup, serve } from '../route.ts';
@@ -15,9 +16,9 @@ const openapi = createRoute({
 
 const page = createRoute({
   method: 'get',
-  path: '/docs',
-  operationId: 'docs',
-  summary: 'This document as a web page',
+  path: '/docs/plain',
+  operationId: 'docsPlain',
+  summary: 'This document as a plain web page (no script)',
   responses: { 200: { description: 'Every operation with its parameters, body and answers', content: { 'text/html': { schema: { type: 'string' as const } } } } },
 });
 
@@ -58,7 +59,7 @@ function renderPage(doc: OpenApiDoc): string {
   return (
     `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>pybox ${escapeHtml(doc.info.version)} API</title>` +
     '<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}section{border-top:1px solid #ccc}code{background:#f4f4f4}</style></head>' +
-    `<body><h1>pybox ${escapeHtml(doc.info.version)} API</h1><p>${escapeHtml(doc.info.description)} The schemas are in <a href="openapi.json">openapi.json</a>.</p>` +
+    `<body><h1>pybox ${escapeHtml(doc.info.version)} API</h1><p>${escapeHtml(doc.info.description)} The schemas are in <a href="../openapi.json">openapi.json</a>.</p>` +
     `${sections.join('')}</body></html>`
   );
 }
