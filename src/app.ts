@@ -9,6 +9,8 @@ import pkg from '../package.json' with { type: 'json' };
 import { PyboxError } from './core/errors.ts';
 import type { ClusterStatus, ExecutionService, Logger, MetricsExposition, Observer, RequestLimiter, WebhookSecrets } from './core/ports.ts';
 import type { BatchService } from './core/batch-service.ts';
+import type { SessionApi } from './core/session-service.ts';
+import { sessionRoutes } from './http/routes/sessions.ts';
 import { batchRoutes, webhookSecretRoutes } from './http/routes/batches.ts';
 import { observeRequests } from './http/metrics.ts';
 import { metricsRoutes } from './http/routes/metrics.ts';
@@ -66,6 +68,8 @@ export interface AppDeps {
   batches?: BatchService;
   /** The tenants' webhook secrets behind /v1/webhooks/secret; the routes are absent without them. */
   webhookSecrets?: WebhookSecrets;
+  /** Sessions (/v1/sessions and the session tools); the routes are absent without them. */
+  sessions?: SessionApi;
 }
 
 /** What an error's log line says of its request. */
@@ -95,6 +99,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/v1/executions', executionRoutes(service, deps.batches));
   if (deps.batches) app.route('/v1', batchRoutes(deps.batches, logger));
   if (deps.webhookSecrets) app.route('/v1', webhookSecretRoutes(deps.webhookSecrets));
+  if (deps.sessions) app.route('/v1', sessionRoutes(deps.sessions, logger));
   app.route('/v1', serviceInfoRoutes(service));
   app.route('/api', legacyRoutes(service));
   app.route('/v1', usageRoutes(service));

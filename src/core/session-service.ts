@@ -41,6 +41,9 @@ export interface SessionCallOptions {
   requestId?: string | undefined;
 }
 
+/** What the HTTP layer and the in-process agent tools use of the service. */
+export type SessionApi = Pick<SessionService, 'create' | 'get' | 'list' | 'delete' | 'call' | 'putFiles' | 'listFiles' | 'getFile'>;
+
 /** The most files one listing returns. */
 export const MAX_LISTED_FILES = 1000;
 /** How long an ended session is remembered. */

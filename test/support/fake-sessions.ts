@@ -66,6 +66,8 @@ export class FakeSessionSandbox implements SessionSandbox {
   files = new Map<string, Buffer>();
   closed = false;
   running = false;
+  /** Aborted when the sandbox closes or dies: a running call ends with it. */
+  private readonly gone = new AbortController();
   readonly calls: SessionCallJob[] = [];
   readonly ended: Promise<string>;
   private endNow!: (why: string) => void;
@@ -78,6 +80,7 @@ export class FakeSessionSandbox implements SessionSandbox {
   /** The container stops on its own. */
   die(why = 'the container exited'): void {
     this.closed = true;
+    this.gone.abort();
     this.endNow(why);
   }
 
@@ -109,9 +112,11 @@ export class FakeSessionSandbox implements SessionSandbox {
       if (line === 'sleep') {
         // Runs until interrupted by the call's signal.
         await new Promise<void>((resolve) => {
-          if (job.signal?.aborted) resolve();
+          if (job.signal?.aborted || this.gone.signal.aborted) resolve();
           job.signal?.addEventListener('abort', () => resolve(), { once: true });
+          this.gone.signal.addEventListener('abort', () => resolve(), { once: true });
         });
+        if (this.gone.signal.aborted) return { ...finish('failed', 1, null, { report: null, failure: 'the sandbox was removed' }), sandboxLost: true };
         stderr += 'KeyboardInterrupt\n';
         return finish('cancelled', 1, null, { report: null });
       }
@@ -180,6 +185,7 @@ export class FakeSessionSandbox implements SessionSandbox {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.gone.abort();
     this.endNow('closed');
   }
 }
