@@ -62,6 +62,9 @@ export class SessionService {
   private readonly ended = new Map<string, Ended>();
   /** Sessions being created per tenant: they count against the tenant's cap before they exist. */
   private readonly creating = new Map<string, number>();
+  /** Calls not yet recorded; settled() waits for none. */
+  private inFlight = 0;
+  private settledWaiters: Array<() => void> = [];
 
   constructor(private readonly deps: SessionServiceDeps) {}
 
@@ -120,6 +123,22 @@ export class SessionService {
 
   /** Runs code in the caller's session; the result is recorded as an execution of its tenant. */
   async call(caller: Caller, id: string, req: SessionCallRequest, opts: SessionCallOptions = {}): Promise<ExecutionResult> {
+    this.inFlight++;
+    try {
+      return await this.callAndRecord(caller, id, req, opts);
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0) for (const w of this.settledWaiters.splice(0)) w();
+    }
+  }
+
+  /** Resolves once every call begun so far has been recorded (shutdown waits for it before closing the store). */
+  settled(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settledWaiters.push(resolve));
+  }
+
+  private async callAndRecord(caller: Caller, id: string, req: SessionCallRequest, opts: SessionCallOptions): Promise<ExecutionResult> {
     const { deps } = this;
     const session = await this.find(caller, id, { endedAs: 'error' });
     assertFloors(req);
