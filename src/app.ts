@@ -28,7 +28,7 @@ import type { Authenticator } from './tenancy/authenticator.ts';
 import { RateLimiter } from './tenancy/rate-limiter.ts';
 import { clusterRoutes } from './http/routes/cluster.ts';
 import { mcpRoutes, toolListRoutes } from './http/routes/agent-tools.ts';
-import { DEFAULT_TOOLS, type ToolSelection } from './adapters/tools.ts';
+import { DEFAULT_TOOLS, SESSION_TOOL_NAMES, type ToolSelection } from './adapters/tools.ts';
 import type { Doctor } from './doctor/doctor.ts';
 import { doctorRoutes } from './http/routes/doctor.ts';
 import { guardBrowsers } from './http/guard.ts';
@@ -107,7 +107,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   if (deps.cluster) app.route('/v1', clusterRoutes(deps.cluster));
   if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
   // /mcp's tools call the service in-process, for the caller authenticated above.
-  const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, service, logger };
+  // The session tools are offered only where sessions are served.
+  const selection = deps.tools ?? DEFAULT_TOOLS;
+  const tools = deps.sessions ? selection : Object.fromEntries(Object.entries(selection).filter(([name]) => !(SESSION_TOOL_NAMES as readonly string[]).includes(name)));
+  const agentTools = { tools, bodyLimitBytes: deps.bodyLimitBytes, service, logger, sessions: deps.sessions };
   app.route('/v1', toolListRoutes(agentTools));
   describeServed(app, TOOL_LIST_OPERATIONS);
   app.route('/mcp', mcpRoutes(agentTools));

@@ -76,6 +76,10 @@ export {
   type ToolBackend,
   type ToolRequest,
   type ToolCallOptions,
+  ConversationSession,
+  PYTHON_SESSION_RUN_DESCRIPTION,
+  SESSION_TOOL_NAMES,
+  type SessionToolBackend,
 } from './adapters/tools.ts';
 export {
   verifyWebhook,
