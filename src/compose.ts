@@ -15,7 +15,7 @@ import { SessionManager } from './core/session-manager.ts';
 import { SessionService } from './core/session-service.ts';
 import type { SessionSandboxes } from './core/sessions.ts';
 import { shutdown } from './core/shutdown.ts';
-import { NO_OBSERVER, type Clock, type ClusterStatus, type ExecutionStore, type Logger } from './core/ports.ts';
+import { NO_OBSERVER, type Clock, type ClusterStatus, type ExecutionStore, type Logger, type Observer } from './core/ports.ts';
 import { MeteredRequestLimiter } from './metrics/metered.ts';
 import { PrometheusMetrics } from './metrics/prometheus.ts';
 import type { RuntimeName } from './core/schemas.ts';
@@ -233,7 +233,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
       return { mode: 'embedded', nodes: [node], slots, running, waiting: queued };
     },
   };
-  const sessions = sessionSide(config, side, { store, clock, logger, executions: service, onRecorded: (f) => service.recorded(f), node: config.cluster.nodeId || `${hostname()}-${process.pid}` });
+  const sessions = sessionSide(config, side, { store, clock, logger, executions: service, onRecorded: (f) => service.recorded(f), observer: metrics, node: config.cluster.nodeId || `${hostname()}-${process.pid}` });
   const jobStores = sqliteJobStores(db, { maxAgeDays: config.store.maxAgeDays, clock });
   const jobs = composeJobsSide(config, {
     stores: jobStores,
@@ -310,7 +310,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
 export function sessionSide(
   config: Config,
   side: Pick<EngineSide, 'sessionSandboxes' | 'image' | 'runtime'>,
-  parts: { store: ExecutionStore; clock: Clock; logger: Logger; executions: DefaultExecutionService; onRecorded?: (fault: string | null) => void; node: string },
+  parts: { store: ExecutionStore; clock: Clock; logger: Logger; executions: DefaultExecutionService; onRecorded?: (fault: string | null) => void; observer?: Observer | undefined; node: string },
 ): { service: SessionService; manager: SessionManager } | undefined {
   if (!config.sessions.enabled || !side.sessionSandboxes) return undefined;
   const { store, clock, logger } = parts;
@@ -337,6 +337,7 @@ export function sessionSide(
     logger,
     newId: randomUUID,
     onRecorded: parts.onRecorded,
+    observer: parts.observer,
   });
   return { service, manager };
 }

@@ -10,7 +10,7 @@ import { assertFloors, decodeFiles, type DefaultExecutionService, type InputBudg
 import { invalidField, PyboxError } from './errors.ts';
 import type { Cancellation } from './feedback.ts';
 import { cancelReasonOf, recordResult } from './local-dispatch.ts';
-import type { Clock, ExecutionStore, Logger } from './ports.ts';
+import { NO_OBSERVER, type Clock, type ExecutionStore, type Logger, type Observer } from './ports.ts';
 import { buildResult, type ResultDeps } from './results.ts';
 import type { OutputListener } from './sandbox.ts';
 import type { ExecutionResult, SessionCallRequest, SessionEndReason, SessionFileList, SessionFilesUpload, SessionInfo, SessionList, SessionRequest } from './schemas.ts';
@@ -32,6 +32,8 @@ export interface SessionServiceDeps {
   onRecorded?: ((fault: string | null) => void) | undefined;
   /** How many ended sessions are remembered for their 410 answer; 10 000 when absent. */
   endedMemory?: number | undefined;
+  /** Told of every call that ends, as of every execution (metrics). */
+  observer?: Pick<Observer, 'executionFinished'> | undefined;
 }
 
 export interface SessionCallOptions {
@@ -175,6 +177,7 @@ export class SessionService {
     const ids = { id: job.id, session: id, tenant: caller.tenant, requestId: opts.requestId };
     if (result.status === 'internal_error') deps.logger.error('session call failed on our side', { ...ids, why: result.error?.message });
     deps.logger.info('session call', { ...ids, status: result.status, durationMs: result.durationMs, stateLost: outcome.stateLost });
+    (deps.observer ?? NO_OBSERVER).executionFinished({ status: result.status, runtime, durationMs: result.durationMs, queueWaitMs: 0 });
     await recordResult({ store: deps.store, logger: deps.logger, onRecorded: deps.onRecorded }, caller.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes);
     return result;
   }
@@ -202,6 +205,8 @@ export class SessionService {
   /** A regular file of the session's work directory, at most sessions.maxDownloadBytes. */
   async getFile(caller: Caller, id: string, path: string): Promise<Buffer> {
     await this.find(caller, id, { endedAs: 'error' });
+    // Checked again by the sandbox; a path that could leave the work directory is no file of it.
+    if (!isWorkPath(path)) throw new PyboxError('not_found', 'no such file in the session\'s work directory');
     try {
       return await this.deps.hosts.getFile(id, path, this.deps.config.maxDownloadBytes);
     } catch (e) {
@@ -280,6 +285,18 @@ export class SessionService {
     const now = iso(this.deps.clock.now());
     return { ...this.infoOf(h), state: 'ended', idleExpiresAt: now, endedReason: reason };
   }
+}
+
+/** A relative path with / separators and no empty, . or .. segment, printable, at most 255 characters. */
+export function isWorkPath(path: string): boolean {
+  return (
+    path.length >= 1 &&
+    path.length <= 255 &&
+    /^[\x20-\x7e\u00a0-\uffff]+$/.test(path) &&
+    !path.startsWith('/') &&
+    !path.includes('\\') &&
+    path.split('/').every((s) => s !== '' && s !== '.' && s !== '..')
+  );
 }
 
 const END_WORDS: Record<SessionEndReason, string> = {

@@ -209,7 +209,7 @@ describe('SessionService over SessionManager', () => {
   });
 
   it('uploads, lists and downloads files, within the download cap', async () => {
-    const { service } = sessionStack({ sessions: { maxDownloadBytes: 1024 } });
+    const { service, sandboxes } = sessionStack({ sessions: { maxDownloadBytes: 1024 } });
     const info = await service.create(alice, {});
     const list = await service.putFiles(alice, info.id, {
       files: [
@@ -221,6 +221,11 @@ describe('SessionService over SessionManager', () => {
     expect((await service.getFile(alice, info.id, 'dir/a.txt')).toString()).toBe('hello');
     expect(await codeOf(service.getFile(alice, info.id, 'big.bin'))).toBe('payload_too_large');
     expect(await codeOf(service.getFile(alice, info.id, 'nope'))).toBe('not_found');
+    // A path that could leave the work directory never reaches the sandbox, even if it "has" it.
+    sandboxes.byId(info.id).files.set('../secret', Buffer.from('x'));
+    sandboxes.byId(info.id).files.set('/etc/passwd', Buffer.from('x'));
+    expect(await codeOf(service.getFile(alice, info.id, '../secret'))).toBe('not_found');
+    expect(await codeOf(service.getFile(alice, info.id, '/etc/passwd'))).toBe('not_found');
     expect(await codeOf(service.putFiles(alice, info.id, { files: [{ path: 'x', content: '!!', encoding: 'base64' }] }))).toBe('invalid_request');
   });
 

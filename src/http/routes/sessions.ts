@@ -5,7 +5,7 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
 import type { Logger } from '../../core/ports.ts';
 import { ExecutionResult, SessionCallRequest, SessionFileList, SessionFilesUpload, SessionInfo, SessionList, SessionRequest } from '../../core/schemas.ts';
-import type { SessionApi } from '../../core/session-service.ts';
+import { isWorkPath, type SessionApi } from '../../core/session-service.ts';
 import { callerOf } from '../auth.ts';
 import { BODY_ERRORS, errorResponses, RUN_ERRORS } from '../openapi.ts';
 import { requestIdOf } from '../request-log.ts';
@@ -25,8 +25,7 @@ const SessionFilePath = z.object({
     .string()
     .min(1)
     .max(255)
-    .refine((p) => /^[\x20-\x7e\u00a0-\uffff]+$/.test(p) && !p.startsWith('/') && !p.includes('\\'), 'no such file')
-    .refine((p) => p.split('/').every((s) => s !== '' && s !== '.' && s !== '..'), 'no such file')
+    .refine(isWorkPath, 'no such file')
     .describe('The file\'s path in the work directory, percent-encoded as one segment (dir%2Fa.txt)'),
 });
 
