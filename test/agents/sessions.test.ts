@@ -1,8 +1,9 @@
 // Sessions on the agent surfaces. A LangChain.js agent loop, driven by a scripted OpenAI-compatible
 // model server, keeps one session for its conversation (state carried from call to call) and closes
 // it at the end; /mcp's python_session_run and python_session_close with the SDK's own client.
-// The pybox here runs on fake session sandboxes (`startPybox`); pointing startPybox at a real node
-// runs the same conversation against the engine.
+// The pybox here runs on fake session sandboxes; with PYBOX_TEST_SESSIONS=runc (or runsc) the same
+// tests run against a real node (composePybox, the engine's session sandboxes): every check goes
+// through the HTTP API, and the fake's own look behind it is skipped.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ToolMessage } from '@langchain/core/messages';
@@ -13,28 +14,39 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createPythonSessionTool } from '../../src/adapters/langchain.ts';
 import { createApp } from '../../src/app.ts';
 import { PyboxClient } from '../../src/client/client.ts';
-import { ExecutionResult } from '../../src/core/schemas.ts';
+import { ExecutionResult, RuntimeName } from '../../src/core/schemas.ts';
 import { Authenticator } from '../../src/tenancy/authenticator.ts';
-import { FakeExecutionService, NO_KEYS, recordingLogger } from '../http/fake-service.ts';
-import { sessionStack } from '../support/fake-sessions.ts';
+import { NO_KEYS, recordingLogger } from '../http/fake-service.ts';
+import { sessionStack, type SessionStack } from '../support/fake-sessions.ts';
+import { realPybox } from '../support/real.ts';
 import { serveApp } from '../support/serve.ts';
 
 const SESSION_TOOLS = { execute_python_code: true, sandbox_info: true, python_session_run: true, python_session_close: true };
 
-/** A pybox serving sessions over HTTP, and what is needed to look behind it. */
-async function startPybox(withSessions = true) {
-  const stack = sessionStack();
-  const app = createApp({
-    service: new FakeExecutionService(),
-    logger: recordingLogger(),
-    bodyLimitBytes: 1 << 20,
-    auth: new Authenticator(NO_KEYS),
-    tools: SESSION_TOOLS,
-    ...(withSessions ? { sessions: stack.service } : {}),
-  });
+const REAL = process.env.PYBOX_TEST_SESSIONS === undefined ? undefined : RuntimeName.parse(process.env.PYBOX_TEST_SESSIONS);
+
+/** A pybox serving sessions over HTTP; `stack` (the fakes, to look behind the API) when not real. */
+async function startPybox(withSessions = true): Promise<{ url: string; client: PyboxClient; stack: SessionStack | undefined; maxPerTenant: number }> {
+  let app;
+  let stack: SessionStack | undefined;
+  if (REAL && withSessions) {
+    const pybox = await realPybox(REAL, { tools: { enabled: SESSION_TOOLS } });
+    cleanups.push(() => pybox.dispose());
+    app = pybox.app;
+  } else {
+    stack = sessionStack();
+    app = createApp({
+      service: stack.executions,
+      logger: recordingLogger(),
+      bodyLimitBytes: 1 << 20,
+      auth: new Authenticator(NO_KEYS),
+      tools: SESSION_TOOLS,
+      ...(withSessions ? { sessions: stack.service } : {}),
+    });
+  }
   const served = await serveApp(app);
   cleanups.push(() => served.close());
-  return { app, url: served.url, client: new PyboxClient({ baseUrl: served.url, retries: 0 }), stack };
+  return { url: served.url, client: new PyboxClient({ baseUrl: served.url, retries: 0 }), stack, maxPerTenant: stack?.config.sessions.maxPerTenant ?? 8 };
 }
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -127,13 +139,13 @@ describe('the LangChain session tool in an agent loop', () => {
       expect(session.sessionId).toBe(results[0]!.session?.sessionId);
       expect((await pybox.client.listSessions()).items.map((s) => s.id)).toEqual([session.sessionId]);
       // Both calls were recorded as executions.
-      expect(pybox.stack.store.saved.map((r) => r.id)).toEqual(results.map((r) => r.id));
+      for (const r of results) expect(await pybox.client.get(r.id)).toMatchObject({ id: r.id, session: r.session });
 
       await session.close();
       closed = true;
       expect(session.sessionId).toBeUndefined();
       expect((await pybox.client.listSessions()).items).toEqual([]);
-      expect(pybox.stack.sandboxes.open_).toEqual([]);
+      if (pybox.stack) expect(pybox.stack.sandboxes.open_).toEqual([]);
     } finally {
       if (!closed) await session.close();
     }
@@ -156,17 +168,19 @@ describe('the LangChain session tool in an agent loop', () => {
     } finally {
       await session.close();
     }
-    expect(pybox.stack.sandboxes.open_).toEqual([]);
+    expect((await pybox.client.listSessions()).items).toEqual([]);
   });
 
   it('runs the calls of one conversation one at a time (no session_busy for parallel tool calls)', async () => {
     const pybox = await startPybox();
-    const session = createPythonSessionTool({ client: pybox.client });
+    const session = createPythonSessionTool({ client: pybox.client, artifact: true });
     try {
       const outs = await Promise.all(['a = 1', 'b = 2', 'c = a + 1\nprint(c)'].map((code, i) => session.tool.invoke({ type: 'tool_call', id: `p${i}`, name: 'python_session', args: { code } }) as Promise<ToolMessage>));
       expect(outs.map((m) => m.status)).toEqual(['success', 'success', 'success']);
       expect(String(outs[2]!.content)).toContain('2');
-      expect(pybox.stack.sandboxes.opened).toHaveLength(1);
+      const calls = outs.map((m) => ExecutionResult.parse(m.artifact).session);
+      expect(calls.map((c) => c?.call)).toEqual([1, 2, 3]);
+      expect(new Set(calls.map((c) => c?.sessionId)).size).toBe(1);
     } finally {
       await session.close();
     }
@@ -213,7 +227,7 @@ describe('session tools over /mcp', () => {
     const closed = (await mcp.callTool({ name: 'python_session_close', arguments: { session_id: id } })) as ToolResult;
     expect(closed.isError).toBe(false);
     expect(textOf(closed)).toBe(`Session ${id} is closed (2 calls).`);
-    expect(pybox.stack.sandboxes.open_).toEqual([]);
+    expect((await pybox.client.listSessions()).items).toEqual([]);
 
     const after = (await mcp.callTool({ name: 'python_session_run', arguments: { code: 'print(y)', session_id: id } })) as ToolResult;
     expect(after.isError).toBe(true);
@@ -237,9 +251,11 @@ describe('session tools over /mcp', () => {
     const bad = (await mcp.callTool({ name: 'python_session_close', arguments: {} })) as ToolResult;
     expect(bad.isError).toBe(true);
     expect(textOf(bad)).toContain('Invalid arguments for python_session_close: session_id');
-    for (let i = 0; i < pybox.stack.config.sessions.maxPerTenant; i++) await pybox.client.createSession();
+    const made = [];
+    for (let i = 0; i < pybox.maxPerTenant; i++) made.push(await pybox.client.createSession());
     const full = (await mcp.callTool({ name: 'python_session_run', arguments: { code: 'x = 1' } })) as ToolResult;
     expect(full.isError).toBe(true);
     expect(textOf(full)).toContain('No new session can be started');
+    for (const m of made) await pybox.client.deleteSession(m.id);
   });
 });

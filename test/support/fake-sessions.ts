@@ -229,6 +229,8 @@ export interface SessionStack {
   service: SessionService;
   store: ExecutionStore & { saved: ExecutionResult[] };
   config: Config;
+  /** The execution service over the same store (its clamping is the sessions'). */
+  executions: DefaultExecutionService;
 }
 
 /** A SessionManager and SessionService over fake sandboxes, with `sessions` settings laid over the defaults. */
@@ -240,16 +242,17 @@ export function sessionStack(over: { sessions?: Partial<Config['sessions']>; lim
   const logger = silentLogger();
   let n = 0;
   const newId = () => `id-${++n}`;
+  // One store for both: session calls are found as executions (GET /v1/executions/{id}).
+  const store = over.store ?? new ArrayStore();
   const executions = new DefaultExecutionService({
     dispatch: { submit: () => Promise.reject(new Error('not used')) },
     backend: { describe: () => Promise.reject(new Error('not used')), identity: () => ({ runtime: 'runc', image: 'img' }), checks: () => Promise.resolve({ checks: { engine: true, image: true } }) },
-    store: over.store ?? new ArrayStore(),
+    store,
     limits: config.limits,
     clock: time,
     logger,
     newId,
   });
-  const store = over.store ?? new ArrayStore();
   let service: SessionService | undefined;
   const manager = new SessionManager({
     sandboxes,
@@ -263,7 +266,7 @@ export function sessionStack(over: { sessions?: Partial<Config['sessions']>; lim
     onEnded: (s, reason) => service?.sessionEnded(s, reason),
   });
   service = new SessionService({ hosts: manager, executions, store, config: config.sessions, limits: config.limits, results: { limits: config.limits, clock: time }, clock: time, logger, newId, endedMemory: over.endedMemory });
-  return { time, sandboxes, manager, service, store, config };
+  return { time, sandboxes, manager, service, store, config, executions };
 }
 
 export function silentLogger(): Logger {
