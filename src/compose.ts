@@ -338,6 +338,7 @@ export function sessionSide(
     newId: randomUUID,
     onRecorded: parts.onRecorded,
     observer: parts.observer,
+    accepting: () => parts.executions.accepting,
   });
   return { service, manager };
 }

@@ -32,6 +32,8 @@ export interface SessionServiceDeps {
   onRecorded?: ((fault: string | null) => void) | undefined;
   /** How many ended sessions are remembered for their 410 answer; 10 000 when absent. */
   endedMemory?: number | undefined;
+  /** Whether new work is taken (false once shutdown has begun: creates and calls get shutting_down). */
+  accepting?: (() => boolean) | undefined;
   /** Told of every call that ends, as of every execution (metrics). */
   observer?: Pick<Observer, 'executionFinished'> | undefined;
 }
@@ -74,6 +76,7 @@ export class SessionService {
     const { deps } = this;
     const { config } = deps;
     if (!config.enabled) throw new PyboxError('not_found', 'sessions are not enabled on this server');
+    this.assertAccepting();
     assertFloors(req);
     const limits = deps.executions.clampLimits(req, caller.limits);
     const files = decodeFiles(req.files ?? [], 'files', this.budget());
@@ -143,6 +146,7 @@ export class SessionService {
   private async callAndRecord(caller: Caller, id: string, req: SessionCallRequest, opts: SessionCallOptions): Promise<ExecutionResult> {
     const { deps } = this;
     const session = await this.find(caller, id, { endedAs: 'error' });
+    this.assertAccepting();
     assertFloors(req);
     const budget = this.budget();
     const files = decodeFiles(req.files ?? [], 'files', budget);
@@ -223,6 +227,12 @@ export class SessionService {
     for (const [id, e] of this.ended) {
       if (this.ended.size <= max && now - e.atMs < ENDED_TTL_MS) break;
       this.ended.delete(id);
+    }
+  }
+
+  private assertAccepting(): void {
+    if (this.deps.accepting && !this.deps.accepting()) {
+      throw new PyboxError('shutting_down', 'the service is shutting down and takes no new session work; retry shortly', { retryAfterS: 5 });
     }
   }
 

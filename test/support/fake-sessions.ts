@@ -265,7 +265,7 @@ export function sessionStack(over: { sessions?: Partial<Config['sessions']>; lim
     timers: time,
     onEnded: (s, reason) => service?.sessionEnded(s, reason),
   });
-  service = new SessionService({ hosts: manager, executions, store, config: config.sessions, limits: config.limits, results: { limits: config.limits, clock: time }, clock: time, logger, newId, endedMemory: over.endedMemory });
+  service = new SessionService({ hosts: manager, executions, store, config: config.sessions, limits: config.limits, results: { limits: config.limits, clock: time }, clock: time, logger, newId, endedMemory: over.endedMemory, accepting: () => executions.accepting });
   return { time, sandboxes, manager, service, store, config, executions };
 }
 

@@ -245,6 +245,15 @@ describe('SessionService over SessionManager', () => {
     expect((await service.get(bob, b.id)).endedReason).toBe('shutdown');
   });
 
+  it('takes no new sessions or calls once the service stops accepting', async () => {
+    const { service, executions } = sessionStack();
+    const info = await service.create(alice, {});
+    executions.stopAccepting();
+    expect(await codeOf(service.create(alice, {}))).toBe('shutting_down');
+    expect(await codeOf(service.call(alice, info.id, { code: 'x = 1' }))).toBe('shutting_down');
+    expect((await service.delete(alice, info.id)).state).toBe('ended');
+  });
+
   it('closes a session opened after shutdown began', async () => {
     const { service, manager, sandboxes } = sessionStack();
     let release!: () => void;
