@@ -9,6 +9,8 @@ import pkg from '../package.json' with { type: 'json' };
 import { PyboxError } from './core/errors.ts';
 import type { ClusterStatus, ExecutionService, Logger, MetricsExposition, Observer, RequestLimiter, WebhookSecrets } from './core/ports.ts';
 import type { BatchService } from './core/batch-service.ts';
+import type { SessionApi } from './core/session-service.ts';
+import { sessionRoutes } from './http/routes/sessions.ts';
 import { batchRoutes, webhookSecretRoutes } from './http/routes/batches.ts';
 import { observeRequests } from './http/metrics.ts';
 import { metricsRoutes } from './http/routes/metrics.ts';
@@ -27,7 +29,7 @@ import type { Authenticator } from './tenancy/authenticator.ts';
 import { RateLimiter } from './tenancy/rate-limiter.ts';
 import { clusterRoutes } from './http/routes/cluster.ts';
 import { mcpRoutes, toolListRoutes } from './http/routes/agent-tools.ts';
-import { DEFAULT_TOOLS, type ToolSelection } from './adapters/tools.ts';
+import { DEFAULT_TOOLS, SESSION_TOOL_NAMES, type ToolSelection } from './adapters/tools.ts';
 import type { Doctor } from './doctor/doctor.ts';
 import { doctorRoutes } from './http/routes/doctor.ts';
 import { guardBrowsers } from './http/guard.ts';
@@ -69,6 +71,8 @@ export interface AppDeps {
   webhookSecrets?: WebhookSecrets;
   /** Where the web pages were built (scripts/build-web.ts); this package's build/web when absent. */
   webDir?: string;
+  /** Sessions (/v1/sessions and the session tools); the routes are absent without them. */
+  sessions?: SessionApi;
 }
 
 /** What an error's log line says of its request. */
@@ -99,6 +103,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/v1/executions', executionRoutes(service, deps.batches));
   if (deps.batches) app.route('/v1', batchRoutes(deps.batches, logger));
   if (deps.webhookSecrets) app.route('/v1', webhookSecretRoutes(deps.webhookSecrets));
+  if (deps.sessions) app.route('/v1', sessionRoutes(deps.sessions, logger));
   app.route('/v1', serviceInfoRoutes(service));
   app.route('/api', legacyRoutes(service));
   app.route('/v1', usageRoutes(service));
@@ -106,7 +111,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   if (deps.cluster) app.route('/v1', clusterRoutes(deps.cluster));
   if (deps.metrics) app.route('/', metricsRoutes(deps.metrics));
   // /mcp's tools call the service in-process, for the caller authenticated above.
-  const agentTools = { tools: deps.tools ?? DEFAULT_TOOLS, bodyLimitBytes: deps.bodyLimitBytes, service, logger };
+  // The session tools are offered only where sessions are served.
+  const selection = deps.tools ?? DEFAULT_TOOLS;
+  const tools = deps.sessions ? selection : Object.fromEntries(Object.entries(selection).filter(([name]) => !(SESSION_TOOL_NAMES as readonly string[]).includes(name)));
+  const agentTools = { tools, bodyLimitBytes: deps.bodyLimitBytes, service, logger, sessions: deps.sessions };
   app.route('/v1', toolListRoutes(agentTools));
   describeServed(app, TOOL_LIST_OPERATIONS);
   app.route('/mcp', mcpRoutes(agentTools));

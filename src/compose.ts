@@ -11,8 +11,11 @@ import { ConcurrencyGate } from './core/concurrency.ts';
 import { DefaultExecutionService, type ExecutionServiceDeps } from './core/execution-service.ts';
 import { LocalBackend } from './core/local-backend.ts';
 import { LocalDispatch } from './core/local-dispatch.ts';
+import { SessionManager } from './core/session-manager.ts';
+import { SessionService } from './core/session-service.ts';
+import type { SessionSandboxes } from './core/sessions.ts';
 import { shutdown } from './core/shutdown.ts';
-import { NO_OBSERVER, type Clock, type ClusterStatus, type ExecutionStore, type Logger } from './core/ports.ts';
+import { NO_OBSERVER, type Clock, type ClusterStatus, type ExecutionStore, type Logger, type Observer } from './core/ports.ts';
 import { MeteredRequestLimiter } from './metrics/metered.ts';
 import { PrometheusMetrics } from './metrics/prometheus.ts';
 import type { RuntimeName } from './core/schemas.ts';
@@ -50,6 +53,8 @@ export interface Pybox {
   metrics: PrometheusMetrics | undefined;
   /** Async executions, batches and their webhooks. */
   jobs: JobsSide;
+  /** Sessions (/v1/sessions); undefined when sessions.enabled is false or the engine offers none. */
+  sessions: { service: SessionService; manager: SessionManager } | undefined;
   /**
    * Shuts down (core/shutdown.ts): refuses new executions at once, gives running ones `graceMs` to
    * finish, cancels the rest, closes `listener` (the HTTP server, when serving), removes every
@@ -107,6 +112,8 @@ export interface EngineSide {
   runtime: RuntimeName;
   availableRuntimes: RuntimeName[];
   image: string;
+  /** Sandboxes for sessions, one container each; absent when this engine side offers none. */
+  sessionSandboxes?: SessionSandboxes | undefined;
   /** Removes every sandbox (after the executions have ended). */
   drain(): Promise<void>;
 }
@@ -228,6 +235,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
       return { mode: 'embedded', nodes: [node], slots, running, waiting: queued };
     },
   };
+  const sessions = sessionSide(config, side, { store, clock, logger, executions: service, onRecorded: (f) => service.recorded(f), observer: metrics, node: config.cluster.nodeId || `${hostname()}-${process.pid}` });
   const jobStores = sqliteJobStores(db, { maxAgeDays: config.store.maxAgeDays, clock });
   const jobs = composeJobsSide(config, {
     stores: jobStores,
@@ -246,6 +254,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     cluster,
     batches: jobs.batches,
     webhookSecrets: jobStores.secrets,
+    ...(sessions ? { sessions: sessions.service } : {}),
     logger,
     bodyLimitBytes: config.server.bodyLimitBytes,
     allowedHosts: config.server.allowedHosts,
@@ -264,7 +273,7 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
       {
         service,
         listener,
-        drains: [() => jobs.drain(), () => side.drain()],
+        drains: [() => jobs.drain(), ...(sessions ? [() => closeSessions(sessions)] : []), () => side.drain()],
         closers: [() => engine.close(), () => store.close()],
         logger,
       },
@@ -290,7 +299,54 @@ export async function composePybox(config: Config, opts: ComposeOptions): Promis
     image,
     metrics,
     jobs,
+    sessions,
     shutdown: stop,
     close: () => stop(Number.POSITIVE_INFINITY),
   };
+}
+
+/**
+ * This node's sessions over its engine's session sandboxes: the manager (SessionHosts) and the
+ * service the HTTP layer uses. Undefined when sessions are off or the engine side has no sandboxes for them.
+ */
+export function sessionSide(
+  config: Config,
+  side: Pick<EngineSide, 'sessionSandboxes' | 'image' | 'runtime'>,
+  parts: { store: ExecutionStore; clock: Clock; logger: Logger; executions: DefaultExecutionService; onRecorded?: (fault: string | null) => void; observer?: Observer | undefined; node: string },
+): { service: SessionService; manager: SessionManager } | undefined {
+  if (!config.sessions.enabled || !side.sessionSandboxes) return undefined;
+  const { store, clock, logger } = parts;
+  let service: SessionService | undefined;
+  const manager = new SessionManager({
+    sandboxes: side.sessionSandboxes,
+    image: side.image,
+    runtime: side.runtime,
+    node: parts.node,
+    config: config.sessions,
+    clock,
+    logger,
+    // The service remembers ended sessions, so their calls are answered 410 with the reason.
+    onEnded: (session, reason) => service?.sessionEnded(session, reason),
+  });
+  service = new SessionService({
+    hosts: manager,
+    executions: parts.executions,
+    store,
+    config: config.sessions,
+    limits: config.limits,
+    results: { limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars },
+    clock,
+    logger,
+    newId: randomUUID,
+    onRecorded: parts.onRecorded,
+    observer: parts.observer,
+    accepting: () => parts.executions.accepting,
+  });
+  return { service, manager };
+}
+
+/** Shutdown: every session ends (its sandbox removed) and its last calls are recorded. */
+async function closeSessions(sessions: { service: SessionService; manager: SessionManager }): Promise<void> {
+  await sessions.manager.closeAll('shutdown');
+  await sessions.service.settled();
 }

@@ -16,6 +16,10 @@ export {
   type BatchPageParams,
   type BatchEvent,
   type BatchEventsOptions,
+  type CreateSessionRequest,
+  type SessionExecuteRequest,
+  type UploadFile,
+  type Session,
 } from './client/client.ts';
 export {
   PyboxClientError,
@@ -29,6 +33,9 @@ export {
   ConnectionError,
   TimeoutError,
   UnexpectedResponseError,
+  SessionLimitError,
+  SessionBusyError,
+  SessionEndedError,
 } from './client/errors.ts';
 export type {
   ExecutionResult,
@@ -49,6 +56,10 @@ export type {
   BatchPage,
   BatchItem,
   BatchItemEvent,
+  SessionInfo,
+  SessionList,
+  SessionFileList,
+  SessionCallInfo,
 } from './core/schemas.ts';
 export {
   selectTools,
@@ -65,6 +76,10 @@ export {
   type ToolBackend,
   type ToolRequest,
   type ToolCallOptions,
+  ConversationSession,
+  PYTHON_SESSION_RUN_DESCRIPTION,
+  SESSION_TOOL_NAMES,
+  type SessionToolBackend,
 } from './adapters/tools.ts';
 export {
   verifyWebhook,

@@ -6,7 +6,7 @@
 import { ToolMessage } from '@langchain/core/messages';
 import { DynamicStructuredTool, type ToolRunnableConfig } from '@langchain/core/tools';
 import { clientFromEnv } from '../client/client.ts';
-import { selectTools, type PyboxTool, type ToolBackend, type ToolSelection } from './tools.ts';
+import { ConversationSession, PYTHON_SESSION_DESCRIPTION, PythonSessionInput, selectTools, type PyboxTool, type ToolBackend, type ToolOutcome, type ToolSelection } from './tools.ts';
 
 export interface LangChainToolOptions {
   /** Where the tools run: a PyboxClient (by default one for PYBOX_URL and PYBOX_API_KEY of `env`) or any ToolBackend. */
@@ -20,13 +20,19 @@ export interface LangChainToolOptions {
   artifact?: boolean;
 }
 
+type Callable = Pick<PyboxTool, 'description' | 'input'> & { name: string; run(args: unknown, signal: AbortSignal | undefined): Promise<ToolOutcome> };
+
 function toLangChain(tool: PyboxTool, client: ToolBackend, artifact: boolean): DynamicStructuredTool {
+  return asLangChain({ ...tool, run: (args, signal) => tool.call(client, args, { signal }) }, artifact);
+}
+
+function asLangChain(tool: Callable, artifact: boolean): DynamicStructuredTool {
   return new DynamicStructuredTool({
     name: tool.name,
     description: tool.description,
     schema: tool.input,
     func: async (args: unknown, _runManager, config) => {
-      const outcome = await tool.call(client, args, { signal: config?.signal });
+      const outcome = await tool.run(args, config?.signal);
       const toolCallId = (config as ToolRunnableConfig | undefined)?.toolCall?.id;
       if (toolCallId) {
         // Called for a model's tool call: a ToolMessage whose status says whether the run failed.
@@ -53,4 +59,34 @@ export function createExecutePythonTool(opts: LangChainToolOptions = {}): Dynami
 export function createPyboxTools(opts: LangChainToolOptions & { tools?: ToolSelection } = {}): DynamicStructuredTool[] {
   const client = opts.client ?? clientFromEnv(opts.env ?? process.env);
   return selectTools(opts.tools).map((t) => toLangChain(t, client, opts.artifact ?? false));
+}
+
+/** A stateful LangChain tool and the session it keeps for one conversation. */
+export interface PythonSessionTool {
+  /** The tool to hand to the model (`python_session`: code, timeout in seconds). */
+  tool: DynamicStructuredTool;
+  /** The session the conversation uses, once the first call created it. */
+  readonly sessionId: string | undefined;
+  /** Ends the conversation's session; call it when the conversation is over. A later call starts a new one. */
+  close(): Promise<void>;
+}
+
+/**
+ * A tool whose code runs in one live session for the whole conversation: created on its first
+ * call, kept (variables, imports, files) across the following ones, and ended by close(). If the
+ * session ends on its own (idle, lifetime), the next call starts a new one and says its state is gone.
+ */
+export function createPythonSessionTool(opts: LangChainToolOptions & { name?: string } = {}): PythonSessionTool {
+  const session = new ConversationSession(opts.client ?? clientFromEnv(opts.env ?? process.env));
+  const tool = asLangChain(
+    { name: opts.name ?? 'python_session', description: PYTHON_SESSION_DESCRIPTION, input: PythonSessionInput, run: (args, signal) => session.run(args, { signal }) },
+    opts.artifact ?? false,
+  );
+  return {
+    tool,
+    get sessionId() {
+      return session.sessionId;
+    },
+    close: () => session.close(),
+  };
 }

@@ -1,12 +1,14 @@
 // The tools' backend inside the server: the execution service itself, for a caller the HTTP layer
 // has already authenticated (and charged one request of its rate). No HTTP round trip, so nothing
 // is charged twice, the abort signal reaches the service, and no internal address exists to leak.
+import type { z } from 'zod';
 import type { Caller } from '../core/caller.ts';
 import { isPyboxError, PyboxError } from '../core/errors.ts';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
 import type { ExecutionService, Logger } from '../core/ports.ts';
-import { ExecutionRequest, ExecutionResult, RuntimeInfo } from '../core/schemas.ts';
-import type { ToolBackend, ToolCallOptions, ToolRequest } from './tools.ts';
+import { ExecutionRequest, ExecutionResult, RuntimeInfo, SessionCallRequest, SessionInfo, SessionRequest } from '../core/schemas.ts';
+import type { SessionApi } from '../core/session-service.ts';
+import type { SessionToolBackend, ToolBackend, ToolCallOptions, ToolRequest } from './tools.ts';
 
 export interface ServiceBackendOptions {
   service: ExecutionService;
@@ -14,6 +16,8 @@ export interface ServiceBackendOptions {
   logger: Logger;
   /** The HTTP request the calls came in, for the executions' log lines. */
   requestId?: string | undefined;
+  /** Sessions, for the session tools; without them those tools say sessions are not available. */
+  sessions?: SessionApi | undefined;
 }
 
 /** `path: message` for the first problems, as the HTTP API words its invalid_request. */
@@ -22,6 +26,14 @@ function describeIssues(error: { issues: ReadonlyArray<{ path: ReadonlyArray<Pro
     .slice(0, 5)
     .map((i) => `${i.path.map(String).join('.') || '(request)'}: ${i.message}`)
     .join('; ');
+}
+
+/** A request checked as its HTTP body would be. */
+function checked<S extends z.ZodType>(schema: S, request: unknown): z.output<S> {
+  if (nestsDeeperThan(request, MAX_JSON_DEPTH)) throw new PyboxError('invalid_request', `the request nests deeper than ${MAX_JSON_DEPTH} levels`);
+  const parsed = schema.safeParse(request);
+  if (!parsed.success) throw new PyboxError('invalid_request', `invalid request: ${describeIssues(parsed.error)}`, { details: parsed.error.issues });
+  return parsed.data;
 }
 
 export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
@@ -42,7 +54,27 @@ export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
     }
   }
 
+  const { sessions } = opts;
+  const sessionMethods: Partial<SessionToolBackend> = sessions
+    ? {
+        createSession(request, callOpts = {}) {
+          return guarded('createSession', async () => SessionInfo.parse(await sessions.create(caller, checked(SessionRequest, request), { signal: callOpts.signal })), callOpts.signal);
+        },
+        sessionExecute(id, request, callOpts = {}) {
+          return guarded(
+            'sessionExecute',
+            async () => ExecutionResult.parse(await sessions.call(caller, id, checked(SessionCallRequest, request), { signal: callOpts.signal, requestId })),
+            callOpts.signal,
+          );
+        },
+        deleteSession(id, callOpts = {}) {
+          return guarded('deleteSession', async () => SessionInfo.parse(await sessions.delete(caller, id)), callOpts.signal);
+        },
+      }
+    : {};
+
   return {
+    ...sessionMethods,
     execute(request: ToolRequest, callOpts: ToolCallOptions = {}) {
       return guarded('execute', async () => {
         // The same checks a POST /v1/executions body gets: a direct caller of this backend may

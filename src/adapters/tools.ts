@@ -9,9 +9,11 @@ import { InvalidRequestError, PyboxClientError, QueueFullError, RateLimitError, 
 import { isPyboxError, type ErrorCode } from '../core/errors.ts';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
 import { CONTEXT_NAME_RULE, ContextName } from '../core/python-names.ts';
-import { ExecutionResult, RuntimeInfo, type ExecutionRequest, type ToolList } from '../core/schemas.ts';
+import { ExecutionResult, RuntimeInfo, SessionInfo, type ExecutionRequest, type SessionCallRequest, type SessionRequest, type ToolList } from '../core/schemas.ts';
 
-export const TOOL_NAMES = ['execute_python_code', 'sandbox_info', 'get_execution'] as const;
+export const TOOL_NAMES = ['execute_python_code', 'sandbox_info', 'get_execution', 'python_session_run', 'python_session_close'] as const;
+/** The tools that need sessions on the server: offered only where sessions are served. */
+export const SESSION_TOOL_NAMES: readonly ToolName[] = ['python_session_run', 'python_session_close'];
 export type ToolName = (typeof TOOL_NAMES)[number];
 
 /** What a tool asks the backend to run: the HTTP API's request, before defaults are applied. */
@@ -28,10 +30,17 @@ export interface ToolCallOptions {
  * fault of the service is thrown (a PyboxClientError, or a core PyboxError in-process); what the
  * user's code did is the result's status.
  */
-export interface ToolBackend {
+export interface ToolBackend extends Partial<SessionToolBackend> {
   execute(request: ToolRequest, opts?: ToolCallOptions): Promise<ExecutionResult>;
   get(id: string, opts?: ToolCallOptions): Promise<ExecutionResult>;
   runtimes(opts?: ToolCallOptions): Promise<RuntimeInfo>;
+}
+
+/** What the session tools need of a backend (the typed client has these methods). */
+export interface SessionToolBackend {
+  createSession(request: z.input<typeof SessionRequest>, opts?: ToolCallOptions): Promise<SessionInfo>;
+  sessionExecute(id: string, request: z.input<typeof SessionCallRequest>, opts?: ToolCallOptions): Promise<ExecutionResult>;
+  deleteSession(id: string, opts?: ToolCallOptions): Promise<SessionInfo>;
 }
 
 /** What a tool call gives back: the text for the model, whether it failed, and the typed result. */
@@ -41,7 +50,7 @@ export interface ToolOutcome {
   /** The execution result, for tools that run or fetch one. */
   result?: ExecutionResult;
   /** The value matching the tool's `output` schema (MCP's structuredContent), when there is one. */
-  structured?: ExecutionResult | RuntimeInfo;
+  structured?: ExecutionResult | RuntimeInfo | SessionInfo;
 }
 
 export interface PyboxTool {
@@ -265,8 +274,190 @@ const getExecution: PyboxTool = {
   },
 };
 
+// --- sessions ------------------------------------------------------------------------------------
+
+export const PYTHON_SESSION_DESCRIPTION =
+  'Run Python 3 code in a persistent session, like a notebook: variables, imports, functions and files are kept ' +
+  'from one call to the next, so build on earlier results instead of repeating them. The value of the last ' +
+  'expression is shown; print anything else you need. There is no network access; numpy, pandas and matplotlib ' +
+  'are installed. When a call fails, read the feedback, fix the code and run it again in the same session.';
+
+export const PYTHON_SESSION_RUN_DESCRIPTION =
+  `${PYTHON_SESSION_DESCRIPTION} Omit session_id on your first call: a new session is created and the answer names its id. ` +
+  'Pass that session_id in every later call to continue in the same session. A session ends after a while without calls; ' +
+  'call python_session_close when you are done with it.';
+
+const Timeout = ExecutePythonInput.shape.timeout;
+const SessionIdArg = z.string().min(1).max(100);
+
+export const PythonSessionInput = z.strictObject({
+  code: ExecutePythonInput.shape.code.describe('Python 3 source code, run in the session\'s live interpreter.'),
+  timeout: Timeout,
+});
+export type PythonSessionInput = z.infer<typeof PythonSessionInput>;
+
+const PythonSessionRunInput = PythonSessionInput.extend({
+  session_id: SessionIdArg.optional().describe('The session to run in, as an earlier python_session_run answer named it. Omit to start a new session.'),
+});
+const PythonSessionCloseInput = z.strictObject({
+  session_id: SessionIdArg.describe('The session to end, as python_session_run named it.'),
+});
+
+const NO_SESSIONS: ToolOutcome = { text: 'Sessions are not available on this sandbox service: use execute_python_code, which starts from scratch on every call.', isError: true };
+
+/** A session id as the model sent it: plain when it looks like an id, else quoted (and clipped). */
+const shownId = (id: string) => (/^[\w.-]{1,100}$/.test(id) ? id : shownName(id));
+
+/** A session's fault in words a model can act on, or null for any other fault. */
+function sessionFault(e: unknown, id: string | undefined): ToolOutcome | null {
+  const code = e instanceof PyboxClientError || isPyboxError(e) ? e.code : undefined;
+  const details = e instanceof PyboxClientError || isPyboxError(e) ? e.details : undefined;
+  const named = id === undefined ? 'The session' : `The session ${shownId(id)}`;
+  switch (code) {
+    case 'session_ended': {
+      const reason = typeof details === 'object' && details !== null ? (details as { reason?: unknown }).reason : undefined;
+      const why = typeof reason === 'string' && /^[a-z_]{1,20}$/.test(reason) ? ` (${reason})` : '';
+      return { text: `${named} has ended${why}: its variables are gone. Run the code again without session_id to start a new session, redoing what it needs.`, isError: true };
+    }
+    case 'not_found':
+      return id === undefined ? null : { text: `${named} does not exist (or has ended). Run the code without session_id to start a new session.`, isError: true };
+    case 'session_busy':
+      return { text: `${named} is still running another call. Wait for its answer, then call again.`, isError: true };
+    case 'session_limit':
+      return { text: `No new session can be started: ${e instanceof Error ? e.message : 'the limit is reached'}. Close a session you no longer need (python_session_close) or reuse one.`, isError: true };
+    default:
+      return null;
+  }
+}
+
+/** A call's text: its feedback, with the session to pass next (or that the session has ended). */
+function sessionCallText(result: ExecutionResult, id: string, created: boolean): string {
+  const lines = [result.feedback, ''];
+  if (result.session?.ended) lines.push(`Session ${id} has ended. Start a new one by calling without session_id.`);
+  else lines.push(`${created ? 'Started a new session. ' : ''}Session id: ${id} (pass session_id "${id}" to continue in this session).`);
+  return lines.join('\n');
+}
+
+/** Runs code in a session of `backend`, creating one when `id` is undefined. */
+async function runInSession(
+  backend: ToolBackend,
+  id: string | undefined,
+  code: string,
+  timeout: number | undefined,
+  opts: ToolCallOptions,
+): Promise<ToolOutcome & { sessionId?: string; gone?: boolean }> {
+  const { createSession, sessionExecute } = backend;
+  if (!createSession || !sessionExecute) return NO_SESSIONS;
+  const request: z.input<typeof SessionCallRequest> = { code };
+  if (timeout !== undefined) request.timeoutMs = Math.round(timeout * 1000);
+  let sessionId = id;
+  try {
+    if (sessionId === undefined) sessionId = (await createSession.call(backend, {}, { signal: opts.signal })).id;
+    const result = await sessionExecute.call(backend, sessionId, request, { signal: opts.signal });
+    return { text: sessionCallText(result, sessionId, id === undefined), isError: !result.success, result, structured: result, sessionId };
+  } catch (e) {
+    const fault = sessionFault(e, sessionId);
+    if (!fault) return serviceFailure(e);
+    const code = e instanceof PyboxClientError || isPyboxError(e) ? e.code : undefined;
+    return { ...fault, gone: sessionId !== undefined && (code === 'session_ended' || code === 'not_found') };
+  }
+}
+
+const pythonSessionRun: PyboxTool = {
+  name: 'python_session_run',
+  title: 'Run Python code in a session',
+  description: PYTHON_SESSION_RUN_DESCRIPTION,
+  input: PythonSessionRunInput,
+  output: ExecutionResult,
+  annotations: { readOnlyHint: false, idempotentHint: false, openWorldHint: false },
+  async call(backend, args, opts = {}) {
+    const parsed = parseArguments('python_session_run', PythonSessionRunInput, args);
+    if (!parsed.ok) return parsed.outcome;
+    const { code, timeout, session_id } = parsed.data;
+    const { sessionId: _id, gone: _gone, ...outcome } = await runInSession(backend, session_id, code, timeout, opts);
+    return outcome;
+  },
+};
+
+const pythonSessionClose: PyboxTool = {
+  name: 'python_session_close',
+  title: 'Close a Python session',
+  description: 'End a session python_session_run started, when you no longer need its variables: its sandbox is removed.',
+  input: PythonSessionCloseInput,
+  output: SessionInfo,
+  annotations: { readOnlyHint: false, idempotentHint: true, openWorldHint: false },
+  async call(backend, args, opts = {}) {
+    const parsed = parseArguments('python_session_close', PythonSessionCloseInput, args);
+    if (!parsed.ok) return parsed.outcome;
+    if (!backend.deleteSession) return NO_SESSIONS;
+    const id = parsed.data.session_id;
+    try {
+      const info = await backend.deleteSession(id, { signal: opts.signal });
+      return { text: `Session ${id} is closed (${info.calls} call${info.calls === 1 ? '' : 's'}).`, isError: false, structured: info };
+    } catch (e) {
+      return sessionFault(e, id) ?? serviceFailure(e);
+    }
+  },
+};
+
+/**
+ * One session kept for a conversation (the LangChain stateful tool): created on the first run,
+ * reused by the next ones, and created again (the model is told its state is gone) when it has
+ * ended. close() ends it; a run after close() starts a new one.
+ */
+export class ConversationSession {
+  private id: string | undefined;
+  private pending: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly backend: ToolBackend) {}
+
+  /** The current session's id, once one was created. */
+  get sessionId(): string | undefined {
+    return this.id;
+  }
+
+  /** Runs the model's arguments ({code, timeout}) in the conversation's session; never throws for a fault of the service. */
+  run(args: unknown, opts: ToolCallOptions = {}): Promise<ToolOutcome> {
+    // One call at a time: a model that sends two tool calls at once gets them in order, not session_busy.
+    const next = this.pending.then(() => this.runNow(args, opts));
+    this.pending = next.catch(() => {});
+    return next;
+  }
+
+  private async runNow(args: unknown, opts: ToolCallOptions): Promise<ToolOutcome> {
+    const parsed = parseArguments('python_session_run', PythonSessionInput, args);
+    if (!parsed.ok) return parsed.outcome;
+    const { code, timeout } = parsed.data;
+    let outcome = await runInSession(this.backend, this.id, code, timeout, opts);
+    if (outcome.gone) {
+      // The session is gone (idle, lifetime, lost): a new one, and the model hears its state is gone.
+      this.id = undefined;
+      outcome = await runInSession(this.backend, undefined, code, timeout, opts);
+      if (outcome.sessionId !== undefined) outcome = { ...outcome, text: `The earlier session had ended, so this ran in a new one: variables from earlier calls are gone.\n\n${outcome.text}` };
+    }
+    if (outcome.sessionId !== undefined) this.id = outcome.result?.session?.ended ? undefined : outcome.sessionId;
+    const { sessionId: _id, gone: _gone, ...rest } = outcome;
+    return rest;
+  }
+
+  /** Ends the session, if there is one; faults are swallowed (it ends on its own when idle). */
+  async close(opts: ToolCallOptions = {}): Promise<void> {
+    await this.pending;
+    const id = this.id;
+    this.id = undefined;
+    if (id === undefined || !this.backend.deleteSession) return;
+    await this.backend.deleteSession(id, opts).catch(() => {});
+  }
+}
+
 /** The default selection, as config/default.yaml has it. */
-export const DEFAULT_TOOLS: Record<ToolName, boolean> = { execute_python_code: true, sandbox_info: true, get_execution: false };
+export const DEFAULT_TOOLS: Record<ToolName, boolean> = {
+  execute_python_code: true,
+  sandbox_info: true,
+  get_execution: false,
+  python_session_run: false,
+  python_session_close: false,
+};
 
 /** The enabled tools, in a fixed order. */
 export function selectTools(selection: ToolSelection = DEFAULT_TOOLS): PyboxTool[] {
@@ -275,6 +466,8 @@ export function selectTools(selection: ToolSelection = DEFAULT_TOOLS): PyboxTool
   if (on('execute_python_code')) tools.push(executePython(on('get_execution')));
   if (on('sandbox_info')) tools.push(sandboxInfo);
   if (on('get_execution')) tools.push(getExecution);
+  if (on('python_session_run')) tools.push(pythonSessionRun);
+  if (on('python_session_close')) tools.push(pythonSessionClose);
   return tools;
 }
 

@@ -9,8 +9,13 @@ import {
   HistoryPage,
   PendingExecution,
   RuntimeInfo,
+  SessionFileList,
+  SessionInfo,
+  SessionList,
   Stats,
   ToolList,
+  type SessionCallRequest,
+  type SessionRequest,
   type BatchItem,
   type BatchRequest,
   type ExecutionRequest,
@@ -31,6 +36,12 @@ export type HistoryParams = { limit?: number; status?: ExecutionStatus; cursor?:
 /** What `createBatch` accepts: the server's batch schema, before defaults are applied. */
 export type CreateBatchRequest = z.input<typeof BatchRequest>;
 export type BatchPageParams = { limit?: number; cursor?: string };
+/** What `createSession` accepts: the server's session schema, before defaults are applied. */
+export type CreateSessionRequest = z.input<typeof SessionRequest>;
+/** What `sessionExecute` accepts: code, and optionally stdin, files and a time limit for this call. */
+export type SessionExecuteRequest = z.input<typeof SessionCallRequest>;
+/** A file to upload: text (utf8) or bytes (sent as base64). */
+export type UploadFile = { path: string; content: string | Uint8Array; encoding?: 'utf8' | 'base64' };
 
 /** An execution's state as GET /v1/executions/{id} tells it: its result, or that it still waits or runs. */
 export type ExecutionState = { done: true; result: ExecutionResult } | { done: false; pending: PendingExecution };
@@ -190,12 +201,87 @@ export class PyboxClient {
     return parseAnswer('DELETE', path, BatchInfo, answer);
   }
 
+  // ---- sessions ----------------------------------------------------------------------------------
+
+  /** Starts a session: a live interpreter whose variables, imports and files persist between calls. */
+  createSession(request: CreateSessionRequest = {}, opts: CallOptions = {}): Promise<SessionInfo> {
+    return this.call('POST', '/v1/sessions', SessionInfo, { body: request, signal: opts.signal });
+  }
+
+  /** A session; a recently ended one has state `ended` and its `endedReason`. Throws NotFoundError for an unknown id. */
+  getSession(id: string, opts: CallOptions = {}): Promise<SessionInfo> {
+    return this.call('GET', sessionPath(id), SessionInfo, { signal: opts.signal });
+  }
+
+  /** The caller's live sessions. */
+  listSessions(opts: CallOptions = {}): Promise<SessionList> {
+    return this.call('GET', '/v1/sessions', SessionList, { signal: opts.signal });
+  }
+
+  /** Ends a session (its sandbox is removed) and returns it as it ended. */
+  deleteSession(id: string, opts: CallOptions = {}): Promise<SessionInfo> {
+    return this.call('DELETE', sessionPath(id), SessionInfo, { signal: opts.signal });
+  }
+
+  /**
+   * Runs code in the session's live interpreter. The result is an execution's, with `session`
+   * (call number, stateLost, ended). Aborting `signal` interrupts the call. Throws
+   * SessionBusyError while another call runs, SessionEndedError once the session has ended.
+   */
+  sessionExecute(id: string, request: SessionExecuteRequest, opts: CallOptions = {}): Promise<ExecutionResult> {
+    return this.call('POST', `${sessionPath(id)}/executions`, ExecutionResult, { body: request, signal: opts.signal });
+  }
+
+  /** Writes files into the session's work directory; returns the directory's files after it. */
+  putSessionFiles(id: string, files: readonly UploadFile[], opts: CallOptions = {}): Promise<SessionFileList> {
+    const body = {
+      files: files.map((f) =>
+        typeof f.content === 'string' ? { path: f.path, content: f.content, encoding: f.encoding ?? 'utf8' } : { path: f.path, content: Buffer.from(f.content).toString('base64'), encoding: 'base64' as const },
+      ),
+    };
+    return this.call('PUT', `${sessionPath(id)}/files`, SessionFileList, { body, signal: opts.signal });
+  }
+
+  /** The regular files of the session's work directory. */
+  listSessionFiles(id: string, opts: CallOptions = {}): Promise<SessionFileList> {
+    return this.call('GET', `${sessionPath(id)}/files`, SessionFileList, { signal: opts.signal });
+  }
+
+  /** One file of the session's work directory, as bytes. */
+  async getSessionFile(id: string, path: string, opts: CallOptions = {}): Promise<Uint8Array> {
+    // The path travels as one segment: its slashes percent-encoded.
+    const answer = await this.request('GET', `${sessionPath(id)}/files/${encodeURIComponent(path)}`, { signal: opts.signal, binary: true });
+    return answer.bytes ?? new Uint8Array();
+  }
+
+  /**
+   * A session as an object: `await client.session()` creates one; `run(code)` calls it, `upload`,
+   * `download` and `files` reach its work directory, `close()` ends it (once; later calls do nothing).
+   */
+  async session(request: CreateSessionRequest = {}, opts: CallOptions = {}): Promise<Session> {
+    return this.attachSession((await this.createSession(request, opts)).id);
+  }
+
+  /** A Session object for an existing session id (nothing is asked of the server until it is used). */
+  attachSession(id: string): Session {
+    let closed: Promise<SessionInfo> | undefined;
+    return {
+      id,
+      run: (code, more = {}, opts = {}) => this.sessionExecute(id, { ...more, code }, opts),
+      upload: (files, opts = {}) => this.putSessionFiles(id, files, opts),
+      files: (opts = {}) => this.listSessionFiles(id, opts),
+      download: (path, opts = {}) => this.getSessionFile(id, path, opts),
+      info: (opts = {}) => this.getSession(id, opts),
+      close: (opts = {}) => (closed ??= this.deleteSession(id, opts)),
+    };
+  }
+
   private async call<S extends z.ZodType>(method: string, path: string, schema: S, opts: { body?: unknown; signal?: AbortSignal | undefined }): Promise<z.output<S>> {
     return parseAnswer(method, path, schema, await this.request(method, path, opts));
   }
 
   /** One request, retried while the server is busy and says when to come back; a non-2xx answer throws. */
-  private async request(method: string, path: string, opts: { body?: unknown; signal?: AbortSignal | undefined }): Promise<Answer> {
+  private async request(method: string, path: string, opts: { body?: unknown; signal?: AbortSignal | undefined; binary?: boolean }): Promise<Answer> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.once(method, path, opts);
@@ -214,25 +300,32 @@ export class PyboxClient {
     return headers;
   }
 
-  private async once(method: string, path: string, opts: { body?: unknown; signal?: AbortSignal | undefined }): Promise<Answer> {
-    const headers = this.headersFor(opts.body !== undefined);
+  private async once(method: string, path: string, opts: { body?: unknown; signal?: AbortSignal | undefined; binary?: boolean }): Promise<Answer> {
+    const headers = this.headersFor(opts.body !== undefined, opts.binary ? 'application/octet-stream, application/json' : 'application/json');
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     const url = `${this.baseUrl}${path}`;
 
     let response: Response;
     let text: string;
+    let bytes: Uint8Array | undefined;
     try {
       const init: RequestInit = { method, headers, signal };
       if (opts.body !== undefined) init.body = JSON.stringify(opts.body);
       response = await this.fetchImpl(url, init);
-      text = await response.text();
+      if (opts.binary && response.ok) {
+        bytes = new Uint8Array(await response.arrayBuffer());
+        text = '';
+      } else {
+        text = await response.text();
+      }
     } catch (e) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? e; // the caller's own abort
       if (timeout.aborted) throw new TimeoutError(`no answer from pybox at ${this.baseUrl} within ${this.timeoutMs} ms`, { code: 'timeout', cause: e });
       throw new ConnectionError(`cannot reach pybox at ${this.baseUrl}: ${causeMessage(e)}`, { code: 'connection_failed', cause: e });
     }
 
+    if (bytes) return { status: response.status, json: undefined, bytes };
     const json = jsonOrUndefined(text);
     if (!response.ok) throw errorFromAnswer(method, path, response, json);
     return { status: response.status, json };
@@ -242,6 +335,22 @@ export class PyboxClient {
 interface Answer {
   status: number;
   json: unknown;
+  bytes?: Uint8Array;
+}
+
+const sessionPath = (id: string) => `/v1/sessions/${encodeURIComponent(id)}`;
+
+/** A session of `client.session()`: its calls and files, and close() to end it. */
+export interface Session {
+  readonly id: string;
+  /** Runs code in the session's interpreter (state persists from one run to the next). */
+  run(code: string, more?: Omit<SessionExecuteRequest, 'code'>, opts?: CallOptions): Promise<ExecutionResult>;
+  upload(files: readonly UploadFile[], opts?: CallOptions): Promise<SessionFileList>;
+  files(opts?: CallOptions): Promise<SessionFileList>;
+  download(path: string, opts?: CallOptions): Promise<Uint8Array>;
+  info(opts?: CallOptions): Promise<SessionInfo>;
+  /** Ends the session; calling it again returns the same answer. */
+  close(opts?: CallOptions): Promise<SessionInfo>;
 }
 
 function parseAnswer<S extends z.ZodType>(method: string, path: string, schema: S, answer: Answer): z.output<S> {

@@ -36,6 +36,12 @@ export class AuthError extends PyboxClientError {}
 export class NotFoundError extends PyboxClientError {}
 /** 429: a rate limit or quota of this API key; `retryAfterS` says when to try again. */
 export class RateLimitError extends PyboxClientError {}
+/** 429 session_limit: the tenant (or the server) has as many sessions as allowed; end one first. */
+export class SessionLimitError extends RateLimitError {}
+/** 409 session_busy: the session is running another call or file operation; try again when it is over. */
+export class SessionBusyError extends PyboxClientError {}
+/** 410 session_ended: the session has ended (`details.reason`: deleted, idle, lifetime, failed, shutdown); create a new one. */
+export class SessionEndedError extends PyboxClientError {}
 /** 503: the service cannot run code right now (engine away, shutting down…); often worth a retry. */
 export class ServiceUnavailableError extends PyboxClientError {}
 /** 503 queue_full: every execution slot and the queue are busy; retry after `retryAfterS`. */
@@ -53,7 +59,9 @@ export class UnexpectedResponseError extends PyboxClientError {}
 function errorClassFor(status: number, code: string): typeof PyboxClientError {
   if (status === 401 || status === 403) return AuthError;
   if (status === 404) return NotFoundError;
-  if (status === 429) return RateLimitError;
+  if (status === 429) return code === 'session_limit' ? SessionLimitError : RateLimitError;
+  if (status === 409 && code === 'session_busy') return SessionBusyError;
+  if (status === 410 && code === 'session_ended') return SessionEndedError;
   if (status === 503) return code === 'queue_full' ? QueueFullError : ServiceUnavailableError;
   if (status >= 500) return ServerError;
   if (status >= 400) return InvalidRequestError;

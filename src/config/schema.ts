@@ -279,6 +279,9 @@ export const ConfigSchema = z.strictObject({
           execute_python_code: z.boolean().default(true),
           sandbox_info: z.boolean().default(true),
           get_execution: z.boolean().default(false),
+          /** Sessions for MCP hosts and function-calling agents; served only where sessions are. */
+          python_session_run: z.boolean().default(false),
+          python_session_close: z.boolean().default(false),
         })
         .prefault({}),
     })

@@ -363,14 +363,14 @@ export class DefaultExecutionService implements ExecutionService {
 }
 
 /** Input bytes of one request counted so far, against its most. */
-interface InputBudget {
+export interface InputBudget {
   used: number;
   max: number;
   /** What is counted, for the message. */
   what: string;
 }
 
-function decodeFiles(files: NonNullable<ExecutionRequest['files']>, at: string, budget: InputBudget): AcceptedExecution['job']['files'] {
+export function decodeFiles(files: NonNullable<ExecutionRequest['files']>, at: string, budget: InputBudget): AcceptedExecution['job']['files'] {
   const seen = new Set<string>();
   const out: AcceptedExecution['job']['files'] = [];
   for (const [i, f] of files.entries()) {
@@ -403,7 +403,7 @@ function assertNoFileDirClash(paths: ReadonlySet<string>, at: string): void {
  * The request schema refuses limits below the floors; this holds for callers that build a request
  * in-process (adapters translating their own units) the same way, with the same message.
  */
-function assertFloors(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cpus'>): void {
+export function assertFloors(req: Pick<ExecutionRequest, 'timeoutMs' | 'memoryMb' | 'cpus'>): void {
   const floors = [
     ['timeoutMs', req.timeoutMs, MIN_TIMEOUT_MS, 'ms'],
     ['memoryMb', req.memoryMb, MIN_MEMORY_MB, 'MB'],

@@ -107,7 +107,7 @@ export function guardBrowsers(opts: GuardOptions): MiddlewareHandler {
     if (c.req.method === 'OPTIONS' && c.req.header('access-control-request-method') !== undefined) {
       return c.body(null, 204, {
         'Access-Control-Allow-Origin': normalized,
-        'Access-Control-Allow-Methods': 'GET, POST, DELETE',
+        'Access-Control-Allow-Methods': 'GET, POST, PUT, DELETE',
         'Access-Control-Allow-Headers': CORS_ALLOW_HEADERS,
         'Access-Control-Max-Age': '600',
         Vary: 'Origin',

@@ -8,6 +8,7 @@ import { serviceBackend } from '../../adapters/service-backend.ts';
 import { functionSchemas, selectTools, type ToolSelection } from '../../adapters/tools.ts';
 import type { Caller } from '../../core/caller.ts';
 import type { ExecutionService, Logger } from '../../core/ports.ts';
+import type { SessionApi } from '../../core/session-service.ts';
 import { callerOf } from '../auth.ts';
 import { requestIdOf } from '../request-log.ts';
 
@@ -19,6 +20,8 @@ export interface McpDeps extends ToolListDeps {
   service: ExecutionService;
   logger: Logger;
   bodyLimitBytes: number;
+  /** Sessions, for the session tools (offered only with them). */
+  sessions?: SessionApi | undefined;
 }
 
 export function toolListRoutes(deps: ToolListDeps): Hono {
@@ -38,7 +41,7 @@ export function mcpRoutes(deps: McpDeps): Hono {
 
   routes.post('/', async (c) => {
     const caller = callerOf(c);
-    const backend = serviceBackend({ service: deps.service, caller, logger: deps.logger, requestId: requestIdOf(c) });
+    const backend = serviceBackend({ service: deps.service, caller, logger: deps.logger, requestId: requestIdOf(c), sessions: deps.sessions });
     return handleMcpHttp(c.req.raw, { backend, tools, maxBodyBytes: deps.bodyLimitBytes, inFlight: { calls: inFlight, owner: ownerOf(caller) } });
   });
 
