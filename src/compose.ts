@@ -21,6 +21,7 @@ import { PrometheusMetrics } from './metrics/prometheus.ts';
 import type { RuntimeName } from './core/schemas.ts';
 import { DockerEngine, dockerConnection } from './engine/docker-engine.ts';
 import { DistinctUids } from './engine/distinct-uids.ts';
+import { EngineSessionSandboxes } from './engine/session-sandbox.ts';
 import { Doctor } from './doctor/doctor.ts';
 import { imageTags } from './engine/image.ts';
 import { SandboxRunner } from './engine/run-sandbox.ts';
@@ -150,7 +151,20 @@ export async function composeEngineSide(
 
   // Every live sandbox runs as a uid of its own, so per-user kernel limits are never shared.
   const [baseUid, gid] = config.sandbox.user.split(':').map(Number) as [number, number];
-  const factory = new SandboxFactory(new DistinctUids(engine, baseUid, gid, config.sandbox.uids), sandboxSettings(config), logger, clock, observer);
+  // One allocator for executions and sessions alike: no two live sandboxes share a uid.
+  const uids = new DistinctUids(engine, baseUid, gid, config.sandbox.uids);
+  const factory = new SandboxFactory(uids, sandboxSettings(config), logger, clock, observer);
+  const sessionSandboxes = config.sessions.enabled
+    ? new EngineSessionSandboxes({
+        engine: uids,
+        settings: sandboxSettings(config),
+        interruptGraceMs: config.sessions.interruptGraceMs,
+        outputsMax: config.limits.outputsMax,
+        outputsMaxBytes: config.limits.outputsMaxBytes,
+        logger,
+        clock,
+      })
+    : undefined;
   // With the pool disabled it starts a sandbox for each run.
   const pool = new WarmPool(factory, config.pool, logger, clock, observer);
   const sandboxes = new SandboxRunner(factory, pool, clock);
@@ -182,8 +196,9 @@ export async function composeEngineSide(
     await idleWithin(gate, DOCTOR_WAIT_MS);
     await pool.drain();
     await sandboxes.drain();
+    await sessionSandboxes?.drain();
   };
-  return { engine, pool, sandboxes, gate, dispatch, backend, doctor, runtime, availableRuntimes, image, drain };
+  return { engine, pool, sandboxes, sessionSandboxes, gate, dispatch, backend, doctor, runtime, availableRuntimes, image, drain };
 }
 
 /** The one use case, on whichever dispatch and backend the node has (this engine, or the queue). */
