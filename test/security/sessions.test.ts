@@ -85,7 +85,7 @@ describe.each(runtimes)('sessions under %s', (runtime) => {
     // An ended session answers 410 with its reason; its container is gone.
     const after = await c.request(`/v1/sessions/${first.id}/executions`, { method: 'POST', body: { code: 'print(kept)' } });
     expect(after.status).toBe(410);
-    expect(after.json).toMatchObject({ code: 'session_ended' });
+    expect(after.json).toMatchObject({ error: { code: 'session_ended' } });
     const second = await openSession(c);
     const r = await call(c, second.id, `import os\nprint(os.path.exists("/work/left-${c.marker}"), os.path.exists("/tmp/left-${c.marker}"), "kept" in globals())`);
     expect(r.stdout).toBe('False False False\n');
@@ -112,7 +112,9 @@ describe.each(runtimes)('sessions under %s', (runtime) => {
       const none = await c.request(path.replace(s.id, unknown), { method, body, headers: as });
       expect(theirs.status, `${method} ${path}`).toBe(404);
       expect(none.status).toBe(404);
-      expect((theirs.json as { code: string }).code).toBe((none.json as { code: string }).code);
+      const codeOf = (r: { json: unknown }) => (r.json as { error?: { code?: string } }).error?.code;
+      expect(codeOf(theirs)).toBe('not_found');
+      expect(codeOf(theirs)).toBe(codeOf(none));
     }
     const listed = await c.request('/v1/sessions', { headers: as });
     expect(listed.status).toBe(200);
@@ -130,7 +132,7 @@ describe.each(runtimes)('sessions under %s', (runtime) => {
       await sleep(3000);
       const late = await c.request(`/v1/sessions/${idle.id}/executions`, { method: 'POST', body: { code: 'print(1)' } });
       expect(late.status, late.text).toBe(410);
-      expect(late.json).toMatchObject({ code: 'session_ended' });
+      expect(late.json).toMatchObject({ error: { code: 'session_ended' } });
       // Busy or not, the lifetime ends it.
       const busy = await openSession(c);
       const deadline = Date.now() + 8000;
@@ -149,7 +151,7 @@ describe.each(runtimes)('sessions under %s', (runtime) => {
       const two = await openSession(c);
       const third = await c.request('/v1/sessions', { method: 'POST', body: {} });
       expect(third.status).toBe(429);
-      expect(third.json).toMatchObject({ code: 'session_limit' });
+      expect(third.json).toMatchObject({ error: { code: 'session_limit' } });
       expect((await c.request(`/v1/sessions/${one.id}`, { method: 'DELETE' })).status).toBe(200);
       const fourth = await openSession(c);
       // (Either may have reached its 4 s lifetime meanwhile: then it has already ended.)
