@@ -455,8 +455,8 @@ export const DEFAULT_TOOLS: Record<ToolName, boolean> = {
   execute_python_code: true,
   sandbox_info: true,
   get_execution: false,
-  python_session_run: false,
-  python_session_close: false,
+  python_session_run: true,
+  python_session_close: true,
 };
 
 /** The enabled tools, in a fixed order. */

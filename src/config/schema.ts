@@ -280,8 +280,8 @@ export const ConfigSchema = z.strictObject({
           sandbox_info: z.boolean().default(true),
           get_execution: z.boolean().default(false),
           /** Sessions for MCP hosts and function-calling agents; served only where sessions are. */
-          python_session_run: z.boolean().default(false),
-          python_session_close: z.boolean().default(false),
+          python_session_run: z.boolean().default(true),
+          python_session_close: z.boolean().default(true),
         })
         .prefault({}),
     })

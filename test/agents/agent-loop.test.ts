@@ -108,7 +108,7 @@ describe('the example agent loop', () => {
       expect(model.requests).toHaveLength(3);
       const first = model.requests[0]!;
       expect(first.messages[0]).toEqual({ role: 'system', content: SYSTEM_PROMPT });
-      expect(first.tools.map((t) => t.function.name)).toEqual(['execute_python_code', 'sandbox_info']);
+      expect(first.tools.map((t) => t.function.name)).toEqual(['execute_python_code', 'sandbox_info', 'python_session_run', 'python_session_close']);
       expect(first.tools[0]!.function.parameters).toMatchObject({ required: ['code'] });
       const toolMessage = model.requests[1]!.messages.at(-1)!;
       expect(toolMessage).toMatchObject({ role: 'tool', tool_call_id: 'call_1', content: result.attempts[0]!.feedback });

@@ -103,8 +103,8 @@ describe('the typed client', () => {
 describe('GET /v1/tools', () => {
   it('lists the enabled tools as OpenAI and Anthropic function-calling schemas', async () => {
     const list = await client.tools();
-    expect(list.openai.map((t) => t.function.name)).toEqual(['execute_python_code', 'sandbox_info', 'get_execution']);
-    expect(list.anthropic.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info', 'get_execution']);
+    expect(list.openai.map((t) => t.function.name)).toEqual(['execute_python_code', 'sandbox_info', 'get_execution', 'python_session_run', 'python_session_close']);
+    expect(list.anthropic.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info', 'get_execution', 'python_session_run', 'python_session_close']);
     const openai = list.openai[0]!;
     expect(openai.type).toBe('function');
     expect(openai.function.description).toBe(EXECUTE_PYTHON_DESCRIPTION);
@@ -130,13 +130,13 @@ describe('MCP over Streamable HTTP at /mcp', () => {
 
   it('lists the tools the config enables, with their input schemas', async () => {
     const { tools } = await mcp.listTools();
-    expect(tools.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info', 'get_execution']);
+    expect(tools.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info', 'get_execution', 'python_session_run', 'python_session_close']);
     const execute = tools[0]!;
     expect(execute.description).toBe(EXECUTE_PYTHON_DESCRIPTION);
     expect(execute.inputSchema).toMatchObject({ type: 'object', required: ['code'] });
     expect(Object.keys(execute.inputSchema.properties ?? {})).toEqual(['code', 'timeout', 'context']);
     expect(execute.inputSchema).toMatchObject({ additionalProperties: false, properties: { timeout: { type: 'number' }, context: { propertyNames: { pattern: expect.stringContaining('XID_Start') } } } });
-    expect(tools.map((t) => t.outputSchema?.type)).toEqual(['object', 'object', 'object']);
+    expect(tools.map((t) => t.outputSchema?.type)).toEqual(['object', 'object', 'object', 'object', 'object']);
     expect(mcp.getInstructions()).toContain('execute_python_code');
   });
 
@@ -257,7 +257,7 @@ describe('MCP over stdio (`pybox mcp`)', () => {
     const mcp = await connect({ PYBOX_URL: served.url });
     try {
       const { tools } = await mcp.listTools();
-      expect(tools.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info', 'get_execution']);
+      expect(tools.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info', 'get_execution', 'python_session_run', 'python_session_close']);
       const ok = await mcp.callTool({ name: 'execute_python_code', arguments: { code: 'import math\nprint(math.factorial(5))' } });
       expect(ok.isError).toBe(false);
       expect(textOf(ok)).toContain('120');

@@ -36,8 +36,8 @@ const setup = (selection?: Parameters<typeof selectTools>[0]) => {
 const byName = (tools: PyboxTool[], name: string) => tools.find((t) => t.name === name)!;
 
 describe('selectTools', () => {
-  it('offers execute_python_code and sandbox_info by default, in a fixed order', () => {
-    expect(selectTools().map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info']);
+  it('offers execute_python_code, sandbox_info and the session tools by default, in a fixed order', () => {
+    expect(selectTools().map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info', 'python_session_run', 'python_session_close']);
     expect(selectTools({ get_execution: true, execute_python_code: true }).map((t) => t.name)).toEqual(['execute_python_code', 'get_execution']);
     expect(selectTools({})).toEqual([]);
   });
@@ -68,7 +68,7 @@ describe('functionSchemas', () => {
         },
       },
     });
-    expect(anthropic.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info']);
+    expect(anthropic.map((t) => t.name)).toEqual(['execute_python_code', 'sandbox_info', 'python_session_run', 'python_session_close']);
     expect(anthropic[0]!.input_schema).toEqual(openai[0]!.function.parameters);
     expect(anthropic[1]!.input_schema).toEqual({ type: 'object', properties: {}, additionalProperties: false });
     expect(JSON.stringify(openai)).not.toContain('$schema');
@@ -252,7 +252,7 @@ describe('callTool', () => {
       isError: true,
     });
     expect(await callTool(tools, client, 'get_execution', { id: 'x' })).toEqual({
-      text: 'There is no tool named get_execution. Available tools: execute_python_code, sandbox_info.',
+      text: 'There is no tool named get_execution. Available tools: execute_python_code, sandbox_info, python_session_run, python_session_close.',
       isError: true,
     });
   });
