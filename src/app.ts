@@ -92,7 +92,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   app.route('/', healthRoutes(service));
   const documented = () => app.openAPIRegistry.definitions.flatMap((d) => (d.type === 'route' ? [d.route] : []));
   app.route('/', docsRoutes(deps.version ?? pkg.version, documented));
-  app.route('/v1/executions', executionRoutes(service, deps.batches));
+  app.route('/v1/executions', executionRoutes(service, deps.batches, logger));
   if (deps.batches) app.route('/v1', batchRoutes(deps.batches, logger));
   if (deps.webhookSecrets) app.route('/v1', webhookSecretRoutes(deps.webhookSecrets));
   app.route('/v1', serviceInfoRoutes(service));
