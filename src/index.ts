@@ -16,6 +16,8 @@ export {
   type BatchPageParams,
   type BatchEvent,
   type BatchEventsOptions,
+  type ExecuteCallOptions,
+  type RunStreamEvent,
 } from './client/client.ts';
 export {
   PyboxClientError,
