@@ -1,0 +1,146 @@
+// Streaming against the real service (engine, image, store) on a loopback port: POST
+// /v1/executions read by a real SSE client (the `eventsource` package, POSTing through its custom
+// fetch) and by the typed client; the output cap holding in the stream; and MCP output as progress
+// notifications to the SDK's own client.
+//
+// That output arrives while the code still runs is shown without timing: the client hangs up as
+// soon as it has the first chunk of a program that then sleeps for a minute, and the run ends
+// cancelled, without its second line. Had the output come only with the result, the client would
+// have had nothing to react to before the run's end.
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { EventSource } from 'eventsource';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PyboxClient, type RunStreamEvent } from '../../src/client/client.ts';
+import { ExecutionResult, OutputChunk } from '../../src/core/schemas.ts';
+import { realPybox, type RealPybox } from '../support/real.ts';
+import { serveApp, type Served } from '../support/serve.ts';
+
+const OUTPUT_BYTES = 4096;
+
+let pybox: RealPybox;
+let served: Served;
+let client: PyboxClient;
+
+beforeAll(async () => {
+  pybox = await realPybox('runc', { limits: { outputBytes: OUTPUT_BYTES } });
+  served = await serveApp(pybox.app);
+  client = new PyboxClient({ baseUrl: served.url, retries: 0 });
+});
+afterAll(async () => {
+  await served?.close();
+  await pybox?.dispose();
+});
+
+type Seen = { type: string; text?: string; result?: ExecutionResult; at: number };
+
+/**
+ * POST /v1/executions read by the `eventsource` package: its fetch is ours, to POST the body. The
+ * source is closed at the result (or by `onEvent` returning true), so it never reconnects (which
+ * would run the code again).
+ */
+function streamWithEventSource(body: unknown, onEvent: (e: Seen, seen: Seen[]) => boolean = () => false): Promise<Seen[]> {
+  return new Promise((resolve, reject) => {
+    const seen: Seen[] = [];
+    const source = new EventSource(`${served.url}/v1/executions`, {
+      fetch: (url, init) => fetch(url, { ...init, method: 'POST', headers: { ...init.headers, 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+    });
+    const done = () => {
+      source.close();
+      resolve(seen);
+    };
+    for (const type of ['stdout', 'stderr'] as const) {
+      source.addEventListener(type, (e) => {
+        const s = { type, text: OutputChunk.parse(JSON.parse(e.data)).text, at: performance.now() };
+        seen.push(s);
+        if (onEvent(s, seen)) done();
+      });
+    }
+    source.addEventListener('result', (e) => {
+      seen.push({ type: 'result', result: ExecutionResult.parse(JSON.parse(e.data)), at: performance.now() });
+      done();
+    });
+    source.addEventListener('error', (e) => {
+      source.close();
+      reject(new Error(`the event stream failed: ${'data' in e && typeof e.data === 'string' ? e.data : (e.message ?? 'connection error')}`));
+    });
+  });
+}
+
+async function poll<T>(what: string, probe: () => Promise<T | undefined>, tries = 300): Promise<T> {
+  for (let i = 0; i < tries; i++) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+describe('POST /v1/executions as server-sent events (real service)', () => {
+  it('a real SSE client gets each chunk as its own event, in order, then the result last', async () => {
+    const seen = await streamWithEventSource({ code: 'import sys, time\nprint("first", flush=True)\nprint("oops", file=sys.stderr, flush=True)\ntime.sleep(0.5)\nprint("second")', timeoutMs: 20_000 });
+    // stdout and stderr are two pipes: the runner may read the second before the first.
+    expect(seen.slice(0, 2).map((s) => `${s.type}:${s.text}`).sort()).toEqual(['stderr:oops\n', 'stdout:first\n']);
+    expect(seen.slice(2).map((s) => `${s.type}:${s.text ?? ''}`)).toEqual(['stdout:second\n', 'result:']);
+    const result = seen.at(-1)?.result;
+    expect(result).toMatchObject({ status: 'completed', stdout: 'first\nsecond\n', stderr: 'oops\n' });
+    // For the report, not asserted (a shared, noisy machine): how long before the result the first chunk came.
+    console.log(`first chunk ${Math.round((seen.at(-1)?.at ?? 0) - (seen[0]?.at ?? 0))} ms before the result (the code sleeps 500 ms between its lines)`);
+  });
+
+  it('output arrives while the code runs: a client that hangs up at the first chunk cancels the rest of the run', async () => {
+    const known = new Set((await client.history({ limit: 100 })).items.map((r) => r.id));
+    const seen = await streamWithEventSource({ code: 'import time\nprint("first", flush=True)\ntime.sleep(60)\nprint("second")', timeoutMs: 120_000 }, (e) => e.type === 'stdout');
+    expect(seen).toEqual([expect.objectContaining({ type: 'stdout', text: 'first\n' })]);
+    const result = await poll('the cancelled run in the history', async () => (await client.history({ limit: 20 })).items.find((r) => !known.has(r.id)));
+    expect(result).toMatchObject({ status: 'cancelled', stdout: 'first\n' });
+  });
+
+  it('streams at most outputBytes of each stream, and the result says it was truncated', async () => {
+    const code = 'import sys\nfor i in range(200):\n    print("x" * 99)\nsys.stderr.write("é" * 5000)\n';
+    const events: RunStreamEvent[] = [];
+    for await (const e of client.executeStream({ code, timeoutMs: 20_000 })) events.push(e);
+    const text = (type: 'stdout' | 'stderr') => events.flatMap((e) => (e.type === type ? [e.text] : [])).join('');
+    const last = events.at(-1);
+    expect(last?.type).toBe('result');
+    const result = (last as Extract<RunStreamEvent, { type: 'result' }>).result;
+    expect(Buffer.byteLength(text('stdout'))).toBe(OUTPUT_BYTES);
+    expect(text('stdout')).toBe(result.stdout);
+    // 4096 bytes of two-byte characters: the streamed text is whole characters, as the result's is.
+    expect(Buffer.byteLength(text('stderr'))).toBe(OUTPUT_BYTES);
+    expect(text('stderr')).toBe(result.stderr);
+    expect(result.truncated).toEqual({ stdout: true, stderr: true });
+    expect(events.filter((e) => e.type !== 'result').length).toBeGreaterThan(1);
+  });
+
+  it('the typed client\'s execute hands the output to its callbacks and returns the result', async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const result = await client.execute({ code: 'import sys\nprint("to out")\nprint("to err", file=sys.stderr)' }, { onStdout: (t) => out.push(t), onStderr: (t) => err.push(t) });
+    expect(result.status).toBe('completed');
+    expect(out.join('')).toBe('to out\n');
+    expect(err.join('')).toBe('to err\n');
+  });
+});
+
+describe('MCP output as progress notifications (real service, the SDK\'s client)', () => {
+  it('sends the code\'s output as notifications/progress messages while the call runs, then the result', async () => {
+    const mcp = new Client({ name: 'pybox-test', version: '1.0.0' });
+    await mcp.connect(new StreamableHTTPClientTransport(new URL(`${served.url}/mcp`)));
+    try {
+      const messages: Array<{ progress: number; message: string | undefined }> = [];
+      const r = await mcp.callTool(
+        { name: 'execute_python_code', arguments: { code: 'import time\nprint("alpha", flush=True)\ntime.sleep(0.5)\nprint("beta")', timeout: 20 } },
+        undefined,
+        { onprogress: (p) => messages.push({ progress: p.progress, message: p.message }) },
+      );
+      expect(r.isError).toBe(false);
+      const output = messages.filter((m) => m.message !== undefined && !m.message.startsWith('running for'));
+      expect(output.map((m) => m.message)).toEqual(['alpha\n', 'beta\n']);
+      const values = messages.map((m) => m.progress);
+      for (let i = 1; i < values.length; i++) expect(values[i]).toBeGreaterThan(values[i - 1]!);
+    } finally {
+      await mcp.close();
+    }
+  });
+});
