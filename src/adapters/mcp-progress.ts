@@ -20,10 +20,12 @@ export class CallProgress {
   private pending: { stream: 'stdout' | 'stderr'; text: string } | null = null;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Settles once every notification sent so far has been handed to the transport. */
+  private sent: Promise<unknown> = Promise.resolve();
 
   constructor(
-    /** Sends one notification; must not throw (a host that went away hears nothing). */
-    private readonly send: (params: ProgressParams) => void,
+    /** Sends one notification; must not reject (a host that went away hears nothing). */
+    private readonly send: (params: ProgressParams) => Promise<void>,
     private readonly windowMs: number = OUTPUT_NOTIFY_MS,
   ) {}
 
@@ -32,7 +34,7 @@ export class CallProgress {
     if (this.closed) return;
     this.flush();
     this.progress = Math.max(this.progress + 1, elapsedS);
-    this.send({ progress: this.progress, message: `running for ${elapsedS} s` });
+    this.track(this.send({ progress: this.progress, message: `running for ${elapsedS} s` }));
   }
 
   output(stream: 'stdout' | 'stderr', text: string): void {
@@ -43,10 +45,19 @@ export class CallProgress {
     this.timer ??= setTimeout(() => this.flush(), this.windowMs);
   }
 
-  /** Sends the output gathered so far and takes no more: called before the call's result is sent. */
-  close(): void {
+  /**
+   * Sends the output gathered so far and takes no more. Resolves once every notification is with
+   * the transport: the result must go after them, for a host forgets a call's progress handler
+   * once it has the result (and would drop the last output with it).
+   */
+  close(): Promise<unknown> {
     this.flush();
     this.closed = true;
+    return this.sent;
+  }
+
+  private track(p: Promise<void>): void {
+    this.sent = Promise.all([this.sent, p.catch(() => {})]);
   }
 
   private flush(): void {
@@ -56,6 +67,6 @@ export class CallProgress {
     if (!p) return;
     this.pending = null;
     this.progress += 1;
-    this.send({ progress: this.progress, message: p.text, _meta: { 'pybox/stream': p.stream } });
+    this.track(this.send({ progress: this.progress, message: p.text, _meta: { 'pybox/stream': p.stream } }));
   }
 }

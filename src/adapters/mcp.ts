@@ -127,16 +127,16 @@ export function createMcpServer(opts: McpServerOptions): Server {
     const progress =
       progressToken === undefined
         ? undefined
-        : new CallProgress((params) => {
+        : new CallProgress((params) =>
             // A host that went away hears nothing; the call still ends.
-            extra.sendNotification({ method: 'notifications/progress', params: { progressToken, ...params } }).catch(() => {});
-          });
+            extra.sendNotification({ method: 'notifications/progress', params: { progressToken, ...params } }).catch(() => {}),
+          );
     const heartbeat = progress && setInterval(() => progress.heartbeat(Math.round((Date.now() - started) / 1000)), PROGRESS_INTERVAL_MS);
     try {
       const output = progress ? { onStdout: (text: string) => progress.output('stdout', text), onStderr: (text: string) => progress.output('stderr', text) } : {};
       const outcome = await callTool(opts.tools, opts.backend, request.params.name, request.params.arguments ?? {}, { signal, ...output });
-      // The last output before the result, which ends the call's notifications.
-      progress?.close();
+      // The last output goes before the result, which ends the call's notifications.
+      await progress?.close();
       const result: CallToolResult = { content: [{ type: 'text', text: outcome.text }], isError: outcome.isError };
       if (outcome.structured) result.structuredContent = outcome.structured;
       if (outcome.result) result._meta = { 'pybox/execution': { id: outcome.result.id, status: outcome.result.status } };
@@ -147,7 +147,7 @@ export function createMcpServer(opts: McpServerOptions): Server {
       throw e;
     } finally {
       clearInterval(heartbeat);
-      progress?.close();
+      void progress?.close();
       registration?.end();
     }
   });

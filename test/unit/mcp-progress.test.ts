@@ -14,7 +14,7 @@ describe('CallProgress', () => {
 
   function progress() {
     const sent: ProgressParams[] = [];
-    return { p: new CallProgress((params) => sent.push(params), 100), sent };
+    return { p: new CallProgress(async (params) => void sent.push(params), 100), sent };
   }
 
   it('gathers one stream\'s output of a window into one notification whose message is the text', async () => {
@@ -63,5 +63,19 @@ describe('CallProgress', () => {
     p.heartbeat(30);
     await vi.advanceTimersByTimeAsync(1000);
     expect(sent.map((s) => s.message)).toEqual(['last']);
+  });
+
+  it('close resolves only once the last notifications are with the transport (the result must follow them)', async () => {
+    const releases: Array<() => void> = [];
+    const p = new CallProgress(() => new Promise<void>((resolve) => releases.push(resolve)), 100);
+    p.output('stdout', 'last words');
+    let closed = false;
+    const closing = p.close().then(() => (closed = true));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(releases).toHaveLength(1);
+    expect(closed).toBe(false);
+    releases[0]!();
+    await closing;
+    expect(closed).toBe(true);
   });
 });
