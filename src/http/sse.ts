@@ -16,6 +16,13 @@ import type { ExecutionResult } from '../core/schemas.ts';
 import { errorReply } from './errors.ts';
 import { requestIdOf } from './request-log.ts';
 
+/** A route's 200 content for a streamed run, beside its application/json (OpenAPI). */
+export const RUN_EVENT_STREAM = {
+  'text/event-stream': {
+    schema: { type: 'string' as const, description: 'Server-sent events: `stdout`, `stderr` (data {"text"}), then `result` (data ExecutionResult) or `error` (data ErrorBody)' },
+  },
+};
+
 /** An idle stream gets a comment line this often. */
 export const SSE_KEEPALIVE_MS = 15_000;
 

@@ -10,7 +10,7 @@ import { callerOf } from '../auth.ts';
 import { requestIdOf } from '../request-log.ts';
 import { BODY_ERRORS, errorResponses, RUN_ERRORS } from '../openapi.ts';
 import { routeGroup, serve } from '../route.ts';
-import { streamRun, wantsEventStream } from '../sse.ts';
+import { RUN_EVENT_STREAM, streamRun, wantsEventStream } from '../sse.ts';
 
 // Ids are UUIDs today; this only turns away values no store could ever hold (as a 404, not a 400).
 const ExecutionId = z.object({ id: z.string().regex(/^[\x21-\x7e]{1,100}$/, 'no execution with that id') });
@@ -24,12 +24,7 @@ const STREAM_DESCRIPTION =
 /** The 200 answer: the result as JSON, or the run as server-sent events (STREAM_DESCRIPTION). */
 const RESULT_OR_STREAM = {
   description: 'The run finished; `status` says how. Or, with Accept: text/event-stream, its output and result as events',
-  content: {
-    'application/json': { schema: ExecutionResult },
-    'text/event-stream': {
-      schema: { type: 'string' as const, description: 'Server-sent events: `stdout`, `stderr` (data {"text"}), then `result` (data ExecutionResult) or `error` (data ErrorBody)' },
-    },
-  },
+  content: { 'application/json': { schema: ExecutionResult }, ...RUN_EVENT_STREAM },
 };
 
 const execute = createRoute({
