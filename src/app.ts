@@ -100,7 +100,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<BlankEnv> {
   const documented = () => app.openAPIRegistry.definitions.flatMap((d) => (d.type === 'route' ? [d.route] : []));
   app.route('/', docsRoutes(deps.version ?? pkg.version, documented));
   app.route('/', webRoutes(deps.webDir ?? DEFAULT_WEB_DIR));
-  app.route('/v1/executions', executionRoutes(service, deps.batches));
+  app.route('/v1/executions', executionRoutes(service, deps.batches, logger));
   if (deps.batches) app.route('/v1', batchRoutes(deps.batches, logger));
   if (deps.webhookSecrets) app.route('/v1', webhookSecretRoutes(deps.webhookSecrets));
   if (deps.sessions) app.route('/v1', sessionRoutes(deps.sessions, logger));

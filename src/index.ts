@@ -20,6 +20,8 @@ export {
   type SessionExecuteRequest,
   type UploadFile,
   type Session,
+  type ExecuteCallOptions,
+  type RunStreamEvent,
 } from './client/client.ts';
 export {
   PyboxClientError,

@@ -13,6 +13,7 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { CallToolRequestSchema, CancelledNotificationSchema, ListToolsRequestSchema, type CallToolResult, type ImageContent, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import pkg from '../../package.json' with { type: 'json' };
+import { CallProgress } from './mcp-progress.ts';
 import { callTool, inputJsonSchema, outputJsonSchema, type PyboxTool, type ToolBackend, type ToolOutcome } from './tools.ts';
 
 export const MCP_INSTRUCTIONS =
@@ -84,7 +85,8 @@ export interface McpServerOptions {
 
 /**
  * While a call runs, a progress notification this often, when the host asked for progress: hosts
- * give up on a call after a minute by default, and a run may take five.
+ * give up on a call after a minute by default, and a run may take five. The code's output goes to
+ * such a host as progress notifications too, as it is written (mcp-progress.ts).
  */
 export const PROGRESS_INTERVAL_MS = 3000;
 
@@ -139,17 +141,19 @@ export function createMcpServer(opts: McpServerOptions): Server {
     const signal = AbortSignal.any([extra.signal, ...(opts.signal ? [opts.signal] : []), ...(registration ? [registration.signal] : [])]);
     const progressToken = request.params._meta?.progressToken;
     const started = Date.now();
-    const heartbeat =
+    const progress =
       progressToken === undefined
         ? undefined
-        : setInterval(() => {
-            const elapsedS = Math.round((Date.now() - started) / 1000);
-            extra
-              .sendNotification({ method: 'notifications/progress', params: { progressToken, progress: elapsedS, message: `running for ${elapsedS} s` } })
-              .catch(() => {}); // a host that went away hears nothing; the call still ends
-          }, PROGRESS_INTERVAL_MS);
+        : new CallProgress((params) =>
+            // A host that went away hears nothing; the call still ends.
+            extra.sendNotification({ method: 'notifications/progress', params: { progressToken, ...params } }).catch(() => {}),
+          );
+    const heartbeat = progress && setInterval(() => progress.heartbeat(Math.round((Date.now() - started) / 1000)), PROGRESS_INTERVAL_MS);
     try {
-      const outcome = await callTool(opts.tools, opts.backend, request.params.name, request.params.arguments ?? {}, { signal });
+      const output = progress ? { onStdout: (text: string) => progress.output('stdout', text), onStderr: (text: string) => progress.output('stderr', text) } : {};
+      const outcome = await callTool(opts.tools, opts.backend, request.params.name, request.params.arguments ?? {}, { signal, ...output });
+      // The last output goes before the result, which ends the call's notifications.
+      await progress?.close();
       const result: CallToolResult = { content: [{ type: 'text', text: outcome.text }, ...figureContent(outcome)], isError: outcome.isError };
       const structured = structuredOf(outcome);
       if (structured) result.structuredContent = structured;
@@ -161,6 +165,7 @@ export function createMcpServer(opts: McpServerOptions): Server {
       throw e;
     } finally {
       clearInterval(heartbeat);
+      void progress?.close();
       registration?.end();
     }
   });

@@ -1,11 +1,12 @@
 // The tools' backend inside the server: the execution service itself, for a caller the HTTP layer
 // has already authenticated (and charged one request of its rate). No HTTP round trip, so nothing
 // is charged twice, the abort signal reaches the service, and no internal address exists to leak.
+import { StringDecoder } from 'node:string_decoder';
 import type { z } from 'zod';
 import type { Caller } from '../core/caller.ts';
 import { isPyboxError, PyboxError } from '../core/errors.ts';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from '../core/json-depth.ts';
-import type { ExecutionService, Logger } from '../core/ports.ts';
+import type { ExecuteOptions, ExecutionService, Logger } from '../core/ports.ts';
 import { ExecutionRequest, ExecutionResult, RuntimeInfo, SessionCallRequest, SessionInfo, SessionRequest } from '../core/schemas.ts';
 import type { SessionApi } from '../core/session-service.ts';
 import type { SessionToolBackend, ToolBackend, ToolCallOptions, ToolRequest } from './tools.ts';
@@ -82,7 +83,9 @@ export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
         if (nestsDeeperThan(request, MAX_JSON_DEPTH)) throw new PyboxError('invalid_request', `the request nests deeper than ${MAX_JSON_DEPTH} levels`);
         const parsed = ExecutionRequest.safeParse(request);
         if (!parsed.success) throw new PyboxError('invalid_request', `invalid request: ${describeIssues(parsed.error)}`, { details: parsed.error.issues });
-        const result = await service.execute(caller, parsed.data, { ...(callOpts.signal ? { signal: callOpts.signal } : {}), requestId });
+        const text = textListener(callOpts);
+        const result = await service.execute(caller, parsed.data, { ...(callOpts.signal ? { signal: callOpts.signal } : {}), requestId, ...(text ? { onOutput: text.onOutput } : {}) });
+        text?.end();
         // Exactly the documented shape, as the typed client would have parsed it from the wire.
         return ExecutionResult.parse(result);
       }, callOpts.signal);
@@ -92,6 +95,33 @@ export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
     },
     runtimes() {
       return guarded('runtimes', async () => RuntimeInfo.parse(await service.runtimes(caller)));
+    },
+  };
+}
+
+/**
+ * The service's output listener (bytes) for a caller that wants text: each stream decoded on its
+ * own, so a character split between chunks arrives whole; `end` tells what a cut-off character
+ * left (U+FFFD, as the result's text has it). Undefined when the caller wants no output.
+ */
+function textListener(opts: ToolCallOptions): { onOutput: NonNullable<ExecuteOptions['onOutput']>; end(): void } | undefined {
+  const { onStdout, onStderr } = opts;
+  if (onStdout === undefined && onStderr === undefined) return undefined;
+  const streams = {
+    stdout: { decoder: new StringDecoder('utf8'), tell: onStdout },
+    stderr: { decoder: new StringDecoder('utf8'), tell: onStderr },
+  };
+  return {
+    onOutput: (stream, data) => {
+      const s = streams[stream];
+      const text = s.decoder.write(data);
+      if (text !== '') s.tell?.(text);
+    },
+    end: () => {
+      for (const s of Object.values(streams)) {
+        const rest = s.decoder.end();
+        if (rest !== '') s.tell?.(rest);
+      }
     },
   };
 }

@@ -22,6 +22,12 @@ export type ToolRequest = z.input<typeof ExecutionRequest>;
 export interface ToolCallOptions {
   /** Aborts the call; for `execute`, cancels the execution (it ends `cancelled`). */
   signal?: AbortSignal | undefined;
+  /**
+   * For `execute`: told of the code's output as it is written (the run is streamed), each stream's
+   * text in order, all of it before the result. The typed client's `execute` takes the same two.
+   */
+  onStdout?: ((text: string) => void) | undefined;
+  onStderr?: ((text: string) => void) | undefined;
 }
 
 /**
@@ -210,7 +216,7 @@ function executePython(withIds: boolean): PyboxTool {
       if (timeout !== undefined) request.timeoutMs = Math.round(timeout * 1000);
       if (context !== undefined) request.context = context as NonNullable<ToolRequest['context']>;
       try {
-        const result = await backend.execute(request, { signal: opts.signal });
+        const result = await backend.execute(request, { signal: opts.signal, onStdout: opts.onStdout, onStderr: opts.onStderr });
         return { text: executionText(result, withIds), isError: !result.success, result, structured: result };
       } catch (e) {
         return serviceFailure(e);

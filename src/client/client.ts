@@ -25,6 +25,7 @@ import {
 import { causeMessage, ConnectionError, errorFromAnswer, jsonOrUndefined, TimeoutError, UnexpectedResponseError } from './errors.ts';
 import { retryWaitS, sleep } from './wait.ts';
 import { followBatchEvents, type BatchEvent, type BatchEventsOptions } from './sse.ts';
+import { readRunStream, type RunStreamEvent } from './run-stream.ts';
 
 export const DEFAULT_PYBOX_URL = 'http://127.0.0.1:8080';
 /** Long enough for the longest run a server allows (300 s) plus time in its queue. */
@@ -52,6 +53,13 @@ export interface WaitOptions extends CallOptions {
 }
 
 export type { BatchEvent, BatchEventsOptions } from './sse.ts';
+export type { RunStreamEvent } from './run-stream.ts';
+
+/** `execute` with callbacks: the run is streamed, and each chunk of output handed to them as it comes. */
+export interface ExecuteCallOptions extends CallOptions {
+  onStdout?: ((text: string) => void) | undefined;
+  onStderr?: ((text: string) => void) | undefined;
+}
 
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
 
@@ -91,9 +99,29 @@ export class PyboxClient {
     this.headers = opts.headers ?? {};
   }
 
-  /** Runs code and waits for its result. A failing program is a result (`status`), not an error. */
-  execute(request: ExecuteRequest, opts: CallOptions = {}): Promise<ExecutionResult> {
-    return this.call('POST', '/v1/executions', ExecutionResult, { body: request, signal: opts.signal });
+  /**
+   * Runs code and waits for its result. A failing program is a result (`status`), not an error.
+   * With `onStdout` or `onStderr` the run is streamed and they are told of its output as it comes.
+   */
+  async execute(request: ExecuteRequest, opts: ExecuteCallOptions = {}): Promise<ExecutionResult> {
+    if (opts.onStdout === undefined && opts.onStderr === undefined) return this.call('POST', '/v1/executions', ExecutionResult, { body: request, signal: opts.signal });
+    for await (const event of this.executeStream(request, opts)) {
+      if (event.type === 'result') return event.result;
+      if (event.type === 'stdout') opts.onStdout?.(event.text);
+      else opts.onStderr?.(event.text);
+    }
+    // readRunStream ends with a result or throws.
+    throw new UnexpectedResponseError('the stream ended without a result', { code: 'unexpected_response' });
+  }
+
+  /**
+   * Runs code and yields its output as it is written (server-sent events): `stdout` and `stderr`
+   * events up to the server's outputBytes of each stream, then the `result` (always last). A
+   * refusal is thrown as `execute` throws it. Leaving the loop early closes the stream, which
+   * cancels the run.
+   */
+  executeStream(request: ExecuteRequest, opts: CallOptions = {}): AsyncGenerator<RunStreamEvent> {
+    return this.streamCall('/v1/executions', request, opts);
   }
 
   /** One stored result. Throws NotFoundError for an unknown id. */
@@ -274,6 +302,52 @@ export class PyboxClient {
       info: (opts = {}) => this.getSession(id, opts),
       close: (opts = {}) => (closed ??= this.deleteSession(id, opts)),
     };
+  }
+
+  /**
+   * Runs code in the session's live interpreter and yields its output as it is produced, then the
+   * result (as executeStream does for an execution).
+   */
+  sessionExecuteStream(id: string, request: SessionExecuteRequest, opts: CallOptions = {}): AsyncGenerator<RunStreamEvent> {
+    return this.streamCall(`${sessionPath(id)}/executions`, request, opts);
+  }
+
+  /**
+   * POSTs `body` to a run's `path` asking for server-sent events, and yields the run's events. Until
+   * the stream begins it is retried as any request is (a 429 or 503 that says when to come back);
+   * then never (the code may have run). Bounded by the client's timeoutMs as a whole.
+   */
+  private async *streamCall(path: string, body: unknown, opts: CallOptions): AsyncGenerator<RunStreamEvent> {
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    // Ours too, so that a caller leaving the loop early closes the connection.
+    const local = new AbortController();
+    const signal = AbortSignal.any([timeout, local.signal, ...(opts.signal ? [opts.signal] : [])]);
+    const failed = (e: unknown): unknown => {
+      if (opts.signal?.aborted) return opts.signal.reason ?? e;
+      if (timeout.aborted) return new TimeoutError(`no result from pybox at ${this.baseUrl} within ${this.timeoutMs} ms`, { code: 'timeout', cause: e });
+      return new ConnectionError(`lost the stream from pybox at ${this.baseUrl}: ${causeMessage(e)}`, { code: 'connection_failed', cause: e });
+    };
+    try {
+      let response: Response;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          response = await this.fetchImpl(`${this.baseUrl}${path}`, { method: 'POST', headers: this.headersFor(true, 'text/event-stream'), body: JSON.stringify(body), signal });
+        } catch (e) {
+          if (opts.signal?.aborted) throw opts.signal.reason ?? e;
+          if (timeout.aborted) throw new TimeoutError(`no answer from pybox at ${this.baseUrl} within ${this.timeoutMs} ms`, { code: 'timeout', cause: e });
+          throw new ConnectionError(`cannot reach pybox at ${this.baseUrl}: ${causeMessage(e)}`, { code: 'connection_failed', cause: e });
+        }
+        if (response.ok) break;
+        const text = await response.text().catch(() => '');
+        const error = errorFromAnswer('POST', path, response, jsonOrUndefined(text));
+        const wait = retryWaitS(error);
+        if (wait === undefined || attempt >= this.retries) throw error;
+        await sleep(Math.max(wait, 0.05) * 1000, opts.signal);
+      }
+      yield* readRunStream(response, `POST ${path}`, failed);
+    } finally {
+      local.abort();
+    }
   }
 
   private async call<S extends z.ZodType>(method: string, path: string, schema: S, opts: { body?: unknown; signal?: AbortSignal | undefined }): Promise<z.output<S>> {

@@ -7,16 +7,18 @@
 // admitted, so a tenant's first job goes ahead of a flooding tenant's hundredth; FIFO within a
 // priority. Results arrive by one shared QueueEvents stream; a slow sweep reads the jobs still
 // awaited directly, so a missed event (Redis restarted, the stream trimmed) or a worker that died
-// with no other worker free to notice never leaves a client waiting for good.
+// with no other worker free to notice never leaves a client waiting for good. A streamed
+// execution's output comes by the same stream, as its job's progress (cluster/output-progress.ts).
 import { Queue, QueueEvents, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { PyboxError } from '../core/errors.ts';
 import { cancelReasonOf, recordResult, resultOf } from '../core/local-dispatch.ts';
-import type { AcceptedExecution, CancelReason, Dispatch, ExecutionStore, Logger } from '../core/ports.ts';
+import type { AcceptedExecution, CancelReason, Dispatch, DispatchEvents, ExecutionStore, Logger } from '../core/ports.ts';
 import { failedOutcome, notRun, type ResultDeps } from '../core/results.ts';
 import type { ExecutionResult, RuntimeName } from '../core/schemas.ts';
 import { wallLimitMs } from '../core/sandbox.ts';
 import { fastFailOptions, patientOptions, within, type RedisEndpoint } from './connection.ts';
+import { OutputReceiver } from './output-progress.ts';
 import { runsExecutions, type NodeReport } from './registry.ts';
 import { CANCEL_MARK_MS, JOB_NAME, QUEUE_NAME, cancelChannel, cancelMarkKey, resultFromWire, toPayload, type Admission, type ExecutionPayload } from './wire.ts';
 
@@ -105,6 +107,8 @@ interface Waiter {
   lockMissing: number;
   /** Sweeps in a row that did not find the job at all. */
   missing: number;
+  /** A streamed execution: where its output goes as the worker reports it. */
+  output?: OutputReceiver | undefined;
 }
 
 export class QueueDispatch implements Dispatch {
@@ -153,7 +157,7 @@ export class QueueDispatch implements Dispatch {
     return (c.wait ?? 0) + (c.prioritized ?? 0);
   }
 
-  async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }): Promise<ExecutionResult> {
+  async submit(execution: AcceptedExecution, signals: { waiting: AbortSignal; running: AbortSignal }, events: DispatchEvents = {}): Promise<ExecutionResult> {
     if (this.closed) throw new PyboxError('shutting_down', 'this node is shutting down and takes no new executions; retry shortly', { retryAfterS: this.deps.retryAfterS });
     if (signals.waiting.aborted) return this.recordCancelled(execution, cancelReasonOf(signals.waiting));
     // Known to be away (its connection lost and retrying): refused at once, not after a timeout.
@@ -163,10 +167,13 @@ export class QueueDispatch implements Dispatch {
     const { inFlight } = await this.admit(execution);
     const id = execution.job.id;
     const waiter = this.register(execution);
+    // Test cases report their output in the result only: nothing to stream.
+    const streamed = events.output !== undefined && execution.job.tests === undefined;
+    if (streamed && events.output) waiter.output = new OutputReceiver(events.output, execution.limits.outputBytes);
     try {
       await within(this.listen(), this.timeoutMs, 'listening for results');
       await within(
-        this.queue.add(JOB_NAME, toPayload(execution), {
+        this.queue.add(JOB_NAME, { ...toPayload(execution), ...(streamed ? { stream: true } : {}) }, {
           jobId: id,
           priority: priorityOf(inFlight, execution.background === true),
           attempts: 1,
@@ -237,6 +244,7 @@ export class QueueDispatch implements Dispatch {
       events.on('error', (e) => this.deps.logger.debug('queue events connection error', { error: e.message }));
       events.on('completed', ({ jobId, returnvalue }) => this.onCompleted(jobId, returnvalue));
       events.on('failed', ({ jobId, failedReason }) => void this.fail(jobId, failedReason));
+      events.on('progress', ({ jobId, data }) => this.onProgress(jobId, data));
       this.events = events;
       this.eventsReady = events.waitUntilReady();
     }
@@ -343,6 +351,19 @@ export class QueueDispatch implements Dispatch {
     if (w.settled) return;
     w.settled = true;
     w.resolve(result);
+  }
+
+  /** A streamed execution's output, as its worker reported it: handed on until the result is in. */
+  private onProgress(id: string, data: unknown): void {
+    const w = this.waiters.get(id);
+    if (!w?.output || w.settled || w.failing) return;
+    try {
+      if (!w.output.take(data)) this.deps.logger.debug('ignored a progress event that is not output', { id });
+    } catch (e) {
+      // The listener's fault (it must not throw): its stream is over, the execution goes on.
+      w.output = undefined;
+      this.deps.logger.warn('an output listener failed; the run goes on without it', { id, error: e instanceof Error ? e.message : String(e) });
+    }
   }
 
   private onCompleted(id: string, value: unknown): void {

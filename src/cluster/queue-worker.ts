@@ -5,12 +5,16 @@
 //
 // A worker that dies mid-run stops renewing its jobs' locks; with maxStalledCount 0 BullMQ then
 // fails those jobs (within lockMs plus one stalled check) and the API node that waits reports it.
+//
+// A streamed execution's output goes back as the job's progress, in batches (output-progress.ts),
+// all of it sent before the result is handed back, so the API node hears it first.
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { logExecution } from '../core/execution-log.ts';
 import type { AcceptedExecution, CancelReason, Clock, Dispatch, Logger } from '../core/ports.ts';
 import type { ExecutionResult } from '../core/schemas.ts';
 import { patientOptions, type RedisEndpoint } from './connection.ts';
+import { OutputBatcher } from './output-progress.ts';
 import { CancelMessage, QUEUE_NAME, cancelChannel, cancelMarkKey, fromPayload, WireError, type Admission, type ExecutionPayload } from './wire.ts';
 
 export interface QueueWorkerDeps {
@@ -37,6 +41,8 @@ interface Running {
 const MAX_CANCEL_MESSAGE_CHARS = 1024;
 /** Longest a finished job's hand-over is awaited (the sandbox's own wait is shorter: RECORD_WAIT_MS). */
 const HANDOVER_WAIT_MS = 5000;
+/** Longest the last output batches are awaited before the result is handed back anyway. */
+const OUTPUT_FLUSH_WAIT_MS = 5000;
 
 export class QueueWorker {
   private readonly worker: Worker<ExecutionPayload, ExecutionResult>;
@@ -125,6 +131,14 @@ export class QueueWorker {
     const controllers: Running = { waiting: new AbortController(), running: new AbortController() };
     this.active.set(id, controllers);
     const handedOver = new Promise<void>((resolve) => this.handovers.set(id, resolve));
+    const output =
+      job.data.stream === true && execution.job.tests === undefined
+        ? new OutputBatcher({
+            send: (progress) => job.updateProgress(progress),
+            capBytes: execution.limits.outputBytes,
+            onError: (e) => this.deps.logger.debug('could not report an execution\'s output', { id, error: e instanceof Error ? e.message : String(e) }),
+          })
+        : undefined;
     try {
       // A cancel published while this worker was taking the job found nobody listening for it yet.
       const mark = await this.commands.get(cancelMarkKey(this.deps.prefix, id)).catch(() => null);
@@ -136,10 +150,16 @@ export class QueueWorker {
       // From acceptance on the API node to a slot here: two hosts' clocks, so only as good as their sync.
       const started = () => (queueWaitMs = Math.max(0, clock.now() - execution.createdAtMs));
       // background: false: the queue already ordered it; an execution this worker took is recorded here whatever ends it.
-      const result = await this.deps.run.submit({ ...execution, maxInFlight: null, handedOver, background: false }, { waiting: controllers.waiting.signal, running: controllers.running.signal }, { started });
+      const result = await this.deps.run.submit(
+        { ...execution, maxInFlight: null, handedOver, background: false },
+        { waiting: controllers.waiting.signal, running: controllers.running.signal },
+        { started, ...(output ? { output: output.listener } : {}) },
+      );
+      if (output) await settledWithin(output.flush(), OUTPUT_FLUSH_WAIT_MS);
       logExecution(this.deps.logger, execution, result, { totalMs: clock.now() - taken, queueWaitMs, nodeId: this.deps.nodeId }, 'worker execution');
       return result;
     } finally {
+      void output?.flush();
       this.active.delete(id);
       // Should no event come (the job's lock was lost), the wait ends anyway.
       setTimeout(() => this.handOver(id), HANDOVER_WAIT_MS).unref();
@@ -172,4 +192,11 @@ export class QueueWorker {
     r.waiting.abort(reason);
     r.running.abort(reason);
   }
+}
+
+/** Waits for `p` (which never rejects) at most `ms`. */
+function settledWithin(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

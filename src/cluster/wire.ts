@@ -98,6 +98,8 @@ export const ExecutionPayload = z.strictObject({
   tests: z.array(WireTestSpec).min(1).max(MAX_TESTS).optional(),
   /** A background item (async execution or batch item). */
   background: z.boolean().optional(),
+  /** Its client streams the output: the worker reports it as the job's progress (output-progress.ts). */
+  stream: z.boolean().optional(),
 }).refine((p) => (p.tests?.length ?? 0) === (p.job.tests?.length ?? 0), {
   message: 'tests and job.tests must name the same cases',
   path: ['tests'],

@@ -172,7 +172,7 @@ export class DefaultExecutionService implements ExecutionService {
       queueWaitMs = Math.max(0, this.deps.clock.now() - execution.createdAtMs);
     };
     try {
-      const result = await this.deps.dispatch.submit(execution, { waiting: waiting.signal, running: running.signal }, { started });
+      const result = await this.deps.dispatch.submit(execution, { waiting: waiting.signal, running: running.signal }, { started, output: opts.onOutput });
       logExecution(this.deps.logger, execution, result, { totalMs: this.deps.clock.now() - execution.createdAtMs, queueWaitMs });
       return result;
     } catch (e) {

@@ -41,6 +41,7 @@ export class LocalDispatch implements Dispatch {
       signal: signals.running,
       recorded: new Promise<void>((resolve) => (recorded = resolve)),
     };
+    if (events.output) job.onOutput = events.output;
     try {
       return await this.runAndRecord(execution, job, signals, events);
     } finally {

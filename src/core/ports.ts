@@ -1,7 +1,7 @@
 // The seams between pybox's parts. core depends on these interfaces only; main.ts wires the real
 // implementations (engine/, store/) and tests hand in fakes.
 import type { AppliedLimits, BatchInfo, BatchItem, ClusterInfo, CompareMode, PendingState, Tolerance, WebhookState, ExecutionRequest, ExecutionResult, HistoryPage, HistoryQuery, Readiness, RuntimeInfo, RuntimeName, Stats, ExecutionStatus, TenantUsage, UsageQuery, UsageReport } from './schemas.ts';
-import type { SandboxJob, SandboxOutcome } from './sandbox.ts';
+import type { OutputListener, SandboxJob, SandboxOutcome } from './sandbox.ts';
 import type { Caller, TenantLimits } from './caller.ts';
 import type { RateLimitState } from './errors.ts';
 
@@ -132,6 +132,12 @@ export interface ExecuteOptions {
    * to interactive runs (AcceptedExecution.background).
    */
   job?: { id: string; createdAtMs: number } | undefined;
+  /**
+   * Told of the code's output as it is produced (streaming): each stream's bytes up to
+   * limits.outputBytes, in order, all of it before the result. Bytes: a chunk may end inside a
+   * UTF-8 character. Must not throw. Nothing is told for test cases (their output is in the result).
+   */
+  onOutput?: OutputListener | undefined;
 }
 
 /**
@@ -211,6 +217,8 @@ export interface Dispatch {
 export interface DispatchEvents {
   /** A slot was granted and the sandbox is being asked to run it: the wait in the queue is over. */
   started?(): void;
+  /** The code's output as it is produced (ExecuteOptions.onOutput), wherever it runs. */
+  output?: OutputListener | undefined;
 }
 
 /** What the executions' side of a node offers: the runtime they get, and whether it is ready. */

@@ -9,14 +9,17 @@ export class CappedCapture {
 
   constructor(private readonly capBytes: number) {}
 
-  push(data: Buffer): void {
+  /** Takes the stream's next bytes; returns the part kept (a copy), null when the cap was reached. */
+  push(data: Buffer): Buffer | null {
     this.totalBytes += data.length;
     const room = this.capBytes - this.kept;
-    if (room <= 0) return;
+    if (room <= 0 || data.length === 0) return null;
     const part = data.length <= room ? data : data.subarray(0, room);
     // Copy: the source buffer may be a view into a larger, reused socket buffer.
-    this.chunks.push(Buffer.from(part));
-    this.kept += part.length;
+    const copy = Buffer.from(part);
+    this.chunks.push(copy);
+    this.kept += copy.length;
+    return copy;
   }
 
   get truncated(): boolean {

@@ -74,6 +74,8 @@ interface Attached {
   cases: CaseCollector | null;
   /** When the payload was sent: the code's own time starts there. */
   startedAt: number;
+  /** The job's output listener, until it throws once (then it is told nothing more). */
+  onOutput: SandboxJob['onOutput'];
   timer: NodeJS.Timeout | undefined;
   onAbort: () => void;
   resolve: (o: SandboxOutcome) => void;
@@ -242,6 +244,7 @@ export class Sandbox {
         stderr: new CappedCapture(this.deps.settings.outputBytes),
         cases: tests ? new CaseCollector(tests.length, this.deps.settings.outputBytes) : null,
         startedAt: this.deps.clock.now(),
+        onOutput: run.job.onOutput,
         timer: undefined,
         onAbort: () => this.abort(),
         resolve,
@@ -315,9 +318,25 @@ export class Sandbox {
       }
       return;
     }
-    const capture = kind === FRAME_STDOUT ? a.stdout : a.stderr;
-    capture.push(data);
+    const stream = kind === FRAME_STDOUT ? 'stdout' : 'stderr';
+    const capture = stream === 'stdout' ? a.stdout : a.stderr;
+    const kept = capture.push(data);
+    if (kept !== null && a.onOutput) this.tell(a, stream, kept);
     if (capture.totalBytes > this.deps.settings.floodBytes) this.settle('output_limit', null);
+  }
+
+  /**
+   * Hands kept output to the job's listener. A listener that throws is a bug on the caller's side:
+   * logged once and told nothing more, never allowed to end the run. It may have settled the run
+   * meanwhile (an abort fired synchronously from inside it), which the checks after it see.
+   */
+  private tell(a: Attached, stream: 'stdout' | 'stderr', data: Buffer): void {
+    try {
+      a.onOutput?.(stream, data);
+    } catch (e) {
+      a.onOutput = undefined;
+      this.deps.logger.warn('an output listener failed; the run goes on without it', { id: a.run.job.id, error: messageOf(e) });
+    }
   }
 
   private onViolation(msg: string): void {

@@ -10,7 +10,7 @@ import { callerOf } from '../auth.ts';
 import { BODY_ERRORS, errorResponses, RUN_ERRORS } from '../openapi.ts';
 import { requestIdOf } from '../request-log.ts';
 import { routeGroup, serve } from '../route.ts';
-import { streamRun } from '../sse.ts';
+import { streamRun, wantsEventStream } from '../sse.ts';
 
 // Ids are UUIDs today; this only turns away values no host could ever hold (as a 404, not a 400).
 const SessionId = z.object({ id: z.string().regex(/^[\x21-\x7e]{1,100}$/, 'no session with that id') });
@@ -137,7 +137,6 @@ const getFile = createRoute({
   },
 });
 
-const wantsEvents = (accept: string | undefined) => accept !== undefined && /(^|,)\s*text\/event-stream\s*(;|,|$)/i.test(accept);
 
 export function sessionRoutes(sessions: SessionApi, logger: Logger): OpenAPIHono {
   const routes = routeGroup();
@@ -158,8 +157,8 @@ export function sessionRoutes(sessions: SessionApi, logger: Logger): OpenAPIHono
     const { id } = c.req.valid('param');
     const request = c.req.valid('json');
     const requestId = requestIdOf(c);
-    if (wantsEvents(c.req.header('accept'))) {
-      return streamRun(c, (onOutput, signal) => sessions.call(caller, id, request, { signal: AbortSignal.any([signal, c.req.raw.signal]), onOutput, requestId }), logger) as never;
+    if (wantsEventStream(c.req.header('accept'))) {
+      return (await streamRun(c, (onOutput, signal) => sessions.call(caller, id, request, { signal: AbortSignal.any([signal, c.req.raw.signal]), onOutput, requestId }), logger)) as never;
     }
     // A client that hangs up interrupts its call rather than holding the session.
     return c.json(await sessions.call(caller, id, request, { signal: c.req.raw.signal, requestId }), 200);

@@ -1,0 +1,151 @@
+// A run streamed as server-sent events (POST /v1/executions, and session calls, with
+// Accept: text/event-stream), read over fetch: `stdout` and `stderr` events become output events,
+// `result` ends the iteration, and `error` is thrown as the client's error for its code. Each
+// event is parsed with the API's schemas: the stream is as untrusted as any answer.
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import type { ErrorCode } from '../core/errors.ts';
+import { ErrorBody, ExecutionResult, OutputChunk } from '../core/schemas.ts';
+import {
+  AuthError,
+  ConnectionError,
+  InvalidRequestError,
+  NotFoundError,
+  PyboxClientError,
+  QueueFullError,
+  RateLimitError,
+  ServerError,
+  ServiceUnavailableError,
+  UnexpectedResponseError,
+  jsonOrUndefined,
+} from './errors.ts';
+
+/** What a streamed run yields: its output as it is written, then its result (always last). */
+export type RunStreamEvent = { type: 'stdout' | 'stderr'; text: string } | { type: 'result'; result: ExecutionResult };
+
+/** Bounds one event in memory: a result carries at most its output files and figures. */
+const MAX_EVENT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The class of an error that arrives as an event, by its code (the answer's status was 200 then).
+ * A full Record: a new ErrorCode fails to compile until it is placed here.
+ */
+const CLASS_BY_CODE: Record<ErrorCode, typeof PyboxClientError> = {
+  invalid_request: InvalidRequestError,
+  unsupported_media_type: InvalidRequestError,
+  payload_too_large: InvalidRequestError,
+  unauthorized: AuthError,
+  host_not_allowed: AuthError,
+  origin_not_allowed: AuthError,
+  not_found: NotFoundError,
+  rate_limited: RateLimitError,
+  session_limit: RateLimitError,
+  session_busy: InvalidRequestError,
+  session_ended: InvalidRequestError,
+  queue_full: QueueFullError,
+  engine_unavailable: ServiceUnavailableError,
+  image_missing: ServiceUnavailableError,
+  store_unavailable: ServiceUnavailableError,
+  queue_unavailable: ServiceUnavailableError,
+  no_workers: ServiceUnavailableError,
+  shutting_down: ServiceUnavailableError,
+  internal: ServerError,
+};
+
+function unexpected(message: string, details?: unknown): UnexpectedResponseError {
+  return new UnexpectedResponseError(message, { code: 'unexpected_response', details });
+}
+
+function parseJson(message: EventSourceMessage, where: string): unknown {
+  try {
+    return JSON.parse(message.data);
+  } catch {
+    throw unexpected(`unexpected ${message.event ?? 'message'} event from ${where}: not JSON`);
+  }
+}
+
+/** An event as what it stands for; null for an event type a newer server may send. */
+function parseEvent(message: EventSourceMessage, where: string): RunStreamEvent | PyboxClientError | null {
+  const { event } = message;
+  if (event === 'stdout' || event === 'stderr') {
+    const chunk = OutputChunk.safeParse(parseJson(message, where));
+    if (!chunk.success) throw unexpected(`unexpected ${event} event from ${where}`, chunk.error.issues);
+    return { type: event, text: chunk.data.text };
+  }
+  if (event === 'result') {
+    const result = ExecutionResult.safeParse(parseJson(message, where));
+    if (!result.success) throw unexpected(`unexpected result event from ${where}: ${result.error.issues[0]?.message ?? 'does not match the API'}`, result.error.issues);
+    return { type: 'result', result: result.data };
+  }
+  if (event === 'error') {
+    const body = ErrorBody.safeParse(parseJson(message, where));
+    if (!body.success) throw unexpected(`unexpected error event from ${where}`, body.error.issues);
+    const { code, message: text, details } = body.data.error;
+    const ErrorClass = CLASS_BY_CODE[code as ErrorCode] ?? ServerError;
+    return new ErrorClass(text, { code, details });
+  }
+  return null;
+}
+
+/**
+ * The events of a streamed run's answer (a 2xx), until its result. An answer in plain JSON (a
+ * server that does not stream) is its result alone. A failed read (the caller's abort, a timeout,
+ * a dropped connection) is thrown as `failed` makes it.
+ */
+export async function* readRunStream(response: Response, where: string, failed: (e: unknown) => unknown): AsyncGenerator<RunStreamEvent> {
+  const type = (response.headers.get('content-type') ?? '').toLowerCase();
+  if (type.startsWith('application/json')) {
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (e) {
+      throw failed(e);
+    }
+    const result = ExecutionResult.safeParse(jsonOrUndefined(text));
+    if (!result.success) throw unexpected(`unexpected answer from ${where}: ${result.error.issues[0]?.message ?? 'does not match the API'}`, result.error.issues);
+    yield { type: 'result', result: result.data };
+    return;
+  }
+  if (!type.startsWith('text/event-stream') || response.body === null) {
+    throw new UnexpectedResponseError(`unexpected answer from ${where}: ${type || 'no content type'}, not an event stream`, { code: 'unexpected_response', status: response.status });
+  }
+  const ready: Array<RunStreamEvent | PyboxClientError> = [];
+  let problem: PyboxClientError | null = null;
+  const parser = createParser({
+    maxBufferSize: MAX_EVENT_BYTES,
+    onEvent: (message) => {
+      if (problem) return;
+      try {
+        const event = parseEvent(message, where);
+        if (event) ready.push(event);
+      } catch (e) {
+        problem = e as PyboxClientError;
+      }
+    },
+    onError: (e) => {
+      if (e.type === 'max-buffer-size-exceeded') problem = unexpected(`an event from ${where} is over ${MAX_EVENT_BYTES} bytes`);
+    },
+  });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    for (;;) {
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        throw failed(e);
+      }
+      if (chunk.done) break;
+      parser.feed(chunk.value);
+      if (problem) throw problem;
+      for (const event of ready.splice(0)) {
+        if (event instanceof PyboxClientError) throw event;
+        yield event;
+        if (event.type === 'result') return;
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  throw new ConnectionError(`the event stream from ${where} ended before the result`, { code: 'connection_failed' });
+}
+
