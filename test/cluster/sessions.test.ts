@@ -1,0 +1,408 @@
+// Sessions in a cluster against a real Redis: two API nodes (two RemoteSessionHosts, each on its
+// own connections) and two workers (SessionWorkers over fake local SessionHosts that record what
+// reaches them). A session opened through one API node is used through the other and its
+// operations reach the worker holding it; output arrives as it is produced, a cancel reaches the
+// worker, and a session whose worker went away answers with an error instead of hanging.
+//
+// Redis: a private redis-server this file starts and stops (by pid), or PYBOX_TEST_REDIS_URL.
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PyboxError } from '../../src/core/errors.ts';
+import type { AppliedLimits, RuntimeName, SessionEndReason, SessionFileList } from '../../src/core/schemas.ts';
+import type { HostedSession, SessionCallJob, SessionCallOutcome, SessionHosts, SessionOpen } from '../../src/core/sessions.ts';
+import { ClusterRegistry } from '../../src/cluster/registry.ts';
+import { RemoteSessionHosts } from '../../src/cluster/remote-sessions.ts';
+import { SessionDirectory } from '../../src/cluster/session-directory.ts';
+import { SessionWorker } from '../../src/cluster/session-worker.ts';
+import { PrivateRedis } from '../support/cluster.ts';
+import { RecordingLogger } from '../unit/fakes.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const HEARTBEAT_MS = 200;
+const LIMITS: AppliedLimits = { timeoutMs: 10_000, memoryMb: 256, cpus: 1, outputBytes: 1000 };
+
+const captured = (text: string) => ({ totalBytes: Buffer.byteLength(text), truncated: false, text: () => text });
+const notFound = (id: string) => new PyboxError('not_found', `no session with id ${id}`);
+
+/** A worker's local sessions, in memory: what reaches it is recorded, calls act on their code. */
+class FakeLocal implements SessionHosts {
+  readonly sessions = new Map<string, HostedSession>();
+  readonly files = new Map<string, Map<string, Buffer>>();
+  readonly calls: Array<{ session: string; id: string; code: string }> = [];
+  readonly cancelled: string[] = [];
+  readonly closed: Array<{ id: string; reason: SessionEndReason }> = [];
+  /** Calls with code 'hang' wait for this (a worker that stopped answering). */
+  release: () => void = () => {};
+
+  async open(req: SessionOpen): Promise<HostedSession> {
+    const s: HostedSession = {
+      id: req.id,
+      tenant: req.tenant,
+      runtime: 'runc',
+      limits: req.limits,
+      idleTimeoutMs: req.idleTimeoutMs,
+      createdAtMs: req.createdAtMs,
+      lastUsedAtMs: req.createdAtMs,
+      expiresAtMs: req.createdAtMs + 3_600_000,
+      calls: 0,
+      // The manager's own name for its node: the worker files the session under its node id.
+      node: 'the-local-manager',
+    };
+    this.sessions.set(s.id, s);
+    this.files.set(s.id, new Map(req.files.map((f) => [f.path, f.data])));
+    return { ...s };
+  }
+
+  private find(id: string): HostedSession {
+    const s = this.sessions.get(id);
+    if (!s) throw notFound(id);
+    return s;
+  }
+
+  async get(id: string): Promise<HostedSession> {
+    return { ...this.find(id) };
+  }
+
+  async list(tenant?: string): Promise<HostedSession[]> {
+    return [...this.sessions.values()].filter((s) => tenant === undefined || s.tenant === tenant).map((s) => ({ ...s }));
+  }
+
+  async call(id: string, job: SessionCallJob): Promise<{ outcome: SessionCallOutcome; session: HostedSession; runtime: RuntimeName }> {
+    const s = this.find(id);
+    s.calls++;
+    this.calls.push({ session: id, id: job.id, code: job.code });
+    const started = Date.now();
+    const outcome = (kind: SessionCallOutcome['kind'], stdout: string, stderr = ''): SessionCallOutcome => ({
+      kind,
+      report: kind === 'finished' ? { v: 1, phase: 'run', exitCode: 0, signal: null, error: null, files: [], filesDropped: 0, flooded: false, cpuMs: 3, outputs: [{ type: 'text/plain', data: '42', kind: 'result' }], outputsDropped: 0 } : null,
+      stdout: captured(stdout),
+      stderr: captured(stderr),
+      durationMs: Date.now() - started,
+      stateLost: false,
+      sandboxLost: false,
+    });
+    const done = (o: SessionCallOutcome) => ({ outcome: o, session: { ...s }, runtime: 'runc' as const });
+    if (job.code === 'stream') {
+      job.onOutput?.('stdout', Buffer.from('one\n'));
+      await sleep(150);
+      job.onOutput?.('stderr', Buffer.from('two\n'));
+      job.onOutput?.('stdout', Buffer.from('three\n'));
+      return done(outcome('finished', 'one\nthree\n', 'two\n'));
+    }
+    if (job.code === 'wait') {
+      job.onOutput?.('stdout', Buffer.from('waiting\n'));
+      await new Promise<void>((resolve) => {
+        if (job.signal?.aborted) resolve();
+        job.signal?.addEventListener('abort', () => resolve(), { once: true });
+      });
+      this.cancelled.push(job.id);
+      return done(outcome('cancelled', 'waiting\n'));
+    }
+    if (job.code === 'hang') {
+      await new Promise<void>((resolve) => (this.release = resolve));
+      return done(outcome('finished', ''));
+    }
+    if (job.code === 'flood') {
+      job.onOutput?.('stdout', Buffer.alloc(5000, 'x'));
+      return done(outcome('finished', 'x'.repeat(1000)));
+    }
+    return done(outcome('finished', `ran ${job.code}\n`));
+  }
+
+  async putFiles(id: string, files: Array<{ path: string; data: Buffer }>): Promise<void> {
+    this.find(id);
+    const mine = this.files.get(id) as Map<string, Buffer>;
+    for (const f of files) mine.set(f.path, f.data);
+  }
+
+  async getFile(id: string, path: string, maxBytes: number): Promise<Buffer> {
+    this.find(id);
+    const data = this.files.get(id)?.get(path);
+    if (!data) throw new PyboxError('not_found', `no file ${path}`);
+    if (data.length > maxBytes) throw new PyboxError('payload_too_large', `the file is larger than ${maxBytes} bytes`);
+    return data;
+  }
+
+  async listFiles(id: string, max: number): Promise<SessionFileList> {
+    this.find(id);
+    const all = [...(this.files.get(id) ?? new Map<string, Buffer>())].map(([path, data]) => ({ path, size: data.length }));
+    return { files: all.slice(0, max), truncated: all.length > max };
+  }
+
+  async close(id: string, reason: SessionEndReason): Promise<void> {
+    this.find(id);
+    this.sessions.delete(id);
+    this.closed.push({ id, reason });
+  }
+}
+
+interface WorkerNode {
+  name: string;
+  local: FakeLocal;
+  worker: SessionWorker;
+  registry: ClusterRegistry;
+}
+
+let redis: PrivateRedis | undefined;
+let url: string;
+const prefix = `pbxs${randomBytes(4).toString('hex')}`;
+const connections: Redis[] = [];
+const logger = new RecordingLogger();
+let apiA: RemoteSessionHosts;
+let apiB: RemoteSessionHosts;
+let directory: SessionDirectory;
+const workers = new Map<string, WorkerNode>();
+
+function connect(): Redis {
+  const r = new Redis(url, { maxRetriesPerRequest: 1 });
+  r.on('error', () => {});
+  connections.push(r);
+  return r;
+}
+
+function apiNode(): RemoteSessionHosts {
+  const commands = connect();
+  return new RemoteSessionHosts({
+    connection: url,
+    prefix,
+    directory: new SessionDirectory({ redis: commands, prefix, logger }),
+    registry: new ClusterRegistry({ redis: commands, prefix, nodeId: 'reader', role: 'api', heartbeatMs: HEARTBEAT_MS, clock: Date, logger }),
+    logger,
+    retryAfterS: 1,
+    watchMs: 100,
+    nodesCacheMs: 100,
+  });
+}
+
+async function startWorker(name: string, maxSessions = 4): Promise<WorkerNode> {
+  const commands = connect();
+  const local = new FakeLocal();
+  const worker = new SessionWorker({
+    connection: url,
+    prefix,
+    nodeId: name,
+    local,
+    directory: new SessionDirectory({ redis: commands, prefix, logger }),
+    maxSessions,
+    lockMs: 2000,
+    refreshMs: HEARTBEAT_MS,
+    logger,
+    progressWindowMs: 20,
+  });
+  await worker.start();
+  const registry = new ClusterRegistry({ redis: commands, prefix, nodeId: name, role: 'worker', heartbeatMs: HEARTBEAT_MS, clock: Date, logger });
+  await registry.start(() => ({ slots: 1, running: 0, sessions: worker.sessions, maxSessions }));
+  const node = { name, local, worker, registry };
+  workers.set(name, node);
+  return node;
+}
+
+/** Registry and directory as a worker that died left them: its report gone, nothing answering. */
+async function die(node: WorkerNode): Promise<void> {
+  await node.registry.stop();
+}
+
+let seq = 0;
+const openReq = (tenant: string, files: Array<{ path: string; data: Buffer }> = []): SessionOpen => ({
+  id: `sess-${randomBytes(6).toString('hex')}-${++seq}`,
+  tenant,
+  limits: LIMITS,
+  idleTimeoutMs: 600_000,
+  env: { A: '1' },
+  files,
+  createdAtMs: Date.now(),
+});
+const callJob = (code: string, over: Partial<SessionCallJob> = {}): SessionCallJob => ({ id: `call-${randomBytes(6).toString('hex')}`, code, stdin: '', files: [], timeoutMs: 5000, ...over });
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'resolved';
+  } catch (e) {
+    return e instanceof PyboxError ? e.code : `not a PyboxError: ${String(e)}`;
+  }
+}
+
+/** Waits until the registry (as API node A reads it) shows `node` with `sessions` sessions. */
+async function reported(node: string, sessions: number): Promise<void> {
+  const reader = new ClusterRegistry({ redis: connections[0] as Redis, prefix, nodeId: 'r', role: 'api', heartbeatMs: HEARTBEAT_MS, clock: Date });
+  for (let i = 0; i < 100; i++) {
+    const n = (await reader.nodes()).find((x) => x.nodeId === node);
+    if (n?.sessions === sessions) return;
+    await sleep(50);
+  }
+  throw new Error(`${node} never reported ${sessions} session(s)`);
+}
+
+beforeAll(async () => {
+  if (process.env.PYBOX_TEST_REDIS_URL) url = process.env.PYBOX_TEST_REDIS_URL;
+  else {
+    redis = await PrivateRedis.start();
+    url = redis.url;
+  }
+  directory = new SessionDirectory({ redis: connect(), prefix, logger });
+  apiA = apiNode();
+  apiB = apiNode();
+  await startWorker('w1');
+  await startWorker('w2');
+}, 60_000);
+
+afterAll(async () => {
+  for (const w of workers.values()) w.local.release();
+  await Promise.allSettled([apiA?.shutdown(), apiB?.shutdown()]);
+  await Promise.allSettled([...workers.values()].map(async (w) => {
+    await w.worker.close(0);
+    await w.registry.stop();
+  }));
+  if (!redis && connections[0]) {
+    // A shared Redis: this file's keys go (SCAN + UNLINK of its own prefix only).
+    let cursor = '0';
+    do {
+      const [next, keys] = await connections[0].scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await connections[0].unlink(...keys);
+    } while (cursor !== '0');
+  }
+  for (const c of connections) c.disconnect();
+  await redis?.close();
+}, 60_000);
+
+describe('sessions in a cluster', () => {
+  it('opens a session through one API node and uses it through the other, on the worker holding it', async () => {
+    const req = openReq('acme', [{ path: 'data.txt', data: Buffer.from('hello') }]);
+    const opened = await apiA.open(req);
+    const holder = workers.get(opened.node) as WorkerNode;
+    expect(holder).toBeDefined();
+    const other = [...workers.values()].find((w) => w !== holder) as WorkerNode;
+    expect(opened).toMatchObject({ id: req.id, tenant: 'acme', runtime: 'runc', limits: LIMITS, calls: 0 });
+
+    // B finds it through the directory, and lists it for its tenant only.
+    expect(await apiB.get(req.id)).toMatchObject({ id: req.id, tenant: 'acme', node: holder.name });
+    expect((await apiB.list('acme')).map((s) => s.id)).toContain(req.id);
+    expect((await apiB.list('other')).map((s) => s.id)).not.toContain(req.id);
+
+    const r = await apiB.call(req.id, callJob('x = 1'));
+    expect(r.outcome).toMatchObject({ kind: 'finished', stateLost: false, sandboxLost: false, report: { phase: 'run', cpuMs: 3, outputs: [{ type: 'text/plain', data: '42', kind: 'result' }] } });
+    expect(r.outcome.stdout.text()).toBe('ran x = 1\n');
+    expect(r.session).toMatchObject({ id: req.id, calls: 1, node: holder.name });
+    expect(r.runtime).toBe('runc');
+    expect(holder.local.calls.map((c) => c.session)).toEqual([req.id]);
+    expect(other.local.calls).toEqual([]);
+    // The call count the worker wrote back is what the other node sees.
+    expect((await apiA.get(req.id)).calls).toBe(1);
+
+    // Files go to and come from the same worker's session.
+    await apiA.putFiles(req.id, [{ path: 'b/c.bin', data: Buffer.from([0, 1, 2, 255]) }]);
+    expect(await apiB.listFiles(req.id, 10)).toEqual({ files: [{ path: 'data.txt', size: 5 }, { path: 'b/c.bin', size: 4 }], truncated: false });
+    expect(await apiB.listFiles(req.id, 1)).toEqual({ files: [{ path: 'data.txt', size: 5 }], truncated: true });
+    expect(await apiB.getFile(req.id, 'b/c.bin', 100)).toEqual(Buffer.from([0, 1, 2, 255]));
+    expect(await codeOf(apiB.getFile(req.id, 'data.txt', 2))).toBe('payload_too_large');
+    expect(await codeOf(apiB.getFile(req.id, 'missing', 2))).toBe('not_found');
+
+    await apiB.close(req.id, 'deleted');
+    expect(holder.local.closed).toContainEqual({ id: req.id, reason: 'deleted' });
+    expect(await codeOf(apiA.get(req.id))).toBe('not_found');
+    expect(await codeOf(apiA.call(req.id, callJob('1')))).toBe('not_found');
+    expect((await apiA.list('acme')).map((s) => s.id)).not.toContain(req.id);
+  });
+
+  it('hands on a call\'s output as it is produced, before the result, cut at the session\'s outputBytes', async () => {
+    const req = openReq('acme');
+    await apiA.open(req);
+    const seen: string[] = [];
+    let resolved = false;
+    const call = apiB.call(req.id, callJob('stream', { onOutput: (s, b) => seen.push(`${s}:${b.toString()}${resolved ? ' (late)' : ''}`) }));
+    // The first chunk arrives while the call still runs.
+    for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(20);
+    expect(seen).toEqual(['stdout:one\n']);
+    const r = await call;
+    resolved = true;
+    expect(seen).toEqual(['stdout:one\n', 'stderr:two\n', 'stdout:three\n']);
+    expect(r.outcome.stdout.text()).toBe('one\nthree\n');
+    expect(r.outcome.stderr.text()).toBe('two\n');
+
+    let relayed = 0;
+    await apiA.call(req.id, callJob('flood', { onOutput: (_s, b) => (relayed += b.length) }));
+    expect(relayed).toBe(LIMITS.outputBytes);
+    await apiA.close(req.id, 'deleted');
+  });
+
+  it('stops a running call when its caller cancels, through the other API node', async () => {
+    const req = openReq('acme');
+    const opened = await apiA.open(req);
+    const holder = workers.get(opened.node) as WorkerNode;
+    const abort = new AbortController();
+    const job = callJob('wait', { onOutput: () => abort.abort('client'), signal: abort.signal, timeoutMs: 600_000 });
+    const r = await apiB.call(req.id, job);
+    expect(r.outcome.kind).toBe('cancelled');
+    expect(holder.local.cancelled).toEqual([job.id]);
+
+    // A cancel that comes before the call is taken still stops it.
+    const early = new AbortController();
+    early.abort('client');
+    const job2 = callJob('wait', { signal: early.signal, timeoutMs: 600_000 });
+    expect((await apiA.call(req.id, job2)).outcome.kind).toBe('cancelled');
+    expect(holder.local.cancelled).toEqual([job.id, job2.id]);
+    await apiA.close(req.id, 'deleted');
+  });
+
+  it('opens each session on the worker with the fewest sessions', async () => {
+    const first = await apiA.open(openReq('spread'));
+    await reported(first.node, 1);
+    const second = await apiB.open(openReq('spread'));
+    expect(second.node).not.toBe(first.node);
+    await Promise.all([apiA.close(first.id, 'deleted'), apiA.close(second.id, 'deleted')]);
+  });
+
+  it('refuses on the worker an operation whose job names another tenant than the session\'s', async () => {
+    const req = openReq('acme');
+    const opened = await apiA.open(req);
+    // Whoever can write Redis files the session under another tenant: the worker still says no.
+    await directory.put({ ...opened, tenant: 'mallory' }, 10_000);
+    expect((await apiB.get(req.id)).tenant).toBe('mallory');
+    expect(await codeOf(apiB.call(req.id, callJob('steal')))).toBe('not_found');
+    expect(await codeOf(apiB.getFile(req.id, 'x', 10))).toBe('not_found');
+    expect(workers.get(opened.node)?.local.calls.some((c) => c.code === 'steal')).toBe(false);
+    await directory.remove({ id: req.id, tenant: 'mallory' });
+    await directory.put(opened, 10_000);
+    await apiA.close(req.id, 'deleted');
+  });
+
+  it('ignores a malformed directory entry', async () => {
+    const r = connections[0] as Redis;
+    await r.set(`${prefix}:session:forged-1`, JSON.stringify({ id: 'forged-1', tenant: 'acme', node: 'w1' }), 'PX', 10_000);
+    await r.zadd(`${prefix}:sessions:t:acme`, Date.now() + 10_000, 'forged-1');
+    expect(await codeOf(apiA.get('forged-1'))).toBe('not_found');
+    expect((await apiA.list('acme')).map((s) => s.id)).not.toContain('forged-1');
+    await r.del(`${prefix}:session:forged-1`);
+  });
+
+  it('answers promptly with an error for a session whose worker went away during a call', async () => {
+    // Named to sort first: with no more sessions than the others, it is the one chosen.
+    const dying = await startWorker('a1-dying', 100);
+    const opened = await apiA.open(openReq('doomed'));
+    expect(opened.node).toBe('a1-dying');
+    const hung = apiB.call(opened.id, callJob('hang', { timeoutMs: 600_000 }));
+    for (let i = 0; i < 100 && !dying.local.calls.some((c) => c.session === opened.id); i++) await sleep(20);
+    expect(dying.local.calls.map((c) => c.session)).toEqual([opened.id]);
+    await die(dying);
+    // Never the call's ten minutes: the wait ends once the registry no longer lists the worker.
+    expect(await codeOf(hung)).toBe('session_ended');
+    expect(await codeOf(apiA.get(opened.id))).toBe('not_found');
+    expect((await apiA.list('doomed')).map((s) => s.id)).not.toContain(opened.id);
+    dying.local.release();
+  });
+
+  it('answers session_ended for a call on a session whose worker is no longer listed, then not_found', async () => {
+    const gone = await startWorker('a2-gone', 100);
+    const opened = await apiA.open(openReq('doomed'));
+    expect(opened.node).toBe('a2-gone');
+    await die(gone);
+    expect(await codeOf(apiB.call(opened.id, callJob('1', { timeoutMs: 600_000 })))).toBe('session_ended');
+    expect(gone.local.calls).toEqual([]);
+    expect(await codeOf(apiB.get(opened.id))).toBe('not_found');
+    // Closing a session whose worker is gone: already closed.
+    expect(await codeOf(apiA.close(opened.id, 'deleted'))).toBe('not_found');
+  });
+});
