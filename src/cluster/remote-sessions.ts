@@ -75,6 +75,7 @@ export class RemoteSessionHosts implements SessionHosts {
   private readonly opening = new Map<string, number>();
   private nodeList: { at: number; byId: Map<string, NodeReport> } | undefined;
   private nodesRead: Promise<Map<string, NodeReport>> | undefined;
+  private nodesReadAt = 0;
   private closed = false;
 
   constructor(private readonly deps: RemoteSessionHostsDeps) {}
@@ -137,7 +138,9 @@ export class RemoteSessionHosts implements SessionHosts {
   }
 
   async list(tenant?: string): Promise<HostedSession[]> {
-    const [sessions, nodes] = await Promise.all([this.redis(this.deps.directory.list(tenant), 'listing sessions'), this.nodes()]);
+    let [sessions, nodes] = await Promise.all([this.redis(this.deps.directory.list(tenant), 'listing sessions'), this.nodes()]);
+    // A worker missing from a list read a moment ago may have just joined: read again before forgetting.
+    if (sessions.some((s) => !nodes.has(s.node))) nodes = await this.nodes(true);
     const alive: HostedSession[] = [];
     for (const s of sessions) {
       if (nodes.has(s.node)) alive.push(s);
@@ -230,8 +233,7 @@ export class RemoteSessionHosts implements SessionHosts {
     this.assertOpen();
     const entry = await this.redis(this.deps.directory.get(id), 'finding the session');
     if (!entry) throw notHere(id);
-    const nodes = await this.nodes();
-    if (nodes.has(entry.node)) return entry;
+    if ((await this.nodes()).has(entry.node) || (await this.nodes(true)).has(entry.node)) return entry;
     this.forget(entry);
     throw gone === 'not_found' ? notHere(id) : workerGone(id);
   }
@@ -259,10 +261,14 @@ export class RemoteSessionHosts implements SessionHosts {
 
   /** The live nodes by id: read again when older than nodesCacheMs (or when `fresh`), one read at a time. */
   private async nodes(fresh = false): Promise<Map<string, NodeReport>> {
-    const age = this.nodeList ? performance.now() - this.nodeList.at : Number.POSITIVE_INFINITY;
+    const asked = performance.now();
+    const age = this.nodeList ? asked - this.nodeList.at : Number.POSITIVE_INFINITY;
     if (!fresh && this.nodeList && age <= (this.deps.nodesCacheMs ?? 1000)) return this.nodeList.byId;
+    // A fresh list is one read after it was asked for, not one already under way.
+    if (fresh && this.nodesRead && this.nodesReadAt < asked) await this.nodesRead.catch(() => undefined);
     this.nodesRead ??= (async () => {
       const at = performance.now();
+      this.nodesReadAt = at;
       try {
         const list = await this.redis(this.deps.registry.nodes(), 'listing the workers');
         const byId = new Map(list.map((n) => [n.nodeId, n]));

@@ -383,12 +383,12 @@ describe('sessions in a cluster', () => {
     const dying = await startWorker('a1-dying', 100);
     const opened = await apiA.open(openReq('doomed'));
     expect(opened.node).toBe('a1-dying');
-    const hung = apiB.call(opened.id, callJob('hang', { timeoutMs: 600_000 }));
+    const hung = codeOf(apiB.call(opened.id, callJob('hang', { timeoutMs: 600_000 })));
     for (let i = 0; i < 100 && !dying.local.calls.some((c) => c.session === opened.id); i++) await sleep(20);
     expect(dying.local.calls.map((c) => c.session)).toEqual([opened.id]);
     await die(dying);
     // Never the call's ten minutes: the wait ends once the registry no longer lists the worker.
-    expect(await codeOf(hung)).toBe('session_ended');
+    expect(await hung).toBe('session_ended');
     expect(await codeOf(apiA.get(opened.id))).toBe('not_found');
     expect((await apiA.list('doomed')).map((s) => s.id)).not.toContain(opened.id);
     dying.local.release();
@@ -404,5 +404,46 @@ describe('sessions in a cluster', () => {
     expect(await codeOf(apiB.get(opened.id))).toBe('not_found');
     // Closing a session whose worker is gone: already closed.
     expect(await codeOf(apiA.close(opened.id, 'deleted'))).toBe('not_found');
+  });
+});
+
+describe('the session directory', () => {
+  const entry = (id: string, tenant: string): HostedSession => ({
+    id,
+    tenant,
+    runtime: 'runsc',
+    limits: LIMITS,
+    idleTimeoutMs: 1000,
+    createdAtMs: 1,
+    lastUsedAtMs: 2,
+    expiresAtMs: 3,
+    calls: 0,
+    node: 'nobody',
+  });
+
+  it('lists and counts a tenant\'s sessions, and forgets an entry its worker stopped renewing', async () => {
+    await directory.put(entry('dir-keep', 'dirt'), 10_000);
+    await directory.put(entry('dir-lapse', 'dirt'), 300);
+    await directory.put(entry('dir-other', 'dirt2'), 10_000);
+    expect((await directory.list('dirt')).map((s) => s.id).sort()).toEqual(['dir-keep', 'dir-lapse']);
+    expect(await directory.count('dirt')).toBe(2);
+    expect((await directory.list()).map((s) => s.id)).toEqual(expect.arrayContaining(['dir-keep', 'dir-lapse', 'dir-other']));
+    await sleep(400);
+    expect(await directory.get('dir-lapse')).toBeUndefined();
+    expect((await directory.list('dirt')).map((s) => s.id)).toEqual(['dir-keep']);
+    expect(await directory.count('dirt')).toBe(1);
+    await directory.remove(entry('dir-keep', 'dirt'));
+    await directory.remove(entry('dir-other', 'dirt2'));
+    expect(await directory.list('dirt')).toEqual([]);
+    expect(await directory.count('dirt2')).toBe(0);
+  });
+
+  it("does not list under a tenant an entry that names another tenant", async () => {
+    const r = connections[0] as Redis;
+    await directory.put(entry('dir-theirs', 'dirt3'), 10_000);
+    await r.zadd(`${prefix}:sessions:t:dirt4`, Date.now() + 10_000, 'dir-theirs');
+    expect(await directory.list('dirt4')).toEqual([]);
+    await directory.remove(entry('dir-theirs', 'dirt3'));
+    await r.del(`${prefix}:sessions:t:dirt4`);
   });
 });
