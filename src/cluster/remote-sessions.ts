@@ -10,6 +10,7 @@
 // dropped; a session whose worker is gone is not listed and not found.
 import { randomUUID } from 'node:crypto';
 import { Queue, QueueEvents, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { PyboxError } from '../core/errors.ts';
 import type { Logger } from '../core/ports.ts';
 import type { RuntimeName, SessionEndReason, SessionFileList } from '../core/schemas.ts';
@@ -18,12 +19,14 @@ import { fastFailOptions, patientOptions, within, type RedisEndpoint } from './c
 import type { NodeDirectory } from './queue-dispatch.ts';
 import { holdsSessions, type NodeReport } from './registry.ts';
 import type { SessionDirectory } from './session-directory.ts';
-import { OutputProgress, outcomeFromWire, parseReply, sessionQueueName, toWireFiles, type Reply, type SessionJobData, type SessionOp } from './session-wire.ts';
+import { OutputProgress, downloadKey, outcomeFromWire, parseReply, sessionQueueName, toWireFiles, type Reply, type SessionJobData, type SessionOp } from './session-wire.ts';
 
 export interface RemoteSessionHostsDeps {
   connection: RedisEndpoint;
   prefix: string;
   directory: SessionDirectory;
+  /** Plain commands, failing fast (a download's bytes are read from a key of their own). */
+  redis: Redis;
   registry: NodeDirectory;
   logger: Logger;
   /** Retry-After of the 503s and 429s this side gives. */
@@ -173,9 +176,16 @@ export class RemoteSessionHosts implements SessionHosts {
 
   async getFile(id: string, path: string, maxBytes: number): Promise<Buffer> {
     const at = await this.locate(id, 'session_ended');
-    const reply = await this.on(at, () => this.request(at.node, { v: 1, op: 'get', tenant: at.tenant, session: id, path, maxBytes }, id, { timeoutMs: this.opTimeoutMs }));
-    const bytes = Buffer.from(reply.base64, 'base64');
-    if (bytes.length > maxBytes) throw new PyboxError('internal', 'the worker answered with a larger file than asked for');
+    let jobId = '';
+    const reply = await this.on(at, () =>
+      this.request(at.node, { v: 1, op: 'get', tenant: at.tenant, session: id, path, maxBytes }, id, { timeoutMs: this.opTimeoutMs, onJob: (j) => (jobId = j) }),
+    );
+    const key = downloadKey(this.deps.prefix, jobId);
+    // Read once: the key goes with the read (GETDEL needs Redis 6.2; a transaction does it on any).
+    const [got] = (await this.redis(this.deps.redis.multi().getBuffer(key).del(key).exec(), 'reading the file')) ?? [];
+    const bytes = got?.[1];
+    if (!Buffer.isBuffer(bytes)) throw new PyboxError('internal', 'the file the worker read was not found in Redis');
+    if (bytes.length !== reply.size || bytes.length > maxBytes) throw new PyboxError('internal', 'the worker answered with another file than asked for');
     return bytes;
   }
 
@@ -330,10 +340,11 @@ export class RemoteSessionHosts implements SessionHosts {
     node: string,
     data: Extract<SessionJobData, { op: O }>,
     session: string,
-    opts: { timeoutMs: number; signal?: AbortSignal | undefined; onProgress?: ((data: unknown) => void) | undefined },
+    opts: { timeoutMs: number; signal?: AbortSignal | undefined; onProgress?: ((data: unknown) => void) | undefined; onJob?: ((jobId: string) => void) | undefined },
   ): Promise<Reply<O>> {
     const lane = this.lane(node);
     const jobId = `${data.op}-${randomUUID()}`;
+    opts.onJob?.(jobId);
     const keep = { age: this.deps.keepFinishedS ?? 60, count: FINISHED_KEPT };
     lane.waits++;
     let job: Job;

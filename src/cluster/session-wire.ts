@@ -182,7 +182,8 @@ export const REPLIES = {
   open: z.strictObject({ ok, session: HostedRecord }),
   call: z.strictObject({ ok, outcome: WireOutcome, session: HostedRecord, runtime: RuntimeName }),
   put: z.strictObject({ ok }),
-  get: z.strictObject({ ok, base64: b64(MAX_BYTES) }),
+  /** The bytes wait under downloadKey(prefix, job id), not in the reply (see there). */
+  get: z.strictObject({ ok, size: whole(MAX_BYTES) }),
   list: z.strictObject({ ok, list: FileList }),
   close: z.strictObject({ ok }),
   interrupt: z.strictObject({ ok }),
@@ -270,6 +271,17 @@ export const OutputProgress = z.strictObject({
     .max(256),
 });
 export type OutputProgress = z.infer<typeof OutputProgress>;
+
+// ---- downloads ---------------------------------------------------------------------------------
+
+/**
+ * Where a worker leaves a downloaded file's bytes for the API node that asked: a reply travels
+ * in the queue's event stream too, which every API node reads and Redis keeps a while, so
+ * megabytes there would be copied to every node and held long. The key is read once and deleted.
+ */
+export const downloadKey = (prefix: string, jobId: string): string => `${prefix}:session-download:${jobId}`;
+/** How long a download waits for its API node to take it. */
+export const DOWNLOAD_KEPT_MS = 120_000;
 
 // ---- names --------------------------------------------------------------------------------------
 

@@ -8,13 +8,16 @@
 // Every job names the tenant the API node found in the directory: an operation on a session of
 // another tenant is answered not_found, as for one that does not exist.
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { PyboxError } from '../core/errors.ts';
 import type { Logger } from '../core/ports.ts';
 import type { HostedSession, SessionHosts } from '../core/sessions.ts';
 import { patientOptions, within, type RedisEndpoint } from './connection.ts';
 import type { SessionDirectory } from './session-directory.ts';
 import {
+  DOWNLOAD_KEPT_MS,
   MAX_PROGRESS_BYTES,
+  downloadKey,
   errorReply,
   fromWireFiles,
   outcomeToWire,
@@ -34,6 +37,8 @@ export interface SessionWorkerDeps {
   /** This node's sessions (the SessionManager). */
   local: SessionHosts;
   directory: SessionDirectory;
+  /** Plain commands (downloads' bytes are left under a key of their own). */
+  redis: Redis;
   /** The most sessions this node holds (sessions.maxPerHost): it sizes the queue's concurrency. */
   maxSessions: number;
   /** How long a job stays this worker's without a renewal of its lock (cluster.lockMs). */
@@ -239,7 +244,8 @@ export class SessionWorker {
         await this.owned(data.session, data.tenant);
         const bytes = await local.getFile(data.session, data.path, data.maxBytes);
         if (bytes.length > data.maxBytes) throw new PyboxError('payload_too_large', `the file is larger than ${data.maxBytes} bytes`);
-        return { ok: true, base64: bytes.toString('base64') };
+        await this.deps.redis.set(downloadKey(this.deps.prefix, jobId), bytes, 'PX', DOWNLOAD_KEPT_MS);
+        return { ok: true, size: bytes.length };
       }
       case 'list': {
         await this.owned(data.session, data.tenant);

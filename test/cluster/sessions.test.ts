@@ -167,6 +167,7 @@ function apiNode(): RemoteSessionHosts {
     connection: url,
     prefix,
     directory: new SessionDirectory({ redis: commands, prefix, logger }),
+    redis: commands,
     registry: new ClusterRegistry({ redis: commands, prefix, nodeId: 'reader', role: 'api', heartbeatMs: HEARTBEAT_MS, clock: Date, logger }),
     logger,
     retryAfterS: 1,
@@ -184,6 +185,7 @@ async function startWorker(name: string, maxSessions = 4): Promise<WorkerNode> {
     nodeId: name,
     local,
     directory: new SessionDirectory({ redis: commands, prefix, logger }),
+    redis: commands,
     maxSessions,
     lockMs: 2000,
     refreshMs: HEARTBEAT_MS,
@@ -297,6 +299,8 @@ describe('sessions in a cluster', () => {
     expect(await apiB.listFiles(req.id, 10)).toEqual({ files: [{ path: 'data.txt', size: 5 }, { path: 'b/c.bin', size: 4 }], truncated: false });
     expect(await apiB.listFiles(req.id, 1)).toEqual({ files: [{ path: 'data.txt', size: 5 }], truncated: true });
     expect(await apiB.getFile(req.id, 'b/c.bin', 100)).toEqual(Buffer.from([0, 1, 2, 255]));
+    // The bytes came through a key of their own, read once.
+    expect(await (connections[0] as Redis).keys(`${prefix}:session-download:*`)).toEqual([]);
     expect(await codeOf(apiB.getFile(req.id, 'data.txt', 2))).toBe('payload_too_large');
     expect(await codeOf(apiB.getFile(req.id, 'missing', 2))).toBe('not_found');
 

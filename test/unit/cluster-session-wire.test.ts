@@ -67,7 +67,8 @@ describe('session replies', () => {
 
   it('refuses a malformed reply as internal, an unknown error code included', () => {
     expect(thrown(() => parseReply('put', { ok: false, code: 'pwned', message: 'x' }))).toMatchObject({ code: 'internal' });
-    expect(thrown(() => parseReply('get', { ok: true, base64: '***' }))).toMatchObject({ code: 'internal' });
+    expect(thrown(() => parseReply('get', { ok: true, size: -1 }))).toMatchObject({ code: 'internal' });
+    expect(thrown(() => parseReply('get', { ok: true, size: 1, base64: 'aGk=' }))).toMatchObject({ code: 'internal' });
     expect(thrown(() => parseReply('list', { ok: true, list: { files: [{ path: '', size: 1 }], truncated: false } }))).toMatchObject({ code: 'internal' });
     expect(parseReply('list', { ok: true, list: { files: [{ path: 'a', size: 1 }], truncated: false } })).toEqual({ ok: true, list: { files: [{ path: 'a', size: 1 }], truncated: false } });
   });
