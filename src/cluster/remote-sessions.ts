@@ -316,10 +316,10 @@ export class RemoteSessionHosts implements SessionHosts {
     const progress = new Map<string, (data: unknown) => void>();
     events.on('progress', ({ jobId, data }) => progress.get(jobId)?.(data));
     lane = { node, queue, events, ready: events.waitUntilReady(), progress, waits: 0 };
-    // A lane whose readiness fails is made again next time.
+    // A lane whose readiness fails is made again next time (its waiters fail on their own).
     const made = lane;
     made.ready.catch(() => {
-      if (this.lanes.get(node) === made && made.waits === 0) this.dropLane(made);
+      if (this.lanes.get(node) === made) this.dropLane(made);
     });
     this.lanes.set(node, lane);
     return lane;

@@ -68,8 +68,8 @@ export class SessionWorker {
   private readonly worker: Worker<unknown, AnyReply>;
   /** Calls and opens under way, by job id: what an interrupt job stops. */
   private readonly active = new Map<string, Active>();
-  /** Interrupts that came before their job ran (or for a job never seen): job id → until when. */
-  private readonly early = new Map<string, number>();
+  /** Interrupts that came before their job ran (or for a job never seen), by job id: whose, and until when. */
+  private readonly early = new Map<string, { tenant: string; session: string; until: number }>();
   /** Sessions whose entries this worker wrote and has not removed: tenant by session id. */
   private readonly written = new Map<string, string>();
   private refresher: NodeJS.Timeout | undefined;
@@ -185,7 +185,7 @@ export class SessionWorker {
       this.deps.logger.warn('could not renew the session directory', { error: e instanceof Error ? e.message : String(e) });
     }
     const now = Date.now();
-    for (const [id, until] of this.early) if (until <= now) this.early.delete(id);
+    for (const [id, mark] of this.early) if (mark.until <= now) this.early.delete(id);
   }
 
   // ---- operations --------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ export class SessionWorker {
           // Only the session's own tenant, on that session, stops it.
           if (a.tenant === data.tenant && a.session === data.session) a.controller.abort('client');
         } else if (this.early.size < MAX_EARLY_INTERRUPTS) {
-          this.early.set(data.target, Date.now() + EARLY_INTERRUPT_MS);
+          this.early.set(data.target, { tenant: data.tenant, session: data.session, until: Date.now() + EARLY_INTERRUPT_MS });
         }
         return { ok: true };
       }
@@ -283,7 +283,9 @@ export class SessionWorker {
   private async track<T>(jobId: string, tenant: string, session: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const controller = new AbortController();
     this.active.set(jobId, { tenant, session, controller });
-    if (this.early.delete(jobId)) controller.abort('client');
+    const mark = this.early.get(jobId);
+    this.early.delete(jobId);
+    if (mark && mark.tenant === tenant && mark.session === session) controller.abort('client');
     try {
       return await fn(controller.signal);
     } finally {

@@ -5,16 +5,19 @@
 // worker, and a session whose worker went away answers with an error instead of hanging.
 //
 // Redis: a private redis-server this file starts and stops (by pid), or PYBOX_TEST_REDIS_URL.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PyboxError } from '../../src/core/errors.ts';
 import type { AppliedLimits, RuntimeName, SessionEndReason, SessionFileList } from '../../src/core/schemas.ts';
 import type { HostedSession, SessionCallJob, SessionCallOutcome, SessionHosts, SessionOpen } from '../../src/core/sessions.ts';
-import { ClusterRegistry } from '../../src/cluster/registry.ts';
+import { redisOptionsOf } from '../../src/cluster/connection.ts';
+import { ClusterRegistry, type NodeReport } from '../../src/cluster/registry.ts';
 import { RemoteSessionHosts } from '../../src/cluster/remote-sessions.ts';
 import { SessionDirectory } from '../../src/cluster/session-directory.ts';
 import { SessionWorker } from '../../src/cluster/session-worker.ts';
+import { sessionQueueName } from '../../src/cluster/session-wire.ts';
 import { PrivateRedis } from '../support/cluster.ts';
 import { RecordingLogger } from '../unit/fakes.ts';
 
@@ -349,6 +352,51 @@ describe('sessions in a cluster', () => {
     expect((await apiA.call(req.id, job2)).outcome.kind).toBe('cancelled');
     expect(holder.local.cancelled).toEqual([job.id, job2.id]);
     await apiA.close(req.id, 'deleted');
+  });
+
+  it('lets an interrupt stop a call only when it names the call\'s own tenant and session', async () => {
+    const req = openReq('acme');
+    const opened = await apiA.open(req);
+    const holder = workers.get(opened.node) as WorkerNode;
+    const job = callJob('wait', { timeoutMs: 600_000 });
+    const call = apiB.call(req.id, job);
+    const queue = new Queue(sessionQueueName(opened.node), { connection: redisOptionsOf(url), prefix });
+    try {
+      let target: string | undefined;
+      for (let i = 0; i < 100 && !target; i++) {
+        target = (await queue.getActive()).find((j) => j.name === 'call')?.id;
+        if (!target) await sleep(20);
+      }
+      expect(target).toBeDefined();
+      const interrupt = (tenant: string, session: string) =>
+        queue.add('interrupt', { v: 1, op: 'interrupt', tenant, session, target }, { jobId: `interrupt-${randomUUID()}`, removeOnComplete: true });
+      await interrupt('mallory', req.id);
+      await interrupt('acme', 'sess-someone-else');
+      // Give both a moment to be taken: the call goes on.
+      for (let i = 0; i < 50 && ((await queue.getJobCounts('wait')).wait ?? 0) > 0; i++) await sleep(20);
+      await sleep(200);
+      expect(holder.local.cancelled).not.toContain(job.id);
+      await interrupt('acme', req.id);
+      expect((await call).outcome.kind).toBe('cancelled');
+      expect(holder.local.cancelled).toContain(job.id);
+    } finally {
+      await queue.close();
+    }
+    await apiA.close(req.id, 'deleted');
+  });
+
+  it('refuses an open with no worker to hold it (503) and with every worker full (429)', async () => {
+    const report = (nodeId: string, sessions: number, maxSessions: number): NodeReport => ({
+      nodeId, role: 'worker', startedAt: '', seenAt: '', pid: 1, host: 'h', slots: 1, running: 0, sessions, maxSessions,
+    });
+    const hostsOver = (nodes: NodeReport[]) =>
+      new RemoteSessionHosts({ connection: url, prefix, directory, redis: connections[0] as Redis, registry: { nodes: async () => nodes }, logger, retryAfterS: 7 });
+    expect(await codeOf(hostsOver([]).open(openReq('acme')))).toBe('no_workers');
+    // A worker that reports no sessions holds none.
+    expect(await codeOf(hostsOver([{ ...report('x', 0, 0) }]).open(openReq('acme')))).toBe('no_workers');
+    const full = hostsOver([report('x', 2, 2), report('y', 5, 4)]);
+    const e = await full.open(openReq('acme')).catch((err: unknown) => err);
+    expect(e).toMatchObject({ code: 'session_limit', retryAfterS: 7 });
   });
 
   it('opens each session on the worker with the fewest sessions', async () => {
