@@ -430,6 +430,41 @@ describe('sessions in a cluster', () => {
     await r.del(`${prefix}:session:forged-1`);
   });
 
+  it('keeps the directory as the worker\'s sessions end on their own', async () => {
+    const a = await apiA.open(openReq('ending'));
+    const b = await apiA.open(openReq('ending'));
+    const holderA = workers.get(a.node) as WorkerNode;
+    const holderB = workers.get(b.node) as WorkerNode;
+    // The manager tells of a session that ended (idle): its entry goes at once.
+    holderA.local.sessions.delete(a.id);
+    holderA.worker.sessionEnded(a);
+    for (let i = 0; i < 50 && (await directory.get(a.id)); i++) await sleep(20);
+    expect(await directory.get(a.id)).toBeUndefined();
+    // Gone without a word: the next renewal drops it.
+    holderB.local.sessions.delete(b.id);
+    for (let i = 0; i < 50 && (await directory.get(b.id)); i++) await sleep(20);
+    expect(await directory.get(b.id)).toBeUndefined();
+    expect(await codeOf(apiB.get(b.id))).toBe('not_found');
+  });
+
+  it('forgets, when it starts, what an earlier life of the worker left: its entries and its queued operations', async () => {
+    const stale = { id: 'sess-stale-1', tenant: 'acme', runtime: 'runc' as const, limits: LIMITS, idleTimeoutMs: 1000, createdAtMs: 1, lastUsedAtMs: 1, expiresAtMs: 2, calls: 0, node: 'w-reborn' };
+    await directory.put(stale, 60_000);
+    const queue = new Queue(sessionQueueName('w-reborn'), { connection: redisOptionsOf(url), prefix });
+    try {
+      const open = { v: 1, op: 'open', tenant: 'acme', open: { id: 'sess-queued-1', limits: LIMITS, idleTimeoutMs: 1000, env: {}, files: [], createdAtMs: 1 } };
+      await queue.add('open', open, { jobId: `open-${randomUUID()}` });
+      const reborn = await startWorker('w-reborn');
+      expect(await directory.get('sess-stale-1')).toBeUndefined();
+      await sleep(300);
+      expect(reborn.local.sessions.size).toBe(0);
+      expect(await queue.getJobCounts('wait', 'active')).toEqual({ wait: 0, active: 0 });
+      await die(reborn);
+    } finally {
+      await queue.close();
+    }
+  });
+
   it('answers promptly with an error for a session whose worker went away during a call', async () => {
     // Named to sort first: with no more sessions than the others, it is the one chosen.
     const dying = await startWorker('a1-dying', 100);
