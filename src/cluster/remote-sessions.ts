@@ -66,6 +66,13 @@ class WorkerGone extends Error {
   }
 }
 
+/** The worker did not answer within the operation's bound (it may still be doing it). */
+class NoAnswer extends PyboxError {
+  constructor(seconds: number) {
+    super('internal', `the worker holding the session did not answer within ${seconds} s`);
+  }
+}
+
 /** Events kept in each worker's stream (about): output chunks and replies. */
 const EVENTS_KEPT = 1000;
 const FINISHED_KEPT = 200;
@@ -363,6 +370,10 @@ export class RemoteSessionHosts implements SessionHosts {
     else signal?.addEventListener('abort', onAbort, { once: true });
     try {
       return parseReply(data.op, await this.reply(lane, job, opts.timeoutMs));
+    } catch (e) {
+      // Given up on: a call or an open still under way there is stopped (a late open closes its sandbox).
+      if (e instanceof NoAnswer && (data.op === 'call' || data.op === 'open')) onAbort();
+      throw e;
     } finally {
       signal?.removeEventListener('abort', onAbort);
       lane.progress.delete(jobId);
@@ -407,9 +418,7 @@ export class RemoteSessionHosts implements SessionHosts {
     const reason = e instanceof Error ? e.message : String(e);
     if (this.closed) return new PyboxError('shutting_down', 'this node shut down before the session operation was answered', { retryAfterS: this.deps.retryAfterS });
     if (reason.includes('stalled')) return new WorkerGone(lane.node);
-    if (reason.includes('timed out before finishing')) {
-      return new PyboxError('internal', `the worker holding the session did not answer within ${Math.round(timeoutMs / 1000)} s`);
-    }
+    if (reason.includes('timed out before finishing')) return new NoAnswer(Math.round(timeoutMs / 1000));
     this.deps.logger.error('a session operation failed on its worker', { node: lane.node, reason: reason.replace(/[\p{Cc}\p{Cf}]+/gu, ' ').slice(0, 300) });
     return new PyboxError('internal', 'the worker holding the session could not do this operation');
   }

@@ -385,6 +385,32 @@ describe('sessions in a cluster', () => {
     await apiA.close(req.id, 'deleted');
   });
 
+  it('gives up on a call its worker does not answer within its limit and a margin, and stops it there', async () => {
+    const commands = connect();
+    const impatient = new RemoteSessionHosts({
+      connection: url,
+      prefix,
+      directory: new SessionDirectory({ redis: commands, prefix, logger }),
+      redis: commands,
+      registry: new ClusterRegistry({ redis: commands, prefix, nodeId: 'reader', role: 'api', heartbeatMs: HEARTBEAT_MS, clock: Date, logger }),
+      logger,
+      retryAfterS: 1,
+      callMarginMs: 100,
+    });
+    try {
+      const opened = await impatient.open(openReq('acme'));
+      const holder = workers.get(opened.node) as WorkerNode;
+      // 'wait' ignores its limit: only an interrupt ends it.
+      const job = callJob('wait', { timeoutMs: 300 });
+      expect(await codeOf(impatient.call(opened.id, job))).toBe('internal');
+      for (let i = 0; i < 100 && !holder.local.cancelled.includes(job.id); i++) await sleep(20);
+      expect(holder.local.cancelled).toContain(job.id);
+      await impatient.close(opened.id, 'deleted');
+    } finally {
+      await impatient.shutdown();
+    }
+  });
+
   it('refuses an open with no worker to hold it (503) and with every worker full (429)', async () => {
     const report = (nodeId: string, sessions: number, maxSessions: number): NodeReport => ({
       nodeId, role: 'worker', startedAt: '', seenAt: '', pid: 1, host: 'h', slots: 1, running: 0, sessions, maxSessions,
