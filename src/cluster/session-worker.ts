@@ -55,6 +55,9 @@ const MISSED_REFRESHES = 3;
 /** Interrupts for calls not (yet) running here are kept this long, at most this many. */
 const EARLY_INTERRUPT_MS = 60_000;
 const MAX_EARLY_INTERRUPTS = 10_000;
+/** Ended sessions are remembered this long (past any renewal or reply under way), at most this many. */
+const ENDED_KEPT_MS = 60_000;
+const MAX_ENDED = 100_000;
 
 interface Active {
   tenant: string;
@@ -72,6 +75,11 @@ export class SessionWorker {
   private readonly early = new Map<string, { tenant: string; session: string; until: number }>();
   /** Sessions whose entries this worker wrote and has not removed: tenant by session id. */
   private readonly written = new Map<string, string>();
+  /**
+   * Sessions that ended lately, until when: a renewal or a call's reply that read the session just
+   * before it ended must not write its entry back.
+   */
+  private readonly ended = new Map<string, number>();
   private refresher: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> = Promise.resolve();
   private held = 0;
@@ -130,6 +138,7 @@ export class SessionWorker {
 
   /** Told by the SessionManager (its onEnded) that a session ended on its own: its entry goes at once. */
   sessionEnded(session: Pick<HostedSession, 'id' | 'tenant'>): void {
+    if (this.ended.size < MAX_ENDED) this.ended.set(session.id, Date.now() + ENDED_KEPT_MS);
     if (!this.written.has(session.id)) return;
     this.written.delete(session.id);
     this.deps.directory.remove(session).catch((e: unknown) => this.deps.logger.warn('could not remove a session from the directory', { session: session.id, error: e }));
@@ -167,6 +176,7 @@ export class SessionWorker {
   /** The session as the directory files it: held by this node, whatever name the manager gives it. */
   private async file(s: HostedSession): Promise<HostedSession> {
     const filed = { ...s, node: this.deps.nodeId };
+    if (this.ended.has(filed.id)) return filed;
     this.written.set(filed.id, filed.tenant);
     await this.deps.directory.put(filed, this.ttlMs);
     return filed;
@@ -186,6 +196,7 @@ export class SessionWorker {
     }
     const now = Date.now();
     for (const [id, mark] of this.early) if (mark.until <= now) this.early.delete(id);
+    for (const [id, until] of this.ended) if (until <= now) this.ended.delete(id);
   }
 
   // ---- operations --------------------------------------------------------------------------------

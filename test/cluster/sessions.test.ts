@@ -81,6 +81,7 @@ async function startWorker(name: string, maxSessions = 4): Promise<WorkerNode> {
     logger,
     progressWindowMs: 20,
   });
+  local.onEnded = (s) => worker.sessionEnded(s);
   await worker.start();
   const registry = new ClusterRegistry({ redis: commands, prefix, nodeId: name, role: 'worker', heartbeatMs: HEARTBEAT_MS, clock: Date, logger });
   await registry.start(() => ({ slots: 1, running: 0, sessions: worker.sessions, maxSessions }));
@@ -357,6 +358,18 @@ describe('sessions in a cluster', () => {
     for (let i = 0; i < 50 && (await directory.get(b.id)); i++) await sleep(20);
     expect(await directory.get(b.id)).toBeUndefined();
     expect(await codeOf(apiB.get(b.id))).toBe('not_found');
+  });
+
+  it('drops a session whose sandbox was lost in a call, and does not file it again with the reply', async () => {
+    const opened = await apiA.open(openReq('lost'));
+    const r = await apiB.call(opened.id, callJob('lose'));
+    expect(r.outcome).toMatchObject({ kind: 'failed', sandboxLost: true });
+    for (let i = 0; i < 50 && (await directory.get(opened.id)); i++) await sleep(20);
+    expect(await directory.get(opened.id)).toBeUndefined();
+    // Past a renewal or two, it is still not back.
+    await sleep(3 * HEARTBEAT_MS);
+    expect(await directory.get(opened.id)).toBeUndefined();
+    expect(await apiA.list('lost')).toEqual([]);
   });
 
   it('forgets, when it starts, what an earlier life of the worker left: its entries and its queued operations', async () => {

@@ -10,7 +10,7 @@ const notFound = (id: string) => new PyboxError('not_found', `no session with id
 /**
  * A node's local sessions, in memory: what reaches it is recorded, and a call acts on its code:
  * 'stream' writes output over a while, 'wait' runs until interrupted, 'hang' until release(),
- * 'flood' writes more than a session's outputBytes; anything else answers `ran <code>`.
+ * 'flood' writes more than a session's outputBytes, 'lose' loses the sandbox; anything else answers `ran <code>`.
  */
 export class FakeSessionHosts implements SessionHosts {
   readonly sessions = new Map<string, HostedSession>();
@@ -18,6 +18,8 @@ export class FakeSessionHosts implements SessionHosts {
   readonly calls: Array<{ session: string; id: string; code: string }> = [];
   readonly cancelled: string[] = [];
   readonly closed: Array<{ id: string; reason: SessionEndReason }> = [];
+  /** Told of a session that ended on its own (as the SessionManager's onEnded). */
+  onEnded: ((s: HostedSession, reason: SessionEndReason) => void) | undefined;
   /** Calls with code 'hang' wait for this (a worker that stopped answering). */
   release: () => void = () => {};
 
@@ -88,6 +90,12 @@ export class FakeSessionHosts implements SessionHosts {
     if (job.code === 'hang') {
       await new Promise<void>((resolve) => (this.release = resolve));
       return done(outcome('finished', ''));
+    }
+    if (job.code === 'lose') {
+      // The sandbox is gone: the session ends before the call's answer, as the manager does it.
+      this.sessions.delete(id);
+      this.onEnded?.({ ...s }, 'failed');
+      return done({ ...outcome('failed', ''), sandboxLost: true });
     }
     if (job.code === 'flood') {
       job.onOutput?.('stdout', Buffer.alloc(5000, 'x'));
