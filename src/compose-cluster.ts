@@ -63,13 +63,16 @@ export interface ClusterNode {
  */
 export interface ClusterSessionParts {
   /**
-   * A worker's local sessions. `onEnded` must be passed on as the manager's own onEnded: a session
-   * that ends on its own (idle, lifetime, its sandbox lost) then leaves the directory at once.
-   * `closeAll` ends them at shutdown, once the worker takes no more operations.
+   * A worker's local sessions. `config` is the worker's own (its engine.instance carries the node
+   * id, as its sandboxes' labels must). `onEnded` must be passed on as the manager's own onEnded: a
+   * session that ends on its own (idle, lifetime, its sandbox lost) then leaves the directory at
+   * once. `closeAll` ends them at shutdown, once the worker takes no more operations, and should
+   * resolve once their sandboxes are removed (SessionSandboxes.drain).
    */
-  localHosts?: (side: EngineSide, ctx: { nodeId: string; onEnded: (session: HostedSession, reason: SessionEndReason) => void }) => SessionHosts & {
-    closeAll?(reason: SessionEndReason): Promise<void>;
-  };
+  localHosts?: (
+    side: EngineSide,
+    ctx: { nodeId: string; config: Config; onEnded: (session: HostedSession, reason: SessionEndReason) => void },
+  ) => SessionHosts & { closeAll?(reason: SessionEndReason): Promise<void> };
 }
 
 /** How long a node waits for Redis at start-up. */
@@ -123,14 +126,17 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
     const w = worker;
     drains.push(() => w.close(config.server.shutdownGraceMs));
     // ---- LEAD: connect the SessionManager here --------------------------------------------------
-    // Pass `sessionParts.localHosts` from main.ts / the caller of composeClusterNode, e.g.
-    //   localHosts: (side, { nodeId, onEnded }) => new SessionManager({ sandboxes: <the engine's
-    //     SessionSandboxes>, image: side.image, runtime: side.runtime, node: nodeId,
-    //     config: config.sessions, clock, logger, onEnded })
+    // Pass `sessionParts.localHosts` from main.ts (clusterNode) or here directly, e.g.
+    //   localHosts: (side, { nodeId, config, onEnded }) => new SessionManager({
+    //     sandboxes: new EngineSessionSandboxes({ engine: side.engine, settings: <the worker's
+    //       SandboxSettings from `config`>, interruptGraceMs: config.sessions.interruptGraceMs,
+    //       outputsMax: config.limits.outputsMax, outputsMaxBytes: config.limits.outputsMaxBytes, logger, clock }),
+    //     image: side.image, runtime: side.runtime, node: nodeId, config: config.sessions, clock, logger, onEnded })
+    // with a closeAll that also awaits the sandboxes' drain().
     // Without it a worker holds no sessions (it reports none, and no session is opened on it).
     if (config.sessions.enabled && config.sessions.maxPerHost > 0 && sessionParts.localHosts) {
       let ended: (s: HostedSession) => void = () => {};
-      const local = sessionParts.localHosts(engineSide, { nodeId, onEnded: (s) => ended(s) });
+      const local = sessionParts.localHosts(engineSide, { nodeId, config: own, onEnded: (s) => ended(s) });
       const sw = new SessionWorker({
         connection: redisUrl,
         prefix,
