@@ -124,7 +124,8 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
     await worker.start();
     const side = engineSide;
     const w = worker;
-    drains.push(() => w.close(config.server.shutdownGraceMs));
+    const graceMs = config.server.shutdownGraceMs;
+    let endSessions: () => Promise<void> = async () => {};
     // ---- LEAD: connect the SessionManager here --------------------------------------------------
     // Pass `sessionParts.localHosts` from main.ts (clusterNode) or here directly, e.g.
     //   localHosts: (side, { nodeId, config, onEnded }) => new SessionManager({
@@ -152,13 +153,20 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
       ended = (s) => sw.sessionEnded(s);
       await sw.start();
       sessionWorker = sw;
-      // Calls under way get the grace; then the sessions end with the node, before its engine drains.
-      drains.push(
-        () => sw.close(config.server.shutdownGraceMs),
-        () => local.closeAll?.('shutdown') ?? Promise.resolve(),
-      );
+      endSessions = async () => {
+        await local.closeAll?.('shutdown');
+      };
     }
-    drains.push(() => side.drain());
+    const sessionSide = sessionWorker;
+    // Executions and session calls under way share one grace; then the sessions end with the node,
+    // before its engine drains.
+    drains.push(
+      async () => {
+        await Promise.all([w.close(graceMs), sessionSide?.close(graceMs)]);
+        await endSessions();
+      },
+      () => side.drain(),
+    );
     closers.push(() => side.engine.close());
   }
   let engineHealthy = engineSide ? (await engineSide.backend.checks()).checks : undefined;
