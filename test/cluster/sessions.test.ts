@@ -6,7 +6,7 @@
 //
 // Redis: a private redis-server this file starts and stops (by pid), or PYBOX_TEST_REDIS_URL.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Queue } from 'bullmq';
+import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PyboxError } from '../../src/core/errors.ts';
@@ -203,13 +203,14 @@ describe('sessions in a cluster', () => {
 
   it('hands on a call\'s output as it is produced, before the result, cut at the session\'s outputBytes', async () => {
     const req = openReq('acme');
-    await apiA.open(req);
+    const holder = workers.get((await apiA.open(req)).node) as WorkerNode;
     const seen: string[] = [];
     let resolved = false;
     const call = apiB.call(req.id, callJob('stream', { onOutput: (s, b) => seen.push(`${s}:${b.toString()}${resolved ? ' (late)' : ''}`) }));
     // The first chunk arrives while the call still runs.
     for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(20);
     expect(seen).toEqual(['stdout:one\n']);
+    holder.local.streamOn();
     const r = await call;
     resolved = true;
     expect(seen).toEqual(['stdout:one\n', 'stderr:two\n', 'stdout:three\n']);
@@ -313,6 +314,8 @@ describe('sessions in a cluster', () => {
   });
 
   it('opens each session on the worker with the fewest sessions', async () => {
+    // Sessions of the tests before are closed: wait until both workers say so.
+    await Promise.all([reported('w1', 0), reported('w2', 0)]);
     const first = await apiA.open(openReq('spread'));
     await reported(first.node, 1);
     const second = await apiB.open(openReq('spread'));
@@ -323,14 +326,24 @@ describe('sessions in a cluster', () => {
   it('refuses on the worker an operation whose job names another tenant than the session\'s', async () => {
     const req = openReq('acme');
     const opened = await apiA.open(req);
-    // Whoever can write Redis files the session under another tenant: the worker still says no.
-    await directory.put({ ...opened, tenant: 'mallory' }, 10_000);
-    expect((await apiB.get(req.id)).tenant).toBe('mallory');
-    expect(await codeOf(apiB.call(req.id, callJob('steal')))).toBe('not_found');
-    expect(await codeOf(apiB.getFile(req.id, 'x', 10))).toBe('not_found');
-    expect(workers.get(opened.node)?.local.calls.some((c) => c.code === 'steal')).toBe(false);
-    await directory.remove({ id: req.id, tenant: 'mallory' });
-    await directory.put(opened, 10_000);
+    // Whoever can write Redis can queue a job naming any tenant: the worker checks it against the session's.
+    const name = sessionQueueName(opened.node);
+    const queue = new Queue(name, { connection: redisOptionsOf(url), prefix });
+    const events = new QueueEvents(name, { connection: redisOptionsOf(url), prefix });
+    try {
+      await events.waitUntilReady();
+      const ask = async (op: string, data: Record<string, unknown>) => {
+        const job = await queue.add(op, { v: 1, op, tenant: 'mallory', session: req.id, ...data }, { jobId: `${op}-${randomUUID()}` });
+        return (await job.waitUntilFinished(events, 10_000)) as unknown;
+      };
+      expect(await ask('call', { call: { id: 'steal-1', code: 'steal', stdin: '', files: [], timeoutMs: 1000 } })).toMatchObject({ ok: false, code: 'not_found' });
+      expect(await ask('get', { path: 'x', maxBytes: 10 })).toMatchObject({ ok: false, code: 'not_found' });
+      expect(await ask('close', { reason: 'deleted' })).toMatchObject({ ok: false, code: 'not_found' });
+      expect(workers.get(opened.node)?.local.calls.some((c) => c.code === 'steal')).toBe(false);
+      expect((await apiB.get(req.id)).tenant).toBe('acme');
+    } finally {
+      await Promise.all([queue.close(), events.close()]);
+    }
     await apiA.close(req.id, 'deleted');
   });
 

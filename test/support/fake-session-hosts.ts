@@ -3,13 +3,12 @@ import { PyboxError } from '../../src/core/errors.ts';
 import type { RuntimeName, SessionEndReason, SessionFileList } from '../../src/core/schemas.ts';
 import type { HostedSession, SessionCallJob, SessionCallOutcome, SessionHosts, SessionOpen } from '../../src/core/sessions.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const captured = (text: string) => ({ totalBytes: Buffer.byteLength(text), truncated: false, text: () => text });
 const notFound = (id: string) => new PyboxError('not_found', `no session with id ${id}`);
 
 /**
  * A node's local sessions, in memory: what reaches it is recorded, and a call acts on its code:
- * 'stream' writes output over a while, 'wait' runs until interrupted, 'hang' until release(),
+ * 'stream' writes a chunk, then the rest once streamOn() is called, 'wait' runs until interrupted, 'hang' until release(),
  * 'flood' writes more than a session's outputBytes, 'lose' loses the sandbox; anything else answers `ran <code>`.
  */
 export class FakeSessionHosts implements SessionHosts {
@@ -20,6 +19,8 @@ export class FakeSessionHosts implements SessionHosts {
   readonly closed: Array<{ id: string; reason: SessionEndReason }> = [];
   /** Told of a session that ended on its own (as the SessionManager's onEnded). */
   onEnded: ((s: HostedSession, reason: SessionEndReason) => void) | undefined;
+  /** A 'stream' call writes its first chunk, then waits for this before the rest. */
+  streamOn: () => void = () => {};
   /** Calls with code 'hang' wait for this (a worker that stopped answering). */
   release: () => void = () => {};
 
@@ -73,7 +74,7 @@ export class FakeSessionHosts implements SessionHosts {
     const done = (o: SessionCallOutcome) => ({ outcome: o, session: { ...s }, runtime: 'runc' as const });
     if (job.code === 'stream') {
       job.onOutput?.('stdout', Buffer.from('one\n'));
-      await sleep(150);
+      await new Promise<void>((resolve) => (this.streamOn = resolve));
       job.onOutput?.('stderr', Buffer.from('two\n'));
       job.onOutput?.('stdout', Buffer.from('three\n'));
       return done(outcome('finished', 'one\nthree\n', 'two\n'));
