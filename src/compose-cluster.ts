@@ -14,12 +14,17 @@ import { RedisAdmission, RedisRateLimiter, tenantLimitError } from './cluster/re
 import { PatientStore } from './cluster/patient-store.ts';
 import { fastFailOptions } from './cluster/connection.ts';
 import { ClusterRegistry, type NodeStatus } from './cluster/registry.ts';
+import { RemoteSessionHosts } from './cluster/remote-sessions.ts';
+import { SessionDirectory } from './cluster/session-directory.ts';
+import { SessionWorker } from './cluster/session-worker.ts';
 import { composeEngineSide, executionService, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
 import { composeJobsSide, type JobsSide } from './compose-jobs.ts';
 import type { Config } from './config/schema.ts';
 import type { DefaultExecutionService } from './core/execution-service.ts';
 import { redactUrl } from './core/redact.ts';
 import type { ClusterStatus, Readiness, TenantStore } from './core/ports.ts';
+import type { SessionEndReason } from './core/schemas.ts';
+import type { HostedSession, SessionHosts } from './core/sessions.ts';
 import { shutdown, type Drainable } from './core/shutdown.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { metricsRoutes } from './http/routes/metrics.ts';
@@ -41,10 +46,33 @@ export interface ClusterNode {
   /** The worker side's engine parts (worker and all). */
   engineSide: EngineSide | undefined;
   tenants: TenantStore;
+  /**
+   * Where the API side finds sessions (api and all, sessions.enabled): the workers, through Redis.
+   * The SessionService of this node is built over it.
+   */
+  sessionHosts: SessionHosts | undefined;
   /** This node's metrics (GET /metrics); undefined when metrics.enabled is false. */
   metrics: PrometheusMetrics | undefined;
   shutdown(graceMs: number, listener?: { close(): Promise<void> }): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * What a worker's sessions are built from: this node's own SessionHosts (core's SessionManager over
+ * its engine side). Given by the caller, so this file needs nothing of how the manager is made.
+ */
+export interface ClusterSessionParts {
+  /**
+   * A worker's local sessions. `config` is the worker's own (its engine.instance carries the node
+   * id, as its sandboxes' labels must). `onEnded` must be passed on as the manager's own onEnded: a
+   * session that ends on its own (idle, lifetime, its sandbox lost) then leaves the directory at
+   * once. `closeAll` ends them at shutdown, once the worker takes no more operations, and should
+   * resolve once their sandboxes are removed (SessionSandboxes.drain).
+   */
+  localHosts?: (
+    side: EngineSide,
+    ctx: { nodeId: string; config: Config; onEnded: (session: HostedSession, reason: SessionEndReason) => void },
+  ) => SessionHosts & { closeAll?(reason: SessionEndReason): Promise<void> };
 }
 
 /** How long a node waits for Redis at start-up. */
@@ -52,7 +80,7 @@ const REDIS_CONNECT_MS = 10_000;
 /** How long a worker keeps trying to save a result while the store is away. */
 const SAVE_PATIENCE_MS = 30_000;
 
-export async function composeClusterNode(config: Config, opts: ComposeOptions): Promise<ClusterNode> {
+export async function composeClusterNode(config: Config, opts: ComposeOptions, sessionParts: ClusterSessionParts = {}): Promise<ClusterNode> {
   const { logger } = opts;
   const clock = opts.clock ?? systemClock;
   const { role, postgresUrl, redisUrl, prefix } = config.cluster;
@@ -77,10 +105,13 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
 
   const closers: Array<() => void | Promise<void>> = [];
   const drains: Array<() => Promise<void>> = [];
+  // Where each session lives: written by the workers holding them, read by the API nodes.
+  const directory = new SessionDirectory({ redis, prefix, logger });
 
   // The worker side: this host's engine, taking executions from the queue.
   let engineSide: EngineSide | undefined;
   let worker: QueueWorker | undefined;
+  let sessionWorker: SessionWorker | undefined;
   const slots = config.cluster.workerSlots ?? config.concurrency.maxConcurrent;
   if (role !== 'api') {
     // Its sandboxes carry its own instance name: its start-up reaper then removes its own leftovers
@@ -93,7 +124,49 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
     await worker.start();
     const side = engineSide;
     const w = worker;
-    drains.push(() => w.close(config.server.shutdownGraceMs), () => side.drain());
+    const graceMs = config.server.shutdownGraceMs;
+    let endSessions: () => Promise<void> = async () => {};
+    // ---- LEAD: connect the SessionManager here --------------------------------------------------
+    // Pass `sessionParts.localHosts` from main.ts (clusterNode) or here directly, e.g.
+    //   localHosts: (side, { nodeId, config, onEnded }) => new SessionManager({
+    //     sandboxes: new EngineSessionSandboxes({ engine: side.engine, settings: <the worker's
+    //       SandboxSettings from `config`>, interruptGraceMs: config.sessions.interruptGraceMs,
+    //       outputsMax: config.limits.outputsMax, outputsMaxBytes: config.limits.outputsMaxBytes, logger, clock }),
+    //     image: side.image, runtime: side.runtime, node: nodeId, config: config.sessions, clock, logger, onEnded })
+    // with a closeAll that also awaits the sandboxes' drain().
+    // Without it a worker holds no sessions (it reports none, and no session is opened on it).
+    if (config.sessions.enabled && config.sessions.maxPerHost > 0 && sessionParts.localHosts) {
+      let ended: (s: HostedSession) => void = () => {};
+      const local = sessionParts.localHosts(engineSide, { nodeId, config: own, onEnded: (s) => ended(s) });
+      const sw = new SessionWorker({
+        connection: redisUrl,
+        prefix,
+        nodeId,
+        local,
+        directory,
+        redis,
+        maxSessions: config.sessions.maxPerHost,
+        lockMs: config.cluster.lockMs,
+        refreshMs: config.cluster.heartbeatMs,
+        logger,
+      });
+      ended = (s) => sw.sessionEnded(s);
+      await sw.start();
+      sessionWorker = sw;
+      endSessions = async () => {
+        await local.closeAll?.('shutdown');
+      };
+    }
+    const sessionSide = sessionWorker;
+    // Executions and session calls under way share one grace; then the sessions end with the node,
+    // before its engine drains.
+    drains.push(
+      async () => {
+        await Promise.all([w.close(graceMs), sessionSide?.close(graceMs)]);
+        await endSessions();
+      },
+      () => side.drain(),
+    );
     closers.push(() => side.engine.close());
   }
   let engineHealthy = engineSide ? (await engineSide.backend.checks()).checks : undefined;
@@ -102,8 +175,29 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
   let service: DefaultExecutionService | undefined;
   let dispatch: QueueDispatch | undefined;
   let jobs: JobsSide | undefined;
+  let sessionHosts: RemoteSessionHosts | undefined;
   let app: OpenAPIHono<BlankEnv>;
   if (role !== 'worker') {
+    // Sessions live on the workers (an `all` node's own included): each operation goes to the
+    // worker holding the session, through Redis.
+    if (config.sessions.enabled) {
+      const hosts = new RemoteSessionHosts({
+        connection: redisUrl,
+        prefix,
+        directory,
+        redis,
+        registry,
+        logger,
+        retryAfterS: config.concurrency.retryAfterS,
+        // A call outlives its limit by its interrupt's grace and a restart of its interpreter.
+        callMarginMs: 2 * config.sessions.interruptGraceMs + 30_000,
+      });
+      sessionHosts = hosts;
+      closers.unshift(() => hosts.shutdown());
+    }
+    // ---- LEAD: connect the SessionService here --------------------------------------------------
+    // Build the SessionService over `sessionHosts` (undefined when sessions are disabled) next to
+    // `service` below, and pass it to createApp as the embedded node does.
     const backend = new ClusterBackend({ registry, redis, retryAfterS: config.concurrency.retryAfterS, logger });
     dispatch = new QueueDispatch({
       connection: redisUrl,
@@ -218,6 +312,10 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
       slots: engineSide ? slots : 0,
       running: engineSide ? engineSide.gate.stats.running : 0,
     };
+    if (sessionWorker) {
+      report.sessions = sessionWorker.sessions;
+      report.maxSessions = config.sessions.maxPerHost;
+    }
     if (engineSide) {
       report.runtime = engineSide.runtime;
       report.image = engineSide.image;
@@ -250,7 +348,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions): 
       throw e;
     }
   }
-  return { role, nodeId, app, service, engineSide, tenants, metrics, shutdown: stop, close: () => stop(Number.POSITIVE_INFINITY) };
+  return { role, nodeId, app, service, engineSide, sessionHosts, tenants, metrics, shutdown: stop, close: () => stop(Number.POSITIVE_INFINITY) };
 }
 
 /** A worker's name must survive its restarts (it finds its leftovers by it): the host's name. */

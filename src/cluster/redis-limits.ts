@@ -87,13 +87,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 `;
 
-type Script = (...args: (string | number)[]) => Promise<unknown>;
+export type Script = (...args: (string | number)[]) => Promise<unknown>;
 
 /**
  * Registers `lua` on this connection as a command (sent by EVALSHA, loaded on NOSCRIPT) and returns
  * it. Names are pybox's own, so they stay clear of other users of the same connection.
  */
-function script(redis: Redis, name: string, keys: number, lua: string): Script {
+export function script(redis: Redis, name: string, keys: number, lua: string): Script {
   redis.defineCommand(name, { numberOfKeys: keys, lua });
   const fn: unknown = Reflect.get(redis, name);
   if (typeof fn !== 'function') throw new Error(`ioredis did not define the command ${name}`);

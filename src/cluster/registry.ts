@@ -29,6 +29,9 @@ export const NodeReport = z.object({
   slots: z.int().min(0).max(1_000_000),
   /** Executions it runs now. */
   running: z.int().min(0).max(1_000_000),
+  /** Sessions it holds now, and the most it may hold (absent: it holds none). */
+  sessions: z.int().min(0).max(1_000_000).optional(),
+  maxSessions: z.int().min(0).max(1_000_000).optional(),
   runtime: RuntimeName.optional(),
   image: z.string().max(512).optional(),
   python: z.string().max(64).nullable().optional(),
@@ -48,6 +51,9 @@ export type NodeStatus = Omit<NodeReport, 'nodeId' | 'role' | 'startedAt' | 'see
 
 /** Whether a node runs executions. */
 export const runsExecutions = (n: Pick<NodeReport, 'role'>): boolean => n.role === 'worker' || n.role === 'all';
+
+/** Whether a node holds sessions: it runs executions and said how many sessions it may hold. */
+export const holdsSessions = (n: Pick<NodeReport, 'role' | 'maxSessions'>): boolean => runsExecutions(n) && (n.maxSessions ?? 0) > 0;
 
 export interface ClusterRegistryDeps {
   redis: Redis;

@@ -22,7 +22,7 @@ export const ExecutionId = z
   .refine((id) => !/^\d+$/.test(id), 'must not be a number');
 
 /** Most bytes of all input files together (the most limits.inputFilesMaxBytes allows). */
-const MAX_INPUT_FILES_BYTES = 256 * 1024 * 1024;
+export const MAX_INPUT_FILES_BYTES = 256 * 1024 * 1024;
 /** A request's file content is at most 16 Mi characters; as UTF-8 that is at most 48 MiB of bytes. */
 const MAX_FILE_BASE64_CHARS = Math.ceil((48 * 1024 * 1024) / 3) * 4;
 
@@ -30,7 +30,8 @@ const request = ExecutionRequest.shape;
 const positiveInt = z.int().min(1).max(Number.MAX_SAFE_INTEGER);
 const positive = z.number().positive().max(1_000_000);
 
-const WireFile = z.strictObject({
+/** A file as job data: its path and its bytes as base64. */
+export const WireFile = z.strictObject({
   path: FilePath,
   base64: z
     .string()
@@ -38,7 +39,7 @@ const WireFile = z.strictObject({
     .refine((s) => s.length % 4 === 0 && BASE64.test(s), 'must be base64'),
 });
 
-const fileBytes = (fs: Array<{ base64: string }>): number => fs.reduce((n, f) => n + (f.base64.length / 4) * 3, 0);
+export const fileBytes = (fs: Array<{ base64: string }>): number => fs.reduce((n, f) => n + (f.base64.length / 4) * 3, 0);
 /** The most characters of all test cases' stdin together: what the largest request body could hold. */
 const MAX_TESTS_TEXT_CHARS = 256 * 1024 * 1024;
 
