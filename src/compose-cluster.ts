@@ -2,6 +2,7 @@
 // limits, the store; executions go to the queue), a worker (its engine and pool take executions
 // from the queue and record their results) or both in one process. The same core as the embedded
 // node, with other implementations of its ports.
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { BlankEnv } from 'hono/types';
@@ -25,6 +26,8 @@ import { redactUrl } from './core/redact.ts';
 import type { ClusterStatus, Readiness, TenantStore } from './core/ports.ts';
 import type { SessionEndReason } from './core/schemas.ts';
 import type { HostedSession, SessionHosts } from './core/sessions.ts';
+import { SessionManager } from './core/session-manager.ts';
+import { SessionService } from './core/session-service.ts';
 import { shutdown, type Drainable } from './core/shutdown.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { metricsRoutes } from './http/routes/metrics.ts';
@@ -126,18 +129,17 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
     const w = worker;
     const graceMs = config.server.shutdownGraceMs;
     let endSessions: () => Promise<void> = async () => {};
-    // ---- LEAD: connect the SessionManager here --------------------------------------------------
-    // Pass `sessionParts.localHosts` from main.ts (clusterNode) or here directly, e.g.
-    //   localHosts: (side, { nodeId, config, onEnded }) => new SessionManager({
-    //     sandboxes: new EngineSessionSandboxes({ engine: side.engine, settings: <the worker's
-    //       SandboxSettings from `config`>, interruptGraceMs: config.sessions.interruptGraceMs,
-    //       outputsMax: config.limits.outputsMax, outputsMaxBytes: config.limits.outputsMaxBytes, logger, clock }),
-    //     image: side.image, runtime: side.runtime, node: nodeId, config: config.sessions, clock, logger, onEnded })
-    // with a closeAll that also awaits the sandboxes' drain().
-    // Without it a worker holds no sessions (it reports none, and no session is opened on it).
-    if (config.sessions.enabled && config.sessions.maxPerHost > 0 && sessionParts.localHosts) {
-      let ended: (s: HostedSession) => void = () => {};
-      const local = sessionParts.localHosts(engineSide, { nodeId, config: own, onEnded: (s) => ended(s) });
+    // The worker's own sessions: core's SessionManager over its engine's session sandboxes, unless
+    // the caller brings other local hosts (tests).
+    const localHosts =
+      sessionParts.localHosts ??
+      ((side: EngineSide, ctx: { nodeId: string; config: Config; onEnded: (session: HostedSession, reason: SessionEndReason) => void }) => {
+        if (!side.sessionSandboxes) return undefined;
+        return new SessionManager({ sandboxes: side.sessionSandboxes, image: side.image, runtime: side.runtime, node: ctx.nodeId, config: ctx.config.sessions, clock, logger, onEnded: ctx.onEnded });
+      });
+    let ended: (s: HostedSession) => void = () => {};
+    const local = config.sessions.enabled && config.sessions.maxPerHost > 0 ? localHosts(engineSide, { nodeId, config: own, onEnded: (s) => ended(s) }) : undefined;
+    if (local) {
       const sw = new SessionWorker({
         connection: redisUrl,
         prefix,
@@ -176,6 +178,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
   let dispatch: QueueDispatch | undefined;
   let jobs: JobsSide | undefined;
   let sessionHosts: RemoteSessionHosts | undefined;
+  let sessions: SessionService | undefined;
   let app: OpenAPIHono<BlankEnv>;
   if (role !== 'worker') {
     // Sessions live on the workers (an `all` node's own included): each operation goes to the
@@ -195,9 +198,6 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
       sessionHosts = hosts;
       closers.unshift(() => hosts.shutdown());
     }
-    // ---- LEAD: connect the SessionService here --------------------------------------------------
-    // Build the SessionService over `sessionHosts` (undefined when sessions are disabled) next to
-    // `service` below, and pass it to createApp as the embedded node does.
     const backend = new ClusterBackend({ registry, redis, retryAfterS: config.concurrency.retryAfterS, logger });
     dispatch = new QueueDispatch({
       connection: redisUrl,
@@ -217,6 +217,26 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
     closers.unshift(() => d.close());
     metrics?.watchClusterQueue(() => d.queueDepth());
     service = executionService(config, { dispatch, backend, store, clock, logger });
+    // Sessions are checked, counted and recorded here; each operation goes to the worker holding it.
+    if (sessionHosts) {
+      const executions = service;
+      const sessionService = new SessionService({
+        hosts: sessionHosts,
+        executions,
+        store,
+        config: config.sessions,
+        limits: config.limits,
+        results: { limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars },
+        clock,
+        logger,
+        newId: randomUUID,
+        onRecorded: (f) => executions.recorded(f),
+        observer: metrics,
+        accepting: () => executions.accepting,
+      });
+      sessions = sessionService;
+      drains.unshift(() => sessionService.settled());
+    }
     // Async executions and batches are claimed from PostgreSQL by the API nodes and go to the
     // workers through the same queue, behind the interactive runs.
     jobs = composeJobsSide(config, {
@@ -268,6 +288,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
       tools: config.tools.enabled,
       batches: jobs.batches,
       webhookSecrets: jobStores.secrets,
+      ...(sessions ? { sessions } : {}),
       ...(metrics ? { observer: metrics, metrics } : {}),
     });
   } else {
