@@ -210,4 +210,37 @@ describe('a cluster of two API nodes and two workers', () => {
     // Another tenant cannot see it, through either node.
     expect((await get(apiA, `/v1/batches/${batch.id}`, keys.other)).status).toBe(404);
   }, 120_000);
+
+  it('pins a session to its worker: opened through one API node, called through the other, its state kept; streamed; another tenant cannot reach it', async () => {
+    const a = new PyboxClient({ baseUrl: apiA.url, apiKey: keys.other, retries: 0 });
+    const b = new PyboxClient({ baseUrl: apiB.url, apiKey: keys.other, retries: 0 });
+    const session = await a.createSession();
+    try {
+      const first = await a.sessionExecute(session.id, { code: 'import os\ncount = 41\nopen("here.txt", "w").write(os.uname().nodename)' });
+      expect(first.status, first.stderr).toBe('completed');
+      const second = await b.sessionExecute(session.id, { code: 'count += 1\nprint(count, open("here.txt").read() == os.uname().nodename)' });
+      expect(second).toMatchObject({ status: 'completed', stdout: '42 True\n', session: { sessionId: session.id, call: 2, stateLost: false } });
+      // Its output streams back from the worker through the other API node, the result last.
+      const events: string[] = [];
+      for await (const e of b.sessionExecuteStream(session.id, { code: 'import time\nprint("one", flush=True)\ntime.sleep(0.3)\nprint("two")\ncount' })) {
+        events.push(e.type === 'result' ? `result:${e.result.stdout.trim().replace('\n', ',')}:${e.result.outputs?.[0]?.data}` : `${e.type}:${e.text.trim()}`);
+      }
+      expect(events.at(-1)).toBe('result:one,two:42');
+      expect(events.filter((e) => e.startsWith('stdout:')).join(',')).toContain('one');
+      expect((await b.listSessions()).items.map((s) => s.id)).toContain(session.id);
+      // Another tenant: not found on either node, exactly as an unknown id.
+      for (const node of [apiA, apiB]) {
+        const r = await fetch(`${node.url}/v1/sessions/${session.id}/executions`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth(keys.flood) }, body: JSON.stringify({ code: 'print(count)' }) });
+        expect(r.status).toBe(404);
+      }
+      // The calls are in the one history, through either node.
+      const fetched = await get(apiA, `/v1/executions/${second.id}`, keys.other);
+      expect(fetched.status).toBe(200);
+      expect(fetched.body).toMatchObject({ stdout: '42 True\n', session: { sessionId: session.id } });
+    } finally {
+      await b.deleteSession(session.id);
+    }
+    const after = await fetch(`${apiA.url}/v1/sessions/${session.id}/executions`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth(keys.other) }, body: JSON.stringify({ code: 'print(1)' }) });
+    expect([404, 410]).toContain(after.status);
+  }, 120_000);
 });
