@@ -128,14 +128,14 @@ describe('/v1/sessions', () => {
     expect(ExecutionResult.parse(got[2]!.data)).toMatchObject({ stdout: '1\n2\n', session: { call: 2 } });
   });
 
-  it('streams an ended session as one error event', async () => {
+  it('answers a streamed call to an ended session as a plain 410, before any stream starts', async () => {
     const { alice } = setup();
     const info = await created(await alice.post('/v1/sessions', {}));
     await alice.del(`/v1/sessions/${info.id}`);
     const res = await alice.post(`/v1/sessions/${info.id}/executions`, { code: 'x = 1' }, { accept: 'text/event-stream' });
-    const got = events(await res.text());
-    expect(got).toHaveLength(1);
-    expect(got[0]).toMatchObject({ event: 'error', data: { error: { code: 'session_ended' } } });
+    expect(res.status).toBe(410);
+    expect(res.headers.get('content-type')).toContain('application/json');
+    expect(((await res.json()) as ErrorJson).error.code).toBe('session_ended');
   });
 
   it('refuses a call while another runs (409 session_busy)', async () => {
