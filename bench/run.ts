@@ -273,7 +273,7 @@ class Bench {
       const after = memAvailableMiB();
       const cgroup: number[] = [];
       for (const one of ids) {
-        const found = await docker.listContainers({ filters: { label: [`pybox.execution=${one}`] } });
+        const found = await docker.listContainers({ filters: { label: [`pybox.session=${one}`] } });
         const info = found[0];
         if (!info) continue;
         const stats = (await docker.getContainer(info.Id).stats({ stream: false })) as { memory_stats?: { usage?: number; stats?: Record<string, number> } };
