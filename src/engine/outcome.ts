@@ -11,9 +11,44 @@
 //   read once the container has stopped.
 // The code cannot kill or stop the runner (see images/python/pybox_runner/relay.py): whatever it
 // does to itself is in the report as its own outcome.
+import { PyboxError } from '../core/errors.ts';
 import type { RuntimeName } from '../core/schemas.ts';
-import type { ContainerState } from './docker-engine.ts';
+import type { ContainerState, SandboxContainer } from './docker-engine.ts';
 import type { RunnerReport } from './protocol.ts';
+
+/** How long a runner SIGKILLed with nothing to say why waits before the engine is asked again. */
+export const LATE_EXIT_FACTS_MS = 1000;
+
+/**
+ * What the engine says of a container that stopped (or is stopping): its exit code and state, or
+ * why they could not be read. Waits at most waitMs for the exit. A runner killed with nothing to
+ * say why (no report, 137, no OOM record yet) gets the engine asked once more LATE_EXIT_FACTS_MS
+ * later: on a loaded host the engine may record the OOM kill a moment after the exit.
+ */
+export async function readExitFacts(
+  container: SandboxContainer | null,
+  waitMs: number,
+  reported: boolean,
+  onError: (e: unknown) => void,
+): Promise<Pick<ExitFacts, 'exitCode' | 'state' | 'engineLost'>> {
+  let exitCode: number | null = null;
+  let state: ContainerState | null = null;
+  let engineLost: string | null = null;
+  try {
+    if (container) {
+      exitCode = await container.wait(waitMs);
+      state = await container.state();
+      if (!reported && exitCode === 137 && !state.oomKilled && !state.killedFromOutside && !state.gone) {
+        await new Promise((r) => setTimeout(r, LATE_EXIT_FACTS_MS));
+        state = await container.state();
+      }
+    }
+  } catch (e) {
+    if (e instanceof PyboxError && e.code === 'engine_unavailable') engineLost = `the connection to the Docker engine was lost while the code ran: ${e.message}`;
+    onError(e);
+  }
+  return { exitCode, state, engineLost };
+}
 
 export interface ExitFacts {
   runtime: RuntimeName;

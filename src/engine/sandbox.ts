@@ -23,9 +23,9 @@ import { PyboxError } from '../core/errors.ts';
 import { NO_OBSERVER, type Clock, type Logger, type Observer } from '../core/ports.ts';
 import type { OutcomeKind, SandboxConfig, SandboxJob, SandboxOutcome } from '../core/sandbox.ts';
 import { containerSpec } from './container-spec.ts';
-import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
+import type { ContainerEngine, SandboxContainer } from './docker-engine.ts';
 import { CaseCollector, cancelledBeforeStart, casesOf } from './cases.ts';
-import { classifyExit, classifyReport } from './outcome.ts';
+import { classifyExit, classifyReport, readExitFacts } from './outcome.ts';
 import { CappedCapture } from './output.ts';
 import { DockerDemuxer, FRAME_CASE, FRAME_READY, FRAME_REPORT, FRAME_STDOUT, FrameParser, maxCaseFrameBytes, maxOutputsReportBytes, parseCaseReport, parseReport, type RunnerReport } from './protocol.ts';
 import { DEFAULT_REMOVAL_SETTINGS, RemovalQueue, type RemovalSettings } from './removals.ts';
@@ -59,8 +59,6 @@ export interface SandboxRun {
 const EXIT_WAIT_MS = 5_000;
 /** Past the deadline, the final state is still worth this long a wait. */
 const EXIT_GRACE_MS = 750;
-/** How long a sandbox whose runner was SIGKILLed unexplained waits before asking the engine again why. */
-const LATE_EXIT_FACTS_MS = 1000;
 /** The runner relays in 64 KiB chunks; anything larger is not from the runner. */
 const MAX_FRAME_BYTES = 1024 * 1024;
 /** Frames kept before a job takes the sandbox; a waiting runner sends almost none. */
@@ -400,24 +398,9 @@ export class Sandbox {
     // The caller's budget bounds this wait too, with a little grace to learn why it stopped.
     const waitMs = Math.max(100, Math.min(EXIT_WAIT_MS, a.run.deadline + EXIT_GRACE_MS - now));
     void (async () => {
-      let exitCode: number | null = null;
-      let state: ContainerState | null = null;
-      let engineLost: string | null = null;
-      try {
-        if (container) {
-          exitCode = await container.wait(waitMs);
-          state = await container.state();
-          // The runner killed with nothing to say why: on a loaded host the engine may record the
-          // OOM kill a moment after the exit. Asked once more before this is called our failure.
-          if (report === null && exitCode === 137 && !state.oomKilled && !state.killedFromOutside && !state.gone) {
-            await new Promise((r) => setTimeout(r, LATE_EXIT_FACTS_MS));
-            state = await container.state();
-          }
-        }
-      } catch (e) {
-        if (e instanceof PyboxError && e.code === 'engine_unavailable') engineLost = `the connection to the Docker engine was lost while the code ran: ${e.message}`;
-        this.deps.logger.warn('could not read the final state of a sandbox', { id: a.run.job.id, error: e });
-      }
+      const { exitCode, state, engineLost } = await readExitFacts(container, waitMs, report !== null, (e) =>
+        this.deps.logger.warn('could not read the final state of a sandbox', { id: a.run.job.id, error: e }),
+      );
       if (this.state !== 'exiting') return; // cancelled meanwhile
       this.stoppedByItself = exitCode !== null;
       const verdict = classifyExit({

@@ -17,8 +17,8 @@ import type { SessionCallJob, SessionCallOutcome, SessionSandbox, SessionSandbox
 import type { SessionFileList } from '../core/schemas.ts';
 import { buildSessionPayload, filesArchive } from './archive.ts';
 import { containerSpec } from './container-spec.ts';
-import type { ContainerEngine, ContainerState, SandboxContainer } from './docker-engine.ts';
-import { classifyExit } from './outcome.ts';
+import type { ContainerEngine, SandboxContainer } from './docker-engine.ts';
+import { classifyExit, readExitFacts } from './outcome.ts';
 import { CappedCapture } from './output.ts';
 import {
   DockerDemuxer,
@@ -364,17 +364,9 @@ export class EngineSessionSandbox implements SessionSandbox {
     const container = this.container;
     this.state = 'lost';
     void (async () => {
-      let exitCode: number | null = null;
-      let state: ContainerState | null = null;
-      let engineLost: string | null = null;
-      try {
-        if (container) {
-          exitCode = await container.wait(EXIT_WAIT_MS);
-          state = await container.state();
-        }
-      } catch (e) {
-        if (e instanceof PyboxError && e.code === 'engine_unavailable') engineLost = `the connection to the Docker engine was lost: ${e.message}`;
-      }
+      const { exitCode, state, engineLost } = await readExitFacts(container, EXIT_WAIT_MS, false, (e) =>
+        this.deps.logger.warn('could not read the final state of a session sandbox', { id: this.spec.id, error: e }),
+      );
       const verdict = classifyExit({
         runtime: this.spec.runtime,
         report: null,
