@@ -2,7 +2,6 @@
 // limits, the store; executions go to the queue), a worker (its engine and pool take executions
 // from the queue and record their results) or both in one process. The same core as the embedded
 // node, with other implementations of its ports.
-import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { BlankEnv } from 'hono/types';
@@ -18,7 +17,7 @@ import { ClusterRegistry, type NodeStatus } from './cluster/registry.ts';
 import { RemoteSessionHosts } from './cluster/remote-sessions.ts';
 import { SessionDirectory } from './cluster/session-directory.ts';
 import { SessionWorker } from './cluster/session-worker.ts';
-import { composeEngineSide, executionService, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
+import { composeEngineSide, executionService, sessionService, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
 import { composeJobsSide, type JobsSide } from './compose-jobs.ts';
 import type { Config } from './config/schema.ts';
 import type { DefaultExecutionService } from './core/execution-service.ts';
@@ -27,7 +26,7 @@ import type { ClusterStatus, Readiness, TenantStore } from './core/ports.ts';
 import type { SessionEndReason } from './core/schemas.ts';
 import type { HostedSession, SessionHosts } from './core/sessions.ts';
 import { SessionManager } from './core/session-manager.ts';
-import { SessionService } from './core/session-service.ts';
+import type { SessionService } from './core/session-service.ts';
 import { shutdown, type Drainable } from './core/shutdown.ts';
 import { healthRoutes } from './http/routes/health.ts';
 import { metricsRoutes } from './http/routes/metrics.ts';
@@ -220,22 +219,9 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
     // Sessions are checked, counted and recorded here; each operation goes to the worker holding it.
     if (sessionHosts) {
       const executions = service;
-      const sessionService = new SessionService({
-        hosts: sessionHosts,
-        executions,
-        store,
-        config: config.sessions,
-        limits: config.limits,
-        results: { limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars },
-        clock,
-        logger,
-        newId: randomUUID,
-        onRecorded: (f) => executions.recorded(f),
-        observer: metrics,
-        accepting: () => executions.accepting,
-      });
-      sessions = sessionService;
-      drains.unshift(() => sessionService.settled());
+      const s = sessionService(config, sessionHosts, { store, clock, logger, executions, onRecorded: (f) => executions.recorded(f), observer: metrics });
+      sessions = s;
+      drains.unshift(() => s.settled());
     }
     // Async executions and batches are claimed from PostgreSQL by the API nodes and go to the
     // workers through the same queue, behind the interactive runs.

@@ -13,7 +13,7 @@ import { LocalBackend } from './core/local-backend.ts';
 import { LocalDispatch } from './core/local-dispatch.ts';
 import { SessionManager } from './core/session-manager.ts';
 import { SessionService } from './core/session-service.ts';
-import type { SessionSandboxes } from './core/sessions.ts';
+import type { SessionHosts, SessionSandboxes } from './core/sessions.ts';
 import { shutdown } from './core/shutdown.ts';
 import { NO_OBSERVER, type Clock, type ClusterStatus, type ExecutionStore, type Logger, type Observer } from './core/ports.ts';
 import { MeteredRequestLimiter } from './metrics/metered.ts';
@@ -343,21 +343,31 @@ export function sessionSide(
     // The service remembers ended sessions, so their calls are answered 410 with the reason.
     onEnded: (session, reason) => service?.sessionEnded(session, reason),
   });
-  service = new SessionService({
-    hosts: manager,
-    executions: parts.executions,
-    store,
+  service = sessionService(config, manager, parts);
+  return { service, manager };
+}
+
+/** The sessions' use case over wherever they live (this node's manager, or the cluster's workers). */
+export function sessionService(
+  config: Config,
+  hosts: SessionHosts,
+  parts: { store: ExecutionStore; clock: Clock; logger: Logger; executions: DefaultExecutionService; onRecorded?: ((fault: string | null) => void) | undefined; observer?: Observer | undefined },
+): SessionService {
+  const { executions, clock } = parts;
+  return new SessionService({
+    hosts,
+    executions,
+    store: parts.store,
     config: config.sessions,
     limits: config.limits,
     results: { limits: config.limits, clock, feedbackBudgetChars: config.feedback.budgetChars },
     clock,
-    logger,
+    logger: parts.logger,
     newId: randomUUID,
     onRecorded: parts.onRecorded,
     observer: parts.observer,
-    accepting: () => parts.executions.accepting,
+    accepting: () => executions.accepting,
   });
-  return { service, manager };
 }
 
 /** Shutdown: every session ends (its sandbox removed) and its last calls are recorded. */
