@@ -11,7 +11,7 @@ import type { CapturedOutput, SandboxReport } from '../core/sandbox.ts';
 import type { HostedSession, SessionCallOutcome } from '../core/sessions.ts';
 import { ExecutionError, ExecutionRequest, FilePath, RuntimeName, SessionEndReason, type SessionFileList } from '../core/schemas.ts';
 import { NodeReport } from './registry.ts';
-import { ExecutionId, MAX_INPUT_FILES_BYTES, WireFile, fileBytes } from './wire.ts';
+import { ExecutionId, MAX_INPUT_FILES_BYTES, WireFile, fileBytes, summarize } from './wire.ts';
 
 const V = 1;
 
@@ -291,11 +291,3 @@ export const DOWNLOAD_KEPT_MS = 120_000;
  */
 export const sessionQueueName = (nodeId: string): string => `sessions.${nodeId.replace(/:/g, '%3A')}`;
 
-/** The first few issues, short: enough for a log line and an error message. */
-function summarize(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 3)
-    .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
-    .join('; ')
-    .slice(0, 500);
-}

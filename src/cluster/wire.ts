@@ -205,8 +205,8 @@ export function resultFromWire(value: unknown, expectedId: string): ExecutionRes
   return parsed.data;
 }
 
-/** The first few issues, short: enough for a log line and a job's failed reason. */
-function summarize(error: z.ZodError): string {
+/** The first few issues, short: enough for a log line, an error message and a job's failed reason. */
+export function summarize(error: z.ZodError): string {
   return error.issues
     .slice(0, 3)
     .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
