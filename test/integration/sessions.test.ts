@@ -41,9 +41,10 @@ describe.each(runtimes)('sessions under %s', (runtime) => {
 
       const spin = await call(session.id, { code: 'while True:\n    pass', timeoutMs: 1000 });
       expect(spin.status).toBe('timeout');
-      expect(spin.session).toMatchObject({ call: 3, ended: false });
-      // Interrupted, not restarted: the state is still there.
-      if (!spin.session?.stateLost) expect((await call(session.id, { code: 'print(r)' })).stdout).toBe('2\n');
+      // Interrupted (KeyboardInterrupt), not restarted: the state is still there.
+      expect(spin.session).toMatchObject({ call: 3, ended: false, stateLost: false });
+      expect(spin.error?.type).toBe('KeyboardInterrupt');
+      expect((await call(session.id, { code: 'print(r)' })).stdout).toBe('2\n');
 
       // Each call is an execution of its own, with its session.
       const stored = await pybox.app.request(`/v1/executions/${area.id}`);
