@@ -341,16 +341,15 @@ async function openExecution(id: string): Promise<void> {
   if (running) return;
   try {
     const result = await api.execution(id);
-    // The server keeps results, not code: the code is known for runs made in this browser.
-    const sent = (result as ExecutionResult & { code?: unknown }).code;
-    const code = codeOf(id) ?? (typeof sent === 'string' ? sent : null);
+    // The server keeps the code with the result; this browser's own copy is kept too (older servers).
+    const code = result.code ?? codeOf(id);
     if (code !== null) {
       editor.setCode(code);
       saveDraft(code);
       showBanner(null);
     } else {
       editor.markError(null);
-      showBanner('This run was not made in this browser, and pybox keeps results, not code: its result is shown, the editor is unchanged.', 'info');
+      showBanner('This server did not keep the code of this run: its result is shown, the editor is unchanged.', 'info');
     }
     panel.clear();
     show(result);

@@ -1,6 +1,6 @@
 // What the page keeps in the browser. The API key lives in sessionStorage (this tab only, gone when
-// it closes) and is only ever sent as a header. The code of runs made here is kept in localStorage,
-// since the server keeps results but not code; a bounded number of them, newest kept.
+// it closes) and is only ever sent as a header. The code of runs made here is kept in localStorage
+// too (a server of an older version keeps results without their code); a bounded number, newest kept.
 const KEY = 'pybox.apiKey';
 const DRAFT = 'pybox.draft';
 const CODES = 'pybox.codes';

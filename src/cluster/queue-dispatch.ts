@@ -384,13 +384,16 @@ export class QueueDispatch implements Dispatch {
     const { execution } = w;
     // A worker that died after recording its result, before handing it back, left it in the store.
     const stored = await this.recorded(id);
-    if (stored) return this.settle(w, stored);
+    if (stored) {
+      const { code: _code, ...answer } = stored; // the code stays in the store, as on every answer
+      return this.settle(w, answer);
+    }
     const stalled = reason?.includes('stalled') ?? false;
     const why = stalled ? STALLED_WHY : failureText(reason);
     this.deps.logger.error('an execution failed on a worker', { id, reason: why });
     const what = stalled ? 'the worker running this execution went away' : 'the worker could not finish this execution';
     const result = resultOf(this.resultDeps(), execution, failedOutcome(`${what} (${why}); it may have run partly; retry is safe`));
-    await recordResult(this.deps, execution.tenant, result, 0);
+    await recordResult(this.deps, execution.tenant, result, 0, execution.job.code);
     this.settle(w, result);
   }
 
@@ -415,7 +418,7 @@ export class QueueDispatch implements Dispatch {
   private async recordCancelled(execution: AcceptedExecution, by: CancelReason): Promise<ExecutionResult> {
     const result = resultOf(this.resultDeps(), execution, notRun(), { by, started: false });
     this.deps.logger.info('execution cancelled', { id: execution.job.id, by, started: false });
-    await recordResult(this.deps, execution.tenant, result, 0);
+    await recordResult(this.deps, execution.tenant, result, 0, execution.job.code);
     return result;
   }
 

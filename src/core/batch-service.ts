@@ -211,7 +211,7 @@ export class BatchService {
       if (!result) {
         const { limits, tests } = recordedShape(this.deps.service, (owner ??= await this.deps.callerFor(batch.tenant)), job.request);
         result = buildResult(results, { id: job.id, code: job.request.code, limits, outcome: notRun(), createdAtMs: job.createdAtMs, cancellation: by, tests });
-        await this.deps.store.save(result, { tenant: job.tenant, outputBytes: 0 });
+        await this.deps.store.save({ ...result, code: job.request.code }, { tenant: job.tenant, outputBytes: 0 });
       }
       await this.deps.runner.complete(job, result);
     }

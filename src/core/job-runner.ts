@@ -81,7 +81,7 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 const MAX_RETRY_WAIT_MS = 60_000;
 
 const summaryOf = (r: ExecutionResult) => {
-  const { files: _files, outputs: _outputs, ...summary } = r;
+  const { files: _files, outputs: _outputs, code: _code, ...summary } = r;
   return summary;
 };
 
@@ -271,7 +271,7 @@ export class JobRunner {
       // The dispatch only logs a save it could not make; a job done without its result would be lost.
       if (!(await this.deps.store.get(job.id))) {
         try {
-          await this.deps.store.save(result, { tenant: job.tenant, outputBytes: Buffer.byteLength(result.stdout) + Buffer.byteLength(result.stderr) });
+          await this.deps.store.save({ ...result, code: job.request.code }, { tenant: job.tenant, outputBytes: Buffer.byteLength(result.stdout) + Buffer.byteLength(result.stderr) });
         } catch (e) {
           this.deps.logger.warn('the result of a job could not be saved; it will run again', { ...ids, error: e });
           await this.deps.jobs.release(job.id, this.deps.clock.now() + MAX_RETRY_WAIT_MS / 4);

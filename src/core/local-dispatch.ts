@@ -92,7 +92,7 @@ export class LocalDispatch implements Dispatch {
     const queueWaitMs = Math.max(0, (startedAtMs ?? deps.results.clock.now()) - execution.createdAtMs);
     (deps.observer ?? NO_OBSERVER).executionFinished({ status: result.status, runtime: result.runtime, durationMs: result.durationMs, queueWaitMs });
     if (cancellation) deps.logger.info('execution cancelled', { ...ids, by: cancellation.by, started: cancellation.started });
-    await recordResult(deps, execution.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes);
+    await recordResult(deps, execution.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes, job.code);
     return result;
   }
 }
@@ -117,9 +117,11 @@ export async function recordResult(
   tenant: string,
   result: ExecutionResult,
   outputBytes: number,
+  code?: string,
 ): Promise<void> {
   try {
-    await deps.store.save(result, { tenant, outputBytes });
+    // The code is kept with its result (GET /v1/executions/{id} shows it), not sent back with it.
+    await deps.store.save(code === undefined ? result : { ...result, code }, { tenant, outputBytes });
     deps.onRecorded?.(null);
   } catch (e) {
     deps.onRecorded?.(e instanceof Error ? e.message : String(e));

@@ -259,6 +259,11 @@ export const ExecutionResult = z.object({
   outputsDropped: z.int().optional(),
   /** Present for a call in a session. */
   session: SessionCallInfo.optional(),
+  /**
+   * The code that ran, as kept with the result: in GET /v1/executions/{id}, not in the answer to
+   * the run itself (whose caller has it) nor in history pages.
+   */
+  code: z.string().optional(),
   feedback: z.string(),
   runtime: RuntimeName,
   limits: AppliedLimits,
@@ -267,7 +272,7 @@ export const ExecutionResult = z.object({
 });
 export type ExecutionResult = z.infer<typeof ExecutionResult>;
 
-export const ExecutionSummary = ExecutionResult.omit({ files: true, outputs: true });
+export const ExecutionSummary = ExecutionResult.omit({ files: true, outputs: true, code: true });
 
 /**
  * Where pybox POSTs when an async execution or a batch finishes. Only addresses the operator allows

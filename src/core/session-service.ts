@@ -182,7 +182,7 @@ export class SessionService {
     if (result.status === 'internal_error') deps.logger.error('session call failed on our side', { ...ids, why: result.error?.message });
     deps.logger.info('session call', { ...ids, status: result.status, durationMs: result.durationMs, stateLost: outcome.stateLost });
     (deps.observer ?? NO_OBSERVER).executionFinished({ status: result.status, runtime, durationMs: result.durationMs, queueWaitMs: 0 });
-    await recordResult({ store: deps.store, logger: deps.logger, onRecorded: deps.onRecorded }, caller.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes);
+    await recordResult({ store: deps.store, logger: deps.logger, onRecorded: deps.onRecorded }, caller.tenant, result, outcome.stdout.totalBytes + outcome.stderr.totalBytes, req.code);
     return result;
   }
 

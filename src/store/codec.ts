@@ -44,9 +44,9 @@ export function parseStored(row: StoredRow): ExecutionResult {
   return parsed.data;
 }
 
-/** A stored result as a page of history shows it: rich outputs (figures) left out, GET /v1/executions/{id} has them. */
+/** A stored result as a page of history shows it: rich outputs (figures) and the code left out, GET /v1/executions/{id} has them. */
 export function historyItem(row: StoredRow): ExecutionResult {
-  const { outputs: _outputs, ...item } = parseStored(row);
+  const { outputs: _outputs, code: _code, ...item } = parseStored(row);
   return item;
 }
 

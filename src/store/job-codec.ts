@@ -137,7 +137,7 @@ export function batchItem(row: ItemRow): BatchItem {
   let result: BatchItem['result'] = null;
   if (row.state === 'done' && row.result !== null) {
     // Output files and figures stay out of a page of items: GET /v1/executions/{id} has them.
-    const { files: _files, outputs: _outputs, ...summary } = parseStored({ id: row.id, result: row.result });
+    const { files: _files, outputs: _outputs, code: _code, ...summary } = parseStored({ id: row.id, result: row.result });
     result = summary;
   }
   return { index: row.idx, executionId: row.id, state: row.state as BatchItem['state'], result };

@@ -137,17 +137,18 @@ export function describeStoreContract(name: string, makeStores: MakeStores, opts
         expect(await s.get("a' OR '1'='1")).toBeUndefined();
       });
 
-      it('keeps rich outputs (figures) for get, and leaves them out of a page of history', async () => {
+      it('keeps rich outputs (figures) and the code for get, and leaves them out of a page of history', async () => {
         const { executions: s } = await open();
         const outputs: ExecutionResult['outputs'] = [
           { type: 'image/png', data: 'iVBORw0KGgo=', kind: 'figure' },
           { type: 'text/html', data: '<table>\u2603</table>', kind: 'result' },
         ];
-        const full = result('fig', { outputs, outputsDropped: 2 });
+        const full = result('fig', { outputs, outputsDropped: 2, code: 'import matplotlib\nprint("\u2603")' });
         await s.save(full);
         expect(await s.get('fig')).toEqual(full);
         const [item] = (await s.list({ limit: 5 })).items;
         expect(item).not.toHaveProperty('outputs');
+        expect(item).not.toHaveProperty('code');
         expect(item).toEqual({ ...result('fig'), outputsDropped: 2 });
       });
 

@@ -281,7 +281,7 @@ describe.each(runtimes)('executions under %s', (runtime) => {
     const r = await run({ code: 'print(2 + 2)' });
     const got = await pybox.app.request(`/v1/executions/${r.id}`);
     expect(got.status).toBe(200);
-    expect(ExecutionResult.parse(await got.json())).toEqual(r);
+    expect(ExecutionResult.parse(await got.json())).toEqual({ ...r, code: 'print(2 + 2)' });
     const list = (await (await pybox.app.request('/v1/executions?limit=2')).json()) as { items: ExecutionResult[] };
     expect(list.items[0]?.id).toBe(r.id);
     const stats = (await (await pybox.app.request('/v1/stats')).json()) as { total: number; byStatus: Record<string, number> };

@@ -483,11 +483,12 @@ describe('execute: returned files are checked again', () => {
 });
 
 describe('execute: the store', () => {
-  it('saves the result it returns', async () => {
+  it('saves the result it returns, with the code that ran (which the answer leaves out)', async () => {
     const s = setup();
     const r = await s.service.execute(LOCAL_CALLER, request());
-    expect(s.store.saved).toEqual([r]);
-    expect(await s.service.get(LOCAL_CALLER, 'id-1')).toEqual(r);
+    expect(r.code).toBeUndefined();
+    expect(s.store.saved).toEqual([{ ...r, code: request().code }]);
+    expect(await s.service.get(LOCAL_CALLER, 'id-1')).toEqual({ ...r, code: request().code });
   });
 
   it('still returns the result when save() throws, and logs it', async () => {
