@@ -152,6 +152,17 @@ describe('the playground against a real pybox', () => {
     expect(await page.locator('#output').innerText()).toBe('from the past\n');
     expect(await page.locator('#status').innerText()).toMatch(/^Completed/);
     await screenshot(page, 'history');
+
+    // A run made elsewhere (through the API, not this page) reopens too: the server keeps its code.
+    const elsewhere = 'print("made by another client")\n';
+    const made = await pybox.app.request('/v1/executions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: elsewhere }) });
+    const madeId = ((await made.json()) as { id: string }).id;
+    await page.locator('#history-refresh').click();
+    const other = page.locator(`#history-list button[data-id="${madeId}"]`);
+    await other.waitFor();
+    await other.click();
+    await expect.poll(() => editorText(page)).toBe(elsewhere);
+    expect(await page.locator('#output').innerText()).toBe('made by another client\n');
     expect(errors).toEqual([]);
     await closeAll(pages);
   });
