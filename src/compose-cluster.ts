@@ -254,6 +254,7 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
             running: n.running,
             runtime: n.runtime ?? null,
             healthy: n.role === 'api' ? null : n.engine === true && n.imageReady === true,
+            ...(n.maxSessions !== undefined ? { sessions: { live: n.sessions ?? 0, max: n.maxSessions } } : {}),
           })),
           slots: runners.reduce((a, n) => a + n.slots, 0),
           running: runners.reduce((a, n) => a + n.running, 0),

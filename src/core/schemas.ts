@@ -517,6 +517,8 @@ export const ClusterNode = z.object({
   runtime: RuntimeName.nullable(),
   /** Its engine answers and has the image (null for an API node). */
   healthy: z.boolean().nullable(),
+  /** Sessions it holds, and the most it may hold (absent for a node that holds none). */
+  sessions: z.object({ live: z.int(), max: z.int() }).optional(),
 });
 export type ClusterNode = z.infer<typeof ClusterNode>;
 

@@ -228,6 +228,16 @@ describe('a cluster of two API nodes and two workers', () => {
       expect(events.at(-1)).toBe('result:one,two:42');
       expect(events.filter((e) => e.startsWith('stdout:')).join(',')).toContain('one');
       expect((await b.listSessions()).items.map((s) => s.id)).toContain(session.id);
+      // GET /v1/cluster counts it on its worker (from the workers' heartbeats).
+      await expect
+        .poll(
+          async () => {
+            const info = ClusterInfo.parse((await get(apiA, '/v1/cluster', keys.admin)).body);
+            return info.nodes.filter((n) => n.role === 'worker').reduce((sum, n) => sum + (n.sessions?.live ?? 0), 0);
+          },
+          { timeout: 15_000, interval: 250 },
+        )
+        .toBe(1);
       // Another tenant: not found on either node, exactly as an unknown id.
       for (const node of [apiA, apiB]) {
         const r = await fetch(`${node.url}/v1/sessions/${session.id}/executions`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth(keys.flood) }, body: JSON.stringify({ code: 'print(count)' }) });
