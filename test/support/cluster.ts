@@ -255,7 +255,17 @@ export class PrivatePostgres {
 
 /** POST /v1/executions on a node; resolves with status and body, never throws for an HTTP error. */
 export async function execute(url: string, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> {
-  const res = await fetch(`${url}/v1/executions`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  const send = () => fetch(`${url}/v1/executions`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  let res: Response;
+  try {
+    res = await send();
+  } catch (e) {
+    // A kept-alive connection the node closed as idle just as the request went out on it (a test
+    // that paused a few seconds, as long as the node keeps idle connections): it never reached the
+    // node, so it is sent once more on a new connection. A node that is gone refuses that one too.
+    if (!resetBeforeAnswer(e)) throw e;
+    res = await send();
+  }
   const text = await res.text();
   let parsed: Record<string, unknown>;
   try {
@@ -264,4 +274,10 @@ export async function execute(url: string, body: Record<string, unknown>, header
     parsed = { raw: text };
   }
   return { status: res.status, body: parsed, headers: res.headers };
+}
+
+/** Whether fetch failed because the connection was reset or closed by the other side before any answer. */
+function resetBeforeAnswer(e: unknown): boolean {
+  const cause = e instanceof Error ? (e.cause as { code?: string } | undefined) : undefined;
+  return cause?.code === 'ECONNRESET' || cause?.code === 'UND_ERR_SOCKET';
 }
