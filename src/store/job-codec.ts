@@ -127,12 +127,6 @@ export function batchRecord(row: BatchRow): BatchRecord {
   };
 }
 
-/** The batch as its owner sees it, without the tenant. */
-export function batchInfo(record: BatchRecord): Omit<BatchRecord, 'tenant'> {
-  const { tenant: _tenant, ...info } = record;
-  return info;
-}
-
 export function batchItem(row: ItemRow): BatchItem {
   let result: BatchItem['result'] = null;
   if (row.state === 'done' && row.result !== null) {
