@@ -24,7 +24,7 @@ import { PyboxError, type ErrorCode } from './errors.ts';
 import type { BatchRecord, Clock, ExecutionService, ExecutionStore, JobStore, Logger, StoredJob, TenantStore, WebhookOutbox } from './ports.ts';
 import { buildResult, failedOutcome, type ResultDeps } from './results.ts';
 import type { ExecutionResult, ExecutionStatus, WebhookEvent } from './schemas.ts';
-import { batchInfoOf, recordedShape, type RequestChecks } from './job-shapes.ts';
+import { batchInfoOf, recordedShape, resultSummary, type RequestChecks } from './job-shapes.ts';
 
 /** A job that ended here: its result is saved and the store counts it done. */
 export interface JobCompletion {
@@ -79,11 +79,6 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 
 /** The longest a refused job waits before it is claimable again. */
 const MAX_RETRY_WAIT_MS = 60_000;
-
-const summaryOf = (r: ExecutionResult) => {
-  const { files: _files, outputs: _outputs, code: _code, ...summary } = r;
-  return summary;
-};
 
 /** callerFor over the tenant store: the tenant's own ceilings, none for a tenant it does not know (local mode). */
 export function tenantCallers(tenants: Pick<TenantStore, 'tenant'>): (tenant: string) => Promise<Caller> {
@@ -322,7 +317,7 @@ export class JobRunner {
     // queued again (the same delivery), rather than never.
     if (outbox && job.webhookUrl !== null) {
       const id = executionDeliveryId(job.id);
-      const event: WebhookEvent = { type: 'execution.finished', id, createdAt: new Date(clock.now()).toISOString(), execution: summaryOf(result) };
+      const event: WebhookEvent = { type: 'execution.finished', id, createdAt: new Date(clock.now()).toISOString(), execution: resultSummary(result) };
       await outbox.enqueue({ id, tenant: job.tenant, url: job.webhookUrl, batchId: null, body: JSON.stringify(event) }, clock.now());
     }
     const { batchFinished } = await this.deps.jobs.complete(job.id, result.status, clock.now());

@@ -1,8 +1,8 @@
-// What the job runner and the batch service share: how a result recorded without a run is shaped,
-// and a batch as its API shows it.
+// What the job runner, the batch service and the job stores share: how a result recorded without a
+// run is shaped, a batch as its API shows it, and a result as a webhook or a batch item shows it.
 import type { Caller } from './caller.ts';
 import type { BatchRecord, TestSpec } from './ports.ts';
-import type { AppliedLimits, BatchInfo, ExecutionRequest } from './schemas.ts';
+import type { AppliedLimits, BatchInfo, ExecutionRequest, ExecutionResult } from './schemas.ts';
 
 /** What the service offers to check a request without running it (DefaultExecutionService has both). */
 export interface RequestChecks {
@@ -28,4 +28,10 @@ export function recordedShape(service: RequestChecks, caller: Caller, req: Execu
 export function batchInfoOf(b: BatchRecord): BatchInfo {
   const { tenant: _tenant, ...info } = b;
   return info;
+}
+
+/** A result without its output files, rich outputs and code: GET /v1/executions/{id} has them. */
+export function resultSummary(r: ExecutionResult): Omit<ExecutionResult, 'files' | 'outputs' | 'code'> {
+  const { files: _files, outputs: _outputs, code: _code, ...summary } = r;
+  return summary;
 }

@@ -1,6 +1,6 @@
 // What the SQLite and PostgreSQL stores share so they answer alike: the cursor format, how a stored
 // result is read back, how timestamps are normalized, and how usage rows add up to a report.
-import { PyboxError } from '../core/errors.ts';
+import { invalidField, PyboxError } from '../core/errors.ts';
 import { EXECUTION_STATUSES, ExecutionResult, type ExecutionStatus, type TenantUsage } from '../core/schemas.ts';
 
 export const DAY_MS = 86_400_000;
@@ -64,12 +64,12 @@ export function decodeCursor(cursor: string): number {
   const match = /^s([1-9][0-9]{0,15})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
   const seq = match ? Number(match[1]) : Number.NaN;
   // Buffer.from skips characters that are not base64url, so insist on the canonical spelling.
-  if (!Number.isSafeInteger(seq) || encodeCursor(seq) !== cursor) throw invalid('cursor', 'is not a cursor from a previous page');
+  if (!Number.isSafeInteger(seq) || encodeCursor(seq) !== cursor) throw invalidField('cursor', 'is not a cursor from a previous page');
   return seq;
 }
 
 export function checkLimit(limit: number): void {
-  if (!Number.isSafeInteger(limit) || limit < 1) throw invalid('limit', 'must be a positive integer');
+  if (!Number.isSafeInteger(limit) || limit < 1) throw invalidField('limit', 'must be a positive integer');
 }
 
 /**
@@ -80,10 +80,6 @@ export function pageOf<R, T>(rows: readonly R[], limit: number, map: (row: R) =>
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
   return { items: page.map((row) => map(row)), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(cursorOf(last)) : null };
-}
-
-export function invalid(path: string, message: string): PyboxError {
-  return new PyboxError('invalid_request', `${path} ${message}`, { details: [{ path, message }] });
 }
 
 /** Folds usage rows (in tenant order) into one report entry per tenant. */

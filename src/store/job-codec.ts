@@ -1,6 +1,7 @@
 // What the SQLite and PostgreSQL job stores share so they answer alike: how rows read back as
 // jobs, batches and items, which jobs a claim takes, and the checks on what is written.
 import { PyboxError } from '../core/errors.ts';
+import { resultSummary } from '../core/job-shapes.ts';
 import type { BatchRecord, StoredDelivery, StoredJob, WebhookDelivery } from '../core/ports.ts';
 import { EXECUTION_STATUSES, ExecutionRequest, type BatchItem, type ExecutionStatus, type WebhookState } from '../core/schemas.ts';
 import { DAY_MS, parseStored, zeroByStatus } from './codec.ts';
@@ -127,18 +128,11 @@ export function batchRecord(row: BatchRow): BatchRecord {
   };
 }
 
-/** The batch as its owner sees it, without the tenant. */
-export function batchInfo(record: BatchRecord): Omit<BatchRecord, 'tenant'> {
-  const { tenant: _tenant, ...info } = record;
-  return info;
-}
-
 export function batchItem(row: ItemRow): BatchItem {
   let result: BatchItem['result'] = null;
   if (row.state === 'done' && row.result !== null) {
-    // Output files and figures stay out of a page of items: GET /v1/executions/{id} has them.
-    const { files: _files, outputs: _outputs, code: _code, ...summary } = parseStored({ id: row.id, result: row.result });
-    result = summary;
+    // Output files and figures stay out of a page of items.
+    result = resultSummary(parseStored({ id: row.id, result: row.result }));
   }
   return { index: row.idx, executionId: row.id, state: row.state as BatchItem['state'], result };
 }

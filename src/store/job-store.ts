@@ -3,6 +3,7 @@
 // IMMEDIATE transaction: it holds the write lock from its first read, so two processes on one
 // file never take the same job or give a batch's completion seq twice.
 import type { Statement, Transaction } from 'better-sqlite3';
+import { batchInfoOf } from '../core/job-shapes.ts';
 import type { BatchRecord, JobStore, StoredJob } from '../core/ports.ts';
 import type { BatchInfo, BatchItem, ExecutionStatus, PendingState, WebhookState } from '../core/schemas.ts';
 import { checkLimit, decodeCursor, pageOf } from './codec.ts';
@@ -11,7 +12,6 @@ import {
   BATCH_COLUMNS,
   JOB_COLUMNS,
   OPEN_TENANTS,
-  batchInfo,
   batchItem,
   batchRecord,
   checkBatch,
@@ -249,7 +249,7 @@ export class SqliteJobStore implements JobStore {
     checkLimit(limit);
     const before = cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(cursor);
     const rows = tenant === undefined ? this.batchesPage.all(before, limit + 1) : this.batchesPageOfTenant.all(tenant, before, limit + 1);
-    return pageOf(rows, limit, (r) => batchInfo(batchRecord(r)), (last) => last.seq);
+    return pageOf(rows, limit, (r) => batchInfoOf(batchRecord(r)), (last) => last.seq);
   }
 
   async cancelBatch(id: string, owner: string, nowMs: number, leaseMs: number): Promise<StoredJob[]> {

@@ -5,6 +5,7 @@
 // Transactions that lock run at READ COMMITTED whatever the database's default: a statement that
 // waited for a lock must see what the holder committed, not fail as a serialization conflict.
 import type { Pool } from 'pg';
+import { batchInfoOf } from '../../core/job-shapes.ts';
 import type { BatchRecord, JobStore, StoredJob } from '../../core/ports.ts';
 import type { BatchInfo, BatchItem, ExecutionStatus, PendingState, WebhookState } from '../../core/schemas.ts';
 import { checkLimit, decodeCursor, pageOf } from '../codec.ts';
@@ -12,7 +13,6 @@ import {
   BATCH_COLUMNS,
   JOB_COLUMNS,
   OPEN_TENANTS,
-  batchInfo,
   batchItem,
   batchRecord,
   checkBatch,
@@ -237,7 +237,7 @@ export class PostgresJobStore implements JobStore {
       `SELECT seq, ${BATCH_COLUMNS} FROM batches WHERE ${tenant === undefined ? '' : 'tenant = $3 AND '}seq < $1 ORDER BY seq DESC LIMIT $2`,
       tenant === undefined ? [before, limit + 1] : [before, limit + 1, tenant],
     );
-    return pageOf(rows, limit, (r) => batchInfo(batchRecord(r)), (last) => Number(last.seq));
+    return pageOf(rows, limit, (r) => batchInfoOf(batchRecord(r)), (last) => Number(last.seq));
   }
 
   async cancelBatch(id: string, owner: string, nowMs: number, leaseMs: number): Promise<StoredJob[]> {
