@@ -11,7 +11,7 @@ import type { CapturedOutput, SandboxReport } from '../core/sandbox.ts';
 import type { HostedSession, SessionCallOutcome } from '../core/sessions.ts';
 import { ExecutionError, ExecutionRequest, FilePath, RuntimeName, SessionEndReason, type SessionFileList } from '../core/schemas.ts';
 import { NodeReport } from './registry.ts';
-import { ExecutionId, WireFiles, fromWireFiles, summarize, toWireFiles } from './wire.ts';
+import { ExecutionId, WireFiles, fromWireFiles, printable, summarize, toWireFiles } from './wire.ts';
 
 const V = 1;
 
@@ -209,11 +209,8 @@ function errorOf(r: ErrorReply): PyboxError {
   return new PyboxError(r.code, clean(r.message), r.retryAfterS === undefined ? {} : { retryAfterS: r.retryAfterS });
 }
 
-/** A message from another node (hostile): no control or format characters, and short. */
-function clean(message: string): string {
-  const m = message.replace(/[\p{Cc}\p{Cf}]+/gu, ' ').trim();
-  return m.length > MAX_MESSAGE_CHARS ? `${m.slice(0, MAX_MESSAGE_CHARS)}…` : m;
-}
+/** A message from another node (hostile), short. */
+const clean = (message: string): string => printable(message, MAX_MESSAGE_CHARS);
 
 // ---- a call's outcome ---------------------------------------------------------------------------
 

@@ -217,6 +217,12 @@ export function summarize(error: z.ZodError): string {
     .slice(0, 500);
 }
 
+/** Text another node wrote (hostile), fit for a message or a log line: no control or format characters, at most `max`. */
+export function printable(text: string, max: number): string {
+  const t = text.replace(/[\p{Cc}\p{Cf}]+/gu, ' ').trim();
+  return t.length > max ? `${t.slice(0, max)}…` : t;
+}
+
 // ---- what API nodes and workers share besides the payloads -------------------------------------
 
 /** The BullMQ queue every execution goes through (its keys start with `${prefix}:executions:`). */
