@@ -17,7 +17,7 @@ import { ClusterRegistry, type NodeStatus } from './cluster/registry.ts';
 import { RemoteSessionHosts } from './cluster/remote-sessions.ts';
 import { SessionDirectory } from './cluster/session-directory.ts';
 import { SessionWorker } from './cluster/session-worker.ts';
-import { composeEngineSide, executionService, sessionService, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
+import { composeEngineSide, executionService, localSessions, sessionService, systemClock, type ComposeOptions, type EngineSide } from './compose.ts';
 import { composeJobsSide, type JobsSide } from './compose-jobs.ts';
 import type { Config } from './config/schema.ts';
 import type { DefaultExecutionService } from './core/execution-service.ts';
@@ -25,7 +25,6 @@ import { redactUrl } from './core/redact.ts';
 import type { ClusterStatus, Readiness, TenantStore } from './core/ports.ts';
 import type { SessionEndReason } from './core/schemas.ts';
 import type { HostedSession, SessionHosts } from './core/sessions.ts';
-import { SessionManager } from './core/session-manager.ts';
 import type { SessionService } from './core/session-service.ts';
 import { shutdown, type Drainable } from './core/shutdown.ts';
 import { healthRoutes } from './http/routes/health.ts';
@@ -60,8 +59,8 @@ export interface ClusterNode {
 }
 
 /**
- * What a worker's sessions are built from: this node's own SessionHosts (core's SessionManager over
- * its engine side). Given by the caller, so this file needs nothing of how the manager is made.
+ * What a worker's sessions are built from, when not this node's own SessionManager over its engine
+ * side (compose.ts localSessions): tests bring other local hosts.
  */
 export interface ClusterSessionParts {
   /**
@@ -132,10 +131,8 @@ export async function composeClusterNode(config: Config, opts: ComposeOptions, s
     // the caller brings other local hosts (tests).
     const localHosts =
       sessionParts.localHosts ??
-      ((side: EngineSide, ctx: { nodeId: string; config: Config; onEnded: (session: HostedSession, reason: SessionEndReason) => void }) => {
-        if (!side.sessionSandboxes) return undefined;
-        return new SessionManager({ sandboxes: side.sessionSandboxes, image: side.image, runtime: side.runtime, node: ctx.nodeId, config: ctx.config.sessions, clock, logger, onEnded: ctx.onEnded });
-      });
+      ((side: EngineSide, ctx: { nodeId: string; config: Config; onEnded: (session: HostedSession, reason: SessionEndReason) => void }) =>
+        localSessions(ctx.config, side, { node: ctx.nodeId, clock, logger, onEnded: ctx.onEnded }));
     let ended: (s: HostedSession) => void = () => {};
     const local = config.sessions.enabled && config.sessions.maxPerHost > 0 ? localHosts(engineSide, { nodeId, config: own, onEnded: (s) => ended(s) }) : undefined;
     if (local) {

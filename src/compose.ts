@@ -11,7 +11,7 @@ import { ConcurrencyGate } from './core/concurrency.ts';
 import { DefaultExecutionService, type ExecutionServiceDeps } from './core/execution-service.ts';
 import { LocalBackend } from './core/local-backend.ts';
 import { LocalDispatch } from './core/local-dispatch.ts';
-import { SessionManager } from './core/session-manager.ts';
+import { SessionManager, type SessionManagerDeps } from './core/session-manager.ts';
 import { SessionService } from './core/session-service.ts';
 import type { SessionHosts, SessionSandboxes } from './core/sessions.ts';
 import { shutdown } from './core/shutdown.ts';
@@ -329,22 +329,28 @@ export function sessionSide(
   side: Pick<EngineSide, 'sessionSandboxes' | 'image' | 'runtime'>,
   parts: { store: ExecutionStore; clock: Clock; logger: Logger; executions: DefaultExecutionService; onRecorded?: (fault: string | null) => void; observer?: Observer | undefined; node: string },
 ): { service: SessionService; manager: SessionManager } | undefined {
-  if (!config.sessions.enabled || !side.sessionSandboxes) return undefined;
-  const { store, clock, logger } = parts;
+  if (!config.sessions.enabled) return undefined;
   let service: SessionService | undefined;
-  const manager = new SessionManager({
-    sandboxes: side.sessionSandboxes,
-    image: side.image,
-    runtime: side.runtime,
+  const manager = localSessions(config, side, {
     node: parts.node,
-    config: config.sessions,
-    clock,
-    logger,
+    clock: parts.clock,
+    logger: parts.logger,
     // The service remembers ended sessions, so their calls are answered 410 with the reason.
     onEnded: (session, reason) => service?.sessionEnded(session, reason),
   });
+  if (!manager) return undefined;
   service = sessionService(config, manager, parts);
   return { service, manager };
+}
+
+/** This node's own sessions (SessionHosts) over its engine side's session sandboxes; undefined when it has none. */
+export function localSessions(
+  config: Config,
+  side: Pick<EngineSide, 'sessionSandboxes' | 'image' | 'runtime'>,
+  parts: Pick<SessionManagerDeps, 'node' | 'clock' | 'logger' | 'onEnded'>,
+): SessionManager | undefined {
+  if (!side.sessionSandboxes) return undefined;
+  return new SessionManager({ sandboxes: side.sessionSandboxes, image: side.image, runtime: side.runtime, config: config.sessions, ...parts });
 }
 
 /** The sessions' use case over wherever they live (this node's manager, or the cluster's workers). */

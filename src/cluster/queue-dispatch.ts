@@ -20,7 +20,7 @@ import { wallLimitMs } from '../core/sandbox.ts';
 import { fastFailOptions, patientOptions, within, type RedisEndpoint } from './connection.ts';
 import { OutputReceiver } from './output-progress.ts';
 import { runsExecutions, type NodeReport } from './registry.ts';
-import { CANCEL_MARK_MS, JOB_NAME, QUEUE_NAME, cancelChannel, cancelMarkKey, resultFromWire, toPayload, type Admission, type ExecutionPayload } from './wire.ts';
+import { CANCEL_MARK_MS, JOB_NAME, QUEUE_NAME, cancelChannel, cancelMarkKey, printable, resultFromWire, toPayload, type Admission, type ExecutionPayload } from './wire.ts';
 
 /** BullMQ's lowest priority; 1 is its highest. */
 export const MAX_PRIORITY = 2_097_152;
@@ -508,7 +508,5 @@ export class QueueDispatch implements Dispatch {
 
 /** A job's failed reason (hostile: anyone may write it) as a short clause for a model and a log. */
 function failureText(reason: string | undefined): string {
-  if (!reason) return 'no reason was given';
-  const clean = reason.replace(/[\p{Cc}\p{Cf}]+/gu, ' ').trim();
-  return clean.length > 300 ? `${clean.slice(0, 300)}…` : clean;
+  return reason ? printable(reason, 300) : 'no reason was given';
 }

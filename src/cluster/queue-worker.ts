@@ -13,7 +13,7 @@ import { Redis } from 'ioredis';
 import { logExecution } from '../core/execution-log.ts';
 import type { AcceptedExecution, CancelReason, Clock, Dispatch, Logger } from '../core/ports.ts';
 import type { ExecutionResult } from '../core/schemas.ts';
-import { patientOptions, type RedisEndpoint } from './connection.ts';
+import { patientOptions, within, type RedisEndpoint } from './connection.ts';
 import { OutputBatcher } from './output-progress.ts';
 import { CancelMessage, QUEUE_NAME, cancelChannel, cancelMarkKey, fromPayload, WireError, type Admission, type ExecutionPayload } from './wire.ts';
 
@@ -155,7 +155,8 @@ export class QueueWorker {
         { waiting: controllers.waiting.signal, running: controllers.running.signal },
         { started, ...(output ? { output: output.listener } : {}) },
       );
-      if (output) await settledWithin(output.flush(), OUTPUT_FLUSH_WAIT_MS);
+      // Batches still unsent by then are lost to the stream only: the result carries the output.
+      if (output) await within(output.flush(), OUTPUT_FLUSH_WAIT_MS, 'sending the last output').catch(() => {});
       logExecution(this.deps.logger, execution, result, { totalMs: clock.now() - taken, queueWaitMs, nodeId: this.deps.nodeId }, 'worker execution');
       return result;
     } finally {
@@ -192,11 +193,4 @@ export class QueueWorker {
     r.waiting.abort(reason);
     r.running.abort(reason);
   }
-}
-
-/** Waits for `p` (which never rejects) at most `ms`. */
-function settledWithin(p: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -19,6 +19,7 @@ import { fastFailOptions, patientOptions, within, type RedisEndpoint } from './c
 import type { NodeDirectory } from './queue-dispatch.ts';
 import { holdsSessions, type NodeReport } from './registry.ts';
 import type { SessionDirectory } from './session-directory.ts';
+import { printable } from './wire.ts';
 import { OutputProgress, downloadKey, outcomeFromWire, parseReply, sessionQueueName, toWireFiles, type Reply, type SessionJobData, type SessionOp } from './session-wire.ts';
 
 export interface RemoteSessionHostsDeps {
@@ -419,7 +420,7 @@ export class RemoteSessionHosts implements SessionHosts {
     if (this.closed) return new PyboxError('shutting_down', 'this node shut down before the session operation was answered', { retryAfterS: this.deps.retryAfterS });
     if (reason.includes('stalled')) return new WorkerGone(lane.node);
     if (reason.includes('timed out before finishing')) return new NoAnswer(Math.round(timeoutMs / 1000));
-    this.deps.logger.error('a session operation failed on its worker', { node: lane.node, reason: reason.replace(/[\p{Cc}\p{Cf}]+/gu, ' ').slice(0, 300) });
+    this.deps.logger.error('a session operation failed on its worker', { node: lane.node, reason: printable(reason, 300) });
     return new PyboxError('internal', 'the worker holding the session could not do this operation');
   }
 

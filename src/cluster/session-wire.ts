@@ -11,7 +11,7 @@ import type { CapturedOutput, SandboxReport } from '../core/sandbox.ts';
 import type { HostedSession, SessionCallOutcome } from '../core/sessions.ts';
 import { ExecutionError, ExecutionRequest, FilePath, RuntimeName, SessionEndReason, type SessionFileList } from '../core/schemas.ts';
 import { NodeReport } from './registry.ts';
-import { ExecutionId, MAX_INPUT_FILES_BYTES, WireFile, fileBytes, summarize } from './wire.ts';
+import { ExecutionId, WireFiles, fromWireFiles, printable, summarize, toWireFiles } from './wire.ts';
 
 const V = 1;
 
@@ -59,10 +59,7 @@ export const HostedRecord = z.object({
 const recordMatchesCore: z.ZodType<HostedSession> = HostedRecord;
 void recordMatchesCore;
 
-const Files = z
-  .array(WireFile)
-  .max(64)
-  .refine((fs) => fileBytes(fs) <= MAX_INPUT_FILES_BYTES + 64 * 2, 'files too large in all');
+const Files = WireFiles;
 
 // ---- jobs ---------------------------------------------------------------------------------------
 
@@ -114,8 +111,7 @@ export function parseJobData(name: string, data: unknown): SessionJobData | Erro
   return parsed.data;
 }
 
-export const toWireFiles = (files: Array<{ path: string; data: Buffer }>) => files.map((f) => ({ path: f.path, base64: f.data.toString('base64') }));
-export const fromWireFiles = (files: Array<{ path: string; base64: string }>) => files.map((f) => ({ path: f.path, data: Buffer.from(f.base64, 'base64') }));
+export { fromWireFiles, toWireFiles };
 
 // ---- replies ------------------------------------------------------------------------------------
 
@@ -213,11 +209,8 @@ function errorOf(r: ErrorReply): PyboxError {
   return new PyboxError(r.code, clean(r.message), r.retryAfterS === undefined ? {} : { retryAfterS: r.retryAfterS });
 }
 
-/** A message from another node (hostile): no control or format characters, and short. */
-function clean(message: string): string {
-  const m = message.replace(/[\p{Cc}\p{Cf}]+/gu, ' ').trim();
-  return m.length > MAX_MESSAGE_CHARS ? `${m.slice(0, MAX_MESSAGE_CHARS)}…` : m;
-}
+/** A message from another node (hostile), short. */
+const clean = (message: string): string => printable(message, MAX_MESSAGE_CHARS);
 
 // ---- a call's outcome ---------------------------------------------------------------------------
 

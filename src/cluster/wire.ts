@@ -40,6 +40,13 @@ export const WireFile = z.strictObject({
 });
 
 export const fileBytes = (fs: Array<{ base64: string }>): number => fs.reduce((n, f) => n + (f.base64.length / 4) * 3, 0);
+/** A job's input files: as many and as large in all as a request may bring. */
+export const WireFiles = z
+  .array(WireFile)
+  .max(64)
+  .refine((fs) => fileBytes(fs) <= MAX_INPUT_FILES_BYTES + 64 * 2, 'files too large in all');
+export const toWireFiles = (files: Array<{ path: string; data: Buffer }>) => files.map((f) => ({ path: f.path, base64: f.data.toString('base64') }));
+export const fromWireFiles = (files: Array<{ path: string; base64: string }>) => files.map((f) => ({ path: f.path, data: Buffer.from(f.base64, 'base64') }));
 /** The most characters of all test cases' stdin together: what the largest request body could hold. */
 const MAX_TESTS_TEXT_CHARS = 256 * 1024 * 1024;
 
@@ -77,10 +84,7 @@ export const ExecutionPayload = z.strictObject({
     args: request.args.unwrap(),
     env: request.env.unwrap(),
     context: request.context.unwrap().refine((c) => !nestsDeeperThan(c, MAX_JSON_DEPTH), `must nest at most ${MAX_JSON_DEPTH} levels`),
-    files: z
-      .array(WireFile)
-      .max(64)
-      .refine((fs) => fileBytes(fs) <= MAX_INPUT_FILES_BYTES + 64 * 2, 'files too large in all'),
+    files: WireFiles,
     limits: z.strictObject({ timeoutMs: positiveInt, memoryMb: positiveInt, cpus: positive }),
     importPolicy: z.strictObject({ mode: z.enum(['warn', 'block']), dangerous: ModuleList, safe: ModuleList }).optional(),
     tests: z
@@ -131,7 +135,7 @@ export function toPayload(e: AcceptedExecution): ExecutionPayload {
       args: job.args,
       env: job.env,
       context: job.context as ExecutionPayload['job']['context'],
-      files: job.files.map((f) => ({ path: f.path, base64: f.data.toString('base64') })),
+      files: toWireFiles(job.files),
       limits: { timeoutMs: job.limits.timeoutMs, memoryMb: job.limits.memoryMb, cpus: job.limits.cpus },
     },
   };
@@ -141,7 +145,7 @@ export function toPayload(e: AcceptedExecution): ExecutionPayload {
     payload.job.tests = job.tests.map((c) => ({
       stdin: c.stdin,
       args: c.args,
-      files: c.files.map((f) => ({ path: f.path, base64: f.data.toString('base64') })),
+      files: toWireFiles(c.files),
       timeoutMs: c.timeoutMs,
     }));
   }
@@ -155,10 +159,9 @@ export function fromPayload(data: unknown): AcceptedExecution {
   const parsed = ExecutionPayload.safeParse(data);
   if (!parsed.success) throw new WireError(`malformed execution payload: ${summarize(parsed.error)}`);
   const p = parsed.data;
-  const decode = (fs: Array<{ path: string; base64: string }>) => fs.map((f) => ({ path: f.path, data: Buffer.from(f.base64, 'base64') }));
   const { tests: cases, ...job } = p.job;
   const execution: AcceptedExecution = {
-    job: { ...job, files: decode(p.job.files) },
+    job: { ...job, files: fromWireFiles(p.job.files) },
     limits: p.limits,
     tenant: p.tenant,
     maxInFlight: p.maxInFlight,
@@ -166,7 +169,7 @@ export function fromPayload(data: unknown): AcceptedExecution {
   };
   if (p.requestId !== undefined) execution.requestId = p.requestId;
   if (!p.job.importPolicy) delete execution.job.importPolicy;
-  if (cases) execution.job.tests = cases.map((c) => ({ stdin: c.stdin, args: c.args, files: decode(c.files), timeoutMs: c.timeoutMs }));
+  if (cases) execution.job.tests = cases.map((c) => ({ stdin: c.stdin, args: c.args, files: fromWireFiles(c.files), timeoutMs: c.timeoutMs }));
   if (p.tests) execution.tests = p.tests.map((t) => specFromWire(t));
   if (p.background !== undefined) execution.background = p.background;
   return execution;
@@ -212,6 +215,12 @@ export function summarize(error: z.ZodError): string {
     .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
     .join('; ')
     .slice(0, 500);
+}
+
+/** Text another node wrote (hostile), fit for a message or a log line: no control or format characters, at most `max`. */
+export function printable(text: string, max: number): string {
+  const t = text.replace(/[\p{Cc}\p{Cf}]+/gu, ' ').trim();
+  return t.length > max ? `${t.slice(0, max)}…` : t;
 }
 
 // ---- what API nodes and workers share besides the payloads -------------------------------------
