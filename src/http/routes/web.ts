@@ -9,6 +9,7 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { z } from 'zod';
 import { errorResponses } from '../openapi.ts';
+import { escapeHtml } from './docs.ts';
 import { routeGroup, serve } from '../route.ts';
 import { PyboxError } from '../../core/errors.ts';
 
@@ -93,8 +94,6 @@ const asset = createRoute({
     ...errorResponses('not_found'),
   },
 });
-
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 
 function notBuiltPage(dir: string): string {
   return (
