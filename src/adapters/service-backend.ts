@@ -80,11 +80,8 @@ export function serviceBackend(opts: ServiceBackendOptions): ToolBackend {
       return guarded('execute', async () => {
         // The same checks a POST /v1/executions body gets: a direct caller of this backend may
         // not have come through a tool's own argument checks.
-        if (nestsDeeperThan(request, MAX_JSON_DEPTH)) throw new PyboxError('invalid_request', `the request nests deeper than ${MAX_JSON_DEPTH} levels`);
-        const parsed = ExecutionRequest.safeParse(request);
-        if (!parsed.success) throw new PyboxError('invalid_request', `invalid request: ${describeIssues(parsed.error)}`, { details: parsed.error.issues });
         const text = textListener(callOpts);
-        const result = await service.execute(caller, parsed.data, { ...(callOpts.signal ? { signal: callOpts.signal } : {}), requestId, ...(text ? { onOutput: text.onOutput } : {}) });
+        const result = await service.execute(caller, checked(ExecutionRequest, request), { ...(callOpts.signal ? { signal: callOpts.signal } : {}), requestId, ...(text ? { onOutput: text.onOutput } : {}) });
         text?.end();
         // Exactly the documented shape, as the typed client would have parsed it from the wire.
         return ExecutionResult.parse(result);

@@ -328,22 +328,17 @@ export class PyboxClient {
       return new ConnectionError(`lost the stream from pybox at ${this.baseUrl}: ${causeMessage(e)}`, { code: 'connection_failed', cause: e });
     };
     try {
-      let response: Response;
-      for (let attempt = 0; ; attempt++) {
+      const response = await this.retrying(async () => {
+        let response: Response;
         try {
           response = await this.fetchImpl(`${this.baseUrl}${path}`, { method: 'POST', headers: this.headersFor(true, 'text/event-stream'), body: JSON.stringify(body), signal });
         } catch (e) {
-          if (opts.signal?.aborted) throw opts.signal.reason ?? e;
-          if (timeout.aborted) throw new TimeoutError(`no answer from pybox at ${this.baseUrl} within ${this.timeoutMs} ms`, { code: 'timeout', cause: e });
-          throw new ConnectionError(`cannot reach pybox at ${this.baseUrl}: ${causeMessage(e)}`, { code: 'connection_failed', cause: e });
+          throw this.unreachable(e, opts.signal, timeout);
         }
-        if (response.ok) break;
+        if (response.ok) return response;
         const text = await response.text().catch(() => '');
-        const error = errorFromAnswer('POST', path, response, jsonOrUndefined(text));
-        const wait = retryWaitS(error);
-        if (wait === undefined || attempt >= this.retries) throw error;
-        await sleep(Math.max(wait, 0.05) * 1000, opts.signal);
-      }
+        throw errorFromAnswer('POST', path, response, jsonOrUndefined(text));
+      }, opts.signal);
       yield* readRunStream(response, `POST ${path}`, failed);
     } finally {
       local.abort();
@@ -355,16 +350,28 @@ export class PyboxClient {
   }
 
   /** One request, retried while the server is busy and says when to come back; a non-2xx answer throws. */
-  private async request(method: string, path: string, opts: { body?: unknown; signal?: AbortSignal | undefined; binary?: boolean }): Promise<Answer> {
-    for (let attempt = 0; ; attempt++) {
+  private request(method: string, path: string, opts: { body?: unknown; signal?: AbortSignal | undefined; binary?: boolean }): Promise<Answer> {
+    return this.retrying(() => this.once(method, path, opts), opts.signal);
+  }
+
+  /** `attempt` again while it fails with a 429 or 503 that says when to come back, up to `retries` times. */
+  private async retrying<T>(attempt: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    for (let tries = 0; ; tries++) {
       try {
-        return await this.once(method, path, opts);
+        return await attempt();
       } catch (e) {
         const wait = retryWaitS(e);
-        if (wait === undefined || attempt >= this.retries) throw e;
-        await sleep(Math.max(wait, 0.05) * 1000, opts.signal);
+        if (wait === undefined || tries >= this.retries) throw e;
+        await sleep(Math.max(wait, 0.05) * 1000, signal);
       }
     }
+  }
+
+  /** What a fetch that got no answer is thrown as: the caller's own abort, a timeout, or a connection error. */
+  private unreachable(e: unknown, callerSignal: AbortSignal | undefined, timeout: AbortSignal): unknown {
+    if (callerSignal?.aborted) return callerSignal.reason ?? e;
+    if (timeout.aborted) return new TimeoutError(`no answer from pybox at ${this.baseUrl} within ${this.timeoutMs} ms`, { code: 'timeout', cause: e });
+    return new ConnectionError(`cannot reach pybox at ${this.baseUrl}: ${causeMessage(e)}`, { code: 'connection_failed', cause: e });
   }
 
   private headersFor(withBody: boolean, accept = 'application/json'): Record<string, string> {
@@ -394,9 +401,7 @@ export class PyboxClient {
         text = await response.text();
       }
     } catch (e) {
-      if (opts.signal?.aborted) throw opts.signal.reason ?? e; // the caller's own abort
-      if (timeout.aborted) throw new TimeoutError(`no answer from pybox at ${this.baseUrl} within ${this.timeoutMs} ms`, { code: 'timeout', cause: e });
-      throw new ConnectionError(`cannot reach pybox at ${this.baseUrl}: ${causeMessage(e)}`, { code: 'connection_failed', cause: e });
+      throw this.unreachable(e, opts.signal, timeout);
     }
 
     if (bytes) return { status: response.status, json: undefined, bytes };

@@ -2,7 +2,7 @@
 // Accept: text/event-stream), read over fetch: `stdout` and `stderr` events become output events,
 // `result` ends the iteration, and `error` is thrown as the client's error for its code. Each
 // event is parsed with the API's schemas: the stream is as untrusted as any answer.
-import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import type { EventSourceMessage } from 'eventsource-parser';
 import type { ErrorCode } from '../core/errors.ts';
 import { ErrorBody, ExecutionResult, OutputChunk } from '../core/schemas.ts';
 import {
@@ -18,12 +18,10 @@ import {
   UnexpectedResponseError,
   jsonOrUndefined,
 } from './errors.ts';
+import { readEvents } from './event-stream.ts';
 
 /** What a streamed run yields: its output as it is written, then its result (always last). */
 export type RunStreamEvent = { type: 'stdout' | 'stderr'; text: string } | { type: 'result'; result: ExecutionResult };
-
-/** Bounds one event in memory: a result carries at most its output files and figures. */
-const MAX_EVENT_BYTES = 64 * 1024 * 1024;
 
 /**
  * The class of an error that arrives as an event, by its code (the answer's status was 200 then).
@@ -108,43 +106,11 @@ export async function* readRunStream(response: Response, where: string, failed: 
   if (!type.startsWith('text/event-stream') || response.body === null) {
     throw new UnexpectedResponseError(`unexpected answer from ${where}: ${type || 'no content type'}, not an event stream`, { code: 'unexpected_response', status: response.status });
   }
-  const ready: Array<RunStreamEvent | PyboxClientError> = [];
-  let problem: PyboxClientError | null = null;
-  const parser = createParser({
-    maxBufferSize: MAX_EVENT_BYTES,
-    onEvent: (message) => {
-      if (problem) return;
-      try {
-        const event = parseEvent(message, where);
-        if (event) ready.push(event);
-      } catch (e) {
-        problem = e as PyboxClientError;
-      }
-    },
-    onError: (e) => {
-      if (e.type === 'max-buffer-size-exceeded') problem = unexpected(`an event from ${where} is over ${MAX_EVENT_BYTES} bytes`);
-    },
-  });
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  try {
-    for (;;) {
-      let chunk: Awaited<ReturnType<typeof reader.read>>;
-      try {
-        chunk = await reader.read();
-      } catch (e) {
-        throw failed(e);
-      }
-      if (chunk.done) break;
-      parser.feed(chunk.value);
-      if (problem) throw problem;
-      for (const event of ready.splice(0)) {
-        if (event instanceof PyboxClientError) throw event;
-        yield event;
-        if (event.type === 'result') return;
-      }
-    }
-  } finally {
-    await reader.cancel().catch(() => {});
+  const events = readEvents(response.body, (message) => parseEvent(message, where), { tooBig: `an event from ${where}`, failed });
+  for await (const event of events) {
+    if (event instanceof PyboxClientError) throw event;
+    yield event;
+    if (event.type === 'result') return;
   }
   throw new ConnectionError(`the event stream from ${where} ended before the result`, { code: 'connection_failed' });
 }

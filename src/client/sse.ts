@@ -1,9 +1,10 @@
 // A batch's server-sent events, read over fetch: each `item` event is parsed with the API's schema
 // and handed on, `done` ends the stream. A connection that drops before `done` (a proxy's idle
 // timeout, a restarted node) is opened again with Last-Event-ID, so no item is lost or repeated.
-import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import type { EventSourceMessage } from 'eventsource-parser';
 import { BatchInfo, BatchItemEvent } from '../core/schemas.ts';
 import { causeMessage, ConnectionError, errorFromAnswer, jsonOrUndefined, PyboxClientError, UnexpectedResponseError } from './errors.ts';
+import { readEvents } from './event-stream.ts';
 import { MAX_RETRY_WAIT_S, retryWaitS, sleep } from './wait.ts';
 
 export type BatchEvent = { type: 'item'; data: BatchItemEvent } | { type: 'done'; data: BatchInfo };
@@ -17,9 +18,6 @@ export interface BatchEventsOptions {
   /** Wait before reconnecting, unless the server's `retry:` says otherwise. Default 1000 ms. */
   reconnectDelayMs?: number;
 }
-
-/** Bounds what one event may hold in memory: a batch item carries at most a result's outputs. */
-const MAX_EVENT_BYTES = 64 * 1024 * 1024;
 
 type Connect = (lastEventId: string | undefined, signal: AbortSignal) => Promise<Response>;
 
@@ -84,47 +82,25 @@ export async function* followBatchEvents(connect: Connect, opts: BatchEventsOpti
         throw new UnexpectedResponseError(`unexpected answer to the batch's events: ${type || 'no content type'}, not an event stream`, { code: 'unexpected_response', status: response.status });
       }
 
-      const ready: BatchEvent[] = [];
-      let problem: PyboxClientError | null = null;
-      const parser = createParser({
-        maxBufferSize: MAX_EVENT_BYTES,
-        onEvent: (message) => {
-          if (problem) return;
-          try {
-            const event = parseEvent(message);
-            if (message.id !== undefined && message.id !== '') lastEventId = message.id;
-            if (event) ready.push(event);
-          } catch (e) {
-            problem = e as PyboxClientError;
-          }
-        },
-        onRetry: (ms) => (delayMs = Math.min(Math.max(ms, 50), MAX_RETRY_WAIT_S * 1000)),
-        onError: (e) => {
-          if (e.type === 'max-buffer-size-exceeded') problem = new UnexpectedResponseError(`an event of the batch stream is over ${MAX_EVENT_BYTES} bytes`, { code: 'unexpected_response' });
-        },
-      });
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      const parse = (message: EventSourceMessage) => {
+        const event = parseEvent(message);
+        if (message.id !== undefined && message.id !== '') lastEventId = message.id;
+        return event;
+      };
+      const onRetry = (ms: number) => (delayMs = Math.min(Math.max(ms, 50), MAX_RETRY_WAIT_S * 1000));
       let sawEvent = false;
       try {
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          parser.feed(value);
-          if (problem) throw problem;
-          for (const event of ready.splice(0)) {
-            sawEvent = true;
-            failures = 0;
-            yield event;
-            if (event.type === 'done') return;
-          }
+        for await (const event of readEvents(response.body, parse, { tooBig: 'an event of the batch stream', onRetry })) {
+          sawEvent = true;
+          failures = 0;
+          yield event;
+          if (event.type === 'done') return;
         }
         lastProblem = 'the stream ended before the batch was done';
       } catch (e) {
         if (e instanceof PyboxClientError) throw e;
         if (opts.signal?.aborted) throw opts.signal.reason ?? e;
         lastProblem = causeMessage(e);
-      } finally {
-        await reader.cancel().catch(() => {});
       }
       if (!sawEvent) failures++;
       else failures = 1; // it worked a while: reconnect after the usual wait, with a fresh budget

@@ -22,7 +22,7 @@ const page = createRoute({
   responses: { 200: { description: 'Every operation with its parameters, body and answers', content: { 'text/html': { schema: { type: 'string' as const } } } } },
 });
 
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+export const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 
 interface PageOperation {
   summary?: string;

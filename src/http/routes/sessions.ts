@@ -10,7 +10,7 @@ import { callerOf } from '../auth.ts';
 import { BODY_ERRORS, errorResponses, RUN_ERRORS } from '../openapi.ts';
 import { requestIdOf } from '../request-log.ts';
 import { routeGroup, serve } from '../route.ts';
-import { streamRun, wantsEventStream } from '../sse.ts';
+import { RUN_EVENT_STREAM, streamRun, wantsEventStream } from '../sse.ts';
 
 // Ids are UUIDs today; this only turns away values no host could ever hold (as a 404, not a 400).
 const SessionId = z.object({ id: z.string().regex(/^[\x21-\x7e]{1,100}$/, 'no session with that id') });
@@ -92,10 +92,7 @@ const execute = createRoute({
   responses: {
     200: {
       description: 'The call finished; `status` says how',
-      content: {
-        'application/json': { schema: ExecutionResult },
-        'text/event-stream': { schema: { type: 'string' as const, description: 'Server-sent events: `stdout`, `stderr` ({"text"}), then `result` (ExecutionResult) or `error` (ErrorBody)' } },
-      },
+      content: { 'application/json': { schema: ExecutionResult }, ...RUN_EVENT_STREAM },
     },
     ...errorResponses(...BODY_ERRORS, ...SESSION_ERRORS, 'session_busy', ...RUN_ERRORS),
   },
@@ -158,7 +155,7 @@ export function sessionRoutes(sessions: SessionApi, logger: Logger): OpenAPIHono
     const request = c.req.valid('json');
     const requestId = requestIdOf(c);
     if (wantsEventStream(c.req.header('accept'))) {
-      return (await streamRun(c, (onOutput, signal) => sessions.call(caller, id, request, { signal: AbortSignal.any([signal, c.req.raw.signal]), onOutput, requestId }), logger)) as never;
+      return (await streamRun(c, (onOutput, signal) => sessions.call(caller, id, request, { signal, onOutput, requestId }), logger)) as never;
     }
     // A client that hangs up interrupts its call rather than holding the session.
     return c.json(await sessions.call(caller, id, request, { signal: c.req.raw.signal, requestId }), 200);

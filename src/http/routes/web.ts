@@ -9,6 +9,7 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { z } from 'zod';
 import { errorResponses } from '../openapi.ts';
+import { escapeHtml } from './docs.ts';
 import { routeGroup, serve } from '../route.ts';
 import { PyboxError } from '../../core/errors.ts';
 
@@ -94,8 +95,6 @@ const asset = createRoute({
   },
 });
 
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
-
 function notBuiltPage(dir: string): string {
   return (
     '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>pybox: web pages not built</title></head><body>' +
@@ -107,29 +106,26 @@ function notBuiltPage(dir: string): string {
 }
 
 interface Found {
-  bytes: Buffer;
+  path: string;
   etag: string;
 }
 
-/** A regular file (never a link) inside `dir`, or undefined. */
-async function readInside(dir: string, name: string): Promise<Found | undefined> {
+/** A regular file (never a link) inside `dir`, or undefined. Not read yet: a 304 needs only its ETag. */
+async function findInside(dir: string, name: string): Promise<Found | undefined> {
   const base = resolve(dir);
   const path = resolve(base, name);
   if (!path.startsWith(base + sep)) return undefined;
   try {
     const st = await lstat(path);
     if (!st.isFile()) return undefined;
-    return { bytes: await readFile(path), etag: `W/"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"` };
+    return { path, etag: `W/"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"` };
   } catch {
     return undefined;
   }
 }
 
-function answer(c: Context, found: Found, contentType: string): Response {
-  const headers = { ...SECURITY_HEADERS, ETag: found.etag };
-  if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === found.etag)) return c.body(null, 304, headers);
-  return c.body(new Uint8Array(found.bytes), 200, { ...headers, 'Content-Type': contentType });
-}
+/** The file's bytes, or undefined when it went away since it was found. */
+const readFound = (found: Found): Promise<Buffer | undefined> => readFile(found.path).catch(() => undefined);
 
 /** `dir`: what scripts/build-web.ts wrote (index.html, docs.html, assets/). */
 export function webRoutes(dir: string): OpenAPIHono {
@@ -137,11 +133,12 @@ export function webRoutes(dir: string): OpenAPIHono {
 
   // A page is written afresh for each answer, with a nonce of its own: never cached, never a 304.
   const page = (file: string) => async (c: Context) => {
-    const found = await readInside(dir, file);
+    const found = await findInside(dir, file);
+    const bytes = found && (await readFound(found));
     const headers = { ...SECURITY_HEADERS, 'Cache-Control': 'no-store' };
-    if (!found) return c.html(notBuiltPage(dir), 503, headers);
+    if (!bytes) return c.html(notBuiltPage(dir), 503, headers);
     const nonce = randomBytes(18).toString('base64');
-    return c.html(found.bytes.toString('utf8').replace(NONCE_SLOT, nonce), 200, { ...headers, 'Content-Security-Policy': pagePolicy(nonce) });
+    return c.html(bytes.toString('utf8').replace(NONCE_SLOT, nonce), 200, { ...headers, 'Content-Security-Policy': pagePolicy(nonce) });
   };
 
   serve(app, playground, page('index.html'));
@@ -150,9 +147,13 @@ export function webRoutes(dir: string): OpenAPIHono {
   serve(app, asset, async (c) => {
     const { name } = c.req.valid('param');
     const type = CONTENT_TYPES[name.split('.').at(-1) ?? ''];
-    const found = type ? await readInside(join(dir, 'assets'), name) : undefined;
+    const found = type ? await findInside(join(dir, 'assets'), name) : undefined;
     if (!type || !found) throw new PyboxError('not_found', `no asset ${name}`);
-    return answer(c, found, type);
+    const headers = { ...SECURITY_HEADERS, ETag: found.etag };
+    if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === found.etag)) return c.body(null, 304, headers);
+    const bytes = await readFound(found);
+    if (!bytes) throw new PyboxError('not_found', `no asset ${name}`);
+    return c.body(new Uint8Array(bytes), 200, { ...headers, 'Content-Type': type });
   });
 
   return app;
