@@ -303,13 +303,13 @@ export class EngineSessionSandbox implements SessionSandbox {
   private onOutput(kind: number, data: Buffer): void {
     const r = this.running;
     if (!r) return this.violation('output while no call runs');
-    const { outputBytes, floodBytes } = this.deps.settings;
+    const { floodBytes } = this.deps.settings;
     const capture = kind === FRAME_STDOUT ? r.stdout : r.stderr;
-    const before = capture.totalBytes;
-    capture.push(data);
-    if (before < outputBytes && r.job.onOutput) {
+    // The capture already cut and copied the part it keeps: the listener gets exactly that.
+    const kept = capture.push(data);
+    if (kept !== null && r.job.onOutput) {
       try {
-        r.job.onOutput(kind === FRAME_STDOUT ? 'stdout' : 'stderr', Buffer.from(data.subarray(0, outputBytes - before)));
+        r.job.onOutput(kind === FRAME_STDOUT ? 'stdout' : 'stderr', kept);
       } catch (e) {
         this.deps.logger.warn('an output listener threw', { id: r.job.id, error: e });
       }
