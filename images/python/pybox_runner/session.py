@@ -41,13 +41,13 @@ from .memory import memory_accounting, since
 from .payload import read_exactly
 from .protocol import CHUNK, KIND_CALL_END, KIND_REPLY, KIND_STDERR, KIND_STDOUT, encode_frame, encode_frames, write_all
 from .relay import kill_all, release_tracee
+from .rich import OUTPUT_TYPES
 from .text import MESSAGE_LIMIT, TRACEBACK_LIMIT, clip, compile_error_info, safe_str
 from .workfiles import FileError, list_files, put_tar, read_file
 
 HOST_CALL, HOST_INTERRUPT, HOST_PUT, HOST_GET, HOST_LIST = 1, 2, 3, 4, 5
 MAX_HOST_FRAME = 512 << 20
 END_OF_ARCHIVE = 1024
-OUTPUT_TYPES = ("image/png", "text/plain", "text/html", "text/markdown")
 READY_TIMEOUT_S = 120.0
 # Reads of a pipe after a call's end: what the code wrote before it ended is there; a thread that
 # keeps writing cannot hold the end back for longer than this many reads.
