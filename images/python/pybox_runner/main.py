@@ -38,7 +38,7 @@ from .memory import clamp_counts, memory_accounting, since
 from .payload import collect_out_files, make_out_dir, read_cases, read_request, read_rest, store_read, test_count
 from .policy import check_imports
 from .protocol import KIND_CASE, KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
-from .relay import RESULT_LIMIT, Relay
+from .relay import RESULT_LIMIT, Relay, process_cpu_ms
 from .rich import OUTPUT_TYPES, caps_of, wire_limit
 from .session import serve_session
 from .text import TRACEBACK_LIMIT, clip, compile_error_info, render_error_info, safe_str
@@ -268,16 +268,6 @@ def parse_outputs(data, max_count):
         else:
             dropped += 1
     return outputs, dropped
-
-
-def process_cpu_ms(pid):
-    """CPU time a live process has used so far (user + system), from /proc, or None."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def run_cpu_ms(total, before):
