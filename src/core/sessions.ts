@@ -7,7 +7,7 @@
 //   SessionManager ──▶ SessionSandboxes (engine/session-sandbox.ts): one container per session
 //
 // Nothing here knows about Docker, HTTP or Redis.
-import type { CapturedOutput, OutcomeKind, OutputListener, SandboxReport } from './sandbox.ts';
+import type { OutputListener, SandboxOutcome } from './sandbox.ts';
 import type { AppliedLimits, RuntimeName, SessionEndReason, SessionFileList } from './schemas.ts';
 
 /** What a session's sandbox is created with (limits already clamped). */
@@ -42,13 +42,7 @@ export interface SessionCallJob {
  * How a call ended. kind and report as a run's (SandboxOutcome): 'timeout' when the limit ran out
  * (the code was interrupted), 'oom' when the interpreter was killed at the memory limit.
  */
-export interface SessionCallOutcome {
-  kind: OutcomeKind;
-  report: SandboxReport | null;
-  stdout: CapturedOutput;
-  stderr: CapturedOutput;
-  durationMs: number;
-  failure?: string;
+export interface SessionCallOutcome extends Omit<SandboxOutcome, 'cases'> {
   /** The interpreter was restarted in this call: earlier variables and imports are gone (files stay). */
   stateLost: boolean;
   /** The sandbox itself is gone: the session cannot take another call. */

@@ -238,17 +238,19 @@ export const RunnerReport = z.discriminatedUnion('phase', [
 ]);
 export type RunnerReport = z.infer<typeof RunnerReport>;
 
-export function parseReport(payload: Buffer): RunnerReport {
+function parseJsonFrame<T>(payload: Buffer, schema: z.ZodType<T>, what: string): T {
   let json: unknown;
   try {
     json = JSON.parse(payload.toString('utf8'));
   } catch {
-    throw new ProtocolError('the runner report is not JSON');
+    throw new ProtocolError(`${what} is not JSON`);
   }
-  const parsed = RunnerReport.safeParse(json);
-  if (!parsed.success) throw new ProtocolError(`the runner report is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) throw new ProtocolError(`${what} is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
   return parsed.data;
 }
+
+export const parseReport = (payload: Buffer): RunnerReport => parseJsonFrame(payload, RunnerReport, 'the runner report');
 
 // The report core reads is this schema's output: a change here that core does not know of fails to compile.
 const reportMatchesCore: z.ZodType<SandboxReport> = RunnerReport;
@@ -282,17 +284,7 @@ export const CaseReport = z.strictObject({
 });
 export type CaseReport = z.infer<typeof CaseReport>;
 
-export function parseCaseReport(payload: Buffer): CaseReport {
-  let json: unknown;
-  try {
-    json = JSON.parse(payload.toString('utf8'));
-  } catch {
-    throw new ProtocolError('a test case report is not JSON');
-  }
-  const parsed = CaseReport.safeParse(json);
-  if (!parsed.success) throw new ProtocolError(`a test case report is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
-  return parsed.data;
-}
+export const parseCaseReport = (payload: Buffer): CaseReport => parseJsonFrame(payload, CaseReport, 'a test case report');
 
 // ---- session mode --------------------------------------------------------------------------
 
@@ -331,18 +323,6 @@ export const Reply = z.union([
   z.strictObject({ ok: z.literal(false), code: z.enum(['not_found', 'too_large', 'invalid']), message: z.string().max(4096) }),
 ]);
 export type Reply = z.infer<typeof Reply>;
-
-function parseJsonFrame<T>(payload: Buffer, schema: z.ZodType<T>, what: string): T {
-  let json: unknown;
-  try {
-    json = JSON.parse(payload.toString('utf8'));
-  } catch {
-    throw new ProtocolError(`${what} is not JSON`);
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) throw new ProtocolError(`${what} is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
-  return parsed.data;
-}
 
 export const parseCallEnd = (payload: Buffer): CallEnd => parseJsonFrame(payload, CallEnd, "a call's end");
 export const parseReply = (payload: Buffer): Reply => parseJsonFrame(payload, Reply, 'a reply');

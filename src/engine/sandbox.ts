@@ -22,12 +22,13 @@ import type { Config } from '../config/schema.ts';
 import { PyboxError } from '../core/errors.ts';
 import { NO_OBSERVER, type Clock, type Logger, type Observer } from '../core/ports.ts';
 import type { OutcomeKind, SandboxConfig, SandboxJob, SandboxOutcome } from '../core/sandbox.ts';
+import { closeSocket, listenToRunner } from './attached-socket.ts';
 import { containerSpec } from './container-spec.ts';
 import type { ContainerEngine, SandboxContainer } from './docker-engine.ts';
 import { CaseCollector, cancelledBeforeStart, casesOf } from './cases.ts';
 import { classifyExit, classifyReport, readExitFacts } from './outcome.ts';
 import { CappedCapture } from './output.ts';
-import { DockerDemuxer, FRAME_CASE, FRAME_READY, FRAME_REPORT, FRAME_STDOUT, FrameParser, maxCaseFrameBytes, maxOutputsReportBytes, parseCaseReport, parseReport, type RunnerReport } from './protocol.ts';
+import { FRAME_CASE, FRAME_READY, FRAME_REPORT, FRAME_STDOUT, FrameParser, maxCaseFrameBytes, maxOutputsReportBytes, parseCaseReport, parseReport, type RunnerReport } from './protocol.ts';
 import { DEFAULT_REMOVAL_SETTINGS, RemovalQueue, type RemovalSettings } from './removals.ts';
 
 export interface SandboxSettings {
@@ -180,21 +181,10 @@ export class Sandbox {
       maxCaseBytes: maxCaseFrameBytes(this.deps.settings.outputBytes),
     };
     const parser = new FrameParser(limits, (kind, data) => (kind === FRAME_READY ? this.onReady() : this.onFrame(kind, data)));
-    const demux = new DockerDemuxer((stream, data) => {
-      if (stream === 'stdout') parser.push(data);
-      else this.runnerStderr.push(data);
+    listenToRunner(socket, parser, this.runnerStderr, {
+      violation: (msg) => this.onViolation(msg),
+      ended: (e) => this.onEnded(e ? `the connection to the sandbox failed: ${e.message}` : 'the sandbox stopped without a report'),
     });
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        demux.push(chunk);
-      } catch (e) {
-        socket.removeAllListeners('data');
-        this.onViolation(messageOf(e));
-      }
-    });
-    socket.on('end', () => this.onEnded('the sandbox stopped without a report'));
-    socket.on('close', () => this.onEnded('the sandbox stopped without a report'));
-    socket.on('error', (e: Error) => this.onEnded(`the connection to the sandbox failed: ${e.message}`));
   }
 
   private onReady(): void {
@@ -477,14 +467,7 @@ export class Sandbox {
   }
 
   private closeSocket(): void {
-    const socket = this.socket;
-    if (!socket) return;
-    socket.removeAllListeners('data');
-    socket.removeAllListeners('end');
-    socket.removeAllListeners('close');
-    socket.removeAllListeners('error');
-    socket.on('error', () => {}); // late errors are of no interest
-    socket.destroy();
+    if (this.socket) closeSocket(this.socket);
   }
 
   private to(state: SandboxState): void {

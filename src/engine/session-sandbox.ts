@@ -16,12 +16,12 @@ import type { OutcomeKind, SandboxReport } from '../core/sandbox.ts';
 import type { SessionCallJob, SessionCallOutcome, SessionSandbox, SessionSandboxes, SessionSandboxSpec } from '../core/sessions.ts';
 import type { SessionFileList } from '../core/schemas.ts';
 import { buildSessionPayload, filesArchive } from './archive.ts';
+import { closeSocket, listenToRunner } from './attached-socket.ts';
 import { containerSpec } from './container-spec.ts';
 import type { ContainerEngine, SandboxContainer } from './docker-engine.ts';
 import { classifyExit, readExitFacts } from './outcome.ts';
 import { CappedCapture } from './output.ts';
 import {
-  DockerDemuxer,
   FRAME_CALL_END,
   FRAME_READY,
   FRAME_REPLY,
@@ -234,21 +234,12 @@ export class EngineSessionSandbox implements SessionSandbox {
       },
       (kind, data) => this.onFrame(kind, data),
     );
-    const demux = new DockerDemuxer((stream, data) => {
-      if (stream === 'stdout') parser.push(data);
-      else this.runnerStderr.push(data);
+    listenToRunner(socket, parser, this.runnerStderr, {
+      violation: (msg) => {
+        if (this.state !== 'lost' && this.state !== 'closed') this.violation(msg);
+      },
+      ended: (e) => this.streamEnded(e ? `the connection to the session sandbox failed: ${e.message}` : 'the session sandbox stopped'),
     });
-    socket.on('data', (chunk: Buffer) => {
-      if (this.state === 'lost' || this.state === 'closed') return;
-      try {
-        demux.push(chunk);
-      } catch (e) {
-        this.violation(messageOf(e));
-      }
-    });
-    socket.on('end', () => this.streamEnded('the session sandbox stopped'));
-    socket.on('close', () => this.streamEnded('the session sandbox stopped'));
-    socket.on('error', (e: Error) => this.streamEnded(`the connection to the session sandbox failed: ${e.message}`));
   }
 
   private onFrame(kind: number, data: Buffer): void {
@@ -303,13 +294,13 @@ export class EngineSessionSandbox implements SessionSandbox {
   private onOutput(kind: number, data: Buffer): void {
     const r = this.running;
     if (!r) return this.violation('output while no call runs');
-    const { outputBytes, floodBytes } = this.deps.settings;
+    const { floodBytes } = this.deps.settings;
     const capture = kind === FRAME_STDOUT ? r.stdout : r.stderr;
-    const before = capture.totalBytes;
-    capture.push(data);
-    if (before < outputBytes && r.job.onOutput) {
+    // The capture already cut and copied the part it keeps: the listener gets exactly that.
+    const kept = capture.push(data);
+    if (kept !== null && r.job.onOutput) {
       try {
-        r.job.onOutput(kind === FRAME_STDOUT ? 'stdout' : 'stderr', Buffer.from(data.subarray(0, outputBytes - before)));
+        r.job.onOutput(kind === FRAME_STDOUT ? 'stdout' : 'stderr', kept);
       } catch (e) {
         this.deps.logger.warn('an output listener threw', { id: r.job.id, error: e });
       }
@@ -592,11 +583,6 @@ export class EngineSessionSandbox implements SessionSandbox {
     const socket = this.socket;
     if (!socket) return;
     this.socket = null;
-    socket.removeAllListeners('data');
-    socket.removeAllListeners('end');
-    socket.removeAllListeners('close');
-    socket.removeAllListeners('error');
-    socket.on('error', () => {});
-    socket.destroy();
+    closeSocket(socket);
   }
 }

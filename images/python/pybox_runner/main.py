@@ -38,8 +38,8 @@ from .memory import clamp_counts, memory_accounting, since
 from .payload import collect_out_files, make_out_dir, read_cases, read_request, read_rest, store_read, test_count
 from .policy import check_imports
 from .protocol import KIND_CASE, KIND_READY, KIND_STDERR, encode_frame, encode_frames, encode_report, write_all
-from .relay import RESULT_LIMIT, Relay
-from .rich import caps_of, wire_limit
+from .relay import RESULT_LIMIT, Relay, process_cpu_ms
+from .rich import OUTPUT_TYPES, caps_of, wire_limit
 from .session import serve_session
 from .text import TRACEBACK_LIMIT, clip, compile_error_info, render_error_info, safe_str
 
@@ -243,9 +243,6 @@ def parse_result(data):
     return None, None
 
 
-RICH_TYPES = ("image/png", "text/plain", "text/html", "text/markdown")
-
-
 def parse_outputs(data, max_count):
     """(outputs, dropped) from the child's result pipe: the figures it sent (child.rich_section),
     shaped as the report carries them. The code could have written them: the host checks them again."""
@@ -265,22 +262,12 @@ def parse_outputs(data, max_count):
         return [], 0
     outputs = []
     for item in items:
-        if (len(outputs) < max_count and isinstance(item, dict) and item.get("type") in RICH_TYPES
+        if (len(outputs) < max_count and isinstance(item, dict) and item.get("type") in OUTPUT_TYPES
                 and isinstance(item.get("data"), str) and item.get("kind") in ("figure", "result")):
             outputs.append({"type": item["type"], "data": item["data"], "kind": item["kind"]})
         else:
             dropped += 1
     return outputs, dropped
-
-
-def process_cpu_ms(pid):
-    """CPU time a live process has used so far (user + system), from /proc, or None."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def run_cpu_ms(total, before):

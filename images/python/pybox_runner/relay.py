@@ -158,6 +158,18 @@ class Relay:
                 return
 
 
+def process_cpu_ms(pid, waited_children=False):
+    """CPU time a live process has used so far (user + system), from /proc, or None. With
+    waited_children, that of the children it has waited for is added."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        ticks = (11, 12, 13, 14) if waited_children else (11, 12)
+        return sum(int(fields[i]) for i in ticks) * 1000.0 / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def parse_exit_mark(data):
     """(exit code, CPU ms, wall ms) from the first complete exit mark on the result pipe, or None.
     The times are None when absent or implausible."""

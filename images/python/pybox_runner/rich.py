@@ -22,6 +22,8 @@ PENDING = []
 # their peak: measured in a 256 MB sandbox with numpy and pandas loaded, 16 MP peaked at 210 MB and
 # 36 MP was killed for memory, after the code itself had finished.
 MAX_PIXELS = 10_000_000
+# The output types the host accepts: the runner drops anything else the code's process reports.
+OUTPUT_TYPES = ("image/png", "text/plain", "text/html", "text/markdown")
 # Room for one output's type and kind around its data on the wire (JSON).
 OUTPUT_OVERHEAD = 256
 _state = {

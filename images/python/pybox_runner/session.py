@@ -40,14 +40,14 @@ from .cases import sweep, CaseError
 from .memory import memory_accounting, since
 from .payload import read_exactly
 from .protocol import CHUNK, KIND_CALL_END, KIND_REPLY, KIND_STDERR, KIND_STDOUT, encode_frame, encode_frames, write_all
-from .relay import kill_all, release_tracee
+from .relay import kill_all, process_cpu_ms, release_tracee
+from .rich import OUTPUT_TYPES
 from .text import MESSAGE_LIMIT, TRACEBACK_LIMIT, clip, compile_error_info, safe_str
 from .workfiles import FileError, list_files, put_tar, read_file
 
 HOST_CALL, HOST_INTERRUPT, HOST_PUT, HOST_GET, HOST_LIST = 1, 2, 3, 4, 5
 MAX_HOST_FRAME = 512 << 20
 END_OF_ARCHIVE = 1024
-OUTPUT_TYPES = ("image/png", "text/plain", "text/html", "text/markdown")
 READY_TIMEOUT_S = 120.0
 # Reads of a pipe after a call's end: what the code wrote before it ended is there; a thread that
 # keeps writing cannot hold the end back for longer than this many reads.
@@ -78,16 +78,6 @@ def read_end_of_archive(fd):
     zero blocks), read to its last byte so the host's frames start right after."""
     if read_exactly(fd, END_OF_ARCHIVE) != bytes(END_OF_ARCHIVE):
         raise ValueError("a session's archive holds only its request (its files come as a PUT)")
-
-
-def process_cpu_ms(pid):
-    """CPU time of a live process and the children it waited for, from /proc, or None."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return sum(int(fields[i]) for i in (11, 12, 13, 14)) * 1000.0 / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def split_last_expression(source, filename):
@@ -243,7 +233,7 @@ class Call:
         self.interrupted = None  # 'timeout' | 'cancelled' | 'output_limit' once SIGINT was sent
         self.state_lost = state_lost
         self.counts = {KIND_STDOUT: 0, KIND_STDERR: 0}
-        self.cpu_before = process_cpu_ms(pid)
+        self.cpu_before = process_cpu_ms(pid, waited_children=True)
         self.memory_before = memory_accounting()
 
 
@@ -465,7 +455,7 @@ class Session:
         extra = said.get("outputsDropped")
         if isinstance(extra, int) and not isinstance(extra, bool) and 0 <= extra < 10 ** 6:
             dropped += extra
-        cpu_after = process_cpu_ms(interp.pid)
+        cpu_after = process_cpu_ms(interp.pid, waited_children=True)
         self.finish(c, c.interrupted or "finished", exit_code, None, checked_error(said.get("error")), outputs, dropped,
                     cpu_ms(c.cpu_before, cpu_after), c.state_lost)
 
