@@ -159,8 +159,6 @@ export async function composeEngineSide(
         engine: uids,
         settings: sandboxSettings(config),
         interruptGraceMs: config.sessions.interruptGraceMs,
-        outputsMax: config.limits.outputsMax,
-        outputsMaxBytes: config.limits.outputsMaxBytes,
         logger,
         clock,
       })

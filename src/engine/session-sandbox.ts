@@ -54,9 +54,6 @@ export interface SessionSandboxesDeps {
   settings: SandboxSettings;
   /** How long an interrupted call may take to stop before its interpreter is restarted (sessions.interruptGraceMs). */
   interruptGraceMs: number;
-  /** Rich outputs per call, and bytes of each (limits.outputsMax, limits.outputsMaxBytes). */
-  outputsMax: number;
-  outputsMaxBytes: number;
   logger: Logger;
   clock: Clock;
 }
@@ -199,8 +196,8 @@ export class EngineSessionSandbox implements SessionSandbox {
       caps: {
         floodBytes: settings.floodBytes,
         outputBytes: settings.outputBytes,
-        maxOutputs: this.deps.outputsMax,
-        maxOutputBytes: this.deps.outputsMaxBytes,
+        maxOutputs: this.deps.settings.outputsMax,
+        maxOutputBytes: this.deps.settings.outputsMaxBytes,
         interruptGraceMs: this.deps.interruptGraceMs,
       },
     });
@@ -223,7 +220,7 @@ export class EngineSessionSandbox implements SessionSandbox {
   // ---- frames --------------------------------------------------------------------------------
 
   private listen(socket: Duplex): void {
-    const { outputsMax, outputsMaxBytes } = this.deps;
+    const { outputsMax, outputsMaxBytes } = this.deps.settings;
     const parser = new FrameParser(
       {
         maxFrameBytes: MAX_OUTPUT_FRAME_BYTES,

@@ -32,8 +32,6 @@ describe.each(runtimes)('session sandboxes under %s', (runtime) => {
       engine: new DistinctUids(engine, baseUid, gid, config.sandbox.uids),
       settings: { ...sandboxSettings(config), instance },
       interruptGraceMs: 1000,
-      outputsMax: config.limits.outputsMax,
-      outputsMaxBytes: config.limits.outputsMaxBytes,
       logger: silentLogger,
       clock: { now: () => Date.now() },
     });

@@ -14,10 +14,8 @@ function setup(opts: FakeContainerOptions = {}) {
   const logger = new RecordingLogger();
   const sessions = new EngineSessionSandboxes({
     engine,
-    settings: testSandboxSettings({ outputBytes: 10, floodBytes: 1000 }),
+    settings: testSandboxSettings({ outputBytes: 10, floodBytes: 1000, outputsMax: 2, outputsMaxBytes: 1024 }),
     interruptGraceMs: GRACE,
-    outputsMax: 2,
-    outputsMaxBytes: 1024,
     logger,
     clock: { now: () => Date.now() },
   });
