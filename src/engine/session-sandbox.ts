@@ -110,6 +110,8 @@ interface PendingReply {
 
 interface RunningCall {
   job: SessionCallJob;
+  /** The call's output listener, until it throws once (then it is told nothing more), as a run's is. */
+  onOutput: SessionCallJob['onOutput'];
   stdout: CappedCapture;
   stderr: CappedCapture;
   startedAt: number;
@@ -295,11 +297,12 @@ export class EngineSessionSandbox implements SessionSandbox {
     const capture = kind === FRAME_STDOUT ? r.stdout : r.stderr;
     // The capture already cut and copied the part it keeps: the listener gets exactly that.
     const kept = capture.push(data);
-    if (kept !== null && r.job.onOutput) {
+    if (kept !== null && r.onOutput) {
       try {
-        r.job.onOutput(kind === FRAME_STDOUT ? 'stdout' : 'stderr', kept);
+        r.onOutput(kind === FRAME_STDOUT ? 'stdout' : 'stderr', kept);
       } catch (e) {
-        this.deps.logger.warn('an output listener threw', { id: r.job.id, error: e });
+        r.onOutput = undefined;
+        this.deps.logger.warn('an output listener failed; the call goes on without it', { id: r.job.id, error: e });
       }
     }
     if (capture.totalBytes > floodBytes + FLOOD_SLACK_BYTES) this.violation('output past the flood limit');
@@ -472,6 +475,7 @@ export class EngineSessionSandbox implements SessionSandbox {
     return new Promise<SessionCallOutcome>((resolve) => {
       const r: RunningCall = {
         job,
+        onOutput: job.onOutput,
         stdout: new CappedCapture(settings.outputBytes),
         stderr: new CappedCapture(settings.outputBytes),
         startedAt: clock.now(),
