@@ -27,7 +27,7 @@ import time
 import traceback
 import types
 
-from . import rich
+from . import prefault, rich
 from .payload import case_blob, safe_member_path, write_new_file
 from .protocol import CHUNK, write_all
 from .text import MESSAGE_LIMIT, TRACEBACK_LIMIT, clip, exception_type_name, exit_code_of, last_user_line, safe_str, user_frames
@@ -193,7 +193,15 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late=
         if not seed_late:
             set_dumpable(True)
             seed_matplotlib_cache()
+        if names and isolated:
+            # A warm gVisor sandbox: the pages shared with the runner, before preloading adds its own.
+            prefault.populate()
         preload(names)
+        # What does not depend on the job is done while waiting for it.
+        try:
+            prepare_process(out_w, err_w)
+        except OSError as e:
+            fail_setup(res_w, "preparing the code's process failed: %s" % safe_str(e))
         write_all(res_w, b"P")
         job = wait_for_job(ctl_r)
         if not job:
@@ -208,7 +216,7 @@ def child_main(ctl_r, out_w, err_w, res_w, names, isolated, store_fd, seed_late=
             if "case" in request:
                 request, stdin_data = take_case(request, store_fd)
             os.close(store_fd)  # the code never holds the store (other cases' input is in it)
-            setup_run(request, stdin_data, out_w, err_w)
+            setup_run(request, stdin_data)
             code = marshal.loads(code_bytes)
             main = make_main(request)
             caps = rich_caps(request)
@@ -262,24 +270,24 @@ def fail_setup(res_w, message):
         os._exit(70)
 
 
-def setup_run(request, stdin_data, out_w, err_w):
-    env = build_env(request)
-    args = request.get("args") or []
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise SetupError("args is not a list of strings")
-    context = request.get("context") or {}
-    if not isinstance(context, dict):
-        raise SetupError("context is not an object")
-    # stdin for the user's program: an unlinked file in /tmp, read at any pace.
-    stdin_fd, stdin_path = tempfile.mkstemp(prefix=".pybox-stdin-", dir="/tmp")
-    os.unlink(stdin_path)
-    write_all(stdin_fd, stdin_data)
-    os.lseek(stdin_fd, 0, os.SEEK_SET)
+def memory_file(name):
+    """A file with no name anywhere (a test case's code must not find the next case's stdin in
+    /tmp), or an unlinked one in /tmp where memfd_create is missing."""
+    try:
+        return os.memfd_create(name, 0)
+    except (AttributeError, OSError):
+        fd, path = tempfile.mkstemp(prefix=".pybox-stdin-", dir="/tmp")
+        os.unlink(path)
+        return fd
+
+
+def prepare_process(out_w, err_w):
+    """The code's process as far as it does not depend on the job, done while it waits (under gVisor
+    each step costs the run a fraction of a millisecond): stdin a memory file the job fills, /work
+    its directory, a session of its own, the output pipes as 1 and 2, behind unbuffered text
+    streams as `python -u` gives, so output written before a kill is not lost."""
+    stdin_fd = memory_file("pybox-stdin")
     os.chdir(WORK)
-    os.environ.clear()
-    os.environ.update(env)
-    sys.argv = ["main.py"] + list(args)
-    sys.path.insert(0, WORK)
     os.setsid()
     os.dup2(stdin_fd, 0)
     os.dup2(out_w, 1)
@@ -287,13 +295,30 @@ def setup_run(request, stdin_data, out_w, err_w):
     for fd in (stdin_fd, out_w, err_w):
         if fd > 2:
             os.close(fd)
-    # Unbuffered text streams, as `python -u` gives: output written before a kill is not lost.
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
                                   errors="backslashreplace", write_through=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
                                   errors="backslashreplace", write_through=True)
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+
+
+def setup_run(request, stdin_data):
+    """The job's part of the code's process: its stdin, environment and arguments."""
+    env = build_env(request)
+    args = request.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise SetupError("args is not a list of strings")
+    context = request.get("context") or {}
+    if not isinstance(context, dict):
+        raise SetupError("context is not an object")
+    if stdin_data:
+        write_all(0, stdin_data)
+        os.lseek(0, 0, os.SEEK_SET)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["main.py"] + list(args)
+    sys.path.insert(0, WORK)
 
 
 def make_main(request):

@@ -33,6 +33,7 @@ import tempfile
 import time
 
 from . import child as child_mod
+from . import prefault
 from .cases import CaseError, CaseOutput, case_kind, case_report, fill_work, sweep, wipe, writable_places
 from .memory import clamp_counts, memory_accounting, since
 from .payload import collect_out_files, make_out_dir, read_cases, read_request, read_rest, store_read, test_count
@@ -169,6 +170,8 @@ def start_child(names, isolated, store_fd):
     """A preloading child; if it dies while preloading (say, a memory limit too small for numpy), a
     lean one instead: a sandbox that cannot preload still runs code."""
     child = Child(names, isolated, store_fd)
+    if names and isolated:
+        prefault.populate()  # a warm gVisor sandbox: the runner's pages, while the child preloads
     if child.wait_ready():
         return child
     if names:

@@ -162,8 +162,14 @@ def store_read(store_fd, ref):
 
 def write_new_file(target, src):
     """A new file at target (never through an existing name), with src's bytes (a stream or bytes)."""
-    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(target, flags, 0o644)
+    except FileNotFoundError:
+        # Its directory is new (most files go straight into /work, which is there: under gVisor
+        # every look-up of a path costs, so the directories are made only when needed).
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        fd = os.open(target, flags, 0o644)
     with os.fdopen(fd, "wb") as f:
         if isinstance(src, bytes):
             f.write(src)

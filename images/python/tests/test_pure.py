@@ -10,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pybox_runner import cases, child, main, memory, payload, policy, protocol, relay, text  # noqa: E402
+from pybox_runner import cases, child, main, memory, payload, policy, prefault, protocol, relay, text  # noqa: E402
 
 
 def tar_of(entries):
@@ -306,6 +306,39 @@ class ChildTest(unittest.TestCase):
                          "setting up the code's process failed: no /proc of its own: [Errno 1] mounting a private /proc failed")
         with self.assertRaises(ChildProcessError):
             os.waitpid(process.pid, os.WNOHANG)  # reaped
+
+
+class PrefaultTest(unittest.TestCase):
+    MAPS = b"""00400000-0041f000 r--p 00000000 08:01 12 /usr/bin/python3.11
+0041f000-006d3000 r-xp 0001f000 08:01 12 /usr/bin/python3.11
+00947000-00a85000 rw-p 00347000 08:01 12 /usr/bin/python3.11
+00aca000-00bcb000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0000001000 ---p 00000000 00:00 0
+7f0000001000-7f0000801000 rw-p 00000000 00:00 0
+7ffc00000000-7ffc00800000 rw-p 00000000 00:00 0 [stack]
+7ffc00900000-7ffc00902000 r--p 00000000 00:00 0 [vvar]
+7ffc00902000-7ffc00904000 r-xp 00000000 00:00 0 [vdso]
+garbage line
+zz-yy rw-p 00000000 00:00 0
+"""
+
+    def test_readable_regions_skip_guards_stack_and_kernel_pages(self):
+        self.assertEqual(prefault.readable_regions(self.MAPS), [
+            (0x400000, 0x41f000), (0x41f000, 0x6d3000), (0x947000, 0xa85000), (0xaca000, 0xbcb000),
+            (0x7f0000001000, 0x7f0000801000),
+        ])
+
+    def test_chunk_within_the_memlock_limit(self):
+        self.assertEqual(prefault.chunk_size(prefault.resource.RLIM_INFINITY, 4096), prefault.CHUNK)
+        self.assertEqual(prefault.chunk_size(64 * 1024, 4096), 64 * 1024)
+        self.assertEqual(prefault.chunk_size(10000, 4096), 8192)
+        self.assertEqual(prefault.chunk_size(100, 4096), 0)
+
+    def test_populate_leaves_memory_as_it_was(self):
+        data = bytearray(b"pybox" * 50000)
+        before = bytes(data)
+        self.assertGreaterEqual(prefault.populate(), 0)
+        self.assertEqual(bytes(data), before)
 
 
 class ResultTest(unittest.TestCase):
