@@ -80,7 +80,9 @@ export class SandboxRunner implements Sandboxes {
     } finally {
       // Every path ends here. A sandbox whose code never ran may serve another job; one whose code
       // may still run (timeout, cancel, flood) is removed at once; one that stopped on its own, and
-      // the pool's replacement, wait for the caller's recording (SandboxJob.recorded).
+      // the pool's replacement, wait for the caller's recording (SandboxJob.recorded), and then for
+      // the turn of the event loop after it: the engine requests they make (a removal, a create)
+      // are built on this thread, which first sends the caller its answer.
       const stopped = !sandbox.unused && sandbox.stoppedOnItsOwn;
       if (sandbox.unused) this.source.giveBack(sandbox);
       else if (!stopped) void this.factory.remove(sandbox);
@@ -90,7 +92,9 @@ export class SandboxRunner implements Sandboxes {
       };
       if (job.recorded === undefined) afterwards();
       else {
-        const waiting = settledWithin(job.recorded, RECORD_WAIT_MS).then(afterwards);
+        const waiting = settledWithin(job.recorded, RECORD_WAIT_MS)
+          .then(() => new Promise<void>((resolve) => setImmediate(resolve)))
+          .then(afterwards);
         this.waiting.add(waiting);
         void waiting.finally(() => this.waiting.delete(waiting));
       }
