@@ -158,6 +158,25 @@ describe('PostgreSQL only', () => {
       expect(MIGRATIONS[1]).toContain(`pg_advisory_xact_lock(${SAVE_LOCK})`);
     });
 
+    it("commit a save without waiting for the log's flush, and only the save", async () => {
+      const { pool } = await schemaPool();
+      const client = await pool.connect();
+      try {
+        const setting = async () => (await client.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]?.synchronous_commit;
+        expect(await setting()).toBe('on');
+        await client.query('BEGIN');
+        await client.query(
+          "SELECT pybox_save_execution('sync-probe', 't', 'completed', true, 1, now(), now(), '{}', '2026-11-26', 0, 0, 1000, NULL)",
+        );
+        expect(await setting()).toBe('off');
+        await client.query('ROLLBACK');
+        // Nothing else this connection commits afterwards is relaxed.
+        expect(await setting()).toBe('on');
+      } finally {
+        client.release();
+      }
+    });
+
     it('index every scoped read the way SQLite does', async () => {
       const { pool } = await schemaPool();
       const client = await pool.connect();

@@ -68,49 +68,8 @@ export const MIGRATIONS: readonly string[] = [
    );
    -- a row that the health check rewrites, to prove the database takes writes
    CREATE TABLE meta (key text COLLATE "C" PRIMARY KEY, value text NOT NULL);`,
-  // A save in one statement, so in one round trip: the statements a save made one by one in a
-  // transaction of the client's (the save lock, the insert, the usage, the prune) now run on the
-  // server, in the implicit transaction of the SELECT that calls this. VOLATILE (the default): each
-  // statement takes a new snapshot, so those after the lock see every save committed before it.
-  // 7310402562 is execution-store.ts's SAVE_LOCK: nodes of an older version, which save statement by
-  // statement under the same lock, still take their turns with these.
-  // An id stored already with this very result and tenant (a retry whose first answer was lost)
-  // returns false and changes nothing; under another result it raises SQLSTATE PBX01.
-  `CREATE FUNCTION pybox_save_execution(
-     p_id text, p_tenant text, p_status text, p_success boolean, p_duration_ms double precision,
-     p_created_at timestamptz, p_finished_at timestamptz, p_result text,
-     p_day text, p_cpu_ms double precision, p_output_bytes bigint,
-     p_keep bigint, p_older_than timestamptz
-   ) RETURNS boolean LANGUAGE plpgsql AS $fn$
-   DECLARE
-     new_seq bigint;
-   BEGIN
-     PERFORM pg_advisory_xact_lock(7310402562);
-     INSERT INTO executions (id, tenant, status, success, duration_ms, created_at, finished_at, result)
-       VALUES (p_id, p_tenant, p_status, p_success, p_duration_ms, p_created_at, p_finished_at, p_result)
-       ON CONFLICT (id) DO NOTHING
-       RETURNING seq INTO new_seq;
-     IF new_seq IS NULL THEN
-       IF EXISTS (SELECT 1 FROM executions e WHERE e.id = p_id AND e.result = p_result AND e.tenant = p_tenant) THEN
-         RETURN false;
-       END IF;
-       RAISE EXCEPTION USING ERRCODE = 'PBX01', MESSAGE = 'an execution with this id is already stored';
-     END IF;
-     INSERT INTO usage AS u (tenant, day, status, executions, wall_ms, cpu_ms, output_bytes)
-       VALUES (p_tenant, p_day, p_status, 1, p_duration_ms, p_cpu_ms, p_output_bytes)
-       ON CONFLICT (tenant, day, status) DO UPDATE SET
-         executions = u.executions + 1,
-         wall_ms = u.wall_ms + excluded.wall_ms,
-         cpu_ms = u.cpu_ms + excluded.cpu_ms,
-         output_bytes = u.output_bytes + excluded.output_bytes;
-     -- seq only grows: the newest p_keep rows are those above new_seq - p_keep (see pruneIn).
-     DELETE FROM executions WHERE seq <= new_seq - p_keep;
-     IF p_older_than IS NOT NULL THEN
-       DELETE FROM executions WHERE created_at < p_older_than;
-     END IF;
-     RETURN true;
-   END
-   $fn$;`,
+  // A save in one statement, so in one round trip (saveFunction says how).
+  saveFunction('CREATE FUNCTION', ''),
   // Async executions and batches, webhook deliveries and secrets: SQLite's migration 3, to answer
   // alike (see store/db.ts). by_status is jsonb: counts only, never a program's text.
   `CREATE TABLE batches (
@@ -177,7 +136,63 @@ export const MIGRATIONS: readonly string[] = [
      secret bytea NOT NULL CHECK (octet_length(secret) = 32),
      created_at_ms bigint NOT NULL
    );`,
+  // A save's commit no longer waits for PostgreSQL to flush its log to disk (synchronous_commit off,
+  // for the save's own transaction only; jobs, batches and keys still wait). What a save wrote can
+  // then be lost only if the PostgreSQL server itself crashes in the next fraction of a second
+  // (three times wal_writer_delay at most), never half of it; a stop, a restart, or a pybox node
+  // dying loses nothing. The embedded store keeps the same rule (SQLite's synchronous=NORMAL). It
+  // takes a save from about 3.4 to 1.9 ms on the worker, on the way to every cluster answer.
+  saveFunction('CREATE OR REPLACE FUNCTION', "\n     PERFORM set_config('synchronous_commit', 'off', true);"),
 ];
+
+/**
+ * pybox_save_execution (migration 2, then 4): a save in one statement, so in one round trip. The
+ * statements a save made one by one in a transaction of the client's (the save lock, the insert,
+ * the usage and the prune) run on the server, in the implicit transaction of the SELECT that calls
+ * it. VOLATILE (the default): each statement takes a new snapshot, so those after the lock see every
+ * save committed before it. 7310402562 is execution-store.ts's SAVE_LOCK: nodes of an older
+ * version, which save statement by statement under the same lock, still take their turns with
+ * these. An id stored already with this very result and tenant (a retry whose first answer was
+ * lost) returns false and changes nothing; under another result it raises SQLSTATE PBX01.
+ * `prelude` runs first, in the function's transaction.
+ */
+function saveFunction(create: string, prelude: string): string {
+  return `${create} pybox_save_execution(
+     p_id text, p_tenant text, p_status text, p_success boolean, p_duration_ms double precision,
+     p_created_at timestamptz, p_finished_at timestamptz, p_result text,
+     p_day text, p_cpu_ms double precision, p_output_bytes bigint,
+     p_keep bigint, p_older_than timestamptz
+   ) RETURNS boolean LANGUAGE plpgsql AS $fn$
+   DECLARE
+     new_seq bigint;
+   BEGIN${prelude}
+     PERFORM pg_advisory_xact_lock(7310402562);
+     INSERT INTO executions (id, tenant, status, success, duration_ms, created_at, finished_at, result)
+       VALUES (p_id, p_tenant, p_status, p_success, p_duration_ms, p_created_at, p_finished_at, p_result)
+       ON CONFLICT (id) DO NOTHING
+       RETURNING seq INTO new_seq;
+     IF new_seq IS NULL THEN
+       IF EXISTS (SELECT 1 FROM executions e WHERE e.id = p_id AND e.result = p_result AND e.tenant = p_tenant) THEN
+         RETURN false;
+       END IF;
+       RAISE EXCEPTION USING ERRCODE = 'PBX01', MESSAGE = 'an execution with this id is already stored';
+     END IF;
+     INSERT INTO usage AS u (tenant, day, status, executions, wall_ms, cpu_ms, output_bytes)
+       VALUES (p_tenant, p_day, p_status, 1, p_duration_ms, p_cpu_ms, p_output_bytes)
+       ON CONFLICT (tenant, day, status) DO UPDATE SET
+         executions = u.executions + 1,
+         wall_ms = u.wall_ms + excluded.wall_ms,
+         cpu_ms = u.cpu_ms + excluded.cpu_ms,
+         output_bytes = u.output_bytes + excluded.output_bytes;
+     -- seq only grows: the newest p_keep rows are those above new_seq - p_keep (see pruneIn).
+     DELETE FROM executions WHERE seq <= new_seq - p_keep;
+     IF p_older_than IS NOT NULL THEN
+       DELETE FROM executions WHERE created_at < p_older_than;
+     END IF;
+     RETURN true;
+   END
+   $fn$;`;
+}
 
 /**
  * The advisory lock migrations run under (any fixed number; advisory locks are per database, so
