@@ -12,7 +12,7 @@ import { redisOptionsOf } from '../../src/cluster/connection.ts';
 import { QueueDispatch, type QueueDispatchDeps } from '../../src/cluster/queue-dispatch.ts';
 import { QueueWorker } from '../../src/cluster/queue-worker.ts';
 import { ClusterRegistry, type NodeReport } from '../../src/cluster/registry.ts';
-import { QUEUE_NAME, type Admission } from '../../src/cluster/wire.ts';
+import { QUEUE_NAME, cancelMarkKey, type Admission } from '../../src/cluster/wire.ts';
 import { PyboxError } from '../../src/core/errors.ts';
 import { ConcurrencyGate } from '../../src/core/concurrency.ts';
 import { LocalDispatch } from '../../src/core/local-dispatch.ts';
@@ -355,6 +355,18 @@ describe('QueueDispatch and QueueWorker', () => {
     expect(run.seen[0]?.cancelledBy).toBe('client');
     // The worker's result stands; the API node records nothing of its own.
     expect(c.store.saved).toHaveLength(0);
+  });
+
+  it('cancels an execution whose cancel was marked before a worker took it (the mark is read beside the start)', async () => {
+    const c = cluster();
+    const run = new FakeRun(true);
+    const e = execution();
+    // As if its client left while the job was being taken: published to nobody, marked for the worker.
+    await admin.set(cancelMarkKey(c.prefix, e.job.id), 'client', 'PX', 60_000);
+    await c.worker(run, { slots: 1 });
+    const result = await c.dispatch.submit(e, clientSignals().signals);
+    expect(result.status).toBe('cancelled');
+    expect(run.seen[0]?.cancelledBy).toBe('client');
   });
 
   it('stops running executions with reason shutdown when a worker closes past its grace', async () => {
