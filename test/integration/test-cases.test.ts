@@ -114,7 +114,11 @@ describe.each(runtimes)('test cases under %s', (runtime: RuntimeName) => {
       '        ctypes.CDLL(None).prctl(15, b"pybox-leftover", 0, 0, 0)',
       '        time.sleep(60)',
       '    os._exit(0)',
-      'time.sleep(0.3)',
+      // Until the grandchild has named itself (a fork under gVisor on a loaded host is slow).
+      'for _ in range(200):',
+      '    if names().count("pybox-leftover"):',
+      '        break',
+      '    time.sleep(0.05)',
       'print("now", names().count("pybox-leftover"))',
     ].join('\n');
     const o = await run(code, [kase(), kase(), kase()]);
