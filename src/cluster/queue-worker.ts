@@ -142,8 +142,9 @@ export class QueueWorker {
     try {
       // A cancel published while this worker was taking the job found nobody listening for it yet.
       // Its mark is read beside the start, not before it: the sandbox is taken and the payload
-      // built meanwhile, and the mark (one round trip) cancels the run as it waits to start.
-      const marked = this.commands
+      // built meanwhile, and the mark (one round trip) cancels the run as it waits to start. Nothing
+      // waits for it: a mark read after the run ended aborts nothing.
+      void this.commands
         .get(cancelMarkKey(this.deps.prefix, id))
         .then((mark) => {
           if (mark === 'client' || mark === 'shutdown') this.abort(controllers, mark);
@@ -161,7 +162,6 @@ export class QueueWorker {
         { waiting: controllers.waiting.signal, running: controllers.running.signal },
         { started, ...(output ? { output: output.listener } : {}) },
       );
-      await marked;
       // Batches still unsent by then are lost to the stream only: the result carries the output.
       if (output) await within(output.flush(), OUTPUT_FLUSH_WAIT_MS, 'sending the last output').catch(() => {});
       logExecution(this.deps.logger, execution, result, { totalMs: clock.now() - taken, queueWaitMs, nodeId: this.deps.nodeId }, 'worker execution');
