@@ -1,5 +1,6 @@
 // What the typed client throws: one base class, and a subclass for each case a caller handles
 // differently. What the user's code did is never an error here: it is the result's `status`.
+import type { ErrorCode } from '../core/errors.ts';
 
 export interface ClientErrorInit {
   /** The service's error code (`invalid_request`, `queue_full`…), or the client's own. */
@@ -55,14 +56,49 @@ export class TimeoutError extends PyboxClientError {}
 /** The service answered with something that is not what the API promises. */
 export class UnexpectedResponseError extends PyboxClientError {}
 
-/** The class for an HTTP error answer, by status first and the service's code second. */
+/**
+ * The class of an error the service reports, by its code: the same whether it comes as an HTTP
+ * answer or as an event of a streamed run (whose answer was a 200). A full Record: a new ErrorCode
+ * fails to compile until it is placed here.
+ */
+const CLASS_BY_CODE: Record<ErrorCode, typeof PyboxClientError> = {
+  invalid_request: InvalidRequestError,
+  unsupported_media_type: InvalidRequestError,
+  payload_too_large: InvalidRequestError,
+  unauthorized: AuthError,
+  host_not_allowed: AuthError,
+  origin_not_allowed: AuthError,
+  not_found: NotFoundError,
+  rate_limited: RateLimitError,
+  session_limit: SessionLimitError,
+  session_busy: SessionBusyError,
+  session_ended: SessionEndedError,
+  queue_full: QueueFullError,
+  engine_unavailable: ServiceUnavailableError,
+  image_missing: ServiceUnavailableError,
+  store_unavailable: ServiceUnavailableError,
+  queue_unavailable: ServiceUnavailableError,
+  no_workers: ServiceUnavailableError,
+  shutting_down: ServiceUnavailableError,
+  internal: ServerError,
+};
+
+const classOfCode = (code: string): typeof PyboxClientError | undefined =>
+  Object.hasOwn(CLASS_BY_CODE, code) ? CLASS_BY_CODE[code as ErrorCode] : undefined;
+
+/** The class for an error code of the service's; a code this client does not know is a ServerError. */
+export function errorClassForCode(code: string): typeof PyboxClientError {
+  return classOfCode(code) ?? ServerError;
+}
+
+/** The class for an HTTP error answer: by the service's code, or (a code this client does not know, or none: a proxy's answer) by its status. */
 function errorClassFor(status: number, code: string): typeof PyboxClientError {
+  const known = classOfCode(code);
+  if (known) return known;
   if (status === 401 || status === 403) return AuthError;
   if (status === 404) return NotFoundError;
-  if (status === 429) return code === 'session_limit' ? SessionLimitError : RateLimitError;
-  if (status === 409 && code === 'session_busy') return SessionBusyError;
-  if (status === 410 && code === 'session_ended') return SessionEndedError;
-  if (status === 503) return code === 'queue_full' ? QueueFullError : ServiceUnavailableError;
+  if (status === 429) return RateLimitError;
+  if (status === 503) return ServiceUnavailableError;
   if (status >= 500) return ServerError;
   if (status >= 400) return InvalidRequestError;
   return UnexpectedResponseError;

@@ -3,54 +3,12 @@
 // `result` ends the iteration, and `error` is thrown as the client's error for its code. Each
 // event is parsed with the API's schemas: the stream is as untrusted as any answer.
 import type { EventSourceMessage } from 'eventsource-parser';
-import type { ErrorCode } from '../core/errors.ts';
 import { ErrorBody, ExecutionResult, OutputChunk } from '../core/schemas.ts';
-import {
-  AuthError,
-  ConnectionError,
-  InvalidRequestError,
-  NotFoundError,
-  PyboxClientError,
-  QueueFullError,
-  RateLimitError,
-  ServerError,
-  ServiceUnavailableError,
-  SessionBusyError,
-  SessionEndedError,
-  SessionLimitError,
-  UnexpectedResponseError,
-  jsonOrUndefined,
-} from './errors.ts';
+import { ConnectionError, PyboxClientError, UnexpectedResponseError, errorClassForCode, jsonOrUndefined } from './errors.ts';
 import { readEvents } from './event-stream.ts';
 
 /** What a streamed run yields: its output as it is written, then its result (always last). */
 export type RunStreamEvent = { type: 'stdout' | 'stderr'; text: string } | { type: 'result'; result: ExecutionResult };
-
-/**
- * The class of an error that arrives as an event, by its code (the answer's status was 200 then).
- * A full Record: a new ErrorCode fails to compile until it is placed here.
- */
-const CLASS_BY_CODE: Record<ErrorCode, typeof PyboxClientError> = {
-  invalid_request: InvalidRequestError,
-  unsupported_media_type: InvalidRequestError,
-  payload_too_large: InvalidRequestError,
-  unauthorized: AuthError,
-  host_not_allowed: AuthError,
-  origin_not_allowed: AuthError,
-  not_found: NotFoundError,
-  rate_limited: RateLimitError,
-  session_limit: SessionLimitError,
-  session_busy: SessionBusyError,
-  session_ended: SessionEndedError,
-  queue_full: QueueFullError,
-  engine_unavailable: ServiceUnavailableError,
-  image_missing: ServiceUnavailableError,
-  store_unavailable: ServiceUnavailableError,
-  queue_unavailable: ServiceUnavailableError,
-  no_workers: ServiceUnavailableError,
-  shutting_down: ServiceUnavailableError,
-  internal: ServerError,
-};
 
 function unexpected(message: string, details?: unknown): UnexpectedResponseError {
   return new UnexpectedResponseError(message, { code: 'unexpected_response', details });
@@ -81,7 +39,7 @@ function parseEvent(message: EventSourceMessage, where: string): RunStreamEvent 
     const body = ErrorBody.safeParse(parseJson(message, where));
     if (!body.success) throw unexpected(`unexpected error event from ${where}`, body.error.issues);
     const { code, message: text, details } = body.data.error;
-    const ErrorClass = CLASS_BY_CODE[code as ErrorCode] ?? ServerError;
+    const ErrorClass = errorClassForCode(code);
     return new ErrorClass(text, { code, details });
   }
   return null;
