@@ -299,12 +299,12 @@ def fail_setup(res_w, message):
 
 
 def memory_file(name):
-    """A file with no name anywhere (a test case's code must not find the next case's stdin in
-    /tmp), or an unlinked one in /tmp where memfd_create is missing."""
+    """A file with no name anywhere (no code can find it by name: the next test case's stdin, the
+    store of every case's input), or an unlinked one in /tmp where memfd_create is missing."""
     try:
         return os.memfd_create(name, 0)
     except (AttributeError, OSError):
-        fd, path = tempfile.mkstemp(prefix=".pybox-stdin-", dir="/tmp")
+        fd, path = tempfile.mkstemp(prefix="." + name + "-", dir="/tmp")
         os.unlink(path)
         return fd
 

@@ -29,7 +29,6 @@ import os
 import pickle
 import signal
 import sys
-import tempfile
 import time
 
 from . import child as child_mod
@@ -188,12 +187,7 @@ def make_store():
     """A file in memory for test cases' input (payload.read_cases), made before any process is
     forked so that each inherits it; only a case's own process reads its part, and no process of
     the code ever holds it open."""
-    try:
-        return os.memfd_create("pybox-cases", 0)
-    except (AttributeError, OSError):
-        fd, path = tempfile.mkstemp(prefix=".pybox-cases-", dir="/tmp")
-        os.unlink(path)
-        return fd
+    return child_mod.memory_file("pybox-cases")
 
 
 def load_cases(count, store_fd):
