@@ -57,7 +57,7 @@ afterEach(async () => {
   }
 });
 
-function setup(opts: { concurrency?: number; leaseMs?: number; owner?: string; limits?: Record<string, Partial<TenantLimits>> } = {}) {
+function setup(opts: { concurrency?: number; leaseMs?: number; owner?: string; limits?: Record<string, Partial<TenantLimits>>; clock?: { now: () => number } } = {}) {
   const store = new MemoryStore();
   const jobs = new MemoryJobStore((id) => store.get(id));
   const outbox = new MemoryOutbox();
@@ -72,6 +72,7 @@ function setup(opts: { concurrency?: number; leaseMs?: number; owner?: string; l
       clock,
       logger,
       owner,
+      ...(opts.clock ? { clock: opts.clock } : {}),
       config: { maxBatchItems: 1000, maxOpenPerTenant: 10_000, concurrency: opts.concurrency ?? 2, leaseMs: opts.leaseMs ?? 5000, pollMs: 20 },
       callerFor: async (tenant) => ({ tenant, keyId: null, admin: false, limits: { ...NO_TENANT_LIMITS, ...opts.limits?.[tenant] } }),
       results,
@@ -169,22 +170,35 @@ describe('JobRunner', () => {
   });
 
   it('renews its leases while a job runs, so another node never takes it', async () => {
-    const { jobs, runner, service, make } = setup({ leaseMs: 90 });
+    // The leases' clock moves only when the test moves it, less than a lease at a time and only
+    // after node-1 has renewed: a stalled event loop (a loaded CI host) cannot let a lease lapse,
+    // and a runner that stopped renewing fails the wait for its next renewal.
+    let nowMs = Date.now();
+    const { jobs, runner, service, make } = setup({ leaseMs: 90, clock: { now: () => nowMs } });
     const other = make('node-2');
     const done = deferred<void>();
     service.behave = () => done.promise;
-    const j = job('team-a');
-    await jobs.createJob(j);
-    await runner.start();
-    await until(() => service.running === 1, 'the run to start');
-    await other.start();
-    // Several lease lengths go by; node-2 polls all along.
-    await new Promise((r) => setTimeout(r, 400));
-    expect(jobs.calls.renew.filter((c) => c.owner === 'node-1' && c.ids.includes(j.id)).length).toBeGreaterThanOrEqual(3);
-    expect(service.calls).toHaveLength(1);
-    done.resolve();
-    await until(() => jobs.stateOf(j.id) === 'done', 'completion');
-    expect(service.calls).toHaveLength(1);
+    try {
+      const j = job('team-a');
+      await jobs.createJob(j);
+      await runner.start();
+      await until(() => service.running === 1, 'the run to start');
+      await other.start();
+      const renewals = () => jobs.calls.renew.filter((c) => c.owner === 'node-1' && c.ids.includes(j.id));
+      // Five lease lengths go by, 60 ms at a time; node-2 polls all along.
+      for (let step = 0; step < 8; step++) {
+        const seen = renewals().length;
+        nowMs += 60;
+        await until(() => renewals().some((c, i) => i >= seen && c.untilMs === nowMs + 90), 'a renewal at the moved clock');
+        await new Promise((r) => setTimeout(r, 40));
+      }
+      expect(service.calls).toHaveLength(1);
+      done.resolve();
+      await until(() => jobs.stateOf(j.id) === 'done', 'completion');
+      expect(service.calls).toHaveLength(1);
+    } finally {
+      done.resolve();
+    }
   });
 
   it('gives a job refused for now (rate_limited) back with a wait, and runs it later', async () => {
