@@ -163,8 +163,7 @@ export class QueueDispatch implements Dispatch {
     // Known to be away (its connection lost and retrying): refused at once, not after a timeout.
     if (this.commands.status === 'reconnecting' || this.commands.status === 'end') throw this.unavailable(new Error(`Redis connection ${this.commands.status}`));
     await this.assertWorkers();
-    await this.assertRoom();
-    const { inFlight } = await this.admit(execution);
+    const { inFlight } = await this.admitWithRoom(execution);
     const id = execution.job.id;
     const waiter = this.register(execution);
     // Test cases report their output in the result only: nothing to stream.
@@ -299,28 +298,29 @@ export class QueueDispatch implements Dispatch {
     return this.workersRead;
   }
 
-  private async assertRoom(): Promise<void> {
-    let depth: number;
-    try {
-      depth = await this.queueDepth();
-    } catch (e) {
-      throw this.unavailable(e);
-    }
-    if (depth >= this.deps.maxQueue) {
-      throw new PyboxError('queue_full', `${depth} executions are waiting for a worker, the most the cluster queues`, { retryAfterS: this.deps.retryAfterS });
-    }
-  }
-
-  private async admit(e: AcceptedExecution): Promise<{ inFlight: number }> {
+  /**
+   * The queue's depth and the tenant's admission, read side by side (two round trips on two
+   * connections, at the cost of one). A full queue is refused first, as if the admission had not
+   * been asked; an admission taken for an execution refused after all is given back.
+   */
+  private async admitWithRoom(e: AcceptedExecution): Promise<{ inFlight: number }> {
     const leaseMs = this.deps.leaseMs?.(e) ?? wallLimitMs(e.job) + LEASE_MARGIN_MS;
-    let decision: { admitted: boolean; inFlight: number };
-    try {
-      decision = await within(this.deps.admission.admit({ tenant: e.tenant, id: e.job.id, maxInFlight: e.maxInFlight, leaseMs }), this.timeoutMs, 'admitting the execution');
-    } catch (err) {
-      throw this.unavailable(err);
+    const [depth, decision] = await Promise.allSettled([
+      this.queueDepth(),
+      within(this.deps.admission.admit({ tenant: e.tenant, id: e.job.id, maxInFlight: e.maxInFlight, leaseMs }), this.timeoutMs, 'admitting the execution'),
+    ]);
+    const admitted = decision.status === 'fulfilled' && decision.value.admitted;
+    const refuse = (error: unknown): never => {
+      if (admitted) this.release(e);
+      throw error;
+    };
+    if (depth.status === 'rejected') return refuse(this.unavailable(depth.reason));
+    if (depth.value >= this.deps.maxQueue) {
+      return refuse(new PyboxError('queue_full', `${depth.value} executions are waiting for a worker, the most the cluster queues`, { retryAfterS: this.deps.retryAfterS }));
     }
-    if (!decision.admitted) throw this.deps.tenantLimitError(e.maxInFlight ?? 0, this.deps.retryAfterS);
-    return decision;
+    if (decision.status === 'rejected') return refuse(this.unavailable(decision.reason));
+    if (!decision.value.admitted) throw this.deps.tenantLimitError(e.maxInFlight ?? 0, this.deps.retryAfterS);
+    return decision.value;
   }
 
   private register(execution: AcceptedExecution): Waiter & { promise: Promise<ExecutionResult> } {
