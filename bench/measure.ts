@@ -33,6 +33,25 @@ export async function paced(n: number, intervalMs: number, once: Task): Promise<
   return out;
 }
 
+/**
+ * Two tasks measured side by side by one client, n rounds: round i starts `first` at
+ * 2i × intervalMs and `second` at (2i + 1) × intervalMs (or as soon as the run before returns, when
+ * that is later). Each task runs every 2 × intervalMs, the machine serves one run per intervalMs, and
+ * both see the same machine over the same minutes: a drift of the machine's speed between two
+ * separately measured rows does not enter their difference.
+ */
+export async function pacedPairs(n: number, intervalMs: number, first: Task, second: Task): Promise<{ first: number[]; second: number[] }> {
+  const out = { first: [] as number[], second: [] as number[] };
+  const t0 = performance.now();
+  for (let i = 0; i < 2 * n; i++) {
+    await sleep(t0 + i * intervalMs - performance.now());
+    const t = performance.now();
+    await (i % 2 === 0 ? first : second)();
+    (i % 2 === 0 ? out.first : out.second).push(performance.now() - t);
+  }
+  return out;
+}
+
 /** `total` runs by `clients` clients that each send the next as soon as theirs returns. */
 export async function clients(total: number, count: number, task: Task): Promise<{ perSecond: number; seconds: number; latencies: number[] }> {
   const latencies: number[] = [];

@@ -29,8 +29,8 @@ import { WarmPool } from '../src/pool/warm-pool.ts';
 import { ArgsError, parseArgs, USAGE, type BenchOptions, type Scenario } from './args.ts';
 import { PHASE_MEANING, summarizePhases, TimedEngine, type PhaseSummary } from './breakdown.ts';
 import { renderSvg } from './chart.ts';
-import { clients, forDuration, paced, sequential, type Task } from './measure.ts';
-import { busyMs, busyShare, parseProcStat, quietnessWarning, round1, round2, summarize, versusCell, versusLatency, versusRate, type CpuTicks, type Row } from './stats.ts';
+import { clients, forDuration, paced, pacedPairs, sequential, type Task } from './measure.ts';
+import { busyMs, busyShare, parseProcStat, percentile, quietnessWarning, round1, round2, summarize, versusCell, versusLatency, versusRate, type CpuTicks, type Row } from './stats.ts';
 import { createTestDatabase, flushPrefix, postgresUrl, redisUrl, secondEngineHost } from '../test/support/servers.ts';
 
 /** Runs at the science scenario's pace before it is measured, not counted. */
@@ -541,18 +541,24 @@ class Bench {
       await this.firstExecution(url);
       const filled = () => Promise.all(workers.map((w) => w.engineSide!.pool.filled()));
 
-      log(`cluster paced: print(1) every ${this.opts.pacedIntervalMs} ms, warm (${runtime})`);
-      await filled();
-      const pacedRow = this.row(
-        `cluster paced, 1 worker, print(1) every ${this.opts.pacedIntervalMs} ms (${runtime})`,
-        'cluster',
-        runtime,
-        await paced(c.paced, this.opts.pacedIntervalMs, () => this.execute(url, PRINT)),
-      );
-      const aio = this.find('paced', runtime);
-      if (aio) pacedRow.versus = versusLatency(pacedRow, aio, true);
-      else log('  (no all-in-one paced row in this run to read it against: add `paced` to --only)');
-      info.pacedOverheadMs = pacedRow.versus?.deltaMs ?? null;
+      // The all-in-one node beside it, measured in the same minutes: the two take turns, so a
+      // drift of the machine's speed between two rows measured apart does not enter the difference.
+      const interval = this.opts.pacedIntervalMs;
+      log(`cluster paced: print(1) every ${2 * interval} ms, taking turns with an all-in-one node every ${interval} ms, warm (${runtime})`);
+      const beside = await this.serve(runtime, {});
+      try {
+        await this.execute(beside.url, PRINT);
+        await Promise.all([filled(), beside.pybox.pool.filled()]);
+        const turns = await pacedPairs(c.paced, interval, () => this.execute(beside.url, PRINT), () => this.execute(url, PRINT));
+        const aio = this.row(`pybox paced beside the cluster, print(1) every ${2 * interval} ms (${runtime})`, 'cluster', runtime, turns.first);
+        const pacedRow = this.row(`cluster paced, 1 worker, print(1) every ${2 * interval} ms (${runtime})`, 'cluster', runtime, turns.second);
+        pacedRow.versus = versusLatency(pacedRow, aio, true);
+        info.pacedOverheadMs = pacedRow.versus.deltaMs ?? null;
+        // The same from each turn's pair: the cluster's run minus the all-in-one run just before it.
+        info.pacedOverheadPairedMs = round1(percentile([...turns.second.map((v, i) => v - (turns.first[i] ?? v))].sort((x, y) => x - y), 50));
+      } finally {
+        await beside.close();
+      }
 
       const sustained = async (label: string) => {
         log(`cluster sustained, ${label}: ${c.clients} clients without pause for ${c.clusterSeconds} s (${runtime})`);

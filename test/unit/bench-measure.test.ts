@@ -1,6 +1,6 @@
 // The bench's drivers: how many runs each starts, in what order, and how many at once.
 import { describe, expect, it } from 'vitest';
-import { clients, forDuration, paced, sequential } from '../../bench/measure.ts';
+import { clients, forDuration, paced, pacedPairs, sequential } from '../../bench/measure.ts';
 
 describe('bench drivers', () => {
   it('sequential runs n times, one at a time, with the untimed step before each', async () => {
@@ -22,6 +22,25 @@ describe('bench drivers', () => {
     });
     expect(out).toHaveLength(4);
     expect(most).toBe(1);
+  });
+
+  it('pacedPairs alternates the two tasks, one at a time, each timed in its own list', async () => {
+    const order: string[] = [];
+    let running = 0;
+    let most = 0;
+    const task = (name: string, ms: number) => async () => {
+      order.push(name);
+      most = Math.max(most, ++running);
+      if (ms > 0) await new Promise((r) => setTimeout(r, ms));
+      running--;
+    };
+    const out = await pacedPairs(3, 1, task('a', 0), task('b', 50));
+    expect(order).toEqual(['a', 'b', 'a', 'b', 'a', 'b']);
+    expect(most).toBe(1);
+    expect(out.first).toHaveLength(3);
+    expect(out.second).toHaveLength(3);
+    // Each list holds its own task's times: b's runs are the slow ones.
+    expect(Math.min(...out.second)).toBeGreaterThan(Math.max(...out.first));
   });
 
   it('clients runs exactly total tasks with at most count at once', async () => {
