@@ -79,6 +79,8 @@ const EVENTS_KEPT = 1000;
 const FINISHED_KEPT = 200;
 /** Workers tried for one open when the first ones turn out full. */
 const MAX_OPEN_TRIES = 3;
+/** A session place outlives the longest open by this (the opening node may die and never give it back). */
+const RESERVE_MARGIN_MS = 30_000;
 
 export class RemoteSessionHosts implements SessionHosts {
   private readonly lanes = new Map<string, Lane>();
@@ -117,7 +119,7 @@ export class RemoteSessionHosts implements SessionHosts {
     for (const node of ranked.slice(0, MAX_OPEN_TRIES)) {
       this.opening.set(node.nodeId, (this.opening.get(node.nodeId) ?? 0) + 1);
       try {
-        const { session } = await this.request(node.nodeId, data, req.id, { timeoutMs: this.deps.openTimeoutMs ?? 120_000, signal });
+        const { session } = await this.request(node.nodeId, data, req.id, { timeoutMs: this.openTimeoutMs, signal });
         if (session.id !== req.id || session.tenant !== req.tenant || session.node !== node.nodeId) {
           throw new PyboxError('internal', 'the worker answered the open with another session');
         }
@@ -142,6 +144,21 @@ export class RemoteSessionHosts implements SessionHosts {
       }
     }
     throw refused;
+  }
+
+  /**
+   * A place among the tenant's sessions, taken in Redis where every API node counts: the listing
+   * first forgets the sessions of workers that went away, as list() does, so they count no more.
+   * The place is held as long as an open may take, unless the worker files the session first.
+   */
+  async reserve(tenant: string, id: string, max: number): Promise<boolean> {
+    this.assertOpen();
+    await this.list(tenant);
+    return await this.redis(this.deps.directory.reserve(tenant, id, max, this.openTimeoutMs + RESERVE_MARGIN_MS), 'taking a session place');
+  }
+
+  async unreserve(tenant: string, id: string): Promise<void> {
+    await this.redis(this.deps.directory.unreserve(tenant, id), 'giving back a session place');
   }
 
   async get(id: string): Promise<HostedSession> {
@@ -236,6 +253,10 @@ export class RemoteSessionHosts implements SessionHosts {
 
   private get opTimeoutMs(): number {
     return this.deps.opTimeoutMs ?? 60_000;
+  }
+
+  private get openTimeoutMs(): number {
+    return this.deps.openTimeoutMs ?? 120_000;
   }
 
   private assertOpen(): void {

@@ -3,7 +3,8 @@
 // counting a tenant's sessions on any API node) and one of all. Each entry has an expiry the
 // worker holding it renews every heartbeat, and each id in a set is scored with that same expiry,
 // so the sessions of a worker that died drop out on their own. Time is the Redis server's (TIME),
-// so the nodes' clocks never matter.
+// so the nodes' clocks never matter. A session being opened holds a place in its tenant's set, with
+// no entry yet, so that every API node counts it against the tenant's cap from the start.
 //
 // Every entry read is parsed: anyone who can write to Redis can write one.
 import type { Redis } from 'ioredis';
@@ -49,6 +50,30 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 `;
 
+// KEYS[1] the tenant's set. ARGV[1] the most ids it may hold, ARGV[2] how long the place is held
+// (ms), ARGV[3] the new session's id. Takes a place for a session about to be opened: an id in the
+// tenant's set with no entry yet, which counts from now on every node; its worker's first PUT
+// files the session under it. 1, or 0 when the tenant's live ids have reached the most.
+const RESERVE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(last[2]) - now))
+return 1
+`;
+
+// KEYS[1] the tenant's set, KEYS[2] the session's entry. ARGV[1] its id. Gives a place back unless
+// a worker filed the session meanwhile (an open whose answer was lost): that one keeps its place.
+const UNRESERVE = `
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+`;
+
 export interface SessionDirectoryDeps {
   redis: Redis;
   prefix: string;
@@ -59,11 +84,15 @@ export class SessionDirectory {
   private readonly putScript: Script;
   private readonly idsScript: Script;
   private readonly countScript: Script;
+  private readonly reserveScript: Script;
+  private readonly unreserveScript: Script;
 
   constructor(private readonly deps: SessionDirectoryDeps) {
     this.putScript = script(deps.redis, 'pyboxSessionPut', 3, PUT);
     this.idsScript = script(deps.redis, 'pyboxSessionIds', 1, IDS);
     this.countScript = script(deps.redis, 'pyboxSessionCount', 1, COUNT);
+    this.reserveScript = script(deps.redis, 'pyboxSessionReserve', 1, RESERVE);
+    this.unreserveScript = script(deps.redis, 'pyboxSessionUnreserve', 2, UNRESERVE);
   }
 
   private entryKey(id: string): string {
@@ -114,7 +143,24 @@ export class SessionDirectory {
     return sessions;
   }
 
-  /** How many live sessions a tenant has (ids whose entries have not expired). */
+  /**
+   * Takes a place among a tenant's at most `max` sessions for session `id`, about to be opened, for
+   * `ttlMs` unless its worker files it first: true, or false when the tenant has no place left. The
+   * check and the take are one step in Redis, so API nodes opening sessions at once never give a
+   * tenant more than `max` between them. Listings skip the place until the session is filed.
+   */
+  async reserve(tenant: string, id: string, max: number, ttlMs: number): Promise<boolean> {
+    if (!Number.isSafeInteger(max) || max < 0) throw new RangeError(`max must be a whole number of 0 or more, not ${max}`);
+    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > 86_400_000) throw new RangeError(`ttlMs must be a whole number from 1 to 86400000, not ${ttlMs}`);
+    return (await this.reserveScript(this.tenantKey(tenant), max, ttlMs, id)) === 1;
+  }
+
+  /** Gives back the place reserve() took, unless the session was filed meanwhile (then it is the session's). */
+  async unreserve(tenant: string, id: string): Promise<void> {
+    await this.unreserveScript(this.tenantKey(tenant), this.entryKey(id), id);
+  }
+
+  /** How many live sessions a tenant has (ids whose entries have not expired), places taken for those being opened included. */
   async count(tenant: string): Promise<number> {
     const n = await this.countScript(this.tenantKey(tenant));
     if (!Number.isSafeInteger(n)) throw new Error('unexpected reply from Redis for a count of sessions');

@@ -82,17 +82,28 @@ export class SessionService {
     const files = decodeFiles(req.files ?? [], 'files', this.budget());
     const idleTimeoutMs = Math.min(req.idleTimeoutMs ?? config.idleTimeoutMs, config.idleTimeoutMs);
     const tenant = caller.tenant;
+    const open = { id: deps.newId(), tenant, limits, idleTimeoutMs, env: req.env ?? {}, files, createdAtMs: deps.clock.now() };
+    const refused = () =>
+      new PyboxError('session_limit', `this tenant has ${config.maxPerTenant} session(s), its limit; end one (DELETE /v1/sessions/{id}) first`, {
+        details: { limit: 'sessions_per_tenant', max: config.maxPerTenant },
+      });
+    const { hosts } = deps;
+    if (hosts.reserve && hosts.unreserve) {
+      // Hosts shared by several nodes: the place is taken where every node counts.
+      if (!(await hosts.reserve(tenant, open.id, config.maxPerTenant))) throw refused();
+      try {
+        return this.infoOf(await hosts.open(open, opts.signal));
+      } catch (e) {
+        await hosts.unreserve(tenant, open.id).catch((err: unknown) => deps.logger.warn('could not give back a session place', { tenant, session: open.id, error: err }));
+        throw e;
+      }
+    }
     const pending = this.creating.get(tenant) ?? 0;
     this.creating.set(tenant, pending + 1);
     try {
-      const alive = (await deps.hosts.list(tenant)).length;
-      if (alive + pending >= config.maxPerTenant) {
-        throw new PyboxError('session_limit', `this tenant has ${config.maxPerTenant} session(s), its limit; end one (DELETE /v1/sessions/{id}) first`, {
-          details: { limit: 'sessions_per_tenant', max: config.maxPerTenant },
-        });
-      }
-      const hosted = await deps.hosts.open({ id: deps.newId(), tenant, limits, idleTimeoutMs, env: req.env ?? {}, files, createdAtMs: deps.clock.now() }, opts.signal);
-      return this.infoOf(hosted);
+      const alive = (await hosts.list(tenant)).length;
+      if (alive + pending >= config.maxPerTenant) throw refused();
+      return this.infoOf(await hosts.open(open, opts.signal));
     } finally {
       const left = (this.creating.get(tenant) ?? 1) - 1;
       if (left > 0) this.creating.set(tenant, left);

@@ -114,4 +114,14 @@ export interface SessionHosts {
   getFile(id: string, path: string, maxBytes: number): Promise<Buffer>;
   listFiles(id: string, max: number): Promise<SessionFileList>;
   close(id: string, reason: SessionEndReason): Promise<void>;
+  /**
+   * Hosts several nodes share (a cluster's) count a tenant's sessions where every node sees them.
+   * Takes a place for session `id`, which is about to be opened, if the tenant's live sessions and
+   * the places taken for those being opened are fewer than `max`, in one step every node sees:
+   * true, or false at the cap. The place becomes the session's when it opens. Without this method
+   * (one node's hosts), the session service counts a tenant's sessions itself.
+   */
+  reserve?(tenant: string, id: string, max: number): Promise<boolean>;
+  /** Gives back the place reserve() took for a session whose open failed (or was never tried). */
+  unreserve?(tenant: string, id: string): Promise<void>;
 }

@@ -5,8 +5,11 @@
 // the API node's sessionHosts lands on the worker, which reports it; its calls reach the worker.
 import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SessionDirectory } from '../../src/cluster/session-directory.ts';
 import { composeClusterNode, type ClusterNode } from '../../src/compose-cluster.ts';
+import { LOCAL_TENANT } from '../../src/core/caller.ts';
 import { ConfigSchema, type Config } from '../../src/config/schema.ts';
 import { PrivatePostgres, PrivateRedis, removeLabelled } from '../support/cluster.ts';
 import { FakeSessionHosts } from '../support/fake-session-hosts.ts';
@@ -18,6 +21,7 @@ const nodes: ClusterNode[] = [];
 const instance = `test-cs-${randomBytes(4).toString('hex')}`;
 const local = new FakeSessionHosts();
 let api: ClusterNode;
+const prefix = `pbxcs${randomBytes(3).toString('hex')}`;
 
 async function presentImage(): Promise<string> {
   const images = await new Docker().listImages({ filters: { reference: ['pybox-python'] } });
@@ -29,14 +33,13 @@ async function presentImage(): Promise<string> {
 beforeAll(async () => {
   [redis, postgres] = await Promise.all([PrivateRedis.start(), PrivatePostgres.start()]);
   const image = await presentImage();
-  const prefix = `pbxcs${randomBytes(3).toString('hex')}`;
   const config = (role: 'api' | 'worker', nodeId: string): Config =>
     ConfigSchema.parse({
       cluster: { role, nodeId, postgresUrl: postgres?.url, redisUrl: redis?.url, prefix, heartbeatMs: 200 },
       engine: { runtime: 'runc', image, instance },
       pool: { enabled: false },
       log: { level: 'error' },
-      sessions: { maxPerHost: 3 },
+      sessions: { maxPerHost: 3, maxPerTenant: 2 },
     });
   nodes.push(await composeClusterNode(config('worker', 'cs-worker'), { logger: new RecordingLogger() }, { localHosts: () => local }));
   api = await composeClusterNode(config('api', 'cs-api'), { logger: new RecordingLogger() });
@@ -63,5 +66,31 @@ describe('a composed cluster with sessions', () => {
     expect(local.calls.map((c) => c.session)).toEqual([id]);
     await hosts.close(id, 'deleted');
     expect(local.closed).toEqual([{ id, reason: 'deleted' }]);
+  });
+
+  it("counts against a tenant's cap the place another API node holds for a session it is opening", async () => {
+    const commands = new Redis(redis?.url ?? '');
+    try {
+      const directory = new SessionDirectory({ redis: commands, prefix });
+      // Another API node's open, under way: its place is taken in Redis.
+      expect(await directory.reserve(LOCAL_TENANT, 'opening-elsewhere', 2, 60_000)).toBe(true);
+      const create = () => api.app.request('/v1/sessions', { method: 'POST', headers: { 'content-type': 'application/json', host: 'localhost' }, body: '{}' });
+      const first = await create();
+      expect(first.status).toBe(201);
+      const refused = await create();
+      expect(refused.status).toBe(429);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('session_limit');
+      // Its open failed: the place is given back, and this node may open the tenant's second.
+      await directory.unreserve(LOCAL_TENANT, 'opening-elsewhere');
+      const second = await create();
+      expect(second.status).toBe(201);
+      for (const res of [first, second]) {
+        const { id } = (await res.json()) as { id: string };
+        expect((await api.app.request(`/v1/sessions/${id}`, { method: 'DELETE', headers: { host: 'localhost' } })).status).toBe(200);
+      }
+      expect(await directory.count(LOCAL_TENANT)).toBe(0);
+    } finally {
+      commands.disconnect();
+    }
   });
 });

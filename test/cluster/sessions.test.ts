@@ -463,6 +463,46 @@ describe('the session directory', () => {
     expect(await directory.count('dirt2')).toBe(0);
   });
 
+  it("gives a tenant no more places than its cap between two API nodes taking them at once, and lists none of them", async () => {
+    const tenant = `capt-${randomBytes(3).toString('hex')}`;
+    const ids = Array.from({ length: 10 }, (_, i) => `place-${i}-${randomBytes(3).toString('hex')}`);
+    const taken = await Promise.all(ids.map((id, i) => (i % 2 === 0 ? apiA : apiB).reserve(tenant, id, 3)));
+    expect(taken.filter(Boolean)).toHaveLength(3);
+    expect(await directory.count(tenant)).toBe(3);
+    // A place is no session: nothing is listed until a worker files one.
+    expect(await apiA.list(tenant)).toEqual([]);
+    const held = ids.filter((_, i) => taken[i]);
+    const [first, second, third] = held as [string, string, string];
+    // Taking a place already held changes nothing.
+    expect(await apiB.reserve(tenant, first, 3)).toBe(true);
+    expect(await directory.count(tenant)).toBe(3);
+    // A place given back is free for the next open, on either node.
+    await apiB.unreserve(tenant, third);
+    expect(await directory.count(tenant)).toBe(2);
+    const opened = await apiA.open({ ...openReq(tenant), id: third });
+    expect(await apiB.reserve(tenant, third, 3)).toBe(true);
+    expect(await directory.count(tenant)).toBe(3);
+    expect((await apiB.list(tenant)).map((s) => s.id)).toEqual([opened.id]);
+    expect(await apiA.reserve(tenant, 'one-too-many', 3)).toBe(false);
+    // An opened session keeps its place when its opener gives the place back (an open whose answer was lost).
+    await apiA.unreserve(tenant, third);
+    expect(await directory.count(tenant)).toBe(3);
+    await apiA.close(opened.id, 'deleted');
+    for (const id of [first, second]) await apiA.unreserve(tenant, id);
+    expect(await directory.count(tenant)).toBe(0);
+  });
+
+  it('lets the place of a node that never gave it back lapse', async () => {
+    const tenant = `lapse-${randomBytes(3).toString('hex')}`;
+    expect(await directory.reserve(tenant, 'p1', 1, 300)).toBe(true);
+    expect(await directory.reserve(tenant, 'p2', 1, 300)).toBe(false);
+    await sleep(400);
+    expect(await directory.count(tenant)).toBe(0);
+    expect(await directory.reserve(tenant, 'p2', 1, 300)).toBe(true);
+    await expect(directory.reserve(tenant, 'p3', -1, 300)).rejects.toThrow(RangeError);
+    await expect(directory.reserve(tenant, 'p3', 1, 0)).rejects.toThrow(RangeError);
+  });
+
   it("does not list under a tenant an entry that names another tenant", async () => {
     const r = connections[0] as Redis;
     await directory.put(entry('dir-theirs', 'dirt3'), 10_000);

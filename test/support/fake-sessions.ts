@@ -12,7 +12,7 @@ import { SessionManager } from '../../src/core/session-manager.ts';
 import type { CapturedOutput, SandboxReport } from '../../src/core/sandbox.ts';
 import type { ExecutionResult, HistoryPage, SessionFileList, Stats, TenantUsage } from '../../src/core/schemas.ts';
 import type { SessionTimers } from '../../src/core/session-manager.ts';
-import type { SessionCallJob, SessionCallOutcome, SessionSandbox, SessionSandboxes, SessionSandboxSpec } from '../../src/core/sessions.ts';
+import type { SessionCallJob, SessionCallOutcome, SessionHosts, SessionSandbox, SessionSandboxes, SessionSandboxSpec } from '../../src/core/sessions.ts';
 
 /** A clock and timers that move only when told to. */
 export class ManualTime implements Clock, SessionTimers {
@@ -234,7 +234,16 @@ export interface SessionStack {
 }
 
 /** A SessionManager and SessionService over fake sandboxes, with `sessions` settings laid over the defaults. */
-export function sessionStack(over: { sessions?: Partial<Config['sessions']>; limits?: Partial<Config['limits']>; store?: ExecutionStore & { saved: ExecutionResult[] }; endedMemory?: number } = {}): SessionStack {
+export function sessionStack(
+  over: {
+    sessions?: Partial<Config['sessions']>;
+    limits?: Partial<Config['limits']>;
+    store?: ExecutionStore & { saved: ExecutionResult[] };
+    endedMemory?: number;
+    /** The hosts the service uses, made from the manager (a cluster's shared hosts, in a test); the manager itself by default. */
+    hosts?: (manager: SessionManager) => SessionHosts;
+  } = {},
+): SessionStack {
   const base = ConfigSchema.parse({});
   const config: Config = { ...base, sessions: { ...base.sessions, ...over.sessions }, limits: { ...base.limits, ...over.limits } };
   const time = new ManualTime();
@@ -265,7 +274,7 @@ export function sessionStack(over: { sessions?: Partial<Config['sessions']>; lim
     timers: time,
     onEnded: (s, reason) => service?.sessionEnded(s, reason),
   });
-  service = new SessionService({ hosts: manager, executions, store, config: config.sessions, limits: config.limits, results: { limits: config.limits, clock: time }, clock: time, logger, newId, endedMemory: over.endedMemory, accepting: () => executions.accepting });
+  service = new SessionService({ hosts: over.hosts ? over.hosts(manager) : manager, executions, store, config: config.sessions, limits: config.limits, results: { limits: config.limits, clock: time }, clock: time, logger, newId, endedMemory: over.endedMemory, accepting: () => executions.accepting });
   return { time, sandboxes, manager, service, store, config, executions };
 }
 

@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { NO_TENANT_LIMITS, type Caller } from '../../src/core/caller.ts';
 import { PyboxError } from '../../src/core/errors.ts';
 import { ExecutionResult, SessionInfo } from '../../src/core/schemas.ts';
+import type { SessionManager } from '../../src/core/session-manager.ts';
+import type { SessionHosts } from '../../src/core/sessions.ts';
 import { settle, sessionStack } from '../support/fake-sessions.ts';
 
 const caller = (tenant: string, limits: Partial<Caller['limits']> = {}): Caller => ({ tenant, keyId: `key-${tenant}`, admin: false, limits: { ...NO_TENANT_LIMITS, ...limits } });
@@ -73,6 +75,49 @@ describe('SessionService over SessionManager', () => {
     // Ending one makes room.
     await service.delete(alice, (await a).id);
     await service.create(alice, {});
+  });
+
+  it('takes a place from hosts several nodes share before opening, and gives it back when the open fails', async () => {
+    // The places as the cluster's Redis keeps them: another node's open in progress holds one.
+    const places = new Map<string, Set<string>>([['alice', new Set(['opening-elsewhere'])]]);
+    const given: string[] = [];
+    const shared = (manager: SessionManager): SessionHosts => ({
+      open: (r, signal) => manager.open(r, signal),
+      get: (id) => manager.get(id),
+      // Never asked: shared hosts count in their places, not in this node's listing.
+      list: () => Promise.reject(new Error('a shared host\'s sessions are not counted by listing them')),
+      call: (id, job) => manager.call(id, job),
+      putFiles: (id, files) => manager.putFiles(id, files),
+      getFile: (id, path, max) => manager.getFile(id, path, max),
+      listFiles: (id, max) => manager.listFiles(id, max),
+      close: (id, reason) => manager.close(id, reason),
+      reserve: async (tenant, id, max) => {
+        const held = places.get(tenant) ?? new Set<string>();
+        places.set(tenant, held);
+        if (held.size >= max) return false;
+        held.add(id);
+        return true;
+      },
+      unreserve: async (tenant, id) => {
+        given.push(id);
+        places.get(tenant)?.delete(id);
+      },
+    });
+    const { service, sandboxes } = sessionStack({ sessions: { maxPerTenant: 2 }, hosts: shared });
+    const first = await service.create(alice, {});
+    expect([...(places.get('alice') ?? [])]).toEqual(['opening-elsewhere', first.id]);
+    // This node holds one session, but the tenant's two places are taken.
+    expect(await codeOf(service.create(alice, {}))).toBe('session_limit');
+    expect(given).toEqual([]);
+    // An open that fails gives its place back.
+    places.get('alice')?.delete('opening-elsewhere');
+    sandboxes.failWith = new PyboxError('engine_unavailable', 'no engine');
+    expect(await codeOf(service.create(alice, {}))).toBe('engine_unavailable');
+    expect(given).toHaveLength(1);
+    expect([...(places.get('alice') ?? [])]).toEqual([first.id]);
+    sandboxes.failWith = undefined;
+    expect((await service.create(alice, {})).state).toBe('active');
+    expect(places.get('alice')?.size).toBe(2);
   });
 
   it('refuses sessions past the per-host cap (session_limit), whatever the tenant', async () => {
