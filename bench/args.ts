@@ -123,7 +123,8 @@ export const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--skip a,b
   service:   --pool-size N (warm sandboxes per configuration, both runtimes; default: the service's)
   cluster:   one API node and one worker, then two, in this process on PostgreSQL and Redis
              (\`bash scripts/setup.sh test\` starts them; the scenario is skipped when they do not
-             answer): paced print(1) as the paced row (same count and pace, default runtime), then
+             answer): paced print(1), taking turns with an all-in-one node in the same process
+             (each every 2 × --paced-interval, --paced runs of each; default runtime), then
              --clients clients without pause for --cluster-seconds (default 30, quick 8) with one
              worker and with two (the second on the second engine when it answers)
   cases:     --cases N test cases of a small program (stdin in, a sum out) in one execution, run
