@@ -21,14 +21,14 @@ export const LATE_EXIT_FACTS_MS = 1000;
 
 /**
  * What the engine says of a container that stopped (or is stopping): its exit code and state, or
- * why they could not be read. Waits at most waitMs for the exit. A runner killed with nothing to
- * say why (no report, 137, no OOM record yet) gets the engine asked once more LATE_EXIT_FACTS_MS
- * later: on a loaded host the engine may record the OOM kill a moment after the exit.
+ * why they could not be read. Waits at most waitMs for the exit. An end an OOM kill may explain that
+ * the engine has not recorded yet (mayBeLateOom) gets the engine asked once more
+ * LATE_EXIT_FACTS_MS later: on a loaded host the engine may record the OOM kill a moment after the exit.
  */
 export async function readExitFacts(
   container: SandboxContainer | null,
   waitMs: number,
-  reported: boolean,
+  report: RunnerReport | null,
   onError: (e: unknown) => void,
 ): Promise<Pick<ExitFacts, 'exitCode' | 'state' | 'engineLost'>> {
   let exitCode: number | null = null;
@@ -38,7 +38,7 @@ export async function readExitFacts(
     if (container) {
       exitCode = await container.wait(waitMs);
       state = await container.state();
-      if (!reported && exitCode === 137 && !state.oomKilled && !state.killedFromOutside && !state.gone) {
+      if (mayBeLateOom(report, exitCode, state)) {
         await new Promise((r) => setTimeout(r, LATE_EXIT_FACTS_MS));
         state = await container.state();
       }
@@ -48,6 +48,18 @@ export async function readExitFacts(
     onError(e);
   }
   return { exitCode, state, engineLost };
+}
+
+/**
+ * Whether an OOM kill the engine has not recorded yet may explain an end nothing else explains:
+ * the runner itself died by SIGKILL with no report, or it reported that the code's process ended
+ * without saying so (endSaid false: killed, crashed, or under gVisor out of memory before it could).
+ * A program that exits with an error of its own (sys.exit(1)) says so, and is never kept waiting.
+ */
+export function mayBeLateOom(report: RunnerReport | null, exitCode: number | null, state: ContainerState): boolean {
+  if (state.oomKilled || state.killedFromOutside === true || state.gone === true) return false;
+  if (report === null) return exitCode === 137;
+  return report.phase === 'run' && report.endSaid === false;
 }
 
 export interface ExitFacts {
@@ -77,8 +89,9 @@ const failedRun = (r: RunReport): boolean => r.exitCode !== 0 || r.signal !== nu
 /**
  * What to do with a report as it arrives: settle at once, or first wait for the container to stop
  * and read the engine's state ('wait_for_exit', then classifyExit). Only a failed run under gVisor
- * that may have hit the memory limit waits: killed by a signal, ended without Python's own error
- * report, or with a MemoryError. An ordinary exception never pays for the engine's answer.
+ * that may have hit the memory limit waits: killed by a signal, ended without saying its own exit
+ * code (endSaid false, or a runner too old to tell), or with a MemoryError. An ordinary exception,
+ * or an exit code the program gave itself (sys.exit(1)), never pays for the engine's answer.
  */
 export function classifyReport(runtime: RuntimeName, report: RunnerReport): 'output_limit' | 'oom' | 'finished' | 'wait_for_exit' {
   if (report.phase !== 'run') return 'finished';
@@ -87,7 +100,9 @@ export function classifyReport(runtime: RuntimeName, report: RunnerReport): 'out
   const kills = report.memory?.oomKills;
   if (kills !== undefined && kills !== null) return kills > 0 ? 'oom' : 'finished';
   if (runtime !== 'runsc') return 'finished';
-  return report.signal !== null || report.error === null || report.error.type === 'MemoryError' ? 'wait_for_exit' : 'finished';
+  if (report.signal !== null) return 'wait_for_exit';
+  if (report.error === null) return report.endSaid === true ? 'finished' : 'wait_for_exit';
+  return report.error.type === 'MemoryError' ? 'wait_for_exit' : 'finished';
 }
 
 export function classifyExit(f: ExitFacts): ExitVerdict {

@@ -234,6 +234,11 @@ export const RunnerReport = z.discriminatedUnion('phase', [
     outputs: z.array(ReportedOutput).max(100).optional(),
     /** Figures over those caps, or that could not be drawn. */
     outputsDropped: z.int().min(0).max(2 ** 31).optional(),
+    /**
+     * Whether the code's process said it was over before it ended (its exit mark): false when it
+     * was killed, crashed, or ran out of memory before it could. Absent from older runners.
+     */
+    endSaid: z.boolean().optional(),
   }),
 ]);
 export type RunnerReport = z.infer<typeof RunnerReport>;

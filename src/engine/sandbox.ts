@@ -388,7 +388,7 @@ export class Sandbox {
     // The caller's budget bounds this wait too, with a little grace to learn why it stopped.
     const waitMs = Math.max(100, Math.min(EXIT_WAIT_MS, a.run.deadline + EXIT_GRACE_MS - now));
     void (async () => {
-      const { exitCode, state, engineLost } = await readExitFacts(container, waitMs, report !== null, (e) =>
+      const { exitCode, state, engineLost } = await readExitFacts(container, waitMs, report, (e) =>
         this.deps.logger.warn('could not read the final state of a sandbox', { id: a.run.job.id, error: e }),
       );
       if (this.state !== 'exiting') return; // cancelled meanwhile

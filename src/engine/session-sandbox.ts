@@ -355,7 +355,7 @@ export class EngineSessionSandbox implements SessionSandbox {
     const container = this.container;
     this.state = 'lost';
     void (async () => {
-      const { exitCode, state, engineLost } = await readExitFacts(container, EXIT_WAIT_MS, false, (e) =>
+      const { exitCode, state, engineLost } = await readExitFacts(container, EXIT_WAIT_MS, null, (e) =>
         this.deps.logger.warn('could not read the final state of a session sandbox', { id: this.spec.id, error: e }),
       );
       const verdict = classifyExit({

@@ -168,6 +168,25 @@ describe('the caller\'s timeoutMs bounds the whole wait', () => {
     await never.runner.drain();
   });
 
+  it("gVisor: a code's process that ended without saying so gets the engine asked once more; one that said its own exit code is not kept waiting", async () => {
+    // Out of memory under gVisor: the sandbox lives on, the code's process dies before its exit mark.
+    const late = harness(() => ({ waitResult: 1, state: { exitCode: 1, oomKilled: false }, laterState: { exitCode: 1, oomKilled: true } }));
+    const r = await running(late, job({ runtime: 'runsc' }));
+    r.container.socket.send(reportFrame(runReport({ exitCode: 1, endSaid: false })));
+    r.container.socket.finish();
+    expect((await r.outcome).kind).toBe('oom');
+    expect(r.container.count('state')).toBe(2);
+    await late.runner.drain();
+    // sys.exit(1): the program said so, and that is its outcome, settled without asking the engine.
+    const said = harness(() => ({ waitResult: 1, state: { exitCode: 1, oomKilled: true } }));
+    const s = await running(said, job({ runtime: 'runsc' }));
+    s.container.socket.send(reportFrame(runReport({ exitCode: 1, endSaid: true })));
+    expect((await s.outcome).kind).toBe('finished');
+    expect(s.container.count('state')).toBe(0);
+    s.container.socket.finish();
+    await said.runner.drain();
+  });
+
   it('a sandbox that dies before it is ready is classified from its exit, not left waiting', async () => {
     const h = harness(() => ({ dieAtStart: true, waitResult: 2, state: { oomKilled: false } }));
     const o = await h.runner.run(job({ runtime: 'runsc', limits: limits(5000) }));

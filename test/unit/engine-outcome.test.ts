@@ -70,6 +70,14 @@ describe('classifyReport', () => {
   it('gVisor: an ordinary exception does not wait', () => {
     expect(classifyReport('runsc', run({ exitCode: 1, error: exception('ZeroDivisionError') }))).toBe('finished');
   });
+
+  it("gVisor: an exit code the code's process gave itself (sys.exit) does not wait; one it did not say does", () => {
+    expect(classifyReport('runsc', run({ exitCode: 1, endSaid: true }))).toBe('finished');
+    expect(classifyReport('runsc', run({ exitCode: 3, endSaid: false }))).toBe('wait_for_exit');
+    // Said or not, a signal or a MemoryError may be the memory limit's doing.
+    expect(classifyReport('runsc', killed(9, { endSaid: true }))).toBe('wait_for_exit');
+    expect(classifyReport('runsc', run({ exitCode: 1, error: exception('MemoryError'), endSaid: true }))).toBe('wait_for_exit');
+  });
 });
 
 describe('classifyExit', () => {

@@ -274,7 +274,7 @@ def run_cpu_ms(total, before):
     return round(max(0.0, total - (before or 0.0)), 1)
 
 
-def run_report(status, error, flagged, flooded, cpu_ms, files, dropped, memory, outputs=None, outputs_dropped=0):
+def run_report(status, error, flagged, flooded, cpu_ms, files, dropped, memory, outputs=None, outputs_dropped=0, end_said=True):
     exit_code = os.waitstatus_to_exitcode(status)
     signum = -exit_code if exit_code < 0 else None
     result = {
@@ -288,6 +288,7 @@ def run_report(status, error, flagged, flooded, cpu_ms, files, dropped, memory, 
         "flooded": flooded,
         "cpuMs": cpu_ms,
         "flaggedImports": flagged,
+        "endSaid": bool(end_said),
     }
     if memory is not None:
         result["memory"] = memory
@@ -362,7 +363,7 @@ def main():
     files, dropped = collect_out_files(OUT_DIR, int(caps.get("maxFiles", 0)), int(caps.get("maxFileBytes", 0)))
     outputs, outputs_dropped = parse_outputs(relay.result, max_outputs)
     result = run_report(relay.status, error, flagged, relay.flooded, run_cpu_ms(relay.cpu_ms, cpu_before), files, dropped, memory,
-                        outputs, outputs_dropped)
+                        outputs, outputs_dropped, relay.end_said)
     report(result, result["exitCode"] if result["exitCode"] < 256 else 1)
 
 

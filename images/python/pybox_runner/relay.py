@@ -46,6 +46,9 @@ class Relay:
         self.wall_ms = None  # the program's own wall time, when it said so in its exit mark
         self.flooded = False
         self.reaped = False  # the code's own process has been waited for (its pid is free again)
+        # The code's process said it was over (its exit mark), rather than being reaped without a
+        # word: killed, crashed, or out of memory before it could write the mark.
+        self.end_said = False
 
     def run(self):
         wake_r, wake_w = os.pipe()
@@ -125,6 +128,7 @@ class Relay:
             self.mark_from = None  # only the first mark counts: a malformed one leaves the end to reaping
             return
         code, cpu_ms, wall_ms = parsed
+        self.end_said = True
         self.status = code << 8  # a wait status: exited with code
         self.cpu_ms = cpu_ms
         self.wall_ms = wall_ms

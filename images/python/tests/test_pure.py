@@ -390,6 +390,10 @@ class ResultTest(unittest.TestCase):
         r = main.run_report(3 << 8, None, [], False, 1.0, [], 0, {"oomKills": 0})
         self.assertEqual((r["exitCode"], r["signal"], r["memory"]), (3, None, {"oomKills": 0}))
 
+    def test_run_report_says_whether_the_code_said_its_end(self):
+        self.assertIs(main.run_report(1 << 8, None, [], False, 1.0, [], 0, None)["endSaid"], True)
+        self.assertIs(main.run_report(1 << 8, None, [], False, 1.0, [], 0, None, end_said=False)["endSaid"], False)
+
 
 class CasePayloadTest(unittest.TestCase):
     def test_cases_go_to_the_store_and_each_blob_holds_only_its_case(self):

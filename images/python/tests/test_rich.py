@@ -309,8 +309,10 @@ class RelayResultTest(unittest.TestCase):
         r.take(0, b"\x00EX")
         r.take(0, b"IT [7, 1.5")
         self.assertIsNone(r.status)
+        self.assertFalse(r.end_said)
         r.take(0, b", 2]\n")
         self.assertEqual((r.status, r.cpu_ms, r.wall_ms), (7 << 8, 1.5, 2))
+        self.assertTrue(r.end_said)
         self.assertEqual(self.kills, [None])
         self.assertEqual(len(r.result), 1 + (3 << 20) + len(b"\x00EXIT [7, 1.5, 2]\n"))
 
@@ -319,6 +321,7 @@ class RelayResultTest(unittest.TestCase):
         r.take(0, b"S\x00EXIT [bad]\n")
         r.take(0, b"\x00EXIT [0, 1]\n")
         self.assertIsNone(r.status)
+        self.assertFalse(r.end_said)  # a malformed mark says nothing: the end is the reaping's
         self.assertEqual(self.kills, [])
 
     def test_a_mark_without_its_line_end_is_given_up(self):
