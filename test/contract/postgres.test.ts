@@ -14,6 +14,7 @@ import { connectPostgres, keepPool, redactUrl, sharePool } from '../../src/store
 import { PostgresExecutionStore, SAVE_LOCK } from '../../src/store/postgres/execution-store.ts';
 import { MIGRATIONS } from '../../src/store/postgres/migrations.ts';
 import { PostgresTenantStore } from '../../src/store/postgres/tenant-store.ts';
+import { inTransaction } from '../../src/store/postgres/tx.ts';
 import { hashApiKey, newApiKey } from '../../src/tenancy/keys.ts';
 import { createTestDatabase, postgresUrl, type TestDatabase } from '../support/servers.ts';
 import { describeStoreContract, manualClock, result } from './store-contract.ts';
@@ -296,6 +297,23 @@ describe('PostgreSQL only', () => {
       expect(lines.filter((l) => l.startsWith('warn postgres: an idle connection failed'))).toHaveLength(2);
       expect(await store.get('a')).toEqual(result('a'));
       expect(await store.healthy()).toBe(true);
+    });
+
+    it('keep the process alive when the server ends a connection held in a transaction between its statements', async () => {
+      const { url, pool: other } = await schemaPool();
+      const { pool } = await connectPostgres(url, { max: 1 });
+      cleanups.push(() => pool.end());
+      // Between two statements the connection is checked out and no query listens on it: the
+      // client's 'error' would end the process unless the transaction hears it.
+      const failed = inTransaction(pool, 'BEGIN', async (client) => {
+        const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+        await other.query('SELECT pg_terminate_backend($1)', [pid]);
+        await new Promise((r) => setTimeout(r, 200)); // the server's goodbye arrives meanwhile
+        await client.query('SELECT 1');
+      });
+      await expect(failed).rejects.toThrow();
+      // The broken connection was destroyed, not given back: the next transaction gets a new one.
+      expect(await inTransaction(pool, 'BEGIN', async (client) => (await client.query<{ one: number }>('SELECT 1 AS one')).rows[0]?.one)).toBe(1);
     });
 
     it('throw once closed, and end an owned pool', async () => {

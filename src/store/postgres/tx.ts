@@ -4,11 +4,17 @@ import type { Pool, PoolClient } from 'pg';
 /**
  * Runs `work` between `begin` and COMMIT on a connection of its own. When the work fails the
  * transaction is rolled back and the work's error rethrown. When BEGIN, COMMIT or ROLLBACK itself
- * fails, the connection's state is unknown: it is destroyed instead of going back to the pool.
+ * fails, or the connection fails while it is held, the connection's state is unknown: it is
+ * destroyed instead of going back to the pool.
  */
 export async function inTransaction<T>(pool: Pool, begin: string, work: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  // A held connection that fails (the server shuts down, the network drops) emits 'error', even
+  // beside the query it fails; the pool listens only to idle ones, and an unheard 'error' would end
+  // the process. Heard here, it breaks the connection; the statement under way fails on its own.
+  const failed = (e: Error) => (broken ??= e);
+  client.on('error', failed);
   try {
     await control(client, begin, (e) => (broken = e));
     let value: T;
@@ -21,6 +27,8 @@ export async function inTransaction<T>(pool: Pool, begin: string, work: (client:
     await control(client, 'COMMIT', (e) => (broken = e));
     return value;
   } finally {
+    // A broken connection keeps the listener: it is destroyed, and may still report its end.
+    if (broken === undefined) client.removeListener('error', failed);
     client.release(broken);
   }
 }
