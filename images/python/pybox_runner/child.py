@@ -378,10 +378,40 @@ def rich_section(caps):
         return b""
 
 
+# os._exit as the process had it: the runner's own exits do not go through said_exit.
+REAL_EXIT = os._exit
+
+
+def exit_mark(exit_code, started):
+    """The exit mark (EXIT_MARK + [exit code, CPU ms, wall ms]): the program is over."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_ms = round((own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime) * 1000, 1)
+    wall_ms = round((time.monotonic() - started) * 1000, 1)
+    return EXIT_MARK + json.dumps([exit_code, cpu_ms, wall_ms]).encode() + b"\n"
+
+
+def said_exit(res_w, started):
+    """os._exit for the code: in the code's own process it first says its exit code on the result
+    pipe, as a program that ends normally does, so the runner knows the code ended itself (not
+    killed, not out of memory). Its forks (multiprocessing's children) exit without a word."""
+    pid = os.getpid()
+
+    def _exit(status):
+        if os.getpid() == pid and isinstance(status, int):
+            try:
+                os.write(res_w, exit_mark(status & 0xFF, started))  # one write under PIPE_BUF: whole or nothing
+            except BaseException:
+                pass
+        REAL_EXIT(status)
+
+    return _exit
+
+
 def run_code(code, main, res_w, caps=None):
     """caps: rich_caps(request), the caps of the figures returned."""
     exit_code, error = 0, None
     started = time.monotonic()
+    os._exit = said_exit(res_w, started)
     try:
         exec(code, main.__dict__)
     except SystemExit as e:
@@ -411,15 +441,12 @@ def run_code(code, main, res_w, caps=None):
             write_all(res_w, outputs)
         # The program is over: say so before the process frees its memory (a preloaded numpy and
         # pandas take milliseconds to tear down), so the runner need not wait for that.
-        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_ms = round((own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime) * 1000, 1)
-        wall_ms = round((time.monotonic() - started) * 1000, 1)
-        write_all(res_w, EXIT_MARK + json.dumps([exit_code, cpu_ms, wall_ms]).encode() + b"\n")
+        write_all(res_w, exit_mark(exit_code, started))
         for fd in (1, 2, res_w):
             os.close(fd)
     except BaseException:
         pass
-    os._exit(exit_code)
+    REAL_EXIT(exit_code)
 
 
 def finish_interpreter(exit_code):

@@ -253,6 +253,28 @@ class ChildTest(unittest.TestCase):
             with self.assertRaises(child.SetupError, msg=repr(bad)):
                 child.build_env({"env": bad})
 
+    def test_os_exit_in_the_code_says_its_exit_code_first_and_its_forks_do_not(self):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the code's process
+            try:
+                os._exit = child.said_exit(w, 0.0)
+                fork = os.fork()
+                if fork == 0:
+                    os._exit(5)  # a fork of the code (multiprocessing's child): no word
+                os.waitpid(fork, 0)
+                os._exit(-1)  # exits with 255, and says so
+            finally:
+                child.REAL_EXIT(99)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(r, "rb") as f:
+            said = f.read()
+        self.assertEqual(os.waitstatus_to_exitcode(status), 255)
+        self.assertEqual(said.count(child.EXIT_MARK), 1)
+        self.assertEqual(relay.parse_exit_mark(b"S" + said)[0], 255)
+        self.assertIs(os._exit, child.REAL_EXIT)  # this process's own is untouched
+
     def test_close_other_fds_keeps_only_what_it_is_told(self):
         pid = os.fork()
         if pid == 0:
