@@ -143,7 +143,9 @@ describe('cluster faults', () => {
     await redis.up();
     await until('runs accepted again', async () => (await execute(node('api-b').url, { code: 'print("back")' })).status === 200, 30_000);
     const done = await Promise.all(accepted);
-    expect(done.map((r) => [r.status, r.body.stdout])).toEqual([0, 1, 2, 3].map((i) => [200, `kept ${i}\n`]));
+    // Status and error beside the output: a run that did not come back whole says how it ended.
+    const error = (b: Record<string, unknown>) => (b.error as { message?: unknown } | null | undefined)?.message ?? null;
+    expect(done.map((r) => [r.status, r.body.status, r.body.stdout, error(r.body)])).toEqual([0, 1, 2, 3].map((i) => [200, 'completed', `kept ${i}\n`, null]));
     expect((await getJson(node('api-a'), '/readyz')).status).toBe(200);
   }, 90_000);
 

@@ -135,7 +135,7 @@ out["child"] = p.returncode`),
 
   sec('CPU is capped by the kernel: four spinning threads get the CPUs asked for, not the host', async ({ run, containers }) => {
     const spin = run({
-      code: 'import threading, time\nt0 = time.time()\ndef spin():\n    while time.time() - t0 < 3:\n        pass\nts = [threading.Thread(target=spin) for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nprint("done")',
+      code: 'import threading, time\nt0 = time.time()\ndef spin():\n    while time.time() - t0 < 5:\n        pass\nts = [threading.Thread(target=spin) for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nprint("done")',
       cpus: 0.5,
       timeoutMs: 20_000,
     });
@@ -160,10 +160,12 @@ out["child"] = p.returncode`),
     expect(quota).not.toBeNull();
     expect((quota?.quota ?? 0) / (quota?.period ?? 1)).toBeCloseTo(0.5, 5);
     usage = usage.slice(1); // the first sample may include the start
-    expect(usage.length).toBeGreaterThanOrEqual(3);
+    // On a loaded host the samples come late and few: what counts is a window of several CFS
+    // periods (100 ms each) between two of them, over which the quota holds whatever the bursts.
     const first = usage[0];
     const last = usage.at(-1);
-    if (first && last && last.t > first.t) {
+    expect(first && last ? last.t - first.t : 0, `samples: ${JSON.stringify(usage)}`).toBeGreaterThanOrEqual(600);
+    if (first && last) {
       const cpus = (last.ns - first.ns) / 1e6 / (last.t - first.t);
       expect(cpus).toBeLessThan(0.5 * 1.3); // CFS lets a period's quota through in bursts
     }
