@@ -79,6 +79,9 @@ function seconds(raw: string, flag: string): number {
 }
 
 
+/** How long a script's stdout may stay open after the script exited, before what was read is taken as all. */
+const STDOUT_END_WAIT_MS = 5000;
+
 /** Runs scripts/<script>; resolves with its stdout's last line (the URL), its messages go to stderr. */
 function ensure(script: string, ctx: CliContext, env: NodeJS.ProcessEnv, args: string[] = []): Promise<string> {
   const stopping = args[0] === 'stop';
@@ -93,9 +96,20 @@ function ensure(script: string, ctx: CliContext, env: NodeJS.ProcessEnv, args: s
     });
     child.on('error', reject);
     child.on('exit', (code) => {
-      const url = out.trim().split('\n').at(-1) ?? '';
-      if (code === 0 && (url || stopping)) resolvePromise(url);
-      else reject(new Error(`scripts/${script} failed (exit ${code}): ${err.trim().split('\n').at(-1) ?? ''}`));
+      const settle = () => {
+        const url = out.trim().split('\n').at(-1) ?? '';
+        if (code === 0 && (url || stopping)) resolvePromise(url);
+        else reject(new Error(`scripts/${script} failed (exit ${code}): ${err.trim().split('\n').at(-1) ?? ''}`));
+      };
+      // At 'exit' the script's last output may still be unread (on a busy host it was: an exit 0
+      // with no URL yet). Its stdout's end is awaited, not for ever: a server the script started
+      // could hold the pipe open.
+      if (child.stdout.readableEnded) return settle();
+      const timer = setTimeout(settle, STDOUT_END_WAIT_MS);
+      child.stdout.once('end', () => {
+        clearTimeout(timer);
+        settle();
+      });
     });
   });
 }
