@@ -30,7 +30,7 @@ import { ArgsError, parseArgs, USAGE, type BenchOptions, type Scenario } from '.
 import { PHASE_MEANING, summarizePhases, TimedEngine, type PhaseSummary } from './breakdown.ts';
 import { renderSvg } from './chart.ts';
 import { clients, forDuration, paced, pacedPairs, sequential, type Task } from './measure.ts';
-import { busyMs, busyShare, parseProcStat, percentile, quietnessWarning, round1, round2, summarize, versusCell, versusLatency, versusRate, type CpuTicks, type Row } from './stats.ts';
+import { busyMs, busyShare, parseProcStat, quietnessWarning, round1, round2, summarize, versusCell, versusLatency, versusRate, type CpuTicks, type Row } from './stats.ts';
 import { createTestDatabase, flushPrefix, postgresUrl, redisUrl, secondEngineHost } from '../test/support/servers.ts';
 
 /** Runs at the science scenario's pace before it is measured, not counted. */
@@ -555,7 +555,7 @@ class Bench {
         pacedRow.versus = versusLatency(pacedRow, aio, true);
         info.pacedOverheadMs = pacedRow.versus.deltaMs ?? null;
         // The same from each turn's pair: the cluster's run minus the all-in-one run just before it.
-        info.pacedOverheadPairedMs = round1(percentile([...turns.second.map((v, i) => v - (turns.first[i] ?? v))].sort((x, y) => x - y), 50));
+        info.pacedOverheadPairedMs = summarize('paired differences', turns.second.map((v, i) => v - (turns.first[i] ?? v))).p50;
       } finally {
         await beside.close();
       }

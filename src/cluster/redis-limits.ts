@@ -11,12 +11,15 @@ export { tenantLimitError } from '../core/errors.ts';
 
 const WINDOW_S = 60;
 
+/** Lua: `now`, the Redis server's clock in ms, so the nodes' clocks never matter. Opens every script here that needs the time. */
+export const REDIS_NOW_MS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
 // KEYS[1] the bucket (a hash: tokens, at = server ms of the last take). ARGV[1] requests per minute.
 // Returns { allowed 0|1, remaining, resetS, retryAfterS }, all integers (Lua numbers returned to
 // Redis are truncated to integers, so rounding is done here).
 const RATE_TAKE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${REDIS_NOW_MS}
 local pm = tonumber(ARGV[1])
 local perMs = pm / ${WINDOW_S * 1000}
 local tokens = pm
@@ -46,8 +49,7 @@ return { allowed, math.floor(tokens), math.ceil(msToFull / 1000), retry }
 // Admission and renewal drop the tenant's expired leases first (score = lease expiry, server ms) and
 // keep the set itself no longer than its last lease: a dead node's places free themselves.
 const SWEEP = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${REDIS_NOW_MS}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local function expireWithLastLease()
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
@@ -57,8 +59,9 @@ end
 
 // KEYS[1] the tenant's leases. ARGV[1] execution id, ARGV[2] ceiling (-1: none), ARGV[3] lease ms.
 // Returns { admitted 0|1, in flight }. An id already holding a place is admitted again (its
-// lease renewed) without taking a second one, so a retried admit never counts twice.
-const ADMIT = `${SWEEP}
+// lease renewed) without taking a second one, so a retried admit never counts twice. Any set of
+// ids scored by their expiry takes places this way (the session directory's tenant sets too).
+export const ADMIT = `${SWEEP}
 local max = tonumber(ARGV[2])
 local count = redis.call('ZCARD', KEYS[1])
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -81,9 +84,8 @@ return 1
 `;
 
 // KEYS[1] the tenant's leases. Counts the live ones without writing (a read on any node).
-const COUNT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+export const COUNT = `
+${REDIS_NOW_MS}
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 `;
 

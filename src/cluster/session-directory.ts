@@ -10,7 +10,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../core/ports.ts';
 import type { HostedSession } from '../core/sessions.ts';
-import { script, type Script } from './redis-limits.ts';
+import { ADMIT, COUNT, REDIS_NOW_MS, script, type Script } from './redis-limits.ts';
 import { HostedRecord } from './session-wire.ts';
 
 /** Most sessions read in one listing: far past any tenant's cap or any cluster's hosts. */
@@ -22,8 +22,7 @@ const MAX_ENTRY_CHARS = 16 * 1024;
 // ARGV[2] its time to live (ms), ARGV[3] the session id. Expired ids go first; each set lives as
 // long as its last id.
 const PUT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${REDIS_NOW_MS}
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 for i = 2, 3 do
@@ -37,34 +36,9 @@ return 1
 
 // KEYS[1] a set. ARGV[1] most ids. Drops the expired ids, returns the live ones.
 const IDS = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${REDIS_NOW_MS}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-`;
-
-// KEYS[1] a set. Its live ids, counted without writing.
-const COUNT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-`;
-
-// KEYS[1] the tenant's set. ARGV[1] the most ids it may hold, ARGV[2] how long the place is held
-// (ms), ARGV[3] the new session's id. Takes a place for a session about to be opened: an id in the
-// tenant's set with no entry yet, which counts from now on every node; its worker's first PUT
-// files the session under it. 1, or 0 when the tenant's live ids have reached the most.
-const RESERVE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(last[2]) - now))
-return 1
 `;
 
 // KEYS[1] the tenant's set, KEYS[2] the session's entry. ARGV[1] its id. Gives a place back unless
@@ -91,7 +65,8 @@ export class SessionDirectory {
     this.putScript = script(deps.redis, 'pyboxSessionPut', 3, PUT);
     this.idsScript = script(deps.redis, 'pyboxSessionIds', 1, IDS);
     this.countScript = script(deps.redis, 'pyboxSessionCount', 1, COUNT);
-    this.reserveScript = script(deps.redis, 'pyboxSessionReserve', 1, RESERVE);
+    // A place is taken as an execution's admission is: an id in a set scored by its expiry.
+    this.reserveScript = script(deps.redis, 'pyboxSessionReserve', 1, ADMIT);
     this.unreserveScript = script(deps.redis, 'pyboxSessionUnreserve', 2, UNRESERVE);
   }
 
@@ -152,7 +127,9 @@ export class SessionDirectory {
   async reserve(tenant: string, id: string, max: number, ttlMs: number): Promise<boolean> {
     if (!Number.isSafeInteger(max) || max < 0) throw new RangeError(`max must be a whole number of 0 or more, not ${max}`);
     if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > 86_400_000) throw new RangeError(`ttlMs must be a whole number from 1 to 86400000, not ${ttlMs}`);
-    return (await this.reserveScript(this.tenantKey(tenant), max, ttlMs, id)) === 1;
+    const reply = await this.reserveScript(this.tenantKey(tenant), id, max, ttlMs);
+    if (!Array.isArray(reply)) throw new Error('unexpected reply from Redis for a session place');
+    return reply[0] === 1;
   }
 
   /** Gives back the place reserve() took, unless the session was filed meanwhile (then it is the session's). */
